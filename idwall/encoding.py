@@ -1,0 +1,84 @@
+"""Byte and JSON encodings shared by every trust computation.
+
+Everything that is hashed or signed goes through :func:`canonical_json`, so a
+value has exactly one byte representation (DESIGN.md "Challenges").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+
+class EncodingError(ValueError):
+    """A value is not in the encoding it claims to be in."""
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding (RFC 4648 §5), as WebAuthn's JSON forms use."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding; refuse anything else.
+
+    Standard-alphabet characters (``+``, ``/``) and stray characters are refused
+    rather than silently dropped, so two different strings never decode to the
+    same bytes.
+    """
+    if not isinstance(text, str):
+        raise EncodingError(f"expected a base64url string, got {type(text).__name__}")
+    stripped = text.rstrip("=")
+    if len(text) - len(stripped) > 2:
+        raise EncodingError("base64url value has too much padding")
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    if not set(stripped) <= alphabet:
+        raise EncodingError("base64url value has characters outside the URL-safe alphabet")
+    if len(stripped) % 4 == 1:
+        raise EncodingError("base64url value has an impossible length")
+    try:
+        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise EncodingError(f"invalid base64url: {exc}") from None
+
+
+def sha256(*parts: bytes) -> bytes:
+    """SHA-256 over the concatenation of ``parts`` (the ``H(a || b)`` of DESIGN.md)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.digest()
+
+
+def _check_canonical(value: Any, path: str) -> None:
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_canonical(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EncodingError(f"{path}: object keys must be strings, got {type(key).__name__}")
+            _check_canonical(item, f"{path}.{key}")
+        return
+    raise EncodingError(
+        f"{path}: canonical JSON holds only strings, integers, booleans, null, lists and objects; "
+        f"got {type(value).__name__}"
+    )
+
+
+def canonical_json(value: Any) -> bytes:
+    """UTF-8 JSON with sorted keys and no insignificant white space.
+
+    Floats and other types are refused: their text form is not unique across
+    implementations, and a verifier in another language must reproduce the bytes.
+    """
+    _check_canonical(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
