@@ -1,0 +1,657 @@
+"""idwall.config: typed config, and errors that name file, line, key and what would be valid."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from idwall.config import (
+    AssertionConfig,
+    Config,
+    ConfigError,
+    Listen,
+    Route,
+    UpstreamTLS,
+    config_from_mapping,
+    default_config_text,
+    load_config,
+    parse_duration,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CERT_FILES = ("server.pem", "server-key.pem", "device-ca.pem", "device-ca-key.pem", "assertion-key.pem", "ledger-key.pem")
+
+# Line numbers below refer to this text: 1 public_url, 2 tls, 3 tls.cert, 4 tls.key, 5 device_ca,
+# 6 device_ca.cert, 7 device_ca.key, 8 assertion, 9 assertion.key, 10 ledger, 11 ledger.key,
+# 12 store, 13 routes, 14 routes[0] / name, 15 match, 16 upstream.
+BASE = """\
+public_url: https://localhost:8443
+tls:
+  cert: certs/server.pem
+  key: certs/server-key.pem
+device_ca:
+  cert: certs/device-ca.pem
+  key: certs/device-ca-key.pem
+assertion:
+  key: certs/assertion-key.pem
+ledger:
+  key: certs/ledger-key.pem
+store: sqlite:idwall.db
+routes:
+  - name: app
+    match: {host: App.Example.COM, path: /app}
+    upstream: http://127.0.0.1:9001
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A config directory whose certs/ holds every file BASE references (content is irrelevant here)."""
+    (tmp_path / "certs").mkdir()
+    for name in CERT_FILES:
+        (tmp_path / "certs" / name).write_text("not checked by config\n")
+    return tmp_path
+
+
+def write(tree: Path, text: str) -> Path:
+    path = tree / "idwall.yaml"
+    path.write_text(text)
+    return path
+
+
+def error(tree: Path, text: str) -> ConfigError:
+    path = write(tree, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value
+
+
+def assert_error(exc: ConfigError, tree: Path, line: int | None, key: str, *fragments: str) -> None:
+    """The one-line form, the attributes, and every fragment (problem and hint) in the message."""
+    text = str(exc)
+    where = f"{tree / 'idwall.yaml'}" + (f":{line}" if line is not None else "")
+    assert text.startswith(f"{where}: {key}: " if key else f"{where}: "), text
+    assert "\n" not in text and "Traceback" not in text
+    assert (exc.line, exc.key) == (line, key)
+    assert "; " in exc.message, "message must say what is wrong and what would be valid"
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+
+
+# --------------------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("0s", 0), (60, 60), (0, 0), ("007m", 420)],
+)
+def test_parse_duration_accepts(text: str | int, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10 minutes", "-5m", "1.5h", "", "15M", "5 m", " 5m", "5m ", "m", "5", "90", "5ms", "1w", "1h30m", "+5m",
+     "５m", "99999999999d", -1, 1.5, True, None, [5], "5\nm"],
+)
+def test_parse_duration_rejects(text: object) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(text)  # type: ignore[arg-type]
+    assert "90s, 15m, 12h, 30d" in str(info.value)
+
+
+# --------------------------------------------------------------------------- a good file
+
+
+def test_minimal_file_gets_documented_defaults(tree: Path) -> None:
+    config = load_config(write(tree, BASE))
+    assert config.source == tree / "idwall.yaml"
+    assert config.public_url == "https://localhost:8443"
+    assert config.listen == Listen("127.0.0.1", 8443)
+    assert config.tls.cert == tree / "certs" / "server.pem" and config.tls.cert.is_absolute()
+    assert config.device_ca.key == tree / "certs" / "device-ca-key.pem"
+    assert config.device_ca.cert_ttl == 30 * 86400
+    assert config.webauthn.rp_id == "localhost"
+    assert config.webauthn.origins == ("https://localhost:8443",)
+    assert (config.webauthn.rp_name, config.webauthn.user_verification, config.webauthn.timeout) == ("IDWall", "required", 300)
+    assert (config.session.max_age, config.session.idle_timeout) == (43200, 3600)
+    assert config.assertion == AssertionConfig(header="X-IDWall-Assertion", key=tree / "certs" / "assertion-key.pem", ttl=60, overlap=604800)
+    assert config.ledger.key == tree / "certs" / "ledger-key.pem"
+    assert config.store == f"sqlite://{tree}/idwall.db"
+    assert config.sqlite_path == tree / "idwall.db"
+    assert config.devices.approval == "none"
+    assert (config.limits.api_body, config.limits.drain_timeout, config.limits.upstream_timeout, config.limits.header_size) == (65536, 10, 30, 8190)
+    assert config.admin.fresh_auth == 900
+    assert config.routes == (
+        Route(name="app", host="app.example.com", path="/app", upstream="http://127.0.0.1:9001", allow_users=None,
+              allow_groups=None, fresh_auth=None, websockets=False, bind_request=True, audience=None, timeout=None,
+              upstream_tls=None),
+    )
+
+
+def test_config_is_frozen(tree: Path) -> None:
+    config = load_config(write(tree, BASE))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.store = "sqlite:///tmp/other.db"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.routes[0].upstream = "http://evil"  # type: ignore[misc]
+
+
+def test_every_field_set(tree: Path) -> None:
+    (tree / "certs" / "up-ca.pem").write_text("x")
+    (tree / "certs" / "up.pem").write_text("x")
+    (tree / "certs" / "up-key.pem").write_text("x")
+    text = BASE.replace("public_url: https://localhost:8443", "public_url: https://IDWall.Example.com:443/") + """\
+    allow: {users: [alice, alice], groups: [eng]}
+    fresh_auth: 10m
+    websockets: true
+    bind_request: false
+    audience: app-backend
+    timeout: 2m
+  - name: api
+    match: {path: /api/v1}
+    upstream: https://api.internal:8443/base
+    allow: {groups: [ops]}
+    upstream_tls: {ca: certs/up-ca.pem, cert: certs/up.pem, key: certs/up-key.pem}
+listen: {host: 0.0.0.0, port: 0}
+webauthn:
+  rp_id: example.com
+  rp_name: Example Corp
+  origins: [https://idwall.example.com, "https://Login.Example.com:8443/", https://idwall.example.com:443]
+  user_verification: preferred
+  timeout: 90s
+session: {max_age: 8h, idle_timeout: 20m}
+devices: {approval: manager}
+limits: {api_body: 131072, drain_timeout: 0, upstream_timeout: 45, header_size: 16384}
+admin: {fresh_auth: 5m}
+"""
+    text = text.replace("assertion:\n  key: certs/assertion-key.pem", "assertion:\n  key: certs/assertion-key.pem\n  header: x-idwall-identity\n  ttl: 2m\n  overlap: 1d")
+    text = text.replace("device_ca:\n", "device_ca:\n  cert_ttl: 7d\n")
+    config = load_config(write(tree, text))
+    assert config.public_url == "https://idwall.example.com"
+    assert config.listen == Listen(host="0.0.0.0", port=0)
+    assert config.device_ca.cert_ttl == 7 * 86400
+    assert config.webauthn.rp_id == "example.com"
+    assert config.webauthn.rp_name == "Example Corp"
+    assert config.webauthn.origins == ("https://idwall.example.com", "https://login.example.com:8443")
+    assert (config.webauthn.user_verification, config.webauthn.timeout) == ("preferred", 90)
+    assert (config.session.max_age, config.session.idle_timeout) == (8 * 3600, 1200)
+    assert (config.assertion.header, config.assertion.ttl, config.assertion.overlap) == ("x-idwall-identity", 120, 86400)
+    assert config.devices.approval == "manager"
+    assert (config.limits.api_body, config.limits.drain_timeout, config.limits.upstream_timeout, config.limits.header_size) == (131072, 0, 45, 16384)
+    assert config.admin.fresh_auth == 300
+    app, api = config.routes
+    assert (app.allow_users, app.allow_groups, app.fresh_auth, app.websockets, app.bind_request, app.audience, app.timeout) == (
+        ("alice",), ("eng",), 600, True, False, "app-backend", 120)
+    assert (api.host, api.path, api.upstream) == (None, "/api/v1", "https://api.internal:8443/base")
+    assert (api.allow_users, api.allow_groups) == ((), ("ops",))
+    assert api.upstream_tls == UpstreamTLS(ca=tree / "certs" / "up-ca.pem", cert=tree / "certs" / "up.pem", key=tree / "certs" / "up-key.pem")
+
+
+def test_nested_prefixes_and_same_path_on_other_hosts_are_not_overlaps(tree: Path) -> None:
+    text = BASE + """\
+  - {name: sub, match: {host: app.example.com, path: /app/sub}, upstream: http://127.0.0.1:9002}
+  - {name: anyhost, match: {path: /app}, upstream: http://127.0.0.1:9003}
+  - {name: other, match: {host: other.example.com, path: /app}, upstream: http://127.0.0.1:9004}
+  - {name: slash, match: {host: app.example.com, path: /app/}, upstream: http://127.0.0.1:9005}
+  - {name: idwallet, match: {path: /idwallet}, upstream: http://127.0.0.1:9006}
+  - {name: wellknown, match: {path: /.well-known/other}, upstream: http://127.0.0.1:9007}
+  - {name: root, upstream: http://127.0.0.1:9008}
+"""
+    routes = load_config(write(tree, text)).routes
+    assert [(r.name, r.host, r.path) for r in routes] == [
+        ("app", "app.example.com", "/app"),
+        ("sub", "app.example.com", "/app/sub"),
+        ("anyhost", None, "/app"),
+        ("other", "other.example.com", "/app"),
+        ("slash", "app.example.com", "/app/"),
+        ("idwallet", None, "/idwallet"),
+        ("wellknown", None, "/.well-known/other"),
+        ("root", None, "/"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        ("sqlite:idwall.db", "{tree}/idwall.db"),
+        ("sqlite:data/../idwall.db", "{tree}/idwall.db"),
+        # {tree} starts with "/": these are sqlite:///abs, SQLAlchemy's sqlite:////abs and sqlite:/abs
+        ("sqlite://{tree}/abs.db", "{tree}/abs.db"),
+        ("sqlite:///{tree}/abs.db", "{tree}/abs.db"),
+        ("sqlite:{tree}/abs.db", "{tree}/abs.db"),
+    ],
+)
+def test_sqlite_store_is_normalised_to_an_absolute_path(tree: Path, store: str, expected: str) -> None:
+    (tree / "data").mkdir()
+    config = load_config(write(tree, BASE.replace("sqlite:idwall.db", store.format(tree=tree))))
+    assert config.store == "sqlite://" + expected.format(tree=tree)
+    assert config.sqlite_path == Path(expected.format(tree=tree))
+
+
+def test_postgresql_store_is_kept_as_written(tree: Path) -> None:
+    url = "postgresql://idwall:secret@db.internal:5432/idwall?sslmode=verify-full"
+    config = load_config(write(tree, BASE.replace("sqlite:idwall.db", url)))
+    assert config.store == url
+    assert config.sqlite_path is None
+
+
+def test_paths_resolve_against_the_config_directory_not_the_cwd(tree: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    config = load_config(write(tree, BASE))
+    assert config.tls.key == tree / "certs" / "server-key.pem"
+
+
+def test_config_from_mapping_without_lines(tree: Path) -> None:
+    data = {
+        "public_url": "https://localhost:8443",
+        "tls": {"cert": "certs/server.pem", "key": "certs/server-key.pem"},
+        "device_ca": {"cert": "certs/device-ca.pem", "key": "certs/device-ca-key.pem"},
+        "assertion": {"key": str(tree / "certs" / "assertion-key.pem")},
+        "ledger": {"key": "certs/ledger-key.pem"},
+        "store": "sqlite:idwall.db",
+    }
+    config = config_from_mapping(data, source=tree / "idwall.yaml", base_dir=tree)
+    assert isinstance(config, Config) and config.routes == ()
+    assert config.assertion.key == tree / "certs" / "assertion-key.pem"
+    data["routes"] = [{"name": "x", "upstream": "gopher://h"}]
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data, source=tree / "idwall.yaml", base_dir=tree)
+    assert info.value.line is None
+    assert str(info.value).startswith(f"{tree / 'idwall.yaml'}: routes[0].upstream: 'gopher://h' is not an http:// or an https:// URL; ")
+
+
+# --------------------------------------------------------------------------- file-level errors
+
+
+def test_bad_yaml_syntax_names_the_line(tree: Path) -> None:
+    exc = error(tree, BASE.replace("  key: certs/ledger-key.pem", "  key: [certs/ledger-key.pem"))
+    assert_error(exc, tree, 12, "", "invalid YAML", "fix the syntax near this line")
+
+
+def test_bad_indentation_names_the_line(tree: Path) -> None:
+    exc = error(tree, BASE.replace("  key: certs/server-key.pem", "    key: certs/server-key.pem"))
+    assert_error(exc, tree, 4, "", "invalid YAML", "mapping values are not allowed")
+
+
+def test_tab_indentation_names_the_line(tree: Path) -> None:
+    exc = error(tree, BASE.replace("  key: certs/ledger-key.pem", "\tkey: certs/ledger-key.pem"))
+    assert_error(exc, tree, 11, "", "invalid YAML", "'\\t'")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragment"),
+    [
+        (BASE + "store: sqlite:other.db\n", 17, "store", "duplicate key (first on line 12)"),
+        (BASE.replace("  key: certs/server-key.pem", "  key: certs/server-key.pem\n  cert: x"), 5, "tls.cert", "duplicate key (first on line 3)"),
+        (BASE + "  - name: b\n    upstream: http://h\n    upstream: http://i\n", 19, "routes[1].upstream", "duplicate key (first on line 18)"),
+    ],
+)
+def test_duplicate_keys_are_errors(tree: Path, text: str, line: int, key: str, fragment: str) -> None:
+    assert_error(error(tree, text), tree, line, key, fragment, "each key may appear once")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("", None, "the file is empty"),
+        ("# only a comment\n", None, "the file is empty"),
+        ("- a\n- b\n", 1, "expected a mapping, got a list"),
+        ("just a string\n", 1, "expected a mapping, got a string"),
+        ("a: 1\n---\nb: 2\n", 2, "expected a single document"),
+    ],
+)
+def test_the_whole_file_must_be_one_mapping(tree: Path, text: str, line: int | None, fragment: str) -> None:
+    exc = error(tree, text)
+    assert (exc.line, exc.key) == (line, "")
+    assert fragment in str(exc) and "\n" not in str(exc)
+
+
+def test_missing_and_unreadable_config_file(tree: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tree / "nope.yaml")
+    assert str(info.value) == f"{tree / 'nope.yaml'}: cannot read the config file: No such file or directory; pass --config with a readable YAML file"
+    with pytest.raises(ConfigError) as info:
+        load_config(tree)
+    assert "cannot read the config file" in str(info.value)
+
+
+def test_non_utf8_file_names_the_line(tree: Path) -> None:
+    path = tree / "idwall.yaml"
+    path.write_bytes(BASE.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 17 and "not UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragment"),
+    [
+        ("<<: {a: 1}\n", 1, "", "not a plain name"),
+        ("1: a\n", 1, "", "key '1' is not a plain name"),
+        ("? [a, b]\n: 1\n", 1, "", "key a sequence is not a plain name"),
+        ("public_url: !!python/object/apply:os.system [true]\n", 1, "public_url", "unsupported tag"),
+        ("public_url: !!python/name:os.system\n", 1, "public_url", "could not determine a constructor"),
+        ("tls: !!set {a, b}\n", 1, "tls", "unsupported tag"),
+        ("routes: !!omap [a: 1]\n", 1, "routes", "unsupported tag"),
+        ("public_url: !custom x\n", 1, "public_url", "could not determine a constructor"),
+        ("a: &x [*x]\n", 1, "a[0]", "refers to itself"),
+    ],
+)
+def test_hostile_yaml_is_refused(tree: Path, text: str, line: int, key: str, fragment: str) -> None:
+    assert_error(error(tree, text), tree, line, key, fragment)
+
+
+def test_alias_bomb_is_refused_quickly(tree: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    exc = error(tree, "\n".join(lines) + "\n")
+    assert "expands to more than 100000 values" in str(exc)
+
+
+def test_error_is_one_line_even_with_control_characters(tree: Path) -> None:
+    exc = error(tree, BASE + '"evil\\nkey\\r\\u001b[31m": 1\n')
+    assert "\n" not in str(exc) and "\r" not in str(exc) and "\x1b" not in str(exc)
+    assert exc.line == 17 and "unknown key" in str(exc)
+    exc = error(tree, BASE.replace("name: app", 'name: "a\\nb"'))
+    assert "\n" not in str(exc) and "'a\\nb' is not a valid route name" in str(exc)
+
+
+# --------------------------------------------------------------------------- key-level errors
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "fragments"),
+    [
+        # unknown keys, with the closest valid key suggested
+        ("store:", "listn: {port: 1}\nstore:", 12, "listn", ("unknown key", "did you mean 'listen'?", "valid keys here: public_url, listen")),
+        ("  cert: certs/server.pem", "  crt: certs/server.pem", 3, "tls.crt", ("unknown key", "did you mean 'cert'?", "valid keys here: cert, key")),
+        ("    upstream:", "    upstrem: x\n    upstream:", 16, "routes[0].upstrem", ("did you mean 'upstream'?",)),
+        ("store:", "zzz: 1\nstore:", 12, "zzz", ("unknown key; valid keys here: public_url",)),
+        ("match: {host", "match: {hots: a, host", 15, "routes[0].match.hots", ("did you mean 'host'?",)),
+        # wrong types
+        ("store:", "listen: {port: '8443'}\nstore:", 12, "listen.port", ("expected an integer, got a string ('8443')", "whole number from 0 to 65535")),
+        ("store:", "listen: 8443\nstore:", 12, "listen", ("expected a mapping, got an integer (8443)", "host, port")),
+        ("store:", "listen: {port: true}\nstore:", 12, "listen.port", ("expected an integer, got a boolean (true)",)),
+        ("store:", "listen: {port: 8443.0}\nstore:", 12, "listen.port", ("expected an integer, got a number",)),
+        ("    upstream: http://127.0.0.1:9001", "    upstream: http://127.0.0.1:9001\n    websockets: sure", 17, "routes[0].websockets", ("expected true or false, got a string ('sure')", "write true or false")),
+        ("    upstream: http://127.0.0.1:9001", "    upstream: http://127.0.0.1:9001\n    allow: {users: alice}", 17, "routes[0].allow.users", ("expected a list, got a string", "[alice, bob]")),
+        ("    upstream: http://127.0.0.1:9001", "    upstream: http://127.0.0.1:9001\n    allow: {users: [alice, 7]}", 17, "routes[0].allow.users[1]", ("expected a non-empty string, got an integer (7)",)),
+        ("    upstream: http://127.0.0.1:9001", "    upstream: http://127.0.0.1:9001\n    allow: {}", 17, "routes[0].allow", ("would admit nobody", "remove allow to admit every signed-in user")),
+        (BASE[BASE.index("routes:"):], "routes: {name: app}\n", 13, "routes", ("expected a list, got a mapping",)),
+        ("  - name: app", "  - name: 12", 14, "routes[0].name", ("expected a non-empty string, got an integer (12)",)),
+        ("  - name: app", "  - name: 'a b'", 14, "routes[0].name", ("'a b' is not a valid route name", "letters, digits")),
+        ("  - name: app", "  - name: 'app'\n    audience: ''", 15, "routes[0].audience", ("expected a non-empty string, got a string ('')",)),
+        ("  key: certs/server-key.pem", "  key:", 4, "tls.key", ("expected a non-empty string, got an empty value",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn: {rp_name: 5}", 2, "webauthn.rp_name", ("expected a non-empty string",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn: {origins: https://localhost:8443}", 2, "webauthn.origins", ("expected a non-empty list", "list of https origins")),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn: {origins: []}", 2, "webauthn.origins", ("expected a non-empty list",)),
+        ("store:", "limits: {api_body: 100}\nstore:", 12, "limits.api_body", ("100 is out of range", "from 4096 to")),
+        ("store:", "limits: {header_size: 64kb}\nstore:", 12, "limits.header_size", ("expected an integer, got a string ('64kb')",)),
+        # bad durations, each at the line of its key
+        ("store:", "session: {max_age: 10 minutes}\nstore:", 12, "session.max_age", ("'10 minutes' is not a duration", "90s, 15m, 12h, 30d")),
+        ("store:", "session:\n  idle_timeout: -5m\nstore:", 13, "session.idle_timeout", ("'-5m' is not a duration",)),
+        ("store:", "session: {max_age: 1.5h}\nstore:", 12, "session.max_age", ("'1.5h' is not a duration",)),
+        ("store:", "session: {max_age: ''}\nstore:", 12, "session.max_age", ("'' is not a duration",)),
+        ("store:", "session: {max_age: 1.5}\nstore:", 12, "session.max_age", ("a number (1.5) is not a duration",)),
+        ("store:", "session: {max_age: 0s}\nstore:", 12, "session.max_age", ("'0s' is too short", "at least 1s")),
+        ("store:", "admin: {fresh_auth: }\nstore:", 12, "admin.fresh_auth", ("an empty value is not a duration",)),
+        ("  key: certs/device-ca-key.pem", "  key: certs/device-ca-key.pem\n  cert_ttl: 1 month", 8, "device_ca.cert_ttl", ("'1 month' is not a duration",)),
+        ("    upstream: http://127.0.0.1:9001", "    upstream: http://127.0.0.1:9001\n    fresh_auth: 15 min", 17, "routes[0].fresh_auth", ("'15 min' is not a duration",)),
+        ("    upstream: http://127.0.0.1:9001", "    upstream: http://127.0.0.1:9001\n    timeout: 5M", 17, "routes[0].timeout", ("'5M' is not a duration",)),
+        ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  ttl: 60\n  overlap: 30s", 11, "assertion.overlap", ("30s is shorter than assertion.ttl (60s)",)),
+        # missing required keys: the line of the mapping that should hold them
+        ("ledger:\n  key: certs/ledger-key.pem\n", "", 1, "ledger", ("missing required key", "add 'ledger:' to the top level")),
+        ("public_url: https://localhost:8443\n", "", 1, "public_url", ("missing required key",)),
+        ("  key: certs/server-key.pem\n", "", 2, "tls.key", ("missing required key", "add 'key:' to tls")),
+        ("assertion:\n  key: certs/assertion-key.pem", "assertion: {ttl: 60s}", 8, "assertion.key", ("missing required key",)),
+        ("    upstream: http://127.0.0.1:9001\n", "", 14, "routes[0].upstream", ("missing required key", "add 'upstream:' to routes[0]")),
+        ("  - name: app\n    match", "  - match", 14, "routes[0].name", ("missing required key",)),
+        # upstream URLs
+        ("upstream: http://127.0.0.1:9001", "upstream: ftp://127.0.0.1:21", 16, "routes[0].upstream", ("'ftp://127.0.0.1:21' is not an http:// or an https:// URL", "write http://host:port")),
+        ("upstream: http://127.0.0.1:9001", "upstream: 127.0.0.1:9001", 16, "routes[0].upstream", ("is not an http:// or an https:// URL",)),
+        ("upstream: http://127.0.0.1:9001", "upstream: http://", 16, "routes[0].upstream", ("has no valid host name",)),
+        ("upstream: http://127.0.0.1:9001", "upstream: http://user:pw@127.0.0.1", 16, "routes[0].upstream", ("user:password@",)),
+        ("upstream: http://127.0.0.1:9001", "upstream: http://127.0.0.1:99999", 16, "routes[0].upstream", ("invalid port",)),
+        ("upstream: http://127.0.0.1:9001", "upstream: http://127.0.0.1:9001/?a=1", 16, "routes[0].upstream", ("query or fragment",)),
+        ("upstream: http://127.0.0.1:9001", "upstream: 'http://bad host'", 16, "routes[0].upstream", ("white space",)),
+        ("upstream: http://127.0.0.1:9001", "upstream: http://127.0.0.1:9001\n    upstream_tls: {ca: certs/server.pem}", 17, "routes[0].upstream_tls", ("is not https", "remove upstream_tls")),
+        ("upstream: http://127.0.0.1:9001", "upstream: https://127.0.0.1:9001\n    upstream_tls: {cert: certs/server.pem}", 17, "routes[0].upstream_tls", ("only one of cert and key",)),
+        # route paths and hosts
+        ("path: /app}", "path: app}", 15, "routes[0].match.path", ("'app' does not start with '/'", "absolute path prefix")),
+        ("path: /app}", "path: ''}", 15, "routes[0].match.path", ("expected a non-empty string",)),
+        ("path: /app}", "path: /a/../idwall}", 15, "routes[0].match.path", ("is not a normalised path",)),
+        ("path: /app}", "path: /a//b}", 15, "routes[0].match.path", ("is not a normalised path",)),
+        ("path: /app}", "path: /%69dwall}", 15, "routes[0].match.path", ("is not a normalised path",)),
+        ("path: /app}", "path: '/a?b'}", 15, "routes[0].match.path", ("is not a normalised path",)),
+        ("path: /app}", "path: /idwall}", 15, "routes[0].match.path", ("'/idwall' is reserved", "the gateway owns /idwall/ and /.well-known/idwall/")),
+        ("path: /app}", "path: /idwall/api}", 15, "routes[0].match.path", ("is reserved",)),
+        ("path: /app}", "path: /IDWall/admin}", 15, "routes[0].match.path", ("is reserved",)),
+        ("path: /app}", "path: /.well-known/idwall/jwks.json}", 15, "routes[0].match.path", ("is reserved",)),
+        ("path: /app}", "path: /.well-known/idwall}", 15, "routes[0].match.path", ("is reserved",)),
+        ("host: App.Example.COM", "host: https://app.example.com", 15, "routes[0].match.host", ("is not a host name", "without scheme or port")),
+        ("host: App.Example.COM", "host: 'app.example.com:443'", 15, "routes[0].match.host", ("is not a host name",)),
+        ("host: App.Example.COM", "host: '*.example.com'", 15, "routes[0].match.host", ("is not a host name",)),
+        # webauthn
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  origins: [http://localhost:8443]", 3, "webauthn.origins[0]", ("'http://localhost:8443' is not an https:// URL", "http origins (even localhost) can never be genuine")),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  origins:\n    - https://localhost:8443\n    - http://localhost", 5, "webauthn.origins[1]", ("is not an https:// URL",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  origins: [https://localhost:8443/login]", 3, "webauthn.origins[0]", ("has a path (/login)",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  origins: [https://evil.example]", 3, "webauthn.origins[0]", ("host 'evil.example' is neither rp_id 'localhost' nor a subdomain of it",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  rp_id: example.com", 2, "webauthn.origins[0]", ("host 'localhost' is neither rp_id 'example.com'",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  rp_id: https://localhost", 3, "webauthn.rp_id", ("is not a host name", "no scheme or port")),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  user_verification: always", 3, "webauthn.user_verification", ("'always' is not allowed", "use one of: required | preferred | discouraged")),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn:\n  user_verification: true", 3, "webauthn.user_verification", ("a boolean (true) is not allowed",)),
+        # other enumerations and ranges
+        ("store:", "devices: {approval: manager_or_admin}\nstore:", 12, "devices.approval", ("'manager_or_admin' is not allowed", "use one of: none | manager | admin")),
+        ("store:", "listen: {port: 65536}\nstore:", 12, "listen.port", ("65536 is out of range", "whole number from 0 to 65535")),
+        ("store:", "listen: {port: -1}\nstore:", 12, "listen.port", ("-1 is out of range",)),
+        # public_url
+        ("public_url: https://localhost:8443", "public_url: http://localhost:8443", 1, "public_url", ("'http://localhost:8443' is not an https:// URL", "the gateway only serves TLS")),
+        ("public_url: https://localhost:8443", "public_url: localhost:8443", 1, "public_url", ("is not an https:// URL",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443/app", 1, "public_url", ("has a path",)),
+        ("public_url: https://localhost:8443", "public_url: https://", 1, "public_url", ("has no valid host name",)),
+        ("public_url: https://localhost:8443", "public_url: 443", 1, "public_url", ("expected a non-empty string, got an integer",)),
+        # the assertion header namespace
+        ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X-Identity", 10, "assertion.header", ("'X-Identity' is not an X-IDWall-* header name", "strips that namespace from client requests")),
+        ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X-IDWall-", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
+        ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X_IDWall_Assertion", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
+        ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: 'X-IDWall-A B'", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
+        # store
+        ("store: sqlite:idwall.db", "store: mysql://root:hunter2@db/idwall", 12, "store", ("store URL scheme 'mysql:' is not supported", "sqlite:relative.db, sqlite:///abs/path.db or postgresql://")),
+        ("store: sqlite:idwall.db", "store: idwall.db", 12, "store", ("a value without a scheme is not supported",)),
+        ("store: sqlite:idwall.db", "store: 'sqlite::memory:'", 12, "store", ("does not name a database file", "in-memory")),
+        ("store: sqlite:idwall.db", "store: 'sqlite:'", 12, "store", ("does not name a database file",)),
+        ("store: sqlite:idwall.db", "store: sqlite://host/idwall.db", 12, "store", ("has a host part",)),
+        ("store: sqlite:idwall.db", "store: sqlite:missing/dir/idwall.db", 12, "store", ("does not exist",)),
+        ("store: sqlite:idwall.db", "store: postgresql:idwall", 12, "store", ("must be a postgresql://",)),
+    ],
+)
+def test_errors_name_file_line_key_and_fix(tree: Path, old: str, new: str, line: int, key: str, fragments: tuple[str, ...]) -> None:
+    assert old in BASE
+    assert_error(error(tree, BASE.replace(old, new, 1)), tree, line, key, *fragments)
+
+
+def test_store_errors_never_echo_a_password(tree: Path) -> None:
+    exc = error(tree, BASE.replace("sqlite:idwall.db", "mysql://root:hunter2@db/idwall"))
+    assert "hunter2" not in str(exc)
+
+
+def test_unknown_top_level_key_exact_message(tree: Path) -> None:
+    exc = error(tree, BASE + "routse: []\n")
+    assert str(exc) == (
+        f"{tree / 'idwall.yaml'}:17: routse: unknown key; did you mean 'routes'? valid keys here: public_url, listen, tls, "
+        "device_ca, webauthn, session, assertion, ledger, store, devices, routes, limits, admin"
+    )
+
+
+def test_bad_duration_exact_message(tree: Path) -> None:
+    exc = error(tree, BASE + "session:\n  max_age: 10 minutes\n")
+    assert str(exc) == (
+        f"{tree / 'idwall.yaml'}:18: session.max_age: '10 minutes' is not a duration; write a whole number followed by "
+        "s, m, h or d (90s, 15m, 12h, 30d), or a bare number of seconds"
+    )
+
+
+def test_overlapping_routes_name_both(tree: Path) -> None:
+    text = BASE + "  - name: shadow\n    match: {host: app.example.com, path: /app}\n    upstream: http://127.0.0.1:9009\n"
+    exc = error(tree, text)
+    assert str(exc) == (
+        f"{tree / 'idwall.yaml'}:18: routes[1].match: route 'shadow' has the same host (app.example.com) and path (/app) "
+        "as routes[0] 'app'; give each route a distinct host or path; the longest matching path prefix wins, so /app "
+        "and /app/sub may coexist"
+    )
+
+
+def test_overlapping_any_host_routes(tree: Path) -> None:
+    text = BASE + "  - {name: a, upstream: http://h}\n  - {name: b, match: {path: /}, upstream: http://i}\n"
+    assert_error(error(tree, text), tree, 18, "routes[2].match", "route 'b' has the same host (any) and path (/) as routes[1] 'a'")
+
+
+def test_duplicate_route_names(tree: Path) -> None:
+    text = BASE + "  - name: app\n    match: {path: /other}\n    upstream: http://127.0.0.1:9009\n"
+    assert_error(error(tree, text), tree, 17, "routes[1].name", "'app' is already the name of routes[0]", "unique name")
+
+
+@pytest.mark.parametrize(
+    ("key", "file", "line"),
+    [
+        ("tls.cert", "server.pem", 3),
+        ("tls.key", "server-key.pem", 4),
+        ("device_ca.cert", "device-ca.pem", 6),
+        ("device_ca.key", "device-ca-key.pem", 7),
+        ("assertion.key", "assertion-key.pem", 9),
+        ("ledger.key", "ledger-key.pem", 11),
+    ],
+)
+def test_missing_key_and_certificate_files(tree: Path, key: str, file: str, line: int) -> None:
+    target = tree / "certs" / file
+    target.unlink()
+    assert_error(error(tree, BASE), tree, line, key, f"file not found: {target}", f"relative paths are relative to {tree}")
+    target.mkdir()
+    assert_error(error(tree, BASE), tree, line, key, f"{target} is a directory, not a file")
+
+
+def load_as_nobody(path: Path) -> str:
+    """str() of the ConfigError that load_config raises in a forked child running as uid 65534."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                load_config(path)
+                message = "loaded without error"
+            except ConfigError as exc:
+                message = str(exc)
+            os.write(write_end, message.encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return output
+
+
+def test_unreadable_key_file() -> None:
+    tree = Path(tempfile.mkdtemp(prefix="idwall-config-"))
+    try:
+        tree.chmod(0o755)
+        (tree / "certs").mkdir(mode=0o755)
+        for name in CERT_FILES:
+            (tree / "certs" / name).write_text("x")
+            (tree / "certs" / name).chmod(0o644)
+        target = tree / "certs" / "ledger-key.pem"
+        target.chmod(0o600 if os.geteuid() == 0 else 0)
+        write(tree, BASE.replace("sqlite:idwall.db", "sqlite:///tmp/idwall.db")).chmod(0o644)
+        if os.geteuid() == 0:  # root reads any file: check as "nobody"
+            message = load_as_nobody(tree / "idwall.yaml")
+        else:
+            with pytest.raises(ConfigError) as info:
+                load_config(tree / "idwall.yaml")
+            message = str(info.value)
+        assert message.startswith(f"{tree / 'idwall.yaml'}:11: ledger.key: {target} is not readable by this user; "), message
+    finally:
+        shutil.rmtree(tree)
+
+
+def test_missing_upstream_tls_files(tree: Path) -> None:
+    text = BASE.replace("upstream: http://127.0.0.1:9001", "upstream: https://127.0.0.1:9001\n    upstream_tls:\n      ca: certs/nope.pem")
+    assert_error(error(tree, text), tree, 18, "routes[0].upstream_tls.ca", f"file not found: {tree / 'certs' / 'nope.pem'}")
+
+
+# --------------------------------------------------------------------------- the default and example files
+
+
+def test_default_config_text_loads_and_matches_its_arguments(tree: Path) -> None:
+    text = default_config_text(public_url="https://localhost:9443", port=9443, store_path="idwall.db", admin="root-admin")
+    config = load_config(write(tree, text))
+    assert config.public_url == "https://localhost:9443"
+    assert config.listen.port == 9443
+    assert config.webauthn.origins == ("https://localhost:9443",) and config.webauthn.rp_id == "localhost"
+    assert config.sqlite_path == tree / "idwall.db"
+    assert config.routes == (
+        Route(name="whoami", host=None, path="/", upstream="http://127.0.0.1:9001", allow_users=None, allow_groups=None,
+              fresh_auth=None, websockets=True, bind_request=True),
+    )
+    assert "root-admin" in text
+    # annotated: every section has a comment right above it
+    lines = text.splitlines()
+    for section in ("public_url:", "listen:", "tls:", "device_ca:", "webauthn:", "session:", "assertion:", "ledger:", "store:", "devices:", "limits:", "admin:", "routes:"):
+        index = next(i for i, line in enumerate(lines) if line.startswith(section))
+        assert lines[index - 1].startswith("#"), section
+
+
+def test_default_config_text_absolute_store_and_odd_values(tree: Path) -> None:
+    db = tree / "data dir" / "x #1.db"
+    db.parent.mkdir()
+    text = default_config_text(public_url="https://gw.example.com", port=443, store_path=str(db), admin="o'neil: #1")
+    config = load_config(write(tree, text))
+    assert config.sqlite_path == db
+    assert config.public_url == "https://gw.example.com" and config.webauthn.rp_id == "gw.example.com"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"public_url": "http://localhost:8443"},
+        {"public_url": "https://localhost:8443/x"},
+        {"port": 70000},
+        {"admin": "a\nroutes: []"},
+        {"admin": ""},
+    ],
+)
+def test_default_config_text_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
+    args: dict[str, object] = {"public_url": "https://localhost:8443", "port": 8443, "store_path": "idwall.db", "admin": "admin"}
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        default_config_text(**args)  # type: ignore[arg-type]
+
+
+def test_example_config_parses(tmp_path: Path) -> None:
+    shutil.copy(REPO / "config" / "idwall.example.yaml", tmp_path / "idwall.yaml")
+    (tmp_path / "certs").mkdir()
+    for name in CERT_FILES + ("wiki-ca.pem", "wiki-client.pem", "wiki-client-key.pem"):
+        (tmp_path / "certs" / name).write_text("x")
+    config = load_config(tmp_path / "idwall.yaml")
+    whoami, wiki = config.routes
+    assert (whoami.name, whoami.websockets, whoami.path) == ("whoami", True, "/")
+    assert (wiki.host, wiki.allow_users, wiki.allow_groups, wiki.fresh_auth, wiki.bind_request) == (
+        "wiki.localhost", ("alice",), ("eng",), 900, True)
+    assert wiki.upstream_tls == UpstreamTLS(
+        ca=tmp_path / "certs" / "wiki-ca.pem", cert=tmp_path / "certs" / "wiki-client.pem", key=tmp_path / "certs" / "wiki-client-key.pem")
+    # without the files it references, the example fails on the first one, by line
+    (tmp_path / "certs" / "server.pem").unlink()
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "idwall.yaml")
+    assert info.value.key == "tls.cert" and info.value.line is not None
