@@ -1,0 +1,115 @@
+"""The kill switch: durable revocation first, then every matching live connection cut, then the answer.
+
+A kill in this process cuts its connections directly; the ``kill`` event it
+commits with the revocation reaches every other process (and, with PostgreSQL,
+every node), which cut theirs when they read it. Cutting is idempotent, so a
+process that sees its own event again does nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .connections import SCOPES, Conn
+from .errors import BadRequest
+from .logs import event
+from .store.base import Event, LedgerDraft
+
+if TYPE_CHECKING:
+    from .web.gateway import Gateway
+
+
+@dataclass(frozen=True)
+class KillOutcome:
+    """The answer of ``POST /idwall/api/admin/kill``."""
+
+    sessions_revoked: int
+    devices_revoked: int
+    connections_closed: int
+    audit_seq: int
+    latency: float
+
+    def as_json(self) -> dict[str, int]:
+        return {"sessions_revoked": self.sessions_revoked, "devices_revoked": self.devices_revoked,
+                "connections_closed": self.connections_closed, "audit_seq": self.audit_seq}
+
+
+def check_request(scope: object, target: object, reason: object, revoke_devices: object) -> tuple[str, str | None]:
+    """Validate a kill request's fields; return ``(scope, target)``."""
+    if scope not in SCOPES:
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    if scope == "all":
+        if target not in (None, "", "*"):
+            raise BadRequest("scope 'all' takes no target")
+        target = None
+    elif not isinstance(target, str) or not target:
+        raise BadRequest(f"scope {scope!r} needs a non-empty string target")
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason is required: say why, it goes into the audit ledger")
+    if len(reason) > 500:
+        raise BadRequest("reason is longer than 500 characters")
+    if not isinstance(revoke_devices, bool):
+        raise BadRequest("revoke_devices must be true or false")
+    return str(scope), target
+
+
+def _matching(gw: "Gateway", scope: str, target: str | None, sessions: tuple[str, ...],
+              devices: tuple[str, ...], users: tuple[str, ...]) -> set[Conn]:
+    found = set(gw.registry.select(scope, target))
+    found |= gw.registry.for_ids(sessions=sessions, devices=devices)
+    if scope in ("user", "group", "all") or devices:
+        # connections whose certificate belongs to a revoked device but never resolved a session
+        found |= gw.registry.for_ids(devices=devices)
+    return found
+
+
+async def kill(gw: "Gateway", *, scope: str, target: str | None, reason: str, revoke_devices: bool,
+               actor: str, spare: Conn | None = None) -> KillOutcome:
+    """Revoke durably, cut every matching connection on this node, and say what was cut.
+
+    ``spare`` is the connection the kill request itself arrived on: when it matches (an admin killing
+    everyone, themselves included) it is not aborted before the answer is written; the caller closes it
+    right after, and its session is already revoked, so nothing more is served on it.
+    """
+    draft = LedgerDraft(type="kill", actor=actor, subject=target or "*",
+                        data={"scope": scope, "target": target, "reason": reason, "revoke_devices": revoke_devices})
+    result = await gw.store.kill(scope=scope, target=target, revoke_devices=revoke_devices, now=gw.clock(),
+                                 draft=draft)
+    committed = time.perf_counter()
+    gw.local_kills.add(result.audit_seq)
+    conns = _matching(gw, scope, target, result.sessions, result.devices, result.users)
+    spared = spare is not None and spare in conns
+    conns.discard(spare)  # type: ignore[arg-type]
+    closed = gw.registry.cut(conns) + int(spared)
+    for session_id in result.sessions:
+        gw.assertion_cache.drop_session(session_id)
+        gw.last_seen.pop(session_id, None)
+    latency = time.perf_counter() - committed
+    gw.metrics.kills.labels(scope=scope).inc()
+    gw.metrics.kill_latency.observe(latency)
+    event("kill", actor=actor, scope=scope, target=target, sessions=len(result.sessions),
+          devices=len(result.devices), connections=closed, audit_seq=result.audit_seq)
+    return KillOutcome(len(result.sessions), len(result.devices), closed, result.audit_seq, latency)
+
+
+def apply_event(gw: "Gateway", ev: Event) -> None:
+    """React to a trust event committed by any process (this one included)."""
+    payload = ev.payload
+    if ev.kind == "kill":
+        if payload.get("audit_seq") in gw.local_kills:
+            gw.local_kills.discard(payload["audit_seq"])
+            return
+        conns = gw.registry.for_ids(sessions=payload.get("sessions", ()), devices=payload.get("devices", ()))
+        if payload.get("scope") == "all":
+            conns |= set(gw.registry.select("all", None))
+        gw.registry.cut(conns)
+    elif ev.kind == "session.end":
+        gw.registry.invalidate(gw.registry.for_ids(sessions=[payload["session"]]))
+        gw.assertion_cache.drop_session(payload["session"])
+    elif ev.kind == "session.login":
+        gw.registry.invalidate(gw.registry.for_ids(devices=[payload["device"]]))
+    elif ev.kind in ("user.changed", "device.changed"):
+        gw.registry.invalidate(gw.registry.for_ids(users=[payload.get("user", "")],
+                                                   devices=[payload.get("device", "")]))

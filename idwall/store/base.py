@@ -1,0 +1,228 @@
+"""Records and the storage interface every backend implements.
+
+Every method that changes trust takes the :class:`LedgerDraft` it must append
+and commits the change and the ledger entry in one transaction: if the ledger
+append fails, the change does not happen (fail closed, DESIGN.md principle 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import Conflict, Gone, IDWallError, NotFound
+
+
+class StoreError(IDWallError):
+    """The store could not do what was asked (outage, corruption)."""
+
+    status, slug, title = 503, "store-unavailable", "Store unavailable"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    email: str
+    groups: tuple[str, ...]
+    admin: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    user_id: str
+    name: str
+    status: str  # active | pending_approval | revoked
+    cert_sha256: bytes | None
+    cert_pem: str | None
+    enrolled_at: float
+    not_after: float | None
+    approved_by: str | None
+    revoked_at: float | None
+    enrollment_id: str
+
+
+@dataclass(frozen=True)
+class Credential:
+    id: bytes
+    user_id: str
+    device_id: str
+    public_key: bytes
+    alg: int
+    sign_count: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    user_id: str
+    device_id: str
+    credential_id: bytes
+    cert_sha256: bytes
+    amr: tuple[str, ...]
+    auth_time: float
+    created_at: float
+    expires_at: float
+    last_seen: float
+    revoked_at: float | None = None
+    revoke_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Invite:
+    id: str
+    user_id: str
+    name: str
+    email: str
+    groups: tuple[str, ...]
+    admin: bool
+    bootstrap: bool
+    created_by: str
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    id: str
+    nonce: bytes
+    challenge: bytes
+    spki_sha256: bytes
+    csr_pem: str
+    device_name: str
+    invite_id: str | None
+    user_id: str
+    name: str
+    email: str
+    groups: tuple[str, ...]
+    admin: bool
+    bootstrap: bool
+    status: str  # begun | pending_approval | active | rejected
+    device_id: str | None
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    id: str
+    kind: str  # login | action
+    nonce: bytes
+    binding: bytes
+    user_id: str | None
+    device_id: str | None
+    payload: str | None
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    name: str
+    hash: bytes
+    scopes: tuple[str, ...]
+    created_by: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LedgerDraft:
+    """A ledger entry before the store gives it its ``seq``, ``time``, ``prev``, ``hash`` and ``sig``."""
+
+    type: str
+    actor: str
+    subject: str
+    data: dict[str, Any]
+    approval: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """Everything an enrollment writes at once: user, device, credential."""
+
+    user: User
+    device: Device
+    credential: Credential
+
+
+@dataclass(frozen=True)
+class KillResult:
+    sessions: tuple[str, ...]
+    devices: tuple[str, ...]
+    users: tuple[str, ...]
+    audit_seq: int
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    time: float
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What one connection certificate resolves to; ``session`` is None when no live session exists."""
+
+    device: Device
+    user: User
+    credentials: tuple[Credential, ...] = field(default=())
+    session: Session | None = None
+
+
+class AlreadyUsed(Conflict):
+    """A single-use thing (challenge, code, enrollment) was used before."""
+
+
+class Expired(Gone):
+    """A challenge, code or enrollment is past its lifetime."""
+
+
+class Missing(NotFound):
+    """No such record."""
+
+
+class Store(Protocol):
+    """The storage interface (SQLite now; PostgreSQL for several nodes)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create_invite(self, invite: Invite, draft: LedgerDraft | None) -> int | None: ...
+    async def get_invite(self, invite_id: str) -> Invite | None: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def create_enrollment(self, enrollment: Enrollment) -> None: ...
+    async def get_enrollment(self, enrollment_id: str) -> Enrollment | None: ...
+    async def complete_enrollment(self, *, enrollment_id: str, new: NewDevice, now: float,
+                                  draft: LedgerDraft) -> int: ...
+
+    async def resolve_certificate(self, cert_sha256: bytes, *, now: float) -> Resolved | None: ...
+    async def create_ceremony(self, ceremony: Ceremony) -> None: ...
+    async def consume_ceremony(self, ceremony_id: str, *, kind: str, now: float) -> Ceremony: ...
+    async def create_session(self, session: Session, *, expected_sign_count: int, new_sign_count: int,
+                             draft: LedgerDraft) -> int: ...
+    async def record_anomaly(self, draft: LedgerDraft) -> int: ...
+    async def end_session(self, session_id: str, *, now: float, reason: str, draft: LedgerDraft | None) -> None: ...
+    async def touch_sessions(self, last_seen: dict[str, float]) -> None: ...
+
+    async def set_admin(self, user_id: str, admin: bool, draft: LedgerDraft) -> int: ...
+    async def create_token(self, token: Token, draft: LedgerDraft) -> int: ...
+    async def get_token_by_hash(self, token_hash: bytes) -> Token | None: ...
+    async def list_tokens(self) -> list[Token]: ...
+    async def revoke_token(self, token_id: str, *, now: float, draft: LedgerDraft) -> int: ...
+
+    async def kill(self, *, scope: str, target: str | None, revoke_devices: bool, now: float,
+                   draft: LedgerDraft) -> KillResult: ...
+    async def events_after(self, event_id: int) -> list[Event]: ...
+    async def last_event_id(self) -> int: ...
+
+    async def append_ledger(self, draft: LedgerDraft) -> int: ...
+    async def ledger_entries(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...

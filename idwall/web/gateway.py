@@ -1,0 +1,249 @@
+"""The gateway's runtime state and the request path: connection -> identity -> policy -> upstream.
+
+A connection is resolved once (certificate -> device -> user -> session) and
+then served from memory: the store is consulted again only when an event marks
+the connection stale (login, logout, kill, a change to the user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .. import httpnorm, policy, sessions
+from ..assertion import AssertionCache, KeySet, build_claims, canonical_htu
+from ..config import Config
+from ..connections import Conn, Registry
+from ..encoding import b64url_encode
+from ..errors import Forbidden, NoClientCertificate, NotFound, Unauthenticated
+from ..logs import event
+from ..proxy import Forwarder
+from ..store.base import Resolved, Session
+from ..store.sqlite import SQLiteStore
+from .metrics import Metrics
+
+GATEWAY: web.AppKey["Gateway"] = web.AppKey("gateway", object)  # type: ignore[arg-type]
+
+ENROLL_HINT = "/idwall/enroll"
+
+
+@dataclass
+class Gateway:
+    """Everything the handlers share: config, store, keys, live connections."""
+
+    config: Config
+    store: SQLiteStore
+    keys: KeySet
+    ledger_key: ec.EllipticCurvePrivateKey
+    device_ca_cert: x509.Certificate
+    device_ca_key: Any
+    ca_pem: str
+    registry: Registry = field(default_factory=Registry)
+    forwarder: Forwarder | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], float] = time.time
+    assertion_cache: AssertionCache = field(default_factory=AssertionCache)
+    #: last request time per session, kept in memory and flushed to the store in batches
+    last_seen: dict[str, float] = field(default_factory=dict)
+    event_cursor: int = 0
+    #: audit seqs of kills this process already applied itself
+    local_kills: set[int] = field(default_factory=set)
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def conn_for(self, request: web.Request) -> Conn:
+        """The registry entry of the connection ``request`` arrived on."""
+        conn = self.registry.get(request.transport)
+        if conn is None:
+            raise ConnectionResetError("connection is no longer registered")
+        if conn.killed:
+            raise ConnectionResetError("connection was killed")
+        conn.last_seen = self.clock()
+        if not conn.user_agent:
+            conn.user_agent = request.headers.get("User-Agent", "")[:200]
+        return conn
+
+    async def resolve(self, conn: Conn) -> Resolved | None:
+        """What ``conn``'s certificate maps to now; reads the store only when the connection is stale."""
+        if conn.cert_sha256 is None:
+            return None
+        if not conn.stale:
+            return conn.resolved
+        async with conn.lock:
+            while conn.stale:
+                epoch = self.registry.epoch
+                resolved = await self.store.resolve_certificate(conn.cert_sha256, now=self.clock())
+                if conn.killed:
+                    raise ConnectionResetError("connection was killed")
+                if epoch != self.registry.epoch:
+                    continue  # a kill ran while we read: read again so we never bind a revoked session
+                self.registry.bind(conn, resolved)
+                if resolved and resolved.session:
+                    self.last_seen.setdefault(resolved.session.id, resolved.session.last_seen)
+        return conn.resolved
+
+    def live_session(self, resolved: Resolved | None, *, now: float) -> Session | None:
+        """The resolved session if it is still within ``max_age`` and ``idle_timeout``."""
+        if resolved is None or resolved.session is None or resolved.device.status != "active":
+            return None
+        session = resolved.session
+        last = max(self.last_seen.get(session.id, session.last_seen), session.last_seen)
+        state = sessions.SessionState(session.id, session.auth_time, session.created_at, last,
+                                      session.expires_at, session.revoked_at is not None)
+        status = sessions.session_status(state, now=now, idle_timeout=self.config.session.idle_timeout)
+        return session if status == "active" else None
+
+    def touch(self, session: Session, now: float) -> None:
+        self.last_seen[session.id] = now
+
+    async def flush_last_seen(self) -> None:
+        """Write the batched last-seen times (called periodically, off the request path)."""
+        batch = {sid: t for sid, t in self.last_seen.items()}
+        await self.store.touch_sessions(batch)
+
+    def enroll_url(self) -> str:
+        return self.config.public_url.rstrip("/") + ENROLL_HINT
+
+    def login_url(self, next_path: str) -> str:
+        return self.config.public_url.rstrip("/") + policy.login_redirect(next_path)
+
+    # -- assertions -------------------------------------------------------------------------------
+
+    def assertion_for(self, *, request: web.Request, route: Any, resolved: Resolved, session: Session,
+                      path: str, now: float) -> str:
+        """The signed identity assertion for this request (or the cached one on unbound routes)."""
+        credential = next((c for c in resolved.credentials if c.id == session.credential_id), None)
+        device = {"id": resolved.device.id, "name": resolved.device.name,
+                  "credential_id": b64url_encode(credential.id if credential else session.credential_id),
+                  "enrolled_at": int(resolved.device.enrolled_at), "approved_by": resolved.device.approved_by}
+        user = {"id": resolved.user.id, "email": resolved.user.email or None, "name": resolved.user.name or None,
+                "groups": resolved.user.groups}
+        sess = {"id": session.id, "auth_time": int(session.auth_time), "amr": session.amr}
+        aud = route.audience or route.name
+        iss = self.config.public_url
+        ttl = self.config.assertion.ttl
+
+        kid = self.keys.current_kid
+        if not route.bind_request:
+            cached = self.assertion_cache.get(session.id, aud, kid=kid, now=now)
+            if cached is not None:
+                return cached
+        claims = build_claims(
+            iss=iss, aud=aud, user=user, session=sess, device=device, cert_sha256=session.cert_sha256,
+            method=request.method, url=canonical_htu("https", request.host, path), now=now, ttl=ttl,
+            bind_request=route.bind_request)
+        token = self.keys.sign(claims)
+        if not route.bind_request:
+            self.assertion_cache.put(session.id, aud, token, kid=kid, iat=claims["iat"], ttl=ttl)
+        return token
+
+    def reload_keys_if_needed(self) -> None:
+        now = self.clock()
+        if self.keys.needs_reload(now=now):
+            self.keys = KeySet.load(self.config.assertion.key, now=now, overlap=self.config.assertion.overlap)
+            event("keys.reloaded", kid=self.keys.current_kid)
+
+
+async def proxy_handler(request: web.Request) -> web.StreamResponse:
+    """Everything outside ``/idwall/`` and ``/.well-known/idwall/``: policy, then the upstream."""
+    gw = request.app[GATEWAY]
+    conn = gw.conn_for(request)
+    raw_path = request.raw_path.split("?", 1)[0]
+    path = httpnorm.normalise_path(raw_path)
+    if httpnorm.is_reserved(path):
+        raise NotFound("no such IDWall endpoint")
+    route = httpnorm.match_route(gw.config.routes, request.host, path)
+    if route is None:
+        raise NotFound(f"no route for {httpnorm.host_without_port(request.host)}{path}")
+    if conn.cert_sha256 is None:
+        raise NoClientCertificate(
+            "this app needs an enrolled device: connect with your IDWall device certificate, "
+            "or enroll this device first", enroll_url=gw.enroll_url())
+    resolved = await gw.resolve(conn)
+    if resolved is None:
+        raise Forbidden("this device certificate is not enrolled (or was removed); enroll the device again",
+                        enroll_url=gw.enroll_url())
+    if resolved.device.status != "active":
+        raise Forbidden(f"this device is {resolved.device.status.replace('_', ' ')}; "
+                        + ("enroll it again" if resolved.device.status == "revoked" else "wait for approval"),
+                        enroll_url=gw.enroll_url())
+    now = gw.clock()
+    session = gw.live_session(resolved, now=now)
+    identity = None
+    if session is not None:
+        identity = policy.Identity(resolved.user.id, resolved.user.groups, resolved.user.admin, session.auth_time)
+    decision = policy.decide(identity=identity, allow_users=route.allow_users, allow_groups=route.allow_groups,
+                             fresh_auth=route.fresh_auth, now=now)
+    target = request.raw_path
+    if decision.outcome in (policy.LOGIN, policy.STEP_UP):
+        gw.metrics.request(route.name, 401)
+        if policy.wants_html(request.headers.get("Accept")) and request.method in ("GET", "HEAD"):
+            raise web.HTTPSeeOther(location=policy.login_redirect(target))
+        raise Unauthenticated(
+            "log in with your passkey" if decision.outcome == policy.LOGIN
+            else "this route needs a fresh passkey login (step-up)",
+            login_url=gw.login_url(target), step_up=decision.outcome == policy.STEP_UP)
+    if decision.outcome == policy.DENY:
+        gw.metrics.request(route.name, 403)
+        event("policy.deny", user=resolved.user.id, device=resolved.device.id, session=session.id if session else None,
+              route=route.name)
+        raise Forbidden(f"user {resolved.user.id} is not allowed to use {route.name}")
+    assert session is not None
+    gw.touch(session, now)
+    gw.reload_keys_if_needed()
+    token = gw.assertion_for(request=request, route=route, resolved=resolved, session=session, path=path, now=now)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    headers = httpnorm.clean_request_headers(
+        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
+        client_ip=peer[0] if peer else "", proto="https", host=request.host,
+        identity_headers={gw.config.assertion.header: token})
+    assert gw.forwarder is not None
+    is_ws = request.headers.get("Upgrade", "").strip().lower() == "websocket"
+    if is_ws:
+        if not route.websockets:
+            raise Forbidden(f"route {route.name} does not allow WebSockets")
+        conn.kind = "websocket"
+        gw.metrics.request(route.name, 101)
+        try:
+            return await gw.forwarder.forward_websocket(request, route=route, path=path, headers=headers)
+        finally:
+            conn.kind = "http"
+
+    def count(n: int) -> None:
+        conn.bytes_out += n
+        conn.kind = "stream"
+
+    try:
+        response = await gw.forwarder.forward(request, route=route, path=path, headers=headers, on_chunk=count)
+    finally:
+        conn.kind = "http"
+    gw.metrics.request(route.name, response.status)
+    return response
+
+
+async def background_tasks(gw: Gateway) -> None:
+    """Periodic work: flush last-seen times, follow trust events from other processes."""
+    from ..killswitch import apply_event
+
+    gw.event_cursor = await gw.store.last_event_id()
+    ticks = 0
+    while True:
+        await asyncio.sleep(0.1)
+        ticks += 1
+        try:
+            for ev in await gw.store.events_after(gw.event_cursor):
+                gw.event_cursor = ev.id
+                apply_event(gw, ev)
+            if ticks % 50 == 0:
+                await gw.flush_last_seen()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep following events; the store may come back
+            event("background.error", level=logging.WARNING, error=str(exc))

@@ -1,0 +1,111 @@
+"""problem+json answers (RFC 9457) and strict JSON request bodies.
+
+The middleware is the one place where errors become HTTP: every
+:class:`~idwall.errors.IDWallError` maps to its problem type; anything else is
+logged with its traceback and answered as a bare 500, never with the trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import BadRequest, IDWallError, PayloadTooLarge
+from ..logs import event
+
+PROBLEM_TYPE = "application/problem+json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem_response(error: IDWallError, *, headers: dict[str, str] | None = None) -> web.Response:
+    """The problem+json response for ``error``."""
+    return web.Response(status=error.status, text=json.dumps(error.problem()), content_type=PROBLEM_TYPE,
+                        headers=headers)
+
+
+_HTTP_TITLES = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed"),
+                413: ("payload-too-large", "Request body too large")}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into problem+json; never leak a stack trace."""
+    try:
+        return await handler(request)
+    except IDWallError as exc:
+        if exc.status >= 500 or exc.log_detail:
+            event("request.error", level=logging.WARNING if exc.status < 500 else logging.ERROR,
+                  path=request.path, status=exc.status, problem=exc.slug, detail=exc.log_detail or exc.detail)
+        return problem_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        slug, title = _HTTP_TITLES.get(exc.status, ("http-error", exc.reason))
+        err = IDWallError(exc.reason)
+        err.status, err.slug, err.title = exc.status, slug, title
+        return problem_response(err, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except (ConnectionResetError, ConnectionError):
+        raise
+    except Exception:
+        logging.getLogger("idwall").exception("unhandled error on %s", request.path)
+        return problem_response(IDWallError("an unexpected error occurred; it was logged"))
+
+
+async def read_json_object(request: web.Request, *, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object, or a precise :class:`BadRequest`.
+
+    The body is read up to ``limit`` bytes and refused beyond (413), whatever the
+    Content-Length says, so a lying or absent length cannot make us buffer more.
+    """
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise BadRequest(f"expected Content-Type application/json, got {ctype or 'none'!r}")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"the body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise json.JSONDecodeError(f"duplicate key {key!r}", key, 0)
+        result[key] = value
+    return result
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True,
+          default: Any = None) -> Any:
+    """``body[name]`` checked against ``kind`` (bool is not accepted as an int)."""
+    if name not in body or body[name] is None:
+        if required:
+            raise BadRequest(f"field {name!r} is required")
+        return default
+    value = body[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise BadRequest(f"field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got a boolean")
+    if not isinstance(value, kinds):
+        raise BadRequest(f"field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, "
+                         f"got {type(value).__name__}")
+    return value
