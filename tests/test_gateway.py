@@ -153,3 +153,61 @@ async def test_healthz_and_reserved_paths_are_never_proxied(gateway) -> None:
             assert resp.content_type == "application/problem+json"
         async with client.get(gateway.url + "/.well-known/idwall/other") as resp:
             assert resp.status == 404
+
+
+async def test_key_rotation_is_published_and_used_at_once(gateway) -> None:
+    import time
+
+    from idwall.assertion import rotate_keys
+
+    device = await gateway.device("gina")
+    async with gateway.session(device) as client:
+        async with client.get(gateway.url + "/.well-known/idwall/jwks.json") as resp:
+            before = [k["kid"] for k in (await resp.json())["keys"]]
+        new_kid = await asyncio.to_thread(rotate_keys, gateway.config.assertion.key, now=time.time())
+        async with client.get(gateway.url + "/.well-known/idwall/jwks.json") as resp:
+            after = [k["kid"] for k in (await resp.json())["keys"]]
+        async with client.get(gateway.url + "/after-rotation") as resp:
+            seen = await resp.json()
+    token = dict((k.lower(), v) for k, v in seen["headers"])["x-idwall-assertion"]
+    assert len(before) == 1
+    assert after[0] == new_kid and before[0] in after
+    assert jwt.get_unverified_header(token)["kid"] == new_kid
+
+
+async def test_websocket_through_the_gateway_carries_the_assertion(gateway) -> None:
+    device = await gateway.device("hana")
+    async with gateway.session(device) as client:
+        async with client.ws_connect(gateway.url + "/ws") as ws:
+            greeting = json.loads((await ws.receive(timeout=5)).data)
+            assert greeting == {"hello": True}
+            await ws.send_str("ping")
+            assert (await ws.receive(timeout=5)).data == "echo:ping"
+
+
+async def test_websocket_refused_on_a_route_without_websockets(tmp_path: Path, upstream) -> None:
+    from tests.conftest import start_test_gateway
+
+    gut = await start_test_gateway(tmp_path, upstream.url,
+                                   edit=lambda text: text.replace("websockets: true", "websockets: false"))
+    try:
+        device = await gut.device("ivan")
+        async with gut.session(device) as client:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                await client.ws_connect(gut.url + "/ws")
+            assert caught.value.status == 403
+    finally:
+        await gut.running.stop(drain=1)
+
+
+async def test_streamed_body_reaches_the_upstream_whole(gateway) -> None:
+    device = await gateway.device("judy")
+
+    async def body():
+        for _ in range(64):
+            yield b"x" * 65536
+
+    async with gateway.session(device) as client:
+        async with client.post(gateway.url + "/upload", data=body()) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["body_len"] == 64 * 65536
