@@ -1,0 +1,422 @@
+"""WebAuthn ceremonies on top of py_webauthn: options, verification, typed results.
+
+Pure: no I/O, no state. The caller derives the challenge (``idwall.challenges``),
+keeps it single-use, looks the credential up, and stores the new sign count.
+
+What this module adds to py_webauthn (see NOTES.md):
+
+- The response is parsed defensively *before* py_webauthn sees it: a JSON
+  object of at most 64 KiB, ``id``/``rawId`` strict base64url and equal, a
+  credential ID of 1..1023 bytes (WebAuthn §5.1; py_webauthn takes longer
+  ones), ``type == "public-key"``, the response fields present and base64url.
+  py_webauthn then gets a clean dict rebuilt from the decoded bytes, so the two
+  parsers cannot disagree. Failures here are :class:`~idwall.errors.BadRequest`.
+- Whatever py_webauthn raises on a hostile response (its own exceptions, and
+  CBOR, key, type or value errors from deeper down) becomes
+  :class:`~idwall.errors.WebAuthnRejected`, never a 500.
+- Registration: the credential ID in ``rawId`` must be the one in the attested
+  credential data (py_webauthn does not compare them); algorithms are limited
+  to ES256, EdDSA and RS256; the public key must be one that can verify later
+  (with attestation "none" py_webauthn never loads it, and stores a point off
+  the curve, a string where bytes belong or a 512-bit RSA modulus).
+- Authentication: the response must be for the credential the caller expects,
+  and the sign count is checked here, *after* the signature, so
+  :class:`SignCountRegression` (which the caller records as a possible cloned
+  authenticator) can only be caused by someone holding the private key, never
+  by a forged response.
+
+AMR (RFC 8176): a passkey is a hardware-bound key, ``hwk``. When the
+authenticator reports user verification (PIN or biometric), the user also
+proved something they know or are, ``user``, and the two together are
+multi-factor, ``mfa``. Without UV the assertion proves possession only:
+``["hwk"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AuthenticatorSelectionCriteria,
+    COSEAlgorithmIdentifier,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from idwall.encoding import EncodingError, b64url_decode, b64url_encode
+from idwall.errors import BadRequest, PayloadTooLarge, WebAuthnRejected
+
+__all__ = [
+    "MAX_CREDENTIAL_ID_BYTES",
+    "MAX_CREDENTIAL_JSON_BYTES",
+    "SUPPORTED_ALGORITHMS",
+    "SignCountRegression",
+    "VerifiedAuthentication",
+    "VerifiedRegistration",
+    "authentication_options",
+    "credential_id_of",
+    "registration_options",
+    "verify_authentication",
+    "verify_registration",
+]
+
+# Preference order sent to the client: ES256 is what nearly every passkey provider makes.
+SUPPORTED_ALGORITHMS: tuple[int, ...] = (-7, -8, -257)  # ES256, EdDSA (Ed25519), RS256
+MAX_CREDENTIAL_JSON_BYTES = 64 * 1024
+MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn Level 3 §5.1 "credential ID ... at most 1023 bytes"
+MIN_RSA_BITS = 2048
+FLAG_UP, FLAG_UV = 0x01, 0x04
+
+_Kind = Literal["registration", "authentication"]
+_REQUIRED_RESPONSE_FIELDS: dict[_Kind, tuple[str, ...]] = {
+    "registration": ("clientDataJSON", "attestationObject"),
+    "authentication": ("clientDataJSON", "authenticatorData", "signature"),
+}
+
+
+class SignCountRegression(WebAuthnRejected):
+    """A validly signed assertion whose counter did not go up: possibly a cloned authenticator.
+
+    Distinct so the caller can record the anomaly; ``stored`` and ``received``
+    are the two counter values.
+    """
+
+    def __init__(self, *, stored: int, received: int) -> None:
+        super().__init__(
+            f"sign count {received} is not greater than the stored count {stored}; "
+            "the authenticator may have been cloned"
+        )
+        self.stored = stored
+        self.received = received
+
+
+@dataclass(frozen=True)
+class VerifiedRegistration:
+    """A verified new credential, ready to store."""
+
+    credential_id: bytes
+    public_key: bytes  # COSE_Key, CBOR-encoded: what verify_authentication takes back
+    sign_count: int
+    alg: int
+    user_verified: bool
+    aaguid: str
+    credential_type: str
+    backed_up: bool
+
+
+@dataclass(frozen=True)
+class VerifiedAuthentication:
+    """A verified assertion. ``new_sign_count`` is what the caller stores."""
+
+    credential_id: bytes
+    new_sign_count: int
+    user_verified: bool
+    user_present: bool
+    amr: tuple[str, ...]
+
+
+def _uv_requirement(user_verification: str) -> UserVerificationRequirement:
+    try:
+        return UserVerificationRequirement(user_verification)
+    except ValueError:
+        valid = ", ".join(v.value for v in UserVerificationRequirement)
+        raise ValueError(f"user_verification is {user_verification!r}, expected one of: {valid}") from None
+
+
+def registration_options(
+    *,
+    rp_id: str,
+    rp_name: str,
+    user_id: bytes,
+    user_name: str,
+    display_name: str,
+    challenge: bytes,
+    timeout_ms: int,
+    user_verification: str,
+    exclude: list[bytes],
+) -> dict[str, Any]:
+    """``PublicKeyCredentialCreationOptionsJSON`` for a new passkey.
+
+    Attestation ``"none"``, a discoverable credential preferred, algorithms
+    limited to :data:`SUPPORTED_ALGORITHMS`; ``exclude`` lists the user's
+    existing credential IDs so an authenticator does not register twice.
+    ``user_verification`` is ``"required"``, ``"preferred"`` or ``"discouraged"``
+    (this only asks the client; ``require_uv`` at verification enforces it).
+    """
+    options = generate_registration_options(
+        rp_id=rp_id,
+        rp_name=rp_name,
+        user_id=user_id,
+        user_name=user_name,
+        user_display_name=display_name,
+        challenge=challenge,
+        timeout=timeout_ms,
+        attestation=AttestationConveyancePreference.NONE,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.PREFERRED,
+            user_verification=_uv_requirement(user_verification),
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=cid) for cid in exclude],
+        supported_pub_key_algs=[COSEAlgorithmIdentifier(alg) for alg in SUPPORTED_ALGORITHMS],
+    )
+    result: dict[str, Any] = json.loads(options_to_json(options))
+    return result
+
+
+def authentication_options(
+    *, rp_id: str, challenge: bytes, allow: list[bytes], timeout_ms: int, user_verification: str
+) -> dict[str, Any]:
+    """``PublicKeyCredentialRequestOptionsJSON``; an empty ``allow`` asks for a discoverable credential."""
+    options = generate_authentication_options(
+        rp_id=rp_id,
+        challenge=challenge,
+        timeout=timeout_ms,
+        allow_credentials=[PublicKeyCredentialDescriptor(id=cid) for cid in allow],
+        user_verification=_uv_requirement(user_verification),
+    )
+    result: dict[str, Any] = json.loads(options_to_json(options))
+    return result
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            # Two parsers could pick different copies; an ambiguous credential is refused.
+            raise BadRequest(f'credential JSON has the key "{key}" twice')
+        result[key] = value
+    return result
+
+
+def _load(credential: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(credential, str):
+        size = len(credential.encode("utf-8", "surrogatepass"))
+        if size > MAX_CREDENTIAL_JSON_BYTES:
+            raise PayloadTooLarge(f"credential JSON is {size} bytes, the limit is {MAX_CREDENTIAL_JSON_BYTES}")
+        try:
+            credential = json.loads(credential, object_pairs_hook=_refuse_duplicate_keys)
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError and integers too long to convert.
+            raise BadRequest(f"credential is not valid JSON: {exc}") from None
+    if not isinstance(credential, dict):
+        raise BadRequest(f"credential must be a JSON object, got {type(credential).__name__}")
+    return credential
+
+
+def _b64url_field(container: dict[str, Any], key: str, path: str) -> bytes:
+    if key not in container or container[key] is None:
+        raise BadRequest(f"{path}.{key} is missing")
+    value = container[key]
+    if not isinstance(value, str):
+        raise BadRequest(f"{path}.{key} must be a base64url string, got {type(value).__name__}")
+    if len(value) > MAX_CREDENTIAL_JSON_BYTES:
+        raise PayloadTooLarge(f"{path}.{key} is {len(value)} characters, the limit is {MAX_CREDENTIAL_JSON_BYTES}")
+    try:
+        return b64url_decode(value)
+    except EncodingError as exc:
+        raise BadRequest(f"{path}.{key} is not base64url: {exc}") from None
+
+
+def _raw_id(credential: dict[str, Any]) -> bytes:
+    raw_id = _b64url_field(credential, "rawId", "credential")
+    claimed_id = _b64url_field(credential, "id", "credential")
+    if claimed_id != raw_id:
+        raise BadRequest("credential.id and credential.rawId name different credentials")
+    if not 1 <= len(raw_id) <= MAX_CREDENTIAL_ID_BYTES:
+        raise BadRequest(f"credential ID is {len(raw_id)} bytes, expected 1 to {MAX_CREDENTIAL_ID_BYTES}")
+    return raw_id
+
+
+def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[str, bytes], dict[str, Any]]:
+    """Check the structure; return the raw ID, the decoded response fields and a clean dict for py_webauthn.
+
+    Fields that influence no decision (``clientExtensionResults``,
+    ``authenticatorAttachment``, ``transports``) are left out rather than judged.
+    """
+    data = _load(credential)
+    raw_id = _raw_id(data)
+    if data.get("type") != "public-key":
+        raise BadRequest(f'credential.type must be "public-key", got {data.get("type")!r:.40}')
+    response = data.get("response")
+    if not isinstance(response, dict):
+        raise BadRequest(f"credential.response must be an object, got {type(response).__name__}")
+    fields = {key: _b64url_field(response, key, "credential.response") for key in _REQUIRED_RESPONSE_FIELDS[kind]}
+    clean_response = {key: b64url_encode(value) for key, value in fields.items()}
+    if kind == "authentication" and response.get("userHandle") is not None:
+        fields["userHandle"] = _b64url_field(response, "userHandle", "credential.response")
+        clean_response["userHandle"] = b64url_encode(fields["userHandle"])
+    encoded_id = b64url_encode(raw_id)
+    clean = {"id": encoded_id, "rawId": encoded_id, "type": "public-key", "response": clean_response}
+    return raw_id, fields, clean
+
+
+def credential_id_of(credential: dict[str, Any] | str) -> bytes:
+    """The credential ID a response claims, checked as strictly as verification does.
+
+    The caller looks the stored credential up with it before calling
+    :func:`verify_authentication`. Raises ``BadRequest`` when malformed.
+    """
+    return _raw_id(_load(credential))
+
+
+def _describe(exc: BaseException, *, outermost: bool = True) -> str:
+    """py_webauthn's message, with the cause it points at ("See __cause__") spelled out."""
+    if not isinstance(exc, WebAuthnException):
+        # Something below py_webauthn choked (CBOR shape, ASN.1, base64): say so, briefly.
+        text = f"{type(exc).__name__}: {exc}"
+        return (f"the passkey response could not be processed: {text}" if outermost else text)[:300]
+    message = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and "__cause__" in message:
+        message = message.split(". See __cause__")[0] + f": {_describe(cause, outermost=False)}"
+    return message
+
+
+def _rejected(exc: Exception) -> WebAuthnRejected:
+    return WebAuthnRejected(_describe(exc), log_detail=f"{type(exc).__name__}: {exc!r}")
+
+
+def _coordinate(key: dict[Any, Any], label: int, name: str, size: int | None) -> bytes:
+    value = key.get(label)
+    if not isinstance(value, bytes) or (size is not None and len(value) != size):
+        expected = f"{size} bytes" if size is not None else "bytes"
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise WebAuthnRejected(f"credential public key {name} (label {label}) is {got}, expected {expected}")
+    return value
+
+
+def _check_public_key(cose: bytes) -> int:
+    """The algorithm of a COSE key (RFC 9053) that loads as a usable public key; ``WebAuthnRejected`` otherwise."""
+    key = cbor2.loads(cose)  # py_webauthn's own re-encoding of a key it already decoded
+    if not isinstance(key, dict):
+        raise WebAuthnRejected(f"credential public key is a CBOR {type(key).__name__}, expected a map")
+    kty, alg, crv = key.get(1), key.get(3), key.get(-1)
+    try:
+        if alg == COSEAlgorithmIdentifier.ECDSA_SHA_256:
+            if (kty, crv) != (2, 1):
+                raise WebAuthnRejected(f"ES256 key has kty {kty!r} and crv {crv!r}, expected EC2 (2) on P-256 (1)")
+            x = _coordinate(key, -2, "x", 32)
+            y = _coordinate(key, -3, "y", 32)
+            point = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1())
+            point.public_key()  # refuses a point that is not on the curve
+        elif alg == COSEAlgorithmIdentifier.EDDSA:
+            if (kty, crv) != (1, 6):
+                raise WebAuthnRejected(f"EdDSA key has kty {kty!r} and crv {crv!r}, expected OKP (1) on Ed25519 (6)")
+            ed25519.Ed25519PublicKey.from_public_bytes(_coordinate(key, -2, "x", 32))
+        elif alg == COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256:
+            if kty != 3:
+                raise WebAuthnRejected(f"RS256 key has kty {kty!r}, expected RSA (3)")
+            n = int.from_bytes(_coordinate(key, -1, "n", None), "big")
+            e = int.from_bytes(_coordinate(key, -2, "e", None), "big")
+            if n.bit_length() < MIN_RSA_BITS:
+                raise WebAuthnRejected(f"RS256 modulus is {n.bit_length()} bits, expected at least {MIN_RSA_BITS}")
+            rsa.RSAPublicNumbers(e, n).public_key()
+        else:
+            raise WebAuthnRejected(f"credential public key alg {alg!r} is not one of {list(SUPPORTED_ALGORITHMS)}")
+    except ValueError as exc:
+        raise WebAuthnRejected(f"credential public key does not load: {exc}") from None
+    return int(alg)
+
+
+def verify_registration(
+    *,
+    credential: dict[str, Any] | str,
+    expected_challenge: bytes,
+    rp_id: str,
+    origins: tuple[str, ...],
+    require_uv: bool,
+) -> VerifiedRegistration:
+    """Verify a ``RegistrationResponseJSON`` against the challenge, RP ID and allowed origins.
+
+    Raises ``BadRequest`` for a malformed response and ``WebAuthnRejected`` for
+    one that fails verification. Checking that the credential ID is not already
+    registered is the caller's job (the store knows).
+    """
+    raw_id, _, clean = _parse(credential, "registration")
+    try:
+        verified = verify_registration_response(
+            credential=clean,
+            expected_challenge=expected_challenge,
+            expected_rp_id=rp_id,
+            expected_origin=list(origins),
+            require_user_presence=True,
+            require_user_verification=require_uv,
+            supported_pub_key_algs=[COSEAlgorithmIdentifier(alg) for alg in SUPPORTED_ALGORITHMS],
+        )
+    except Exception as exc:  # py_webauthn lets CBOR, key and type errors escape on hostile input
+        raise _rejected(exc) from exc
+    if verified.credential_id != raw_id:
+        raise WebAuthnRejected("credential.rawId differs from the credential ID in the attested credential data")
+    alg = _check_public_key(verified.credential_public_key)
+    return VerifiedRegistration(
+        credential_id=raw_id,
+        public_key=verified.credential_public_key,
+        sign_count=verified.sign_count,
+        alg=alg,
+        user_verified=verified.user_verified,
+        aaguid=verified.aaguid,
+        credential_type=str(verified.credential_type.value),
+        backed_up=verified.credential_backed_up,
+    )
+
+
+def verify_authentication(
+    *,
+    credential: dict[str, Any] | str,
+    expected_challenge: bytes,
+    expected_credential_id: bytes,
+    rp_id: str,
+    origins: tuple[str, ...],
+    public_key: bytes,
+    stored_sign_count: int,
+    require_uv: bool,
+) -> VerifiedAuthentication:
+    """Verify an ``AuthenticationResponseJSON`` made with the stored credential ``expected_credential_id``.
+
+    ``public_key`` and ``stored_sign_count`` are that credential's stored
+    values. Raises ``BadRequest`` (malformed), ``WebAuthnRejected`` (failed
+    verification) or ``SignCountRegression`` (valid signature, counter did not
+    go up while either count is above zero).
+    """
+    raw_id, fields, clean = _parse(credential, "authentication")
+    if raw_id != expected_credential_id:
+        raise WebAuthnRejected("the response was made with a different credential than the one expected")
+    try:
+        # The count is checked below, after the signature, so a forged low count is a plain rejection.
+        verified = verify_authentication_response(
+            credential=clean,
+            expected_challenge=expected_challenge,
+            expected_rp_id=rp_id,
+            expected_origin=list(origins),
+            credential_public_key=public_key,
+            credential_current_sign_count=0,
+            require_user_verification=require_uv,
+        )
+    except Exception as exc:  # py_webauthn lets CBOR, key and type errors escape on hostile input
+        raise _rejected(exc) from exc
+    new_count = verified.new_sign_count
+    if (stored_sign_count > 0 or new_count > 0) and new_count <= stored_sign_count:
+        raise SignCountRegression(stored=stored_sign_count, received=new_count)
+    flags = fields["authenticatorData"][32]
+    user_verified = bool(flags & FLAG_UV)
+    return VerifiedAuthentication(
+        credential_id=raw_id,
+        new_sign_count=new_count,
+        user_verified=user_verified,
+        user_present=bool(flags & FLAG_UP),
+        amr=("hwk", "user", "mfa") if user_verified else ("hwk",),
+    )
