@@ -128,7 +128,7 @@ async def start_gateway(config: Config, *, port: int | None = None, gateway: Gat
     gw.forwarder = Forwarder(timeout_default=float(config.limits.upstream_timeout))
     await gw.forwarder.start()
     app = build_app(gw)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True,
                            max_line_size=config.limits.header_size, max_field_size=config.limits.header_size)
     await runner.setup()
     assert runner.server is not None

@@ -1,0 +1,401 @@
+"""Request normalisation, route matching and header hygiene for the proxy (pure, no I/O).
+
+The gateway decides policy on exactly the path it sends upstream, so ambiguity
+is refused rather than guessed (DESIGN.md "Request"). :func:`normalise_path`
+returns the RFC 3986 §6.2.2 normal form of the request path:
+
+* percent-escapes of unreserved characters are decoded (``/%61dmin`` is
+  ``/admin``), every other escape is kept with upper-case hex digits;
+* raw characters that RFC 3986 does not allow in a path (``"<>`{}|^[]``) are
+  percent-encoded, the form every upstream decodes them from;
+* runs of ``/`` are merged, as nginx does (``merge_slashes on``): otherwise
+  ``//admin`` would escape an ``/admin`` route on an upstream that merges them;
+* anything an upstream could read two ways is refused with :class:`AmbiguousPath`:
+  encoded ``/`` or ``\\``, any ``\\``, ``.``/``..`` segments in any spelling
+  (``%2e``, ``..;param`` as Tomcat reads it, full-width dots after NFKC), control
+  characters raw or encoded, invalid or double (``%25xx``) escapes, raw
+  non-ASCII, escapes that do not decode to UTF-8 (overlong ``%C0%AE``), and a
+  path that is empty or does not start with ``/``.
+
+Route matching (:func:`match_route`) works on segments with their ``;params``
+stripped, so ``/admin;jsessionid=x`` is still under ``/admin`` for upstreams
+(Java servlet containers) that ignore path parameters.
+
+Header hygiene (:func:`clean_request_headers`, :func:`clean_response_headers`)
+compares names case-insensitively with ``_`` read as ``-``, because servers
+behind CGI/WSGI-style gateways map both spellings to the same variable.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeVar
+
+from idwall.errors import BadRequest, IDWallError, UpstreamError
+
+__all__ = [
+    "FORWARDING_HEADERS",
+    "HOP_BY_HOP",
+    "RESERVED_PREFIXES",
+    "AmbiguousPath",
+    "MalformedHeaders",
+    "RouteLike",
+    "clean_request_headers",
+    "clean_response_headers",
+    "header_key",
+    "host_without_port",
+    "is_reserved",
+    "match_route",
+    "normalise_path",
+]
+
+
+class AmbiguousPath(BadRequest):
+    """The request path could be read two ways (or is not a path); it is refused, not guessed."""
+
+    slug, title = "ambiguous-path", "Ambiguous request path"
+
+
+class MalformedHeaders(BadRequest):
+    """A header section the gateway cannot forward without changing its meaning."""
+
+    slug, title = "malformed-headers", "Malformed request headers"
+
+
+# --- paths -------------------------------------------------------------------
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# pchar minus pct-encoded (RFC 3986 §3.3), plus the segment separator.
+_RAW_OK = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
+# Printable ASCII that browsers send raw but RFC 3986 wants encoded; "#" and "\"
+# are refused instead (a fragment never belongs in a request target; "\" is a
+# separator on some upstreams).
+_RAW_ENCODE = frozenset('"<>`{}|^[]')
+
+
+def _refuse(reason: str, raw_path: str) -> AmbiguousPath:
+    shown = raw_path if len(raw_path) <= 200 else raw_path[:200] + "..."
+    return AmbiguousPath(f"request path refused: {reason}", log_detail=f"path={shown!r}")
+
+
+def _check_segments(segments: Iterable[str], raw_path: str, how: str = "") -> None:
+    for segment in segments:
+        # Tomcat and other servlet containers drop ";params" before resolving dots.
+        name = segment.split(";", 1)[0]
+        if name in (".", ".."):
+            raise _refuse(f"dot segment {segment!r}{how} (RFC 3986 §5.2.4)", raw_path)
+
+
+def normalise_path(raw_path: str) -> str:
+    """The normal form of a raw request path (query removed), used both to match and upstream.
+
+    Raises :class:`AmbiguousPath` (400) with the reason when the path is refused;
+    the module docstring lists what is normalised and what is refused.
+
+    >>> normalise_path("/wiki//%7Ealice/a%2cb")
+    '/wiki/~alice/a%2Cb'
+    """
+    if not raw_path:
+        raise _refuse("empty path; expected one starting with '/'", raw_path)
+    if raw_path[0] != "/":
+        raise _refuse(f"expected a path starting with '/', got {raw_path[:1]!r}", raw_path)
+    out: list[str] = []
+    has_escape = False
+    i, n = 0, len(raw_path)
+    while i < n:
+        char = raw_path[i]
+        if char == "%":
+            hexdigits = raw_path[i + 1 : i + 3]
+            if len(hexdigits) < 2 or not set(hexdigits) <= _HEX:
+                raise _refuse(f"invalid percent-escape {raw_path[i : i + 3]!r} (RFC 3986 §2.1)", raw_path)
+            byte = int(hexdigits, 16)
+            if byte < 0x20 or byte == 0x7F:
+                raise _refuse(f"encoded control character %{hexdigits.upper()}", raw_path)
+            if byte == 0x2F:
+                raise _refuse("encoded slash %2F", raw_path)
+            if byte == 0x5C:
+                raise _refuse("encoded backslash %5C", raw_path)
+            if byte == 0x25 and len(raw_path[i + 3 : i + 5]) == 2 and set(raw_path[i + 3 : i + 5]) <= _HEX:
+                raise _refuse(f"double percent-encoding %25{raw_path[i + 3 : i + 5]}", raw_path)
+            decoded = chr(byte)
+            if decoded in _UNRESERVED:
+                out.append(decoded)
+            else:
+                out.append("%" + hexdigits.upper())
+                has_escape = True
+            i += 3
+            continue
+        code = ord(char)
+        if code < 0x20 or code == 0x7F:
+            raise _refuse(f"control character {char!r}", raw_path)
+        if code > 0x7E:
+            raise _refuse(f"raw non-ASCII character {char!r}; expected percent-encoded UTF-8", raw_path)
+        if char == "\\":
+            raise _refuse("backslash", raw_path)
+        if char == " ":
+            raise _refuse("raw space", raw_path)
+        if char == "#":
+            raise _refuse("fragment '#' in the request target (RFC 9112 §3.2)", raw_path)
+        if char in _RAW_ENCODE:
+            out.append(f"%{code:02X}")
+        else:
+            # Only _RAW_OK characters are left in printable ASCII.
+            out.append(char)
+        i += 1
+    path = re.sub("/{2,}", "/", "".join(out))
+    _check_segments(path.split("/"), raw_path)
+    if has_escape:
+        _check_decoded(path, raw_path)
+    return path
+
+
+def _check_decoded(path: str, raw_path: str) -> None:
+    """Refuse escapes that are not UTF-8, or that a Unicode-normalising upstream reads as separators."""
+    raw = bytearray()
+    i = 0
+    while i < len(path):
+        if path[i] == "%":
+            raw.append(int(path[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.append(ord(path[i]))
+            i += 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _refuse("percent-escapes that are not valid UTF-8 (RFC 3987 §3.2)", raw_path) from None
+    folded = unicodedata.normalize("NFKC", text)
+    if folded != text:
+        if "\\" in folded or folded.count("/") != text.count("/"):
+            raise _refuse("characters that fold to a path separator under NFKC", raw_path)
+        _check_segments(folded.split("/"), raw_path, " after Unicode NFKC folding")
+
+
+# --- routes ------------------------------------------------------------------
+
+RESERVED_PREFIXES: tuple[str, ...] = ("/idwall", "/.well-known/idwall")
+
+
+class RouteLike(Protocol):
+    """What :func:`match_route` reads from a route (``idwall.config.Route`` has it)."""
+
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+R = TypeVar("R", bound=RouteLike)
+
+
+def _match_view(path: str) -> str:
+    """The path with ``;params`` stripped from each segment, as servlet containers route it."""
+    if ";" not in path:
+        return path
+    return "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
+
+
+def _under(view: str, prefix: str) -> bool:
+    prefix = prefix.rstrip("/")
+    return not prefix or view == prefix or view.startswith(prefix + "/")
+
+
+def is_reserved(path: str) -> bool:
+    """True for the gateway's own namespaces, which are never proxied (any case, any ``;params``)."""
+    view = _match_view(path).lower()
+    return any(_under(view, prefix) for prefix in RESERVED_PREFIXES)
+
+
+def host_without_port(host: str | None) -> str | None:
+    """The host name of a ``Host`` value: port removed, lower case, one trailing dot removed.
+
+    >>> host_without_port("Wiki.Example.:8443"), host_without_port("[::1]:443")
+    ('wiki.example', '[::1]')
+    """
+    if host is None:
+        return None
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host[:-1] if host.endswith(".") else host
+
+
+def match_route(routes: Sequence[R], host: str | None, path: str) -> R | None:
+    """The route for ``host`` and the normalised ``path``, or None.
+
+    Prefixes match on segment boundaries (``/app`` matches ``/app`` and ``/app/x``,
+    not ``/apple``; a trailing ``/`` on the prefix is ignored). The longest prefix
+    wins; for equal prefixes a host-specific route beats a host-less one, and the
+    first in configuration order wins a full tie. Reserved paths never match.
+    """
+    if is_reserved(path):
+        return None
+    name = host_without_port(host)
+    view = _match_view(path)
+    best: R | None = None
+    best_rank = (-1, -1)
+    for route in routes:
+        route_host = route.host.lower() if route.host is not None else None
+        if route_host is not None and route_host != name:
+            continue
+        if not _under(view, route.path):
+            continue
+        rank = (len(route.path.rstrip("/")), 1 if route_host is not None else 0)
+        if rank > best_rank:
+            best, best_rank = route, rank
+    return best
+
+
+# --- headers -----------------------------------------------------------------
+
+HOP_BY_HOP: frozenset[str] = frozenset({
+    # RFC 9110 §7.6.1, plus Keep-Alive and Proxy-Connection (RFC 9112 §9.3, §C.2.2).
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authenticate", "proxy-authorization",
+})
+
+# Who-is-the-client and which-URL-was-asked headers that frameworks trust: client
+# copies are dropped and the gateway sets X-Forwarded-{For,Proto,Host} itself.
+# X-Original-URL / X-Rewrite-URL make some frameworks route on a path the gateway
+# never checked.
+FORWARDING_HEADERS: frozenset[str] = frozenset({
+    "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-prefix", "x-forwarded-server", "x-forwarded-ssl", "x-forwarded-scheme",
+    "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "x-original-url",
+    "x-rewrite-url",
+})
+
+_IDENTITY_PREFIX = "x-idwall-"
+# A Connection header may not make us drop the fields that routed and framed the request.
+_NOT_CONNECTION_LISTABLE = frozenset({"host", "content-length"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+
+
+def header_key(name: str) -> str:
+    """The comparison key of a header name: lower case, ``_`` read as ``-``."""
+    return name.strip().lower().replace("_", "-")
+
+
+def _connection_listed(headers: Sequence[tuple[str, str]]) -> set[str]:
+    listed: set[str] = set()
+    for name, value in headers:
+        if header_key(name) in ("connection", "proxy-connection"):
+            listed.update(header_key(token) for token in value.split(",") if token.strip())
+    return listed
+
+
+def _validate(headers: Sequence[tuple[str, str]]) -> None:
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            raise MalformedHeaders(
+                f"header name {name[:64]!r} is not an RFC 9110 §5.6.2 token",
+            )
+        if _BAD_VALUE.search(value):
+            raise MalformedHeaders(f"header {name!r} has CR, LF or NUL in its value (RFC 9110 §5.5)")
+
+
+def _content_length(values: list[str], what: str, error: type[IDWallError]) -> str | None:
+    """The one Content-Length of a message; differing copies are refused (RFC 9112 §6.3)."""
+    distinct = {v.strip() for value in values for v in value.split(",")}
+    if not distinct:
+        return None
+    if len(distinct) > 1 or not next(iter(distinct)).isdigit():
+        raise error(f"{what} has conflicting or invalid Content-Length {sorted(distinct)!r}")
+    return distinct.pop()
+
+
+def _framed_by_transfer_encoding(headers: Sequence[tuple[str, str]]) -> bool:
+    # The exact name only: the HTTP parser framed the message on it, and never on "Transfer_Encoding".
+    return any(name.lower() == "transfer-encoding" for name, _ in headers)
+
+
+def clean_request_headers(
+    headers: Sequence[tuple[str, str]],
+    *,
+    client_ip: str,
+    proto: str,
+    host: str,
+    identity_headers: dict[str, str],
+) -> list[tuple[str, str]]:
+    """The request headers to send upstream, in their original order, then the gateway's.
+
+    Removed: hop-by-hop fields, every field named in ``Connection`` (except Host and
+    Content-Length), ``Expect`` (the gateway's server already answered it), every
+    ``X-IDWall-*`` field and every field named like a key of ``identity_headers``, and
+    the client's copies of :data:`FORWARDING_HEADERS`; all compared by
+    :func:`header_key`. ``Host`` is kept as the client sent it. Added:
+    ``X-Forwarded-For: client_ip`` (overwritten, never appended), ``X-Forwarded-Proto``,
+    ``X-Forwarded-Host``, then ``identity_headers``.
+
+    Raises :class:`MalformedHeaders` for names that are not tokens, values with
+    CR/LF/NUL, more than one Host (RFC 9112 §3.2) or conflicting Content-Length.
+    """
+    _validate(headers)
+    identity_keys = {header_key(name) for name in identity_headers}
+    drop = HOP_BY_HOP | FORWARDING_HEADERS | identity_keys | {"expect"}
+    drop |= _connection_listed(headers) - _NOT_CONNECTION_LISTABLE
+    keys = [header_key(name) for name, _ in headers]
+    if keys.count("host") > 1:
+        raise MalformedHeaders("request has more than one Host header (RFC 9112 §3.2)")
+    lengths = [value for (_, value), key in zip(headers, keys) if key == "content-length"]
+    length = _content_length(lengths, "request", MalformedHeaders)
+    if _framed_by_transfer_encoding(headers):
+        # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the upstream hop re-frames.
+        drop = drop | {"content-length"}
+    cleaned: list[tuple[str, str]] = []
+    seen_length = False
+    for (name, value), key in zip(headers, keys):
+        if key in drop or key.startswith(_IDENTITY_PREFIX):
+            continue
+        if key == "content-length":
+            if seen_length:
+                continue
+            seen_length, value = True, length or value
+        cleaned.append((name, value))
+    cleaned += [
+        ("X-Forwarded-For", client_ip),
+        ("X-Forwarded-Proto", proto),
+        ("X-Forwarded-Host", host),
+    ]
+    for name, value in identity_headers.items():
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            # Our own claim values: a newline here would be header injection by the gateway.
+            raise IDWallError(log_detail=f"identity header {name!r} is not a valid header field")
+        cleaned.append((name, value))
+    return cleaned
+
+
+def clean_response_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream's response headers to send to the client.
+
+    Removes hop-by-hop fields, fields named in ``Connection`` and every
+    ``X-IDWall-*`` field; drops Content-Length when Transfer-Encoding was present
+    (RFC 9112 §6.3) and raises :class:`~idwall.errors.UpstreamError` (502) when
+    the upstream sent conflicting Content-Length values.
+    """
+    keys = [header_key(name) for name, _ in headers]
+    drop = HOP_BY_HOP | _connection_listed(headers)
+    lengths = [value for (_, value), key in zip(headers, keys) if key == "content-length"]
+    length = _content_length(lengths, "upstream response", UpstreamError)
+    if _framed_by_transfer_encoding(headers):
+        drop = drop | {"content-length"}
+    cleaned: list[tuple[str, str]] = []
+    seen_length = False
+    for (name, value), key in zip(headers, keys):
+        if key in drop or key.startswith(_IDENTITY_PREFIX):
+            continue
+        if key == "content-length":
+            if seen_length:
+                continue
+            seen_length, value = True, length or value
+        cleaned.append((name, value))
+    return cleaned
