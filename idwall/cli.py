@@ -1,0 +1,789 @@
+"""The ``idwall`` command line (DESIGN.md "Command line").
+
+    idwall init --dir D [--admin USER] [--json] [--force] [--port 8443] [--host 127.0.0.1]
+    idwall serve [--config FILE] [--workers N]
+    idwall keys rotate [--config FILE]
+    idwall audit verify [--config FILE | --export FILE] [--root FINGERPRINT] [--json]
+    idwall audit export [--config FILE] [--after SEQ]
+    idwall device enroll --gateway URL --code CODE [--out DIR] [--name NAME] [--ca FILE] [--timeout 600]
+    idwall kill (--user U | --device D | --session S | --group G | --all) --reason TEXT [--revoke-devices]
+                --gateway URL --token-file F [--ca FILE] [--json] [--yes]
+    idwall demo ...
+
+Exit codes: 0 success, 1 the operation failed (gateway refused, ledger did not
+verify, unexpected error), 2 the command line or the configuration is wrong.
+No command ever prints a traceback unless ``IDWALL_DEBUG=1``.
+
+Text that comes from a gateway (problem details, URLs) is printed with control
+characters removed, so a hostile or broken server cannot drive the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TextIO
+from urllib.parse import quote, urlsplit
+
+from .errors import IDWallError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .bootstrap import InitResult
+    from .config import Config
+
+DEFAULT_DIR = Path(".idwall")
+DEFAULT_DEVICE_OUT = Path("idwall-device")
+LEDGER_PAGE = 1000
+MAX_RESPONSE_BYTES = 1024 * 1024
+REQUEST_TIMEOUT = 30.0
+POLL_INTERVAL = 1.0
+PROGRESS_LINE_EVERY = 10
+KILL_ALL_PHRASE = "kill all"
+DEVICE_FILES = ("device.pem", "device-key.pem", "device.p12", "ca.pem")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_ENROLLMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class CLIError(Exception):
+    """A failure the CLI reports as one line; ``exit_code`` 1 (operation failed) or 2 (usage)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _usage(message: str) -> CLIError:
+    return CLIError(message, 2)
+
+
+def _clean(text: Any, limit: int = 500) -> str:
+    """One printable line from untrusted text (control characters become spaces)."""
+    return _CONTROL.sub(" ", str(text)).strip()[:limit]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _config_path(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    env = os.environ.get("IDWALL_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_DIR / "idwall.yaml"
+
+
+def _load(path: Path) -> Config:
+    """load_config, with ConfigError turned into a usage error (exit 2, one line)."""
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _existing_sqlite(config: Config) -> None:
+    """Refuse to read a store that does not exist (opening would create an empty one)."""
+    path = config.sqlite_path
+    if path is not None and not path.is_file():
+        raise CLIError(f"no store at {path}; run idwall init or fix `store` in {config.source}")
+
+
+# --------------------------------------------------------------------------- init
+
+
+def _init_summary(result: InitResult, directory: Path, admin: str, out: TextIO) -> None:
+    certs = result.ca_pem.parent
+    q = shlex.quote
+    # --code=: a code may start with "-", which argparse would take for an option.
+    enroll = (f"idwall device enroll --gateway {result.public_url} --code={result.bootstrap_code} "
+              f"--ca {q(str(result.ca_pem))}")
+    lines = [
+        f"Initialised IDWall in {directory}",
+        f"  config        {result.config_path}",
+        f"  gateway CA    {result.ca_pem}  (clients trust this for the server certificate)",
+        f"  server cert   {certs / 'server.pem'}  (localhost, 127.0.0.1)",
+        f"  device CA     {result.device_ca_pem}",
+        f"  signing keys  {certs / 'assertion-key.pem'}, {certs / 'ledger-key.pem'}",
+        f"  store         {directory / 'idwall.db'}",
+        "",
+        f"Bootstrap code for the first administrator {admin!r}, valid 7 days.",
+        "It is shown ONCE and not stored anywhere (only its hash is): copy it now.",
+        "",
+        f"    {result.bootstrap_code}",
+        "",
+        "Run the gateway:",
+        f"    idwall serve --config {q(str(result.config_path))}",
+        "Then enroll the administrator's device:",
+        f"    {enroll}",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def _do_init(directory: Path, *, admin: str, port: int, host: str, force: bool) -> InitResult:
+    from .bootstrap import InitRefused, init_directory
+
+    try:
+        return init_directory(directory, admin=admin, port=port, force=force, host=host,
+                              now=datetime.now(timezone.utc))
+    except InitRefused as exc:
+        raise _usage(exc.detail) from None
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``idwall init``: write a gateway directory and show the bootstrap code once."""
+    directory = Path(os.path.abspath(Path(args.dir).expanduser()))
+    result = _do_init(directory, admin=args.admin, port=args.port, host=args.host, force=args.force)
+    if args.json:
+        print(json.dumps({
+            "config": str(result.config_path),
+            "bootstrap_code": result.bootstrap_code,
+            "ca_pem": str(result.ca_pem),
+            "device_ca_pem": str(result.device_ca_pem),
+            "public_url": result.public_url,
+        }), flush=True)
+    else:
+        _init_summary(result, directory, args.admin, sys.stdout)
+    return 0
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``idwall serve``: run the gateway until SIGTERM/SIGINT."""
+    if args.workers < 1:
+        raise _usage(f"--workers must be at least 1, got {args.workers}")
+    path = _config_path(args.config)
+    if not args.config and not os.environ.get("IDWALL_CONFIG") and not path.exists():
+        # The one-command first run: dev certificates and a bootstrap code in ./.idwall.
+        directory = Path(os.path.abspath(DEFAULT_DIR))
+        result = _do_init(directory, admin="admin", port=8443, host="127.0.0.1", force=False)
+        _init_summary(result, directory, "admin", sys.stdout)
+        print("", flush=True)
+        path = result.config_path
+    config = _load(path)
+
+    from .logs import setup_logging
+    from .web.server import run_server
+
+    setup_logging()
+    return run_server(config, workers=args.workers)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+async def _append_key_rotation(config: Config, *, kid: str, previous_kid: str) -> int:
+    from .pki import load_private_key
+    from .store import open_store
+    from .store.base import LedgerDraft
+
+    store = await open_store(config.store, ledger_key=load_private_key(config.ledger.key))
+    try:
+        return await store.append_ledger(LedgerDraft(
+            type="key.rotate", actor="system", subject=kid,
+            data={"kind": "assertion", "kid": kid, "previous_kid": previous_kid},
+        ))
+    finally:
+        await store.close()
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """``idwall keys rotate``: new assertion key, old one kept for the overlap, ledger entry."""
+    from .assertion import key_id, rotate_keys
+    from .pki import load_private_key
+
+    config = _load(_config_path(args.config))
+    _existing_sqlite(config)
+    key_path = config.assertion.key
+    if not key_path.exists():
+        raise CLIError(f"no assertion key at {key_path} (assertion.key in {config.source}); nothing to rotate")
+    previous = key_id(load_private_key(key_path))
+    kid = rotate_keys(key_path, now=time.time())
+    try:
+        seq = asyncio.run(_append_key_rotation(config, kid=kid, previous_kid=previous))
+    except IDWallError as exc:
+        raise CLIError(f"the key was rotated (new kid {kid}) but the ledger entry failed: {_error_text(exc)}")
+    print(kid)
+    print(f"key.rotate recorded at ledger seq {seq}; running gateways pick the new key up by themselves",
+          file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- audit
+
+
+async def _store_entries(config: Config, *, after: int) -> list[dict[str, Any]]:
+    from .store import open_store
+
+    store = await open_store(config.store, ledger_key=None)
+    try:
+        entries: list[dict[str, Any]] = []
+        while True:
+            page = await store.ledger_entries(after=after, limit=LEDGER_PAGE)
+            entries.extend(page)
+            if len(page) < LEDGER_PAGE:
+                return entries
+            after = int(page[-1]["seq"])
+    finally:
+        await store.close()
+
+
+def _read_export(path: Path) -> list[dict[str, Any]]:
+    from .audit import entries_from_jsonl
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _usage(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return entries_from_jsonl(text)
+    except IDWallError as exc:
+        raise CLIError(f"ledger FAILED: {path}: {exc.detail}") from None
+
+
+def _ledger_public_key(args: argparse.Namespace, config: Config | None) -> Any:
+    """The pinned ledger key: --ledger-key, else the config's; None trusts the genesis entry's JWK."""
+    from cryptography.hazmat.primitives import serialization
+
+    from .pki import load_private_key
+
+    if args.ledger_key:
+        path = Path(args.ledger_key)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise _usage(f"cannot read --ledger-key {path}: {exc.strerror or exc}") from None
+        try:
+            return serialization.load_pem_public_key(data)
+        except ValueError:
+            try:
+                return load_private_key(path).public_key()
+            except ValueError as exc:
+                raise _usage(f"--ledger-key: {exc}") from None
+    if config is not None:
+        return load_private_key(config.ledger.key).public_key()
+    return None
+
+
+def _expected_head(text: str | None) -> tuple[int | None, str | None]:
+    if text is None:
+        return None, None
+    seq_text, _, digest = text.partition(":")
+    if not seq_text.isdigit() or int(seq_text) < 1:
+        raise _usage(f"--head must be SEQ or SEQ:HASH as `audit verify` printed it, got {text!r}")
+    return int(seq_text), digest or None
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """``idwall audit verify``: exit 0 when the whole ledger verifies, else 1 naming the first bad seq."""
+    from . import audit
+
+    config: Config | None = None
+    if args.export:
+        entries = _read_export(Path(args.export))
+    else:
+        config = _load(_config_path(args.config))
+        _existing_sqlite(config)
+        entries = asyncio.run(_store_entries(config, after=0))
+    last, last_hash = _expected_head(args.head)
+    try:
+        result = audit.verify_ledger(entries, root=args.root, ledger_public_key=_ledger_public_key(args, config),
+                                     expected_last=last, expected_last_hash=last_hash)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    # The verifier's reasons read "seq N: why"; the line below names the seq itself.
+    reason = re.sub(r"^seq \d+: ", "", result.reason)
+    head = f"{result.seq}:{result.head}" if result.ok and result.head else None
+    if args.json:
+        print(json.dumps({"ok": result.ok, "entries": result.entries, "seq": result.seq, "reason": reason,
+                          "root": result.root, "head": head}))
+    elif result.ok:
+        print(f"ledger OK: {result.entries} entries, root {result.root}, head {head}")
+    else:
+        print(f"ledger FAILED at seq {result.seq}: {reason}")
+    return 0 if result.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    """``idwall audit export``: the ledger as JSON lines, one entry each, as stored."""
+    from .audit import entry_to_jsonl
+
+    if args.after < 0:
+        raise _usage(f"--after must be 0 or more, got {args.after}")
+    config = _load(_config_path(args.config))
+    _existing_sqlite(config)
+    for entry in asyncio.run(_store_entries(config, after=args.after)):
+        sys.stdout.write(entry_to_jsonl(entry) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------- gateway client
+
+
+def _gateway_url(text: str) -> str:
+    """An https origin (optionally with a path prefix) without a trailing slash."""
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname:
+        raise _usage(f"--gateway must be an https:// URL, got {text!r} "
+                     "(codes and tokens never travel over plain HTTP)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise _usage(f"--gateway must be a plain https://host[:port] URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _ssl_context(ca: str | None) -> ssl.SSLContext:
+    """Verify the gateway against --ca, else IDWALL_CA, else the system store."""
+    path = ca or os.environ.get("IDWALL_CA")
+    if not path:
+        return ssl.create_default_context()
+    try:
+        # With cafile, only that file is trusted: the dev CA is pinned, not added.
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        source = "--ca" if ca else "IDWALL_CA"
+        raise _usage(f"{source} {path}: not a readable PEM certificate file ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One gateway answer: HTTP status and the JSON body (a problem for errors)."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class GatewayUnreachable(CLIError):
+    """No answer at all (connection refused, reset, timed out)."""
+
+
+def problem_line(answer: Answer) -> str:
+    """An RFC 9457 problem as one line: ``title: detail (HTTP status)``."""
+    title = _clean(answer.body.get("title") or "error")
+    detail = _clean(answer.body.get("detail") or "")
+    text = f"{title}: {detail}" if detail and detail != title else title
+    return f"{text} (HTTP {answer.status})"
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, *,
+                payload: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Answer:
+    """One request; the JSON body comes back, whatever the status. Network failures raise CLIError."""
+    import aiohttp
+
+    try:
+        async with session.request(method, url, json=payload, headers=headers, allow_redirects=False) as resp:
+            raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+            status = resp.status
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise CLIError(f"the gateway's TLS certificate is not trusted ({_clean(exc.certificate_error)}); "
+                       "pass --ca with the gateway CA (ca.pem from idwall init) or set IDWALL_CA") from None
+    except aiohttp.ClientSSLError as exc:
+        raise CLIError(f"TLS with the gateway failed: {_clean(exc)}") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        reason = _clean(exc) or type(exc).__name__
+        raise GatewayUnreachable(f"cannot reach the gateway at {url}: {reason}") from None
+    if len(raw) > MAX_RESPONSE_BYTES:
+        raise CLIError(f"the gateway answered HTTP {status} with more than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise CLIError(f"the gateway answered HTTP {status} without a JSON object body ({url})")
+    return Answer(status, body)
+
+
+def _client(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+    )
+
+
+# --------------------------------------------------------------------------- device enroll
+
+
+class _Progress:
+    """The waiting line on stderr: rewritten in place on a TTY, one line every 10 s otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last_line = -PROGRESS_LINE_EVERY
+        self._dirty = False
+
+    def show(self, text: str, elapsed: float) -> None:
+        seconds = int(elapsed)
+        if self._tty:
+            self._stream.write(f"\r\x1b[K{text}… {seconds}s")
+            self._dirty = True
+        elif seconds - self._last_line >= PROGRESS_LINE_EVERY:
+            self._stream.write(f"{text}… {seconds}s\n")
+            self._last_line = seconds
+        self._stream.flush()
+
+    def done(self) -> None:
+        if self._dirty:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._dirty = False
+
+
+def _check_outputs(out: Path) -> None:
+    existing = [name for name in DEVICE_FILES if (out / name).exists()]
+    if existing:
+        raise _usage(f"{out} already holds {', '.join(existing)}; choose another --out "
+                     "(an enrolled device's key is never overwritten)")
+
+
+def _install(tmp: Path, out: Path) -> list[Path]:
+    """Move the finished files into ``out`` (the whole directory when it is new)."""
+    if not out.exists():
+        os.rename(tmp, out)
+    else:
+        _check_outputs(out)
+        for name in DEVICE_FILES:
+            os.rename(tmp / name, out / name)
+    return [out / name for name in DEVICE_FILES]
+
+
+async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, tmp: Path) -> None:
+    from cryptography import x509
+
+    from . import pki
+
+    name = args.name or _clean(socket.gethostname(), 64) or "device"
+    key = pki.generate_p256_key()
+    # On disk (0600) from the start, in a private temp dir removed on any failure.
+    pki.write_private_key(tmp / "device-key.pem", key)
+    csr_pem = pki.make_csr(key, name)
+
+    async with _client(ctx) as session:
+        begun = await _call(session, "POST", f"{gateway}/idwall/api/enroll/begin",
+                            payload={"code": args.code, "csr_pem": csr_pem, "device_name": name})
+        if not 200 <= begun.status < 300:
+            raise CLIError(f"enrollment refused: {problem_line(begun)}")
+        enrollment_id = begun.body.get("enrollment_id")
+        if not isinstance(enrollment_id, str) or not _ENROLLMENT_ID.match(enrollment_id):
+            raise CLIError("the gateway's answer has no valid enrollment_id")
+        enroll_url = begun.body.get("enroll_url")
+        if not isinstance(enroll_url, str) or not enroll_url.startswith("https://"):
+            enroll_url = f"{gateway}/idwall/enroll/{enrollment_id}"
+        print(f"Open {_clean(enroll_url, 2000)} in a browser on this device to create your passkey", flush=True)
+
+        answer = await _wait_for_certificate(session, f"{gateway}/idwall/api/enroll/{quote(enrollment_id)}",
+                                             timeout=args.timeout)
+
+    cert_text, ca_text = answer.get("certificate_pem"), answer.get("ca_pem")
+    if not isinstance(cert_text, str) or not isinstance(ca_text, str):
+        raise CLIError("the gateway reported the device active but sent no certificate_pem and ca_pem")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_text.encode())
+        cas = x509.load_pem_x509_certificates(ca_text.encode())
+    except ValueError as exc:
+        raise CLIError(f"the gateway sent a certificate that is not valid PEM: {exc}") from None
+    if cert.public_key() != key.public_key():
+        raise CLIError("the gateway issued a certificate for a different key than this device's; nothing was saved")
+    chain = [ca for ca in cas if ca.subject == cert.issuer]
+    pki.write_cert(tmp / "device.pem", cert)
+    (tmp / "ca.pem").write_text("".join(pki.cert_pem(ca) for ca in cas), encoding="utf-8")
+    p12 = pki.build_p12(cert, key, chain, name)
+    fd = os.open(tmp / "device.p12", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(p12)
+
+
+async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, timeout: float) -> dict[str, Any]:
+    progress = _Progress(sys.stderr)
+    start = time.monotonic()
+    said_pending = False
+    note = ""
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed > timeout:
+                raise CLIError(f"no passkey after {int(timeout)}s; the enrollment was not completed "
+                               "(start again with a new code if this one has expired)")
+            try:
+                answer = await _call(session, "GET", url)
+            except GatewayUnreachable as exc:
+                # A gateway restart must not lose a ceremony the user is in the middle of.
+                note = f" (gateway unreachable, retrying: {exc})"
+                answer = None
+            if answer is not None:
+                note = ""
+                if answer.status in (404, 410):
+                    raise CLIError(f"enrollment ended: {problem_line(answer)}")
+                if answer.status >= 500:
+                    note = f" (gateway error {answer.status}, retrying)"
+                elif not 200 <= answer.status < 300:
+                    raise CLIError(f"enrollment failed: {problem_line(answer)}")
+                else:
+                    status = answer.body.get("status")
+                    if status == "active":
+                        return answer.body
+                    if status in ("expired", "rejected"):
+                        detail = _clean(answer.body.get("detail") or f"the enrollment was {status}")
+                        raise CLIError(f"enrollment {status}: {detail}")
+                    if status == "pending_approval" and not said_pending:
+                        progress.done()
+                        print("The passkey is registered; the device now waits for approval by an "
+                              "administrator or your manager.", file=sys.stderr, flush=True)
+                        said_pending = True
+            waiting = "waiting for approval" if said_pending else "waiting for the passkey"
+            progress.show(waiting + note, elapsed)
+            await asyncio.sleep(POLL_INTERVAL)
+    finally:
+        progress.done()
+
+
+def cmd_device_enroll(args: argparse.Namespace) -> int:
+    """``idwall device enroll``: key + CSR, passkey in the browser, then the certificate files."""
+    gateway = _gateway_url(args.gateway)
+    if not args.code.strip():
+        raise _usage("--code is empty")
+    if args.name is not None and (not 1 <= len(args.name) <= 64 or _CONTROL.search(args.name)):
+        raise _usage("--name must be 1-64 printable characters")
+    if args.timeout <= 0:
+        raise _usage(f"--timeout must be positive, got {args.timeout}")
+    ctx = _ssl_context(args.ca)
+    out = Path(os.path.abspath(Path(args.out).expanduser()))
+    _check_outputs(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.enroll-"))
+    try:
+        asyncio.run(_enroll(args, gateway, ctx, tmp))
+        paths = _install(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("Device enrolled. Files:")
+    for path in paths:
+        print(f"  {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- kill
+
+
+def _kill_scope(args: argparse.Namespace) -> tuple[str, str | None]:
+    for scope in ("user", "device", "session", "group"):
+        value = getattr(args, scope)
+        if value is not None:
+            if not value.strip():
+                raise _usage(f"--{scope} is empty")
+            return scope, value
+    return "all", None
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _usage(f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not token:
+        raise _usage(f"--token-file {path} is empty")
+    if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7f for ch in token):
+        raise _usage(f"--token-file {path} must hold one token without spaces or control characters")
+    return token
+
+
+def _confirm_kill_all(args: argparse.Namespace) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise _usage("--all cuts every session of every user; pass --yes to confirm when not at a terminal")
+    print(f"This cuts EVERY session of every user. Type {KILL_ALL_PHRASE!r} to go on: ",
+          end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip() != KILL_ALL_PHRASE:
+        raise _usage("not confirmed; nothing was killed")
+
+
+async def _kill(gateway: str, ctx: ssl.SSLContext, token: str, body: dict[str, Any]) -> Answer:
+    async with _client(ctx) as session:
+        return await _call(session, "POST", f"{gateway}/idwall/api/admin/kill", payload=body,
+                           headers={"Authorization": f"Bearer {token}"})
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    """``idwall kill``: the kill switch through the gateway's API."""
+    gateway = _gateway_url(args.gateway)
+    scope, target = _kill_scope(args)
+    reason = args.reason.strip()
+    if not reason:
+        raise _usage("--reason is empty; the audit ledger records why access was cut")
+    token = _read_token(args.token_file)
+    ctx = _ssl_context(args.ca)
+    if scope == "all":
+        _confirm_kill_all(args)
+    body = {"scope": scope, "target": target, "reason": reason, "revoke_devices": args.revoke_devices}
+    answer = asyncio.run(_kill(gateway, ctx, token, body))
+    if not 200 <= answer.status < 300:
+        raise CLIError(f"kill refused: {problem_line(answer)}")
+    if args.json:
+        print(json.dumps(answer.body, sort_keys=True))
+        return 0
+    counts: dict[str, int] = {}
+    for field in ("connections_closed", "sessions_revoked", "devices_revoked", "audit_seq"):
+        value = answer.body.get(field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CLIError(f"the gateway's kill answer has no integer {field}; raw answer: "
+                           f"{_clean(json.dumps(answer.body), 300)}")
+        counts[field] = value
+    print(f"cut {counts['connections_closed']} connections: {counts['sessions_revoked']} sessions revoked, "
+          f"{counts['devices_revoked']} devices revoked (audit seq {counts['audit_seq']})")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(argv: list[str]) -> int:
+    """``idwall demo ARGS``: :mod:`idwall.demo` parses the rest of the command line itself."""
+    from . import demo
+
+    return int(demo.main(argv) or 0)
+
+
+# --------------------------------------------------------------------------- parser and main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``idwall`` argument parser."""
+    parser = argparse.ArgumentParser(prog="idwall", description="IDWall: passkey-backed mTLS identity gateway")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("init", help="create a gateway directory: PKI, keys, config, store, bootstrap code")
+    p.add_argument("--dir", required=True, help="directory to create (refused when not empty, unless --force)")
+    p.add_argument("--admin", default="admin", help="user id of the first administrator (default: admin)")
+    p.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--force", action="store_true",
+                   help="replace idwall.yaml, certs/ and idwall.db in a non-empty directory; keep other files")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.set_defaults(func=cmd_init)
+
+    p = commands.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
+    p.add_argument("--config", help="config file (default: $IDWALL_CONFIG, else ./.idwall/idwall.yaml, "
+                                    "created by init on first run)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("keys", help="signing keys")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys.add_parser("rotate", help="make a new assertion key; the old one stays in the JWKS for the overlap")
+    k.add_argument("--config", help="config file (default: $IDWALL_CONFIG, else ./.idwall/idwall.yaml)")
+    k.set_defaults(func=cmd_keys_rotate)
+
+    p = commands.add_parser("audit", help="the audit ledger")
+    audit_cmds = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    a = audit_cmds.add_parser("verify", help="check the whole ledger; exit 1 naming the first bad entry")
+    source = a.add_mutually_exclusive_group()
+    source.add_argument("--config", help="read the ledger from this gateway's store")
+    source.add_argument("--export", help="check a JSON-lines export offline")
+    a.add_argument("--root", help="pinned root fingerprint (b64url SHA-256 of the genesis admin's COSE key)")
+    a.add_argument("--ledger-key", help="PEM public (or private) ledger key; default: the config's ledger key, "
+                                        "or for --export the key the genesis entry records")
+    a.add_argument("--head", help="SEQ[:HASH] the ledger must reach (as an earlier verify printed it): "
+                                  "catches truncation at the end")
+    a.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    a.set_defaults(func=cmd_audit_verify)
+    a = audit_cmds.add_parser("export", help="print the ledger as JSON lines")
+    a.add_argument("--config", help="config file (default: $IDWALL_CONFIG, else ./.idwall/idwall.yaml)")
+    a.add_argument("--after", type=int, default=0, help="only entries with seq greater than this")
+    a.set_defaults(func=cmd_audit_export)
+
+    p = commands.add_parser("device", help="this device's enrollment")
+    device_cmds = p.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    d = device_cmds.add_parser("enroll", help="make a key, create the passkey in a browser, get the certificate")
+    d.add_argument("--gateway", required=True, help="gateway URL, https://host:port")
+    d.add_argument("--code", required=True, help="enrollment code from an invite (or the bootstrap code)")
+    d.add_argument("--out", default=str(DEFAULT_DEVICE_OUT), help="output directory (default: ./idwall-device)")
+    d.add_argument("--name", help="device name (default: this host's name)")
+    d.add_argument("--ca", help="CA file for the gateway's certificate (default: $IDWALL_CA, else the system store)")
+    d.add_argument("--timeout", type=float, default=600, help="seconds to wait for the passkey (default: 600)")
+    d.set_defaults(func=cmd_device_enroll)
+
+    p = commands.add_parser("kill", help="cut a user, device, session, group or everyone off now")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user")
+    target.add_argument("--device")
+    target.add_argument("--session")
+    target.add_argument("--group")
+    target.add_argument("--all", action="store_true", help="every session (asks for confirmation)")
+    p.add_argument("--reason", required=True, help="why; recorded in the audit ledger")
+    p.add_argument("--revoke-devices", action="store_true", help="also revoke the devices (forces re-enrollment)")
+    p.add_argument("--gateway", required=True, help="gateway URL, https://host:port")
+    p.add_argument("--token-file", required=True, help="file holding a kill token (or an admin token)")
+    p.add_argument("--ca", help="CA file for the gateway's certificate (default: $IDWALL_CA, else the system store)")
+    p.add_argument("--yes", action="store_true", help="confirm --all without a prompt")
+    p.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
+    p.set_defaults(func=cmd_kill)
+
+    # Listed for --help only: main() hands `idwall demo ...` to idwall.demo before parsing,
+    # because argparse cannot pass unknown options through a subcommand.
+    commands.add_parser("demo", help="run a local demo (gateway, upstream, browser); see idwall demo --help")
+    return parser
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, IDWallError):
+        text = exc.detail + (f" ({exc.log_detail})" if exc.log_detail else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    return _clean(text, 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``idwall`` command; returns the exit code (0 ok, 1 failed, 2 usage or config)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        return _guarded(lambda: cmd_demo(argv[1:]))
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    return _guarded(lambda: args.func(args))
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Run a command: CLIError as one line, no traceback for anything else unless IDWALL_DEBUG=1."""
+    try:
+        return run()
+    except CLIError as exc:
+        print(f"idwall: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("idwall: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `idwall audit export | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if os.environ.get("IDWALL_DEBUG") == "1":
+            raise
+        print(f"idwall: error: {_error_text(exc)}", file=sys.stderr)
+        return 1
