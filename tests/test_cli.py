@@ -156,7 +156,7 @@ def test_serve_without_config_initialises_dot_idwall_and_starts(tmp_path: Path) 
         try:
             probe.bind(("127.0.0.1", 8443))
         except OSError:
-            pytest.skip("port 8443 (the first-run default) is in use on this machine")
+            pytest.fail("port 8443 (the first-run default of the README command) must be free for this test")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("IDWALL_")}
     full_env["PYTHONPATH"] = str(REPO)
     err_path = tmp_path / "stderr.txt"
