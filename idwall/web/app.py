@@ -1,0 +1,82 @@
+"""Wiring of the gateway's aiohttp application: reserved endpoints first, the proxy for everything else."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+from aiohttp import web
+
+from ..errors import NotFound
+from . import api_actions, api_admin, api_enroll, api_login, pages
+from .gateway import GATEWAY, Gateway, proxy_handler
+from .problems import problem_middleware
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/.well-known/idwall/jwks.json")
+async def jwks(request: web.Request) -> web.Response:
+    """Public keys for the identity assertions (current and, during an overlap, previous)."""
+    gw = request.app[GATEWAY]
+    gw.reload_keys_if_needed()
+    return web.json_response(gw.keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+
+@routes.get("/idwall/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers and its store can be read."""
+    gw = request.app[GATEWAY]
+    await gw.store.last_event_id()
+    return web.json_response({"status": "ok", "time": int(time.time()), "connections": len(gw.registry)})
+
+
+def _is_local(request: web.Request) -> bool:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    try:
+        return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@routes.get("/idwall/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: from the local machine, or for an admin session."""
+    gw = request.app[GATEWAY]
+    if not _is_local(request):
+        await api_admin.require_admin(request, scope="read")
+    live = {c.session_id for c in gw.registry if c.session_id}
+    gw.metrics.sessions.set(len(live))
+    gw.metrics.connections.set(len(gw.registry))
+    return web.Response(body=gw.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def _reserved_fallback(request: web.Request) -> web.Response:
+    raise NotFound(f"no IDWall endpoint {request.method} {request.path}")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers for what the gateway itself serves (proxied answers keep the upstream's)."""
+    if request.path.startswith(("/idwall/", "/.well-known/idwall/")):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if request.path.startswith("/idwall/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+
+
+def build_app(gw: Gateway) -> web.Application:
+    """The application: reserved endpoints, API, pages, and the proxy catch-all."""
+    app = web.Application(middlewares=[problem_middleware], client_max_size=gw.config.limits.api_body)
+    app[GATEWAY] = gw
+    app.on_response_prepare.append(_security_headers)
+    app.add_routes(routes)
+    for module in (api_enroll, api_login, api_actions, api_admin, pages):
+        app.add_routes(module.routes)
+    app.router.add_route("*", "/idwall/{tail:.*}", _reserved_fallback)
+    app.router.add_route("*", "/.well-known/idwall/{tail:.*}", _reserved_fallback)
+    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    return app
+
+
+__all__ = ["build_app"]
