@@ -1,0 +1,363 @@
+"""The end-user pages: how to enroll, the enrollment passkey page, the login page, and their static files.
+
+Every page is a small HTML document rendered with :class:`string.Template`;
+every value that goes into it is escaped with :func:`html.escape` on the way in
+(:func:`render`), so a device name, user name or ``next`` value cannot become
+markup. The pages carry no inline script or style: all behaviour lives in
+``static/*.js`` and all presentation in ``static/idwall.css``, so the strict
+Content-Security-Policy below holds without ``'unsafe-inline'``.
+
+What the server knows when the page is requested (the enrollment's user and
+device, the connection's device and session, the safe ``next`` path) is
+rendered into the HTML and into ``data-`` attributes; the scripts then drive
+the passkey ceremonies against the JSON API (/tmp/api_contract.md).
+
+Static files are served from a fixed allow-list only: a name that is not in
+the list is a 404 whatever it contains (``..``, encoded slashes, other files in
+the directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import string
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+from aiohttp import web
+
+from .. import policy
+from ..store.base import Resolved
+from .gateway import GATEWAY
+
+routes = web.RouteTableDef()
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+PAGE_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": CSP,
+    # Pages show who a device belongs to: never keep them in a shared cache or the back/forward history.
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# name -> content type. The SOC console's admin.js and admin.css are served by api_admin itself.
+STATIC_FILES: Mapping[str, str] = {
+    "idwall.css": "text/css; charset=utf-8",
+    "idwall.js": "text/javascript; charset=utf-8",
+    "enroll.js": "text/javascript; charset=utf-8",
+    "login.js": "text/javascript; charset=utf-8",
+}
+# Names are not content-hashed, so a browser revalidates after a short while (a cheap 304 by ETag).
+STATIC_CACHE_CONTROL = "public, max-age=300, must-revalidate"
+
+# Enrollment ids the API hands out are URL-safe tokens; anything else cannot be one.
+_ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class Markup(str):
+    """HTML that was built from escaped parts and must not be escaped again."""
+
+
+def render(template: string.Template, **values: object) -> Markup:
+    """``template`` with every value HTML-escaped (quotes too), except values that are already :class:`Markup`."""
+    escaped = {key: value if isinstance(value, Markup) else html.escape(str(value), quote=True)
+               for key, value in values.items()}
+    return Markup(template.substitute(escaped))
+
+
+LAYOUT = string.Template("""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>$title · IDWall</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/idwall/static/idwall.css">
+$script_tag</head>
+<body>
+<header class="brand"><span class="logo" aria-hidden="true">◆</span> IDWall</header>
+<main id="main" $attrs>
+<h1>$title</h1>
+$body
+</main>
+<footer><p>IDWall gateway at <code>$public_url</code></p></footer>
+</body>
+</html>
+""")
+
+SCRIPT_TAG = string.Template('<script type="module" src="/idwall/static/$name"></script>\n')
+
+STATUS = string.Template("""<div id="status" class="status" role="status" aria-live="polite" data-state="$state">
+<p class="status-title">$status_title</p>
+<p class="status-detail">$status_detail</p>
+<p class="status-next">$status_next</p>
+<p class="status-link"$link_hidden><a id="status-link" href="$link">$link_text</a></p>
+</div>""")
+
+ENROLL_HELP = string.Template("""<p>A device is enrolled once: it gets a TLS key that never leaves it, and your passkey vouches
+for that key. After that, the device's certificate and your passkey are all you need to sign in.</p>
+<ol class="steps">
+<li>Ask an administrator for an <strong>invite</strong>. They create it by signing with their own passkey and
+give you a one-time <strong>enrollment code</strong> (it expires after a short while).</li>
+<li>On the device, run:
+<pre><code>idwall device enroll --gateway $public_url --code CODE</code></pre>
+The command makes the device's key and prints the link of a page like this one.</li>
+<li>Open that link in a browser, press <strong>Create passkey</strong> and confirm with your fingerprint, face or
+PIN.</li>
+<li>Back in the terminal, the command writes the device certificate (<code>device.pem</code>,
+<code>device.p12</code>) and the gateway's CA (<code>ca.pem</code>). Import <code>device.p12</code> into your browser or
+system keychain, then open <a href="/idwall/login">the sign-in page</a>.</li>
+</ol>
+$status
+<p>Lost a device? A new one can be enrolled for your user id without a code: it stays on hold until you approve
+it with another passkey you still hold, or an administrator approves it. Ask your administrator.</p>""")
+
+ENROLL_PAGE = string.Template("""<dl class="facts">
+<dt>User</dt><dd id="who">$user</dd>
+<dt>Device</dt><dd id="device">$device_name</dd>
+<dt>Expires</dt><dd id="expires">$expires</dd>
+</dl>
+$status
+<p><button type="button" id="create" class="primary" hidden>Create passkey</button></p>
+<div id="result" hidden>
+<dl class="facts">
+<dt>Device id</dt><dd><code id="device-id"></code></dd>
+</dl>
+<div id="root" hidden>
+<p><strong>Root fingerprint</strong> <code id="root-fingerprint" class="wrap"></code></p>
+<p>This is the first administrator's passkey: the root of trust of the audit ledger. Write it down somewhere
+safe. <code>idwall audit verify --root FINGERPRINT</code> uses it to prove that nobody replaced the ledger.</p>
+</div>
+</div>""")
+
+LOGIN_PAGE = string.Template("""<dl class="facts" id="identity"$identity_hidden>
+<dt>User</dt><dd id="who">$user</dd>
+<dt>Device</dt><dd id="device">$device_name</dd>
+<dt>Session</dt><dd id="session">$session</dd>
+</dl>
+$status
+<p class="actions">
+<button type="button" id="signin" class="primary"$signin_hidden>Sign in with passkey</button>
+<a id="continue" class="button" href="$next"$continue_hidden>Continue</a>
+<button type="button" id="signout"$signout_hidden>Sign out</button>
+</p>""")
+
+
+@dataclass(frozen=True)
+class State:
+    """One state of a page's status region: what happened, and what to do next."""
+
+    state: str
+    title: str
+    detail: str
+    next: str
+    link: str = ""
+    link_text: str = ""
+
+
+ENROLL_LINK = ("/idwall/enroll", "How to enroll a device")
+
+
+def _status(state: State) -> Markup:
+    return render(STATUS, state=state.state, status_title=state.title, status_detail=state.detail,
+                  status_next=state.next, link=state.link or "/idwall/enroll", link_text=state.link_text,
+                  link_hidden=_hidden(not state.link))
+
+
+def _attrs(data: Mapping[str, str]) -> Markup:
+    """``data-*`` attributes, each value escaped."""
+    return Markup(" ".join(f'data-{name}="{html.escape(value, quote=True)}"' for name, value in data.items()))
+
+
+def _page(request: web.Request, *, title: str, script: str | None, body: Markup, data: Mapping[str, str],
+          status: int = 200) -> web.Response:
+    public_url = request.app[GATEWAY].config.public_url
+    # Module scripts run deferred, after the document is parsed, and may import the shared helper.
+    tag = render(SCRIPT_TAG, name=script) if script else Markup("")
+    text = render(LAYOUT, title=title, script_tag=tag, body=body, attrs=_attrs(data), public_url=public_url)
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
+                        headers=PAGE_HEADERS)
+
+
+def _when(unix: float) -> str:
+    return datetime.fromtimestamp(unix, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _hidden(flag: bool) -> Markup:
+    return Markup(" hidden" if flag else "")
+
+
+# --------------------------------------------------------------------------- enrollment
+
+
+@routes.get("/idwall/enroll")
+async def enroll_help(request: web.Request) -> web.Response:
+    """How to enroll a device; where the 403 "no client certificate" answer points."""
+    gw = request.app[GATEWAY]
+    public_url = gw.config.public_url
+    conn = gw.conn_for(request)
+    resolved = await gw.resolve(conn)
+    if resolved is not None and resolved.device.status == "active":
+        state = State("enrolled", f"This browser already presents the certificate of device {resolved.device.name}.",
+                      f"It belongs to {resolved.user.id}.", "Enroll other devices as above.",
+                      "/idwall/login", "Sign in")
+    else:
+        state = State("info", "This browser has no usable device certificate.",
+                      "Pages behind IDWall only open on an enrolled device.",
+                      "Follow the steps above, or ask your administrator for an invite.")
+    body = render(ENROLL_HELP, public_url=public_url, status=_status(state))
+    return _page(request, title="Enroll a device", script=None, body=body, data={"page": "enroll-help"})
+
+
+def _enrollment_state(status: str, expired: bool) -> State:
+    if status == "begun" and expired:
+        return State("expired", "This enrollment has expired.", "Enrollment links only work for a few minutes.",
+                     "Run idwall device enroll again (with a new code if this one was used).")
+    if status == "begun":
+        return State("ready", "Ready to create your passkey.",
+                     "Your passkey will vouch for this device's key.",
+                     "Press Create passkey and confirm with your fingerprint, face or PIN.")
+    if status == "pending_approval":
+        return State("pending", "Waiting for approval.",
+                     "Your passkey was created; an administrator (or another passkey of yours) must approve "
+                     "this device.", "Keep the terminal open: the command finishes once the device is approved.")
+    if status == "active":
+        return State("success", "Your device is enrolled; return to the terminal.",
+                     "This enrollment link is used up; the terminal saves the device certificate.",
+                     "To enroll another device, ask for a new invite.")
+    return State("failed", "This enrollment cannot be used.", f"Its status is {status}.",
+                 "Start again with idwall device enroll and a new code.")
+
+
+@routes.get("/idwall/enroll/{enrollment_id}")
+async def enroll_page(request: web.Request) -> web.Response:
+    """The passkey page of one enrollment (the CLI prints its URL)."""
+    gw = request.app[GATEWAY]
+    enrollment_id = request.match_info["enrollment_id"]
+    enrollment = await gw.store.get_enrollment(enrollment_id) if _ENROLLMENT_ID.fullmatch(enrollment_id) else None
+    if enrollment is None:
+        state = State("unknown", "Unknown enrollment.", "No enrollment has this link.",
+                      "Check that you opened the link the terminal printed, or run idwall device enroll again.")
+        body = render(ENROLL_PAGE, user="—", device_name="—", expires="—", status=_status(state))
+        return _page(request, title="Create your passkey", script="enroll.js", body=body, status=404,
+                     data={"page": "enroll", "enrollment-id": enrollment_id})
+    who = f"{enrollment.name} ({enrollment.user_id})" if enrollment.name and enrollment.name != enrollment.user_id \
+        else enrollment.user_id
+    state = _enrollment_state(enrollment.status, enrollment.expires_at <= gw.clock())
+    body = render(ENROLL_PAGE, user=who, device_name=enrollment.device_name, expires=_when(enrollment.expires_at),
+                  status=_status(state))
+    return _page(request, title="Create your passkey", script="enroll.js", body=body,
+                 data={"page": "enroll", "enrollment-id": enrollment_id})
+
+
+# --------------------------------------------------------------------------- login
+
+
+def _login_state(*, has_cert: bool, resolved: Resolved | None, signed_in: bool, reason: str | None) -> State:
+    if not has_cert:
+        return State("no-certificate", "This browser has no device certificate.",
+                     "Signing in needs an enrolled device: the browser must present its IDWall certificate.",
+                     "Enroll this device, or import your device.p12 and reopen this page.", *ENROLL_LINK)
+    if resolved is None:
+        return State("unknown-device", "This device certificate is not enrolled.",
+                     "The gateway does not know the certificate this browser presented, or it was removed.",
+                     "Enroll the device again.", *ENROLL_LINK)
+    if resolved.device.status == "revoked":
+        return State("revoked", "This device was revoked.",
+                     "An administrator or the security team cut this device off.",
+                     "Enroll it again with a new invite.", *ENROLL_LINK)
+    if resolved.device.status != "active":
+        return State("pending", "This device is waiting for approval.",
+                     "Its enrollment is complete, but an administrator (or another passkey of yours) must approve it.",
+                     "Try again once it is approved.")
+    if signed_in:
+        return State("signed-in", "You are signed in.", "Your session is bound to this device.",
+                     "Continue to the page you wanted, sign in again for a fresh passkey check, or sign out.")
+    if reason == "expired":
+        return State("expired", "Your session ended, sign in again.",
+                     "Sessions end after a while, or after a time without use.",
+                     "Press Sign in with passkey.")
+    return State("ready", "Sign in with your passkey.", "Use a passkey bound to this device.",
+                 "Press Sign in with passkey and confirm with your fingerprint, face or PIN.")
+
+
+@routes.get("/idwall/login")
+async def login_page(request: web.Request) -> web.Response:
+    """The passkey sign-in page: needs the device certificate; returns to a safe ``next`` afterwards."""
+    gw = request.app[GATEWAY]
+    next_path = policy.safe_next(request.query.get("next"))
+    reason = request.query.get("reason")
+    conn = gw.conn_for(request)
+    resolved = await gw.resolve(conn)
+    session = gw.live_session(resolved, now=gw.clock())
+    state = _login_state(has_cert=conn.cert_sha256 is not None, resolved=resolved, signed_in=session is not None,
+                         reason=reason)
+    user = device_name = session_text = "—"
+    if resolved is not None:
+        user = resolved.user.name if resolved.user.name == resolved.user.id \
+            else f"{resolved.user.name} ({resolved.user.id})"
+        device_name = f"{resolved.device.name} ({resolved.device.status.replace('_', ' ')})"
+        session_text = (f"signed in {_when(session.auth_time)}, ends {_when(session.expires_at)}"
+                        if session is not None else "not signed in")
+    can_sign_in = state.state in ("ready", "expired", "signed-in")
+    body = render(LOGIN_PAGE, user=user, device_name=device_name, session=session_text, status=_status(state),
+                  next=next_path, identity_hidden=_hidden(resolved is None),
+                  signin_hidden=_hidden(not can_sign_in), continue_hidden=_hidden(session is None),
+                  signout_hidden=_hidden(session is None))
+    status = 403 if state.state in ("no-certificate", "unknown-device", "revoked") else 200
+    return _page(request, title="Sign in", script="login.js", body=body, status=status,
+                 data={"page": "login", "next": next_path, "state": state.state, "reason": reason or ""})
+
+
+# --------------------------------------------------------------------------- static files
+
+
+@dataclass(frozen=True)
+class _StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+_cache: dict[str, _StaticFile] = {}
+
+
+def _load_static(name: str) -> _StaticFile | None:
+    if name not in STATIC_FILES:
+        return None
+    cached = _cache.get(name)
+    if cached is not None:
+        return cached
+    path = STATIC_DIR / name
+    if not path.is_file():
+        return None
+    body = path.read_bytes()
+    loaded = _StaticFile(body, STATIC_FILES[name], '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    _cache[name] = loaded
+    return loaded
+
+
+@routes.get("/idwall/static/{name}")
+async def static_file(request: web.Request) -> web.Response:
+    """One file of the allow-list, with its content type, an ETag and Cache-Control."""
+    found = _load_static(request.match_info["name"])
+    if found is None:
+        raise web.HTTPNotFound(reason="no such static file")
+    headers = {"Cache-Control": STATIC_CACHE_CONTROL, "ETag": found.etag, "Content-Security-Policy": CSP}
+    if found.etag in (tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = found.content_type
+    return web.Response(body=found.body, headers=headers)
+
+
+__all__ = ["CSP", "STATIC_FILES", "Markup", "render", "routes"]

@@ -1,0 +1,142 @@
+// The enrollment page: create the passkey that vouches for this device's TLS key.
+import {
+  ApiProblem, LINKS, NetworkError, api, passkeyFailure, passkeysSupported, setText, setVisible, showState, when,
+} from "./idwall.js";
+
+const main = document.getElementById("main");
+const enrollmentId = main.dataset.enrollmentId;
+const statusUrl = `/idwall/api/enroll/${encodeURIComponent(enrollmentId)}`;
+const button = document.getElementById("create");
+let options = null;
+
+function showFailure(err) {
+  if (err instanceof NetworkError) {
+    showState("network", "The gateway could not be reached.", "Your passkey may not have been saved.",
+      "Check your connection, then press Create passkey again.");
+    return;
+  }
+  if (!(err instanceof ApiProblem)) {
+    showState("error", "Something went wrong.", String(err && err.message || err), "Reload this page to try again.");
+    return;
+  }
+  const detail = err.message;
+  switch (err.slug) {
+    case "not-found":
+      showState("unknown", "Unknown enrollment.", detail,
+        "Open the exact link the terminal printed, or run idwall device enroll again.");
+      break;
+    case "gone":
+      showState("expired", "This enrollment has expired or was already used.", detail,
+        "Run idwall device enroll again (ask for a new invite code if this one was used).");
+      break;
+    case "conflict":
+      showState("used", "This enrollment cannot be completed again.", detail,
+        "Return to the terminal; if it failed there, start a new enrollment.");
+      break;
+    case "webauthn-rejected":
+      showState("rejected", "The gateway did not accept your passkey.", detail,
+        "Use a passkey that checks it is you (fingerprint, face or PIN), then press Create passkey again.");
+      break;
+    default:
+      showState("error", err.problem.title || "The gateway refused the enrollment.", detail,
+        "Reload this page to try again; if it keeps failing, start a new enrollment.");
+  }
+}
+
+function showDone(answer) {
+  setText("device-id", answer.device_id || "");
+  setVisible("result", Boolean(answer.device_id));
+  if (answer.root_fingerprint) {
+    setText("root-fingerprint", answer.root_fingerprint);
+    setVisible("root", true);
+  }
+  if (answer.status === "pending_approval") {
+    showState("pending", "Your passkey was created; this device now waits for approval.",
+      "An administrator, or another passkey you hold, must approve it before it can be used.",
+      "Keep the terminal open: the command finishes by itself once the device is approved.");
+  } else if (answer.status === "active") {
+    showState("success", "Your device is enrolled; return to the terminal.",
+      "The command there is saving the device certificate now.",
+      "Then import device.p12 into your browser and sign in.", LINKS.login);
+  } else if (answer.status === "expired") {
+    showFailure(new ApiProblem(410, { type: "gone", detail: "This enrollment link is no longer valid." }));
+  } else {
+    showState("error", "This enrollment cannot be used.", `Its status is ${answer.status}.`,
+      "Start again with idwall device enroll.");
+  }
+}
+
+async function loadStatus() {
+  const info = await api(statusUrl);
+  if (info.user) setText("who", info.user);
+  if (info.device_name) setText("device", info.device_name);
+  if (info.expires_at) setText("expires", when(info.expires_at));
+  return info;
+}
+
+async function createPasskey() {
+  button.disabled = true;
+  try {
+    if (options === null) {
+      const info = await loadStatus();
+      if (info.status !== "begun" || !info.options) {
+        button.hidden = true;
+        showDone(info);
+        return;
+      }
+      options = info.options;
+    }
+    showState("waiting", "Waiting for your passkey…",
+      "Follow your browser's prompt: touch the sensor, look at the camera or enter your PIN.",
+      "If no prompt appears, look for a browser window behind this one.");
+    let credential;
+    try {
+      credential = await navigator.credentials.create({
+        publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options),
+      });
+    } catch (err) {
+      const failure = passkeyFailure(err, "Create passkey");
+      if (failure === null) throw err;
+      showState(...failure);
+      return;
+    }
+    showState("finishing", "Checking your passkey…", "The gateway is verifying it and issuing the certificate.");
+    // A failed finish may consume the challenge: the next attempt fetches fresh options.
+    options = null;
+    const answer = await api("/idwall/api/enroll/finish", {
+      method: "POST", body: { enrollment_id: enrollmentId, credential: credential.toJSON() },
+    });
+    button.hidden = true;
+    showDone(answer);
+  } catch (err) {
+    showFailure(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function start() {
+  let info;
+  try {
+    info = await loadStatus();
+  } catch (err) {
+    showFailure(err);
+    return;
+  }
+  if (info.status !== "begun") {
+    showDone(info);
+    return;
+  }
+  if (!passkeysSupported("create")) {
+    showState("unsupported", "This browser cannot create a passkey here.",
+      "It lacks WebAuthn with JSON options (PublicKeyCredential.parseCreationOptionsFromJSON).",
+      "Open this link in a current Chrome, Edge, Firefox or Safari.");
+    return;
+  }
+  options = info.options;
+  button.addEventListener("click", createPasskey);
+  button.hidden = false;
+  button.focus();
+}
+
+start();

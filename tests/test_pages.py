@@ -1,0 +1,448 @@
+"""The end-user pages over real TLS: strict CSP and no inline code, escaping of every value, the static
+allow-list against traversal, the login page's ``next`` against open redirects, and the page states the
+server decides (no certificate, unknown or revoked device, signed in, expired session, enrollments)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from idwall import pki
+from idwall.store.base import Enrollment, LedgerDraft
+from idwall.testing.fixtures import client_ssl_context, raw_https
+from idwall.web import pages
+
+EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+                "form-action 'self'")
+OWN_STATIC = {"idwall.css": "text/css", "idwall.js": "text/javascript", "enroll.js": "text/javascript",
+              "login.js": "text/javascript"}
+
+
+class Page(HTMLParser):
+    """Collects what the checks need: every element with its attributes, and the text of each element by id."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.text_by_id: dict[str, str] = {}
+        self._open: list[tuple[str, str | None]] = []
+        self.script_bodies: list[str] = []
+        self.text = ""
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.elements.append((tag, attributes))
+        if tag not in ("meta", "link", "br", "img", "input"):
+            self._open.append((tag, attributes.get("id")))
+            if attributes.get("id"):
+                self.text_by_id[attributes["id"] or ""] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            if self._open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+        for tag, element_id in self._open:
+            if element_id:
+                self.text_by_id[element_id] += data
+        if self._open and self._open[-1][0] == "script":
+            self.script_bodies.append(data)
+
+    def by_id(self, element_id: str) -> dict[str, str | None]:
+        return next(attrs for _, attrs in self.elements if attrs.get("id") == element_id)
+
+    def status(self) -> tuple[str | None, str]:
+        return self.by_id("status").get("data-state"), " ".join(self.text_by_id["status"].split())
+
+
+def assert_no_inline_code(page: Page) -> None:
+    """No script without src, no inline handlers or styles, no style elements, no javascript: URLs."""
+    for tag, attrs in page.elements:
+        assert tag != "style", "inline <style> element"
+        if tag == "script":
+            assert attrs.get("src"), "inline <script> without src"
+            assert attrs["src"].startswith("/idwall/static/")  # type: ignore[union-attr]
+        for name, value in attrs.items():
+            assert not name.lower().startswith("on"), f"inline handler {name} on <{tag}>"
+            assert name.lower() != "style", f"style attribute on <{tag}>"
+            if name in ("href", "src", "action"):
+                assert not (value or "").strip().lower().startswith("javascript:"), f"{name}={value!r}"
+    assert not "".join(page.script_bodies).strip()
+
+
+async def fetch(client: Any, url: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
+    async with client.get(url, allow_redirects=False, **kwargs) as resp:
+        return resp.status, dict(resp.headers), await resp.text()
+
+
+async def add_enrollment(gateway: Any, *, device_name: str, user_id: str = "alice", name: str = "Alice",
+                         expires_in: float = 300, enrollment_id: str = "enr-test") -> str:
+    now = time.time()
+    key = pki.generate_p256_key()
+    csr_pem = pki.make_csr(key, "device")
+    csr = pki.check_csr(csr_pem)
+    await gateway.store.create_enrollment(Enrollment(
+        enrollment_id, os.urandom(32), os.urandom(32), csr.spki_sha256, csr_pem, device_name, None, user_id, name,
+        "", ("eng",), False, False, "begun", None, now, now + expires_in))
+    return enrollment_id
+
+
+# --------------------------------------------------------------------------- CSP and inline code
+
+
+@pytest.mark.parametrize("path", ["/idwall/enroll", "/idwall/enroll/enr-test", "/idwall/enroll/no-such-id",
+                                  "/idwall/login", "/idwall/login?next=/app&reason=expired"])
+async def test_pages_are_html_with_strict_csp_and_no_inline_code(gateway, path: str) -> None:
+    await add_enrollment(gateway, device_name="laptop")
+    device = await gateway.device("carol")
+    for client_device in (None, device):
+        async with gateway.session(client_device) as client:
+            status, headers, text = await fetch(client, gateway.url + path)
+        assert status in (200, 403, 404)
+        assert headers["Content-Type"] == "text/html; charset=utf-8"
+        assert headers["Content-Security-Policy"] == EXPECTED_CSP
+        assert headers["Cache-Control"] == "no-store"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        page = Page(text)
+        assert_no_inline_code(page)
+        assert page.by_id("status")["role"] == "status"
+        assert page.by_id("status")["aria-live"] == "polite"
+        # every referenced local file is served from the allow-list
+        for tag, attrs in page.elements:
+            ref = attrs.get("src") if tag == "script" else attrs.get("href") if tag == "link" else None
+            if ref and ref.startswith("/idwall/static/"):
+                async with gateway.session() as client:
+                    async with client.get(gateway.url + ref) as resp:
+                        assert resp.status == 200, ref
+
+
+async def test_page_csp_constant_is_the_required_policy() -> None:
+    assert pages.CSP == EXPECTED_CSP
+    assert "unsafe" not in pages.CSP
+
+
+# --------------------------------------------------------------------------- static files
+
+
+@pytest.mark.parametrize("name, ctype", sorted(OWN_STATIC.items()))
+async def test_static_files_have_type_cache_control_and_etag(gateway, name: str, ctype: str) -> None:
+    async with gateway.session() as client:
+        async with client.get(f"{gateway.url}/idwall/static/{name}") as resp:
+            assert resp.status == 200
+            assert resp.content_type == ctype
+            assert resp.charset == "utf-8"
+            assert resp.headers["Cache-Control"] == pages.STATIC_CACHE_CONTROL
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            etag = resp.headers["ETag"]
+            body = await resp.read()
+        assert body == (pages.STATIC_DIR / name).read_bytes()
+        async with client.get(f"{gateway.url}/idwall/static/{name}", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304
+            assert await resp.read() == b""
+        async with client.get(f"{gateway.url}/idwall/static/{name}", headers={"If-None-Match": '"other"'}) as resp:
+            assert resp.status == 200
+
+
+TRAVERSALS = [
+    "/idwall/static/../config",
+    "/idwall/static/../pages.py",
+    "/idwall/static/..%2Fpages.py",
+    "/idwall/static/%2e%2e%2fpages.py",
+    "/idwall/static/%2E%2E/pages.py",
+    "/idwall/static/..%5Cpages.py",
+    "/idwall/static/....//pages.py",
+    "/idwall/static/./idwall.js/../../pages.py",
+    "/idwall/static//etc/passwd",
+    "/idwall/static/%2Fetc%2Fpasswd",
+    "/idwall/static/idwall.js%00.py",
+    "/idwall/static/idwall.js%2F",
+    "/idwall/static/IDWALL.JS",
+    "/idwall/static/idwall.js.bak",
+    "/idwall/static/admin.html",
+    "/idwall/static/",
+    "/idwall/static/.",
+    "/idwall/static/..",
+    "/idwall/static/__init__.py",
+]
+
+
+async def test_static_allow_list_refuses_everything_else(gateway) -> None:
+    # One gateway for the whole table (each target on its own raw connection, sent byte for byte).
+    for target in TRAVERSALS:
+        request = f"GET {target} HTTP/1.1\r\nHost: localhost:{gateway.port}\r\nConnection: close\r\n\r\n".encode()
+        raw = await raw_https("127.0.0.1", gateway.port, gateway.ssl(), request)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0]
+        assert status_line.split()[1] in (b"400", b"403", b"404"), (target, status_line)
+        assert b"from aiohttp import web" not in body, target
+        assert b"root:" not in body, target
+        assert b"public_url" not in body, target
+
+
+async def test_static_allow_list_names_only_files_of_the_static_directory() -> None:
+    for name in pages.STATIC_FILES:
+        assert "/" not in name and "\\" not in name and not name.startswith(".")
+    for name in OWN_STATIC:
+        assert (pages.STATIC_DIR / name).is_file()
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;\'"'
+
+
+async def test_enrollment_values_are_escaped(gateway) -> None:
+    await add_enrollment(gateway, device_name=HOSTILE, name=HOSTILE + " name", user_id="alice")
+    async with gateway.session() as client:
+        status, headers, text = await fetch(client, gateway.url + "/idwall/enroll/enr-test")
+    assert status == 200
+    assert "<script>alert" not in text
+    assert "<img src=x" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    page = Page(text)
+    assert_no_inline_code(page)
+    assert page.text_by_id["device"] == HOSTILE  # shown to the user exactly as entered, as text
+    assert HOSTILE + " name (alice)" == page.text_by_id["who"]
+    assert [tag for tag, _ in page.elements].count("img") == 0
+    assert page.status()[0] == "ready"
+    assert page.by_id("main")["data-enrollment-id"] == "enr-test"
+
+
+async def test_login_page_escapes_user_and_device(gateway) -> None:
+    device = await gateway.device("mallory", name=HOSTILE)
+    async with gateway.session(device) as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/login")
+    assert status == 200
+    assert "<script>alert" not in text
+    page = Page(text)
+    assert_no_inline_code(page)
+    assert page.text_by_id["who"].startswith(HOSTILE)
+    assert page.text_by_id["device"] == HOSTILE + " (active)"
+
+
+def test_render_escapes_every_value_but_markup() -> None:
+    import string
+
+    out = pages.render(string.Template('<a href="$href">$text</a>$html'), href='"><script>', text="<b>",
+                       html=pages.Markup("<i>ok</i>"))
+    assert out == '<a href="&quot;&gt;&lt;script&gt;">&lt;b&gt;</a><i>ok</i>'
+
+
+# --------------------------------------------------------------------------- login: next and states
+
+
+OPEN_REDIRECTS = [
+    "https://evil.example/",
+    "//evil.example/",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/%2F%2Fevil.example",
+    "/%5Cevil.example",
+    "/\t/evil.example",
+    "/%09/evil.example",
+    "/%0D%0ASet-Cookie:x=1",
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    " /app",
+    "app",
+    "",
+    "/" + "a" * 5000,
+]
+
+
+async def test_login_next_open_redirect_attempts_become_root(gateway) -> None:
+    device = await gateway.device("dave")
+    async with gateway.session(device) as client:
+        for hostile in OPEN_REDIRECTS:
+            status, _, text = await fetch(client, gateway.url + "/idwall/login", params={"next": hostile})
+            assert status == 200, hostile
+            page = Page(text)
+            assert page.by_id("main")["data-next"] == "/", hostile
+            assert page.by_id("continue")["href"] == "/", hostile
+            assert_no_inline_code(page)
+
+
+@pytest.mark.parametrize("good", ["/", "/app/page", "/app/page?x=1&y=%2F", "/a/b;c=d", "/~user/"])
+async def test_login_next_keeps_same_origin_paths(gateway, good: str) -> None:
+    device = await gateway.device("erin")
+    async with gateway.session(device) as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/login", params={"next": good})
+    page = Page(text)
+    assert page.by_id("main")["data-next"] == good
+    assert page.by_id("continue")["href"] == good
+
+
+async def test_login_next_is_escaped_in_attributes(gateway) -> None:
+    device = await gateway.device("dora")
+    hostile = '/"><script>alert(1)</script>'
+    async with gateway.session(device) as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/login", params={"next": hostile})
+    assert "<script>alert" not in text
+    page = Page(text)
+    assert_no_inline_code(page)
+    assert page.by_id("main")["data-next"] == hostile  # a same-origin path, harmless once escaped
+    assert page.by_id("continue")["href"] == hostile
+
+
+async def test_login_without_certificate_points_at_enrollment(gateway) -> None:
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/login?next=/app")
+    assert status == 403
+    page = Page(text)
+    state, words = page.status()
+    assert state == "no-certificate"
+    assert "This browser has no device certificate." in words
+    assert page.by_id("status-link")["href"] == "/idwall/enroll"
+    assert "hidden" in page.by_id("signin")
+    assert "hidden" in page.by_id("signout")
+    assert "hidden" in page.by_id("identity")
+
+
+async def test_login_signed_in_shows_owner_and_sign_out(gateway) -> None:
+    device = await gateway.device("frank", name="Frank's laptop")
+    async with gateway.session(device) as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/login?next=/wiki")
+    page = Page(text)
+    assert status == 200
+    assert page.status()[0] == "signed-in"
+    assert page.text_by_id["who"] == "Frank's laptop (frank)"  # register_device_directly names user and device alike
+    assert "signed in" in page.text_by_id["session"]
+    assert "hidden" not in page.by_id("signout")
+    assert "hidden" not in page.by_id("continue")
+    assert "hidden" not in page.by_id("signin")  # a fresh passkey check stays possible (step-up)
+
+
+async def test_login_without_session_and_expired_reason(gateway) -> None:
+    device = await gateway.device("grace", with_session=False)
+    async with gateway.session(device) as client:
+        _, _, plain = await fetch(client, gateway.url + "/idwall/login")
+        _, _, expired = await fetch(client, gateway.url + "/idwall/login?reason=expired")
+    assert Page(plain).status()[0] == "ready"
+    page = Page(expired)
+    state, words = page.status()
+    assert state == "expired"
+    assert "Your session ended, sign in again." in words
+    assert "hidden" in page.by_id("signout")
+    assert "hidden" not in page.by_id("signin")
+
+
+async def test_login_revoked_device(gateway) -> None:
+    device = await gateway.device("heidi")
+    await gateway.store.kill(scope="device", target=device.device_id, revoke_devices=True, now=time.time(),
+                             draft=LedgerDraft("kill", "test", device.device_id, {"reason": "test"}))
+    async with gateway.session(device) as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/login")
+    page = Page(text)
+    assert status == 403
+    assert page.status()[0] == "revoked"
+    assert "hidden" in page.by_id("signin")
+
+
+async def test_login_certificate_the_store_does_not_know(gateway, tmp_path: Path) -> None:
+    gw = gateway.running.gateway
+    key = pki.generate_p256_key()
+    cert = pki.issue_device_cert(ca_cert=gw.device_ca_cert, ca_key=gw.device_ca_key,
+                                 csr=pki.check_csr(pki.make_csr(key, "x")), device_id="dev-ghost",
+                                 now=datetime.now(timezone.utc), ttl=600)
+    cert_path, key_path = tmp_path / "ghost.pem", tmp_path / "ghost-key.pem"
+    pki.write_cert(cert_path, cert)
+    pki.write_private_key(key_path, key)
+    ctx = client_ssl_context(gateway.init["ca_pem"], cert_path, key_path)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/login")
+    assert status == 403
+    assert Page(text).status()[0] == "unknown-device"
+
+
+# --------------------------------------------------------------------------- enrollment states
+
+
+async def test_enroll_help_page_names_the_command_and_the_invite(gateway) -> None:
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/enroll")
+    assert status == 200
+    page = Page(text)
+    assert f"idwall device enroll --gateway {gateway.url} --code CODE" in page.text
+    assert "invite" in page.text
+    assert not any(tag == "script" for tag, _ in page.elements)
+
+
+async def test_enroll_help_page_recognises_an_enrolled_browser(gateway) -> None:
+    device = await gateway.device("ivan")
+    async with gateway.session(device) as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/enroll")
+    assert Page(text).status()[0] == "enrolled"
+
+
+@pytest.mark.parametrize("enrollment_id", ["no-such-id", "enr-test%00", "%3Cscript%3E", "a" * 200, "..", "enr test"])
+async def test_unknown_or_malformed_enrollment_is_404_with_a_next_step(gateway, enrollment_id: str) -> None:
+    await add_enrollment(gateway, device_name="laptop")
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, f"{gateway.url}/idwall/enroll/{enrollment_id}")
+    assert status == 404
+    assert "<script>" not in text
+    if "data-page" in text:
+        page = Page(text)
+        assert page.status()[0] == "unknown"
+        assert_no_inline_code(page)
+
+
+async def test_expired_enrollment(gateway) -> None:
+    await add_enrollment(gateway, device_name="old laptop", expires_in=-1)
+    async with gateway.session() as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/enroll/enr-test")
+    state, words = Page(text).status()
+    assert state == "expired"
+    assert "idwall device enroll" in words
+
+
+# --------------------------------------------------------------------------- the JS helper's next check
+
+
+SAFE_NEXT_CASES = [(bad, "/") for bad in OPEN_REDIRECTS if not bad.startswith("/") or bad.startswith(("//", "/\\"))
+                   or "\t" in bad] + [
+    ("/app?x=1", "/app?x=1"), ("/", "/"), ("/ok#frag", "/ok#frag"), (None, "/"), (42, "/"),
+    ("/a\nb", "/"), ("/a b", "/"), ("/a\u0000", "/")]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_js_safe_next_accepts_only_single_slash_paths(tmp_path: Path) -> None:
+    script = tmp_path / "check.mjs"
+    helper = (pages.STATIC_DIR / "idwall.js").resolve().as_uri()
+    script.write_text(
+        f"import {{ safeNext }} from {json.dumps(helper)};\n"
+        "const cases = JSON.parse(process.argv[2]);\n"
+        "console.log(JSON.stringify(cases.map(([v]) => safeNext(v))));\n")
+    cases = [[value, expected] for value, expected in SAFE_NEXT_CASES]
+    out = subprocess.run(["node", str(script), json.dumps(cases)], capture_output=True, text=True, timeout=30,
+                         check=True)
+    results = json.loads(out.stdout)
+    for (value, expected), got in zip(cases, results):
+        assert got == expected, (value, got)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("name", ["idwall.js", "enroll.js", "login.js"])
+def test_scripts_parse_as_modules(name: str) -> None:
+    out = subprocess.run(["node", "--check", "--input-type=module"],
+                         input=(pages.STATIC_DIR / name).read_text(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
