@@ -226,3 +226,54 @@ class Store(Protocol):
 
     async def append_ledger(self, draft: LedgerDraft) -> int: ...
     async def ledger_entries(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    # signed actions and logins: a fresh credential read, and an action's effect committed with its sign count
+    async def get_credential(self, credential_id: bytes) -> Credential | None: ...
+    async def perform_action(self, *, signer: Signer, effect: ActionEffect, now: float,
+                             draft: LedgerDraft) -> int: ...
+
+
+# -- signed actions (the effect of a verified passkey signature, committed with its sign count) -------
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who signed an action and the compare-and-set of their credential's sign count."""
+
+    user_id: str
+    credential_id: bytes
+    expected_sign_count: int
+    new_sign_count: int
+    must_be_admin: bool
+
+
+@dataclass(frozen=True)
+class InviteEffect:
+    invite: Invite
+
+
+@dataclass(frozen=True)
+class AdminEffect:
+    user_id: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class TokenEffect:
+    token: Token
+
+
+@dataclass(frozen=True)
+class ActivateEffect:
+    """A pending device approved (or recovered): it becomes active with its first certificate."""
+
+    device_id: str
+    enrollment_id: str
+    user_id: str
+    cert_sha256: bytes
+    cert_pem: str
+    not_after: float
+    approved_by: str
+
+
+ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect

@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import audit
 from .base import (
+    ActionEffect,
+    ActivateEffect,
+    AdminEffect,
     AlreadyUsed,
     Ceremony,
     Credential,
@@ -30,18 +33,21 @@ from .base import (
     Event,
     Expired,
     Invite,
+    InviteEffect,
     KillResult,
     LedgerDraft,
     Missing,
     NewDevice,
     Resolved,
     Session,
+    Signer,
     StoreError,
     Token,
+    TokenEffect,
     User,
 )
 from ..encoding import b64url_decode
-from ..errors import Conflict
+from ..errors import Conflict, Forbidden
 
 T = TypeVar("T")
 
@@ -548,3 +554,72 @@ class SQLiteStore:
         rows = await self.read(lambda c: c.execute(
             "SELECT entry FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall())
         return [json.loads(r["entry"]) for r in rows]
+
+    # -- signed actions -------------------------------------------------------------------------
+
+    async def get_credential(self, credential_id: bytes) -> Credential | None:
+        """The stored credential (fresh, with its current sign count), or None."""
+        row = await self.read(
+            lambda c: c.execute("SELECT * FROM credentials WHERE id = ?", (credential_id,)).fetchone())
+        return _credential(row) if row else None
+
+    async def perform_action(self, *, signer: Signer, effect: ActionEffect, now: float,
+                             draft: LedgerDraft) -> int:
+        """Commit a signed action at once: the signer's sign count (compare-and-set), the effect, the entry.
+
+        The signer's device must still be active and, when ``signer.must_be_admin``, the signer must still be
+        an admin inside this transaction, so a concurrent revocation cannot slip an action through.
+        Raises :class:`Forbidden`, :class:`AlreadyUsed` (counter raced, device not pending), :class:`Missing`.
+        """
+
+        def tx(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT d.status, u.admin FROM credentials c JOIN devices d ON d.id = c.device_id"
+                " JOIN users u ON u.id = c.user_id WHERE c.id = ? AND c.user_id = ?",
+                (signer.credential_id, signer.user_id)).fetchone()
+            if row is None or row["status"] != "active":
+                raise Forbidden("the signing passkey is not on an active device of the signer")
+            if signer.must_be_admin and not row["admin"]:
+                raise Forbidden(f"user {signer.user_id} is not an administrator; this action needs one")
+            bumped = conn.execute("UPDATE credentials SET sign_count = ? WHERE id = ? AND sign_count = ?",
+                                  (signer.new_sign_count, signer.credential_id, signer.expected_sign_count))
+            if bumped.rowcount != 1:
+                raise AlreadyUsed("the passkey's signature counter changed during this action; try again")
+            self._apply_effect(conn, effect, now)
+            return self._append(conn, draft)
+
+        return await self.write(tx)
+
+    def _apply_effect(self, conn: sqlite3.Connection, effect: ActionEffect, now: float) -> None:
+        if isinstance(effect, InviteEffect):
+            invite = effect.invite
+            conn.execute(
+                "INSERT INTO invites (id, user_id, name, email, groups_json, admin, bootstrap, created_by,"
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (invite.id, invite.user_id, invite.name, invite.email, json.dumps(list(invite.groups)),
+                 int(invite.admin), int(invite.bootstrap), invite.created_by, invite.created_at,
+                 invite.expires_at))
+        elif isinstance(effect, AdminEffect):
+            updated = conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(effect.admin), effect.user_id))
+            if updated.rowcount != 1:
+                raise Missing(f"no user {effect.user_id!r}")
+            self._event(conn, "user.changed", {"user": effect.user_id}, now)
+        elif isinstance(effect, TokenEffect):
+            token = effect.token
+            conn.execute(
+                "INSERT INTO tokens (id, name, hash, scopes_json, created_by, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token.id, token.name, token.hash, json.dumps(list(token.scopes)), token.created_by,
+                 token.created_at, token.expires_at))
+        elif isinstance(effect, ActivateEffect):
+            updated = conn.execute(
+                "UPDATE devices SET status = 'active', cert_sha256 = ?, cert_pem = ?, not_after = ?, approved_by = ?"
+                " WHERE id = ? AND enrollment_id = ? AND user_id = ? AND status = 'pending_approval'",
+                (effect.cert_sha256, effect.cert_pem, effect.not_after, effect.approved_by, effect.device_id,
+                 effect.enrollment_id, effect.user_id))
+            if updated.rowcount != 1:
+                raise AlreadyUsed(f"device {effect.device_id} is not pending approval (already approved or revoked)")
+            conn.execute("UPDATE enrollments SET status = 'active' WHERE id = ?", (effect.enrollment_id,))
+            self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        else:
+            raise TypeError(f"unknown action effect {type(effect).__name__}")

@@ -1,0 +1,254 @@
+"""Signed actions and login records: validation, the canonical action, roles, ledger drafts.
+
+Pure: no I/O, time is a parameter. A signed action is what a passkey signs
+(DESIGN.md "Signed actions"): the fields the client asked for, checked per
+type with nothing extra allowed, plus ``actor`` (the signer), ``nonce``
+(base64url of 32 random bytes) and ``not_after`` (unix seconds). Its challenge
+is ``action_challenge(action)``, so the assertion kept in the ledger proves
+exactly this action and nothing else.
+
+Fields are refused rather than ignored when unknown: the ledger verifier
+checks an action's fields exactly, and a field the gateway ignored but the
+signer saw would make the signature say more than the effect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable
+
+from .config import parse_duration
+from .encoding import EncodingError, b64url_decode, b64url_encode
+from .enrollment import USER_ID_RE
+from .errors import BadRequest, Forbidden
+from .store.base import LedgerDraft, Session
+
+__all__ = [
+    "ACTION_TYPES",
+    "ADMIN_ACTIONS",
+    "MAX_TOKEN_TTL",
+    "TOKEN_SCOPES",
+    "action_draft",
+    "anomaly_draft",
+    "approval_of",
+    "build_action",
+    "check_role",
+    "claimed_challenge",
+    "login_draft",
+    "logout_draft",
+    "token_ttl",
+    "validate_action",
+]
+
+TOKEN_SCOPES = ("kill", "read")
+MAX_TOKEN_TTL = 365 * 24 * 3600
+MAX_NAME = 128
+MAX_TOKEN_NAME = 100  # idwall.tokens refuses longer names
+MAX_EMAIL = 254
+MAX_GROUPS = 64
+_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _text(value: Any, name: str, *, limit: int, allow_empty: bool) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"action.{name} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise BadRequest(f"action.{name} is {len(value)} characters, at most {limit} allowed")
+    if not value and not allow_empty:
+        raise BadRequest(f"action.{name} must not be empty")
+    if value and not value.isprintable():
+        raise BadRequest(f"action.{name} must not hold control characters")
+    return value
+
+
+def _user(value: Any, name: str = "user") -> str:
+    if not isinstance(value, str) or not USER_ID_RE.fullmatch(value):
+        shown = repr(value)[:70] if isinstance(value, str) else type(value).__name__
+        raise BadRequest(f"action.{name} must match ^[a-z0-9][a-z0-9._-]{{0,63}}$, got {shown}")
+    return value
+
+
+def _ident(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise BadRequest(f"action.{name} must be an id of 1-128 characters of [A-Za-z0-9._-]")
+    return value
+
+
+def _email(value: Any) -> str:
+    email = _text(value, "email", limit=MAX_EMAIL, allow_empty=True)
+    if email and (email.count("@") != 1 or " " in email or email.startswith("@") or email.endswith("@")):
+        raise BadRequest(f"action.email must be an address such as alice@example.com (or empty), got {email[:70]!r}")
+    return email
+
+
+def _groups(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise BadRequest(f"action.groups must be a list of strings, got {type(value).__name__}")
+    if len(value) > MAX_GROUPS:
+        raise BadRequest(f"action.groups has {len(value)} entries, at most {MAX_GROUPS} allowed")
+    for item in value:
+        if not isinstance(item, str) or not _GROUP_RE.fullmatch(item):
+            shown = repr(item)[:70] if isinstance(item, str) else type(item).__name__
+            raise BadRequest(f"action.groups entries must be 1-64 characters of [A-Za-z0-9._:-], got {shown}")
+    if len(set(value)) != len(value):
+        raise BadRequest("action.groups lists a group twice")
+    return list(value)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f"action.{name} must be true or false, got {type(value).__name__}")
+    return value
+
+
+def _scopes(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"action.scopes must be a non-empty list drawn from {', '.join(TOKEN_SCOPES)}")
+    if any(s not in TOKEN_SCOPES for s in value) or len(set(value)) != len(value):
+        raise BadRequest(f"action.scopes must be distinct values from {', '.join(TOKEN_SCOPES)}, "
+                         f"got {json.dumps(value)[:80]}")
+    return list(value)
+
+
+def token_ttl(value: Any) -> int:
+    """A token lifetime in seconds from a duration such as ``"1h"``: positive, at most a year."""
+    if not isinstance(value, str):
+        raise BadRequest(f"action.ttl must be a duration string such as \"1h\", got {type(value).__name__}")
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise BadRequest(f"action.ttl: {exc}") from None
+    if not 0 < seconds <= MAX_TOKEN_TTL:
+        raise BadRequest(f"action.ttl must be more than 0 and at most 365d, got {value!r}")
+    return seconds
+
+
+def _ttl_field(value: Any) -> str:
+    token_ttl(value)
+    return str(value)
+
+
+_FIELDS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "invite.create": {"user": _user, "name": lambda v: _text(v, "name", limit=MAX_NAME, allow_empty=False),
+                      "email": _email, "groups": _groups, "admin": lambda v: _bool(v, "admin")},
+    "admin.grant": {"user": _user},
+    "admin.revoke": {"user": _user},
+    "token.create": {"name": lambda v: _text(v, "name", limit=MAX_TOKEN_NAME, allow_empty=False), "scopes": _scopes,
+                     "ttl": lambda v: _ttl_field(v)},
+    "device.approve": {"device_id": lambda v: _ident(v, "device_id")},
+    "device.recover": {"enrollment_id": lambda v: _ident(v, "enrollment_id")},
+}
+ACTION_TYPES = tuple(_FIELDS)
+#: who may sign what: everything but recovery (which is the user's own business) needs an administrator
+ADMIN_ACTIONS = frozenset(ACTION_TYPES) - {"device.recover"}
+
+
+def validate_action(raw: Any) -> dict[str, Any]:
+    """``{type, ...fields}`` checked for its type: every field present and valid, nothing else.
+
+    Raises :class:`BadRequest` naming the first problem.
+    """
+    if not isinstance(raw, dict):
+        raise BadRequest(f"action must be an object, got {type(raw).__name__}")
+    kind = raw.get("type")
+    if kind not in _FIELDS:
+        raise BadRequest(f"action.type must be one of {', '.join(ACTION_TYPES)}; got {str(kind)[:60]!r}")
+    schema = _FIELDS[kind]
+    extra = sorted(set(raw) - set(schema) - {"type"})
+    if extra:
+        raise BadRequest(f"action {kind} has unexpected field(s) {', '.join(extra)[:200]}; "
+                         f"it takes exactly {', '.join(schema)}")
+    missing = [name for name in schema if name not in raw]
+    if missing:
+        raise BadRequest(f"action {kind} is missing {', '.join(missing)}")
+    return {"type": kind, **{name: check(raw[name]) for name, check in schema.items()}}
+
+
+def build_action(fields: dict[str, Any], *, actor: str, nonce: bytes, now: float, timeout: int) -> dict[str, Any]:
+    """The full action a passkey signs: the validated fields plus ``actor``, ``nonce`` and ``not_after``."""
+    if len(nonce) != 32:
+        raise ValueError(f"nonce must be 32 bytes, got {len(nonce)}")
+    return {**fields, "actor": actor, "nonce": b64url_encode(nonce), "not_after": int(now) + timeout}
+
+
+def check_role(action: dict[str, Any], *, signer_admin: bool) -> None:
+    """Refuse (403) an action the signer's role does not allow."""
+    if action["type"] in ADMIN_ACTIONS and not signer_admin:
+        raise Forbidden(f"{action['type']} must be signed by an administrator; {action['actor']} is not one")
+
+
+def claimed_challenge(credential: Any) -> bytes:
+    """The challenge a WebAuthn response says it answers, read from its ``clientDataJSON``.
+
+    Only used to find the ceremony; verification later checks the same bytes
+    against what the gateway derived. Raises :class:`BadRequest` on anything malformed.
+    """
+    if not isinstance(credential, dict):
+        raise BadRequest(f"credential must be an object, got {type(credential).__name__}")
+    response = credential.get("response")
+    if not isinstance(response, dict):
+        raise BadRequest("credential.response must be an object")
+    raw = response.get("clientDataJSON")
+    if not isinstance(raw, str):
+        raise BadRequest("credential.response.clientDataJSON must be a base64url string")
+    try:
+        client_data = json.loads(b64url_decode(raw).decode("utf-8"))
+    except (EncodingError, UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("credential.response.clientDataJSON is not base64url of a UTF-8 JSON object") from None
+    if not isinstance(client_data, dict) or not isinstance(client_data.get("challenge"), str):
+        raise BadRequest("credential.response.clientDataJSON has no challenge string")
+    try:
+        challenge = b64url_decode(client_data["challenge"])
+    except EncodingError:
+        raise BadRequest("clientDataJSON.challenge is not base64url") from None
+    if len(challenge) != 32:
+        raise BadRequest(f"clientDataJSON.challenge is {len(challenge)} bytes; IDWall challenges are 32")
+    return challenge
+
+
+def action_draft(action: dict[str, Any], *, approval: dict[str, str], subject: str,
+                 data: dict[str, Any]) -> LedgerDraft:
+    """The ledger entry of a performed action: its effect in ``data`` and the signed action in ``approval``."""
+    return LedgerDraft(action["type"], action["actor"], subject, data, {**approval, "action": action})
+
+
+def approval_of(credential: dict[str, Any], *, credential_id: bytes) -> dict[str, str]:
+    """The assertion part of a ledger ``approval``, re-encoded from the decoded bytes (one spelling only).
+
+    Call after verification succeeded: the fields are known to be present and base64url.
+    """
+    response = credential["response"]
+    return {
+        "credential_id": b64url_encode(credential_id),
+        "authenticator_data": b64url_encode(b64url_decode(response["authenticatorData"])),
+        "client_data_json": b64url_encode(b64url_decode(response["clientDataJSON"])),
+        "signature": b64url_encode(b64url_decode(response["signature"])),
+    }
+
+
+def login_draft(*, session: Session, approval: dict[str, str], nonce: bytes, sign_count: int) -> LedgerDraft:
+    """The ``session.login`` entry: the assertion proves ``login_challenge(nonce, cert)``."""
+    nonce_text = b64url_encode(nonce)
+    return LedgerDraft(
+        "session.login", session.user_id, session.id,
+        {"user": session.user_id, "device_id": session.device_id,
+         "credential_id": b64url_encode(session.credential_id), "cert_sha256": b64url_encode(session.cert_sha256),
+         "nonce": nonce_text, "sign_count": sign_count},
+        {**approval, "nonce": nonce_text},
+    )
+
+
+def logout_draft(session: Session) -> LedgerDraft:
+    """The ``session.logout`` entry."""
+    return LedgerDraft("session.logout", session.user_id, session.id,
+                       {"user": session.user_id, "device_id": session.device_id})
+
+
+def anomaly_draft(*, user_id: str, device_id: str, credential_id: bytes, stored: int, received: int) -> LedgerDraft:
+    """The ``signcount.anomaly`` entry: a validly signed assertion whose counter did not go up."""
+    cid = b64url_encode(credential_id)
+    return LedgerDraft("signcount.anomaly", "system", cid,
+                       {"user": user_id, "device_id": device_id, "credential_id": cid,
+                        "stored": stored, "received": received})

@@ -1,0 +1,175 @@
+"""Login, logout and "who am I" over the device's mTLS connection.
+
+A login is bound to the connection it happens on: the challenge is
+``login_challenge(nonce, certificate on this connection)``, the ceremony
+remembers that certificate's thumbprint, and ``finish`` must arrive over a
+connection presenting the same certificate. An assertion lifted from one
+device's connection is useless on any other.
+
+After a login or logout every connection presenting the certificate is marked
+stale, so the next proxied request on any of them sees the new session (or
+its absence) at once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from aiohttp import web
+
+from .. import passkeys
+from ..actions import anomaly_draft, approval_of, claimed_challenge, login_draft, logout_draft
+from ..challenges import login_challenge
+from ..connections import Conn
+from ..encoding import b64url_encode
+from ..errors import Forbidden, NoClientCertificate, Unauthenticated, WebAuthnRejected
+from ..logs import event
+from ..store.base import Ceremony, Resolved, Session
+from .gateway import GATEWAY, Gateway
+from .problems import field, read_json_object
+
+routes = web.RouteTableDef()
+
+OTHER_CONNECTION = "assertion was made for another connection; start the login again on this connection"
+
+
+async def enrolled_connection(gw: Gateway, request: web.Request) -> tuple[Conn, Resolved]:
+    """This request's connection and what its certificate resolves to, if it is an active enrolled device."""
+    conn = gw.conn_for(request)
+    if conn.cert_sha256 is None or conn.cert_der is None:
+        raise NoClientCertificate("connect with your IDWall device certificate, or enroll this device first",
+                                  enroll_url=gw.enroll_url())
+    resolved = await gw.resolve(conn)
+    if resolved is None:
+        raise Forbidden("this device certificate is not enrolled (or was replaced); enroll the device again",
+                        enroll_url=gw.enroll_url())
+    status = resolved.device.status
+    if status == "revoked":
+        raise Forbidden(f"device {resolved.device.id} was revoked; enroll it again", enroll_url=gw.enroll_url())
+    if status != "active":
+        raise Forbidden(f"device {resolved.device.id} is {status.replace('_', ' ')}; wait for its approval")
+    return conn, resolved
+
+
+async def session_connection(gw: Gateway, request: web.Request) -> tuple[Conn, Resolved, Session]:
+    """As :func:`enrolled_connection`, and the live session on it (401 with a login URL when there is none)."""
+    conn, resolved = await enrolled_connection(gw, request)
+    session = gw.live_session(resolved, now=gw.clock())
+    if session is None:
+        raise Unauthenticated("log in with your passkey first", login_url=gw.login_url("/"))
+    return conn, resolved, session
+
+
+def _require_uv(gw: Gateway) -> bool:
+    return gw.config.webauthn.user_verification == "required"
+
+
+@routes.post("/idwall/api/login/begin")
+async def login_begin(request: web.Request) -> web.Response:
+    """Options for a passkey assertion bound to the certificate on this connection."""
+    gw = request.app[GATEWAY]
+    await read_json_object(request, limit=gw.config.limits.api_body)
+    conn, resolved = await enrolled_connection(gw, request)
+    assert conn.cert_der is not None and conn.cert_sha256 is not None
+    if not resolved.credentials:
+        raise Forbidden(f"device {resolved.device.id} has no passkey bound to it; enroll it again")
+    now = gw.clock()
+    timeout = gw.config.webauthn.timeout
+    nonce = os.urandom(32)
+    challenge = login_challenge(nonce, conn.cert_der)
+    await gw.store.create_ceremony(new_ceremony("login", challenge, nonce, conn.cert_sha256, resolved,
+                                                payload=None, expires_at=now + timeout))
+    options = passkeys.authentication_options(
+        rp_id=gw.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in resolved.credentials],
+        timeout_ms=timeout * 1000, user_verification=gw.config.webauthn.user_verification)
+    event("login.begin", user=resolved.user.id, device=resolved.device.id)
+    return web.json_response({"options": options})
+
+
+def new_ceremony(kind: str, challenge: bytes, nonce: bytes, binding: bytes, resolved: Resolved, *,
+                 payload: str | None, expires_at: float) -> Ceremony:
+    """A single-use ceremony named by its challenge and bound to the certificate it began over."""
+    return Ceremony(b64url_encode(challenge), kind, nonce, binding, resolved.user.id, resolved.device.id, payload,
+                    expires_at)
+
+
+@routes.post("/idwall/api/login/finish")
+async def login_finish(request: web.Request) -> web.Response:
+    """Verify the assertion made over this connection and start the session."""
+    gw = request.app[GATEWAY]
+    body = await read_json_object(request, limit=gw.config.limits.api_body)
+    credential = field(body, "credential", dict)
+    conn, resolved = await enrolled_connection(gw, request)
+    assert conn.cert_der is not None and conn.cert_sha256 is not None
+    challenge = claimed_challenge(credential)
+    credential_id = passkeys.credential_id_of(credential)
+    now = gw.clock()
+    ceremony = await gw.store.consume_ceremony(b64url_encode(challenge), kind="login", now=now)
+    if ceremony.binding != conn.cert_sha256 or ceremony.device_id != resolved.device.id:
+        event("login.other_connection", user=resolved.user.id, device=resolved.device.id,
+              ceremony_device=ceremony.device_id)
+        raise Forbidden(OTHER_CONNECTION)
+    stored = await gw.store.get_credential(credential_id)
+    if stored is None or stored.device_id != resolved.device.id:
+        raise WebAuthnRejected("this passkey is not bound to this device; use the passkey made when it enrolled")
+    webauthn = gw.config.webauthn
+    try:
+        verified = passkeys.verify_authentication(
+            credential=credential, expected_challenge=login_challenge(ceremony.nonce, conn.cert_der),
+            expected_credential_id=stored.id, rp_id=webauthn.rp_id, origins=webauthn.origins,
+            public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(gw))
+    except passkeys.SignCountRegression as exc:
+        await gw.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
+                                                    credential_id=stored.id, stored=exc.stored,
+                                                    received=exc.received))
+        event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
+              received=exc.received)
+        raise
+    session = Session(
+        id="ses-" + secrets.token_hex(12), user_id=resolved.user.id, device_id=resolved.device.id,
+        credential_id=stored.id, cert_sha256=conn.cert_sha256, amr=verified.amr, auth_time=now, created_at=now,
+        expires_at=now + gw.config.session.max_age, last_seen=now)
+    draft = login_draft(session=session, approval=approval_of(credential, credential_id=stored.id),
+                        nonce=ceremony.nonce, sign_count=verified.new_sign_count)
+    await gw.store.create_session(session, expected_sign_count=stored.sign_count,
+                                  new_sign_count=verified.new_sign_count, draft=draft)
+    gw.registry.invalidate(gw.registry.by_cert(conn.cert_sha256))
+    event("login", user=session.user_id, device=session.device_id, session=session.id, amr=list(session.amr))
+    return web.json_response({"session_id": session.id, "user": session.user_id,
+                              "expires_at": int(session.expires_at), "auth_time": int(session.auth_time)})
+
+
+@routes.post("/idwall/api/logout")
+async def logout(request: web.Request) -> web.Response:
+    """End this connection's session (every connection with this certificate loses it)."""
+    gw = request.app[GATEWAY]
+    conn, _, session = await session_connection(gw, request)
+    assert conn.cert_sha256 is not None
+    await gw.store.end_session(session.id, now=gw.clock(), reason="logout", draft=logout_draft(session))
+    gw.registry.invalidate(gw.registry.by_cert(conn.cert_sha256))
+    gw.assertion_cache.drop_session(session.id)
+    gw.last_seen.pop(session.id, None)
+    event("logout", user=session.user_id, device=session.device_id, session=session.id)
+    return web.json_response({"session_id": session.id, "ended": True})
+
+
+@routes.get("/idwall/api/me")
+async def me(request: web.Request) -> web.Response:
+    """Who this connection is: user, device and live session (each null when absent)."""
+    gw = request.app[GATEWAY]
+    conn = gw.conn_for(request)
+    if conn.cert_sha256 is None:
+        raise NoClientCertificate("connect with your IDWall device certificate, or enroll this device first",
+                                  enroll_url=gw.enroll_url())
+    resolved = await gw.resolve(conn)
+    if resolved is None:
+        return web.json_response({"user": None, "device": None, "session": None})
+    user, device = resolved.user, resolved.device
+    session = gw.live_session(resolved, now=gw.clock())
+    return web.json_response({
+        "user": {"id": user.id, "name": user.name, "email": user.email, "groups": list(user.groups),
+                 "admin": user.admin},
+        "device": {"id": device.id, "name": device.name, "status": device.status},
+        "session": None if session is None else {"id": session.id, "auth_time": int(session.auth_time),
+                                                 "expires_at": int(session.expires_at)},
+    })

@@ -1,0 +1,375 @@
+"""Signed actions over real mTLS: each grant needs an admin's (or the user's own) passkey over the exact action."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idwall.actions import ACTION_TYPES, build_action, claimed_challenge, validate_action
+from idwall.challenges import action_challenge
+from idwall.encoding import b64url_decode, b64url_encode
+from idwall.enrollment import INVITE_TTL, invite_id_of
+from idwall.errors import BadRequest
+from idwall.tokens import token_hash
+from idwall.testing.authenticator import SoftAuthenticator
+from test_enroll_api import (
+    begin_enroll,
+    bootstrap,
+    call,
+    counts,
+    enroll,
+    finish_enroll,
+    invite,
+    ledger_ok,
+    login,
+    save_device,
+    sign,
+)
+
+BEGIN, FINISH = "/idwall/api/actions/begin", "/idwall/api/actions/finish"
+
+
+async def _logged_in_admin(gateway):  # type: ignore[no-untyped-def]
+    admin = await bootstrap(gateway)
+    client = gateway.session(admin)
+    status, _ = await login(gateway, admin, client)
+    assert status == 200
+    return admin, client
+
+
+async def test_invite_create_returns_a_code_once_and_stores_only_its_hash(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        status, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {
+            "type": "invite.create", "user": "bob", "name": "Bob", "email": "bob@example.com", "groups": ["eng"],
+            "admin": False}})
+        assert status == 200, begun
+        action = begun["action"]
+        assert action["actor"] == "admin" and len(b64url_decode(action["nonce"])) == 32
+        assert b64url_decode(begun["options"]["challenge"]) == action_challenge(action)
+        assert begun["action_id"] == begun["options"]["challenge"]
+        assert [b64url_decode(c["id"]) for c in begun["options"]["allowCredentials"]] == list(admin.auth.credentials)
+        status, answer = await call(client, "POST", gateway.url + FINISH,
+                                    {"action_id": begun["action_id"], "credential": admin.auth.get(begun["options"])})
+    assert status == 200, answer
+    code = answer["result"]["code"]
+    assert len(b64url_decode(code)) >= 16
+    assert abs(answer["result"]["expires_at"] - (time.time() + INVITE_TTL)) < 5
+    stored = await gateway.store.get_invite(invite_id_of(code))
+    assert stored.user_id == "bob" and stored.created_by == "admin"
+    db = b"".join(p.read_bytes() for p in gateway.dir.glob("idwall.db*"))
+    assert code.encode() not in db
+    entry = (await ledger_ok(gateway))[-1]
+    assert entry["type"] == "invite.create" and entry["subject"] == "bob"
+    assert entry["approval"]["action"] == action and entry["data"]["invite_id"] == invite_id_of(code)
+    # the signer's new sign count was stored with the action
+    assert (await gateway.store.get_credential(next(iter(admin.auth.credentials)))).sign_count == 2
+
+
+async def test_non_admin_cannot_sign_an_invite(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        code = await invite(gateway, admin, client, "bob")
+    bob = await enroll(gateway, code)
+    async with gateway.session(bob) as bob_client:
+        assert (await login(gateway, bob, bob_client))[0] == 200
+        before = await counts(gateway)
+        for action in ({"type": "invite.create", "user": "eve", "name": "Eve", "email": "", "groups": [],
+                        "admin": True},
+                       {"type": "admin.grant", "user": "bob"},
+                       {"type": "token.create", "name": "t", "scopes": ["kill"], "ttl": "1h"}):
+            status, problem = await sign(gateway, bob, bob_client, action)
+            assert status == 403, problem
+            assert "administrator" in problem["detail"]
+        assert await counts(gateway) == before
+
+
+async def test_admin_rights_are_checked_again_at_finish(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        code = await invite(gateway, admin, client, "bob")
+        bob = await enroll(gateway, code)
+        assert (await sign(gateway, admin, client, {"type": "admin.grant", "user": "bob"}))[0] == 200
+        async with gateway.session(bob) as bob_client:
+            assert (await login(gateway, bob, bob_client))[0] == 200
+            status, begun = await call(bob_client, "POST", gateway.url + BEGIN, {"action": {
+                "type": "invite.create", "user": "eve", "name": "Eve", "email": "", "groups": [], "admin": True}})
+            assert status == 200, begun
+            # bob's admin right is taken away between begin and finish
+            status, answer = await sign(gateway, admin, client, {"type": "admin.revoke", "user": "bob"})
+            assert status == 200 and answer["result"] == {"user": "bob", "admin": False}
+            before = await counts(gateway)
+            status, problem = await call(bob_client, "POST", gateway.url + FINISH, {
+                "action_id": begun["action_id"], "credential": bob.auth.get(begun["options"])})
+            assert status == 403, problem
+            assert await counts(gateway) == before | {"ceremonies": before["ceremonies"] - 1}
+    await ledger_ok(gateway)
+
+
+async def test_last_admin_cannot_be_revoked(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        status, problem = await sign(gateway, admin, client, {"type": "admin.revoke", "user": "admin"})
+    assert status == 409 and "last administrator" in problem["detail"]
+
+
+BAD_ACTIONS = {
+    "unknown type": {"type": "user.delete", "user": "bob"},
+    "no type": {"user": "bob"},
+    "extra field": {"type": "admin.grant", "user": "bob", "admin": True},
+    "missing field": {"type": "invite.create", "user": "bob", "name": "Bob"},
+    "bad user id": {"type": "invite.create", "user": "Bob Smith", "name": "B", "email": "", "groups": [],
+                    "admin": False},
+    "user id too long": {"type": "admin.grant", "user": "a" * 65},
+    "groups not strings": {"type": "invite.create", "user": "bob", "name": "B", "email": "", "groups": [1],
+                           "admin": False},
+    "groups not a list": {"type": "invite.create", "user": "bob", "name": "B", "email": "", "groups": "eng",
+                          "admin": False},
+    "admin not a bool": {"type": "invite.create", "user": "bob", "name": "B", "email": "", "groups": [],
+                         "admin": "yes"},
+    "bad email": {"type": "invite.create", "user": "bob", "name": "B", "email": "not-an-email", "groups": [],
+                  "admin": False},
+    "control char in name": {"type": "invite.create", "user": "bob", "name": "B\x00", "email": "", "groups": [],
+                             "admin": False},
+    "unknown scope": {"type": "token.create", "name": "t", "scopes": ["root"], "ttl": "1h"},
+    "no scopes": {"type": "token.create", "name": "t", "scopes": [], "ttl": "1h"},
+    "bad ttl": {"type": "token.create", "name": "t", "scopes": ["kill"], "ttl": "forever"},
+    "zero ttl": {"type": "token.create", "name": "t", "scopes": ["kill"], "ttl": "0s"},
+    "float in action": {"type": "token.create", "name": "t", "scopes": ["kill"], "ttl": 1.5},
+    "actor supplied": {"type": "admin.grant", "user": "bob", "actor": "someone"},
+    "action not an object": "invite.create",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ACTIONS))
+async def test_invalid_actions_are_400_and_store_nothing(gateway, name: str) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        before = await counts(gateway)
+        status, problem = await call(client, "POST", gateway.url + BEGIN, {"action": BAD_ACTIONS[name]})
+    assert status == 400, problem
+    assert problem["detail"]
+    assert await counts(gateway) == before
+
+
+async def test_actions_need_a_session(gateway) -> None:
+    admin = await bootstrap(gateway)
+    async with gateway.session(admin) as client:
+        status, problem = await call(client, "POST", gateway.url + BEGIN, {"action": {"type": "admin.grant",
+                                                                                       "user": "admin"}})
+        assert status == 401 and problem["login_url"]
+    async with gateway.session() as anon:
+        status, problem = await call(anon, "POST", gateway.url + BEGIN, {"action": {"type": "admin.grant",
+                                                                                     "user": "admin"}})
+        assert status == 403 and problem["type"].endswith("/no-client-certificate")
+
+
+async def test_replayed_action_assertion_is_refused(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        _, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {
+            "type": "token.create", "name": "soar", "scopes": ["kill"], "ttl": "1h"}})
+        body = {"action_id": begun["action_id"], "credential": admin.auth.get(begun["options"])}
+        status, answer = await call(client, "POST", gateway.url + FINISH, body)
+        assert status == 200
+        before = await counts(gateway)
+        status, problem = await call(client, "POST", gateway.url + FINISH, body)
+        assert status == 409, problem
+        assert await counts(gateway) == before
+
+
+async def test_token_create_shows_the_token_once_and_keeps_its_hash(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        status, answer = await sign(gateway, admin, client, {"type": "token.create", "name": "soar",
+                                                             "scopes": ["read", "kill"], "ttl": "2h"})
+    assert status == 200, answer
+    result = answer["result"]
+    assert result["token"].startswith("idw_") and len(b64url_decode(result["token"][4:])) == 32
+    stored = await gateway.store.get_token_by_hash(token_hash(result["token"]))
+    assert stored.id == result["token_id"] and stored.scopes == ("kill", "read")
+    assert stored.expires_at == result["expires_at"] and abs(result["expires_at"] - time.time() - 7200) < 5
+    db = b"".join(p.read_bytes() for p in gateway.dir.glob("idwall.db*"))
+    assert result["token"].encode() not in db
+    entry = (await ledger_ok(gateway))[-1]
+    assert entry["type"] == "token.create" and entry["subject"] == result["token_id"]
+    assert "token" not in entry["data"]
+
+
+async def test_action_finished_over_another_connection_is_refused(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        code = await invite(gateway, admin, client, "bob")
+        bob = await enroll(gateway, code)
+        async with gateway.session(bob) as bob_client:
+            assert (await login(gateway, bob, bob_client))[0] == 200
+            _, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {"type": "admin.grant",
+                                                                                    "user": "bob"}})
+            before = await counts(gateway)
+            status, problem = await call(bob_client, "POST", gateway.url + FINISH, {
+                "action_id": begun["action_id"], "credential": admin.auth.get(begun["options"])})
+            assert status == 403 and "another connection" in problem["detail"]
+    assert (await gateway.store.get_user("bob")).admin is False
+    after = await counts(gateway)
+    assert after["ledger"] == before["ledger"]
+
+
+async def test_signature_over_a_different_action_is_refused(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        _, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {
+            "type": "invite.create", "user": "bob", "name": "Bob", "email": "", "groups": [], "admin": False}})
+        tampered = dict(begun["action"], admin=True)
+        forged = admin.auth.get(begun["options"], client_data={"challenge": b64url_encode(action_challenge(tampered))})
+        before = await counts(gateway)
+        status, problem = await call(client, "POST", gateway.url + FINISH,
+                                     {"action_id": begun["action_id"], "credential": forged})
+        assert status == 400 and problem["type"].endswith("/webauthn-rejected")
+        assert (await counts(gateway))["invites"] == before["invites"]
+
+
+async def test_expired_action_is_410(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    gw = gateway.running.gateway
+    async with client:
+        _, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {"type": "admin.grant",
+                                                                                "user": "admin"}})
+        gw.clock = lambda: time.time() + gateway.config.webauthn.timeout + 1  # type: ignore[method-assign]
+        try:
+            before = await counts(gateway)
+            status, problem = await call(client, "POST", gateway.url + FINISH, {
+                "action_id": begun["action_id"], "credential": admin.auth.get(begun["options"])})
+        finally:
+            gw.clock = time.time  # type: ignore[method-assign]
+    assert status == 410, problem
+    assert (await counts(gateway))["ledger"] == before["ledger"]
+
+
+async def test_action_sign_count_regression_is_recorded(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        before = await counts(gateway)
+        status, problem = await sign(gateway, admin, client, {"type": "admin.grant", "user": "admin"}, sign_count=1)
+    assert status == 400, problem
+    assert (await counts(gateway))["ledger"] == before["ledger"] + 1
+    assert (await ledger_ok(gateway))[-1]["type"] == "signcount.anomaly"
+
+
+async def test_device_approve_activates_a_pending_device_with_a_certificate(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    key, _, begun = await begin_enroll(gateway, user="admin", device_name="phone")
+    phone_auth = SoftAuthenticator(origin=gateway.url)
+    status, pending = await finish_enroll(gateway, begun["enrollment_id"], phone_auth.create(begun["options"]))
+    assert status == 200 and pending["status"] == "pending_approval"
+    async with client:
+        status, answer = await sign(gateway, admin, client, {"type": "device.approve",
+                                                             "device_id": pending["device_id"]})
+        assert status == 200, answer
+        assert answer["result"] == {"device_id": pending["device_id"], "status": "active"}
+        status, problem = await sign(gateway, admin, client, {"type": "device.approve",
+                                                              "device_id": pending["device_id"]})
+        assert status == 409, problem
+    async with gateway.session() as anon:
+        status, view = await call(anon, "GET", gateway.url + "/idwall/api/enroll/" + begun["enrollment_id"])
+    assert view["status"] == "active" and view["certificate_pem"]
+    phone = save_device(gateway, key, {"device_id": pending["device_id"], "certificate_pem": view["certificate_pem"]},
+                        "admin", phone_auth)
+    status, session = await login(gateway, phone)
+    assert status == 200, session
+    entries = await ledger_ok(gateway)
+    assert [e["type"] for e in entries[-3:]] == ["device.enroll", "device.approve", "session.login"]
+
+
+async def test_device_recover_needs_the_same_user_with_another_active_passkey(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        code = await invite(gateway, admin, client, "bob")
+    bob = await enroll(gateway, code)
+    _, _, begun = await begin_enroll(gateway, user="bob", device_name="replacement")
+    status, pending = await finish_enroll(gateway, begun["enrollment_id"],
+                                          SoftAuthenticator(origin=gateway.url).create(begun["options"]))
+    assert status == 200 and pending["status"] == "pending_approval"
+    recover = {"type": "device.recover", "enrollment_id": begun["enrollment_id"]}
+    # the admin cannot "recover" bob's device (that would be device.approve)
+    async with gateway.session(admin) as admin_client:
+        assert (await login(gateway, admin, admin_client))[0] == 200
+        status, problem = await sign(gateway, admin, admin_client, recover)
+        assert status == 403, problem
+    async with gateway.session(bob) as bob_client:
+        assert (await login(gateway, bob, bob_client))[0] == 200
+        status, answer = await sign(gateway, bob, bob_client, recover)
+    assert status == 200, answer
+    assert (await gateway.store.get_device(pending["device_id"])).status == "active"
+    entry = (await ledger_ok(gateway))[-1]
+    assert entry["type"] == "device.recover" and entry["actor"] == "bob"
+
+
+async def test_unknown_targets_are_refused_at_begin(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        before = await counts(gateway)
+        for action, expected in (({"type": "admin.grant", "user": "nobody"}, 404),
+                                 ({"type": "device.approve", "device_id": "dev-nope"}, 404),
+                                 ({"type": "device.approve", "device_id": admin.device_id}, 409),
+                                 ({"type": "device.recover", "enrollment_id": "enr-nope"}, 404)):
+            status, problem = await call(client, "POST", gateway.url + BEGIN, {"action": action})
+            assert status == expected, (action, problem)
+        assert await counts(gateway) == before
+
+
+async def test_malformed_finish_bodies(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        _, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {"type": "admin.grant",
+                                                                                "user": "admin"}})
+        good = admin.auth.get(begun["options"])
+        for body, expected in (({"action_id": begun["action_id"]}, 400),
+                               ({"action_id": 5, "credential": good}, 400),
+                               ({"action_id": begun["action_id"], "credential": "x"}, 400),
+                               ({"action_id": begun["action_id"], "credential": dict(good, rawId="!!")}, 400),
+                               ({"action_id": "nope", "credential": good}, 409)):
+            status, problem = await call(client, "POST", gateway.url + FINISH, body)
+            assert status == expected, (body, problem)
+        status, problem = await call(client, "POST", gateway.url + FINISH, data=b"x" * 70000,
+                                     headers={"Content-Type": "application/json"})
+        assert status == 413
+        status, answer = await call(client, "POST", gateway.url + FINISH,
+                                    {"action_id": begun["action_id"], "credential": good})
+        assert status == 200, answer
+
+
+# -- the pure validators against arbitrary JSON (no sockets) ------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12)
+_action_like = st.fixed_dictionaries(
+    {"type": st.sampled_from([*ACTION_TYPES, "nope"])},
+    optional={k: _json for k in ("user", "name", "email", "groups", "admin", "scopes", "ttl", "device_id",
+                                 "enrollment_id", "actor")})
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=_json | _action_like)
+def test_validate_action_answers_only_bad_request_or_a_canonical_action(raw) -> None:  # type: ignore[no-untyped-def]
+    try:
+        action = validate_action(raw)
+    except BadRequest:
+        return
+    # whatever passes is signable: canonical JSON exists and nothing outside the type's fields slipped in
+    full = build_action(action, actor="admin", nonce=bytes(32), now=0, timeout=300)
+    assert action_challenge(full)
+    assert "actor" not in raw and set(full) - set(raw) == {"actor", "nonce", "not_after"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(credential=_json)
+def test_claimed_challenge_answers_only_bad_request(credential) -> None:  # type: ignore[no-untyped-def]
+    try:
+        assert len(claimed_challenge(credential)) == 32
+    except BadRequest:
+        pass
