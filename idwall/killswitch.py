@@ -30,6 +30,8 @@ class KillOutcome:
     connections_closed: int
     audit_seq: int
     latency: float
+    #: the ``spare`` connection matched the kill: the caller must close it once the answer is written
+    spared: bool = False
 
     def as_json(self) -> dict[str, int]:
         return {"sessions_revoked": self.sessions_revoked, "devices_revoked": self.devices_revoked,
@@ -91,7 +93,7 @@ async def kill(gw: "Gateway", *, scope: str, target: str | None, reason: str, re
     gw.metrics.kill_latency.observe(latency)
     event("kill", actor=actor, scope=scope, target=target, sessions=len(result.sessions),
           devices=len(result.devices), connections=closed, audit_seq=result.audit_seq)
-    return KillOutcome(len(result.sessions), len(result.devices), closed, result.audit_seq, latency)
+    return KillOutcome(len(result.sessions), len(result.devices), closed, result.audit_seq, latency, spared)
 
 
 def apply_event(gw: "Gateway", ev: Event) -> None:

@@ -149,6 +149,10 @@ class Forwarder:
     builds one from ``route.upstream_tls``, system trust without it). Contexts are
     cached per TLS profile so pooled connections are reused; aiohttp keys pooled
     connections by context, so profiles never share a connection.
+
+    ``limit``/``limit_per_host`` default to 0 (no cap): every live download and
+    WebSocket holds one upstream connection for its whole life, so a cap would make
+    the next client wait for the upstream timeout instead of reaching the app.
     """
 
     def __init__(
@@ -156,8 +160,8 @@ class Forwarder:
         *,
         timeout_default: float,
         ssl_for: SSLFor | None = None,
-        limit: int = 1000,
-        limit_per_host: int = 200,
+        limit: int = 0,
+        limit_per_host: int = 0,
     ) -> None:
         self._timeout_default = timeout_default
         self._ssl_for = ssl_for or _default_ssl_for

@@ -1,0 +1,370 @@
+"""The admin API and the SOC console: who is online, the kill switch, the audit ledger, tokens.
+
+Who may call what (DESIGN.md "HTTP surface", tokens in :mod:`idwall.tokens`):
+
+    POST   /idwall/api/admin/kill          admin session, or a token with scope kill
+    GET    /idwall/api/admin/sessions      admin session, or a token with scope read
+    GET    /idwall/api/admin/audit         admin session, or a token with scope read
+    GET    /idwall/api/admin/kills         admin session, or a token with scope read
+    GET    /idwall/api/admin/tokens        admin session, or a token with scope read
+    DELETE /idwall/api/admin/tokens/{id}   admin session only
+    GET    /idwall/admin                   admin session only (the SOC console page)
+
+An admin session is a live session over the connection's device certificate,
+of a user with the admin role, whose last passkey assertion is younger than
+``admin.fresh_auth``; an older one gets 401 with ``step_up: true``. Requests
+that change something on the strength of a session (not of a token) must not
+come from another site: a browser presents its client certificate to
+cross-site requests too, so a foreign ``Origin`` or ``Sec-Fetch-Site:
+cross-site`` is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .. import killswitch, policy, sessions, tokens
+from ..connections import Conn
+from ..errors import BadRequest, Forbidden, NoClientCertificate, Unauthenticated
+from ..logs import event
+from ..store.base import LedgerDraft, Session, User
+from .gateway import GATEWAY, Gateway
+from .problems import read_json_object
+
+routes = web.RouteTableDef()
+
+CONSOLE_PATH = "/idwall/admin"
+STATIC = Path(__file__).parent / "static"
+#: the console's page, script and style; nothing inline, so the CSP can forbid inline code
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+       "base-uri 'none'; form-action 'self'")
+KILL_FIELDS = frozenset({"scope", "target", "reason", "revoke_devices"})
+RECENT_KILLS = 20
+AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT = 100, 1000
+MAX_FILTER_LENGTH = 200
+_UNSIGNED = re.compile(r"[0-9]{1,15}")
+
+
+# -- who is asking ---------------------------------------------------------------------------------
+
+
+def _allowed_origins(gw: Gateway) -> set[str]:
+    def origin(url: str) -> str:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    return {origin(gw.config.public_url), *(origin(o) for o in gw.config.webauthn.origins)}
+
+
+def _refuse_cross_site(request: web.Request, gw: Gateway) -> None:
+    """Session-authorised changes must come from our own pages (the client certificate is ambient)."""
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise Forbidden("cross-site requests may not use an admin session")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in _allowed_origins(gw):
+        raise Forbidden(f"requests from origin {origin[:100]!r} may not use an admin session")
+
+
+async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool = True) -> str:
+    """The actor behind an admin request (``"<user id>"`` or ``"token:<token id>"``), or raise.
+
+    ``scope`` (``kill`` or ``read``) is what a bearer token must hold; an admin
+    session holds both. ``allow_tokens=False`` is for what only a person may do
+    (revoke tokens, open the console). Raises InvalidToken (401) for a bad,
+    unknown, expired or revoked token, InsufficientScope (403), NoClientCertificate
+    (403), Unauthenticated (401, with ``login_url`` and ``step_up``) and Forbidden.
+    """
+    if scope not in tokens.SCOPES:
+        raise ValueError(f"scope must be one of {tokens.SCOPES}, got {scope!r}")
+    gw = request.app[GATEWAY]
+    secret = tokens.parse_authorization(request.headers.getall("Authorization", []))
+    if secret is not None:
+        if not allow_tokens:
+            raise Forbidden("this needs an administrator's passkey session; tokens cannot do it")
+        found = await gw.store.get_token_by_hash(tokens.token_hash(secret))
+        try:
+            token = tokens.authorize(found, secret=secret, scope=scope, now=gw.clock())
+        except tokens.InvalidToken:
+            event("admin.token_refused", token_id=found.id if found else None, path=request.path)
+            raise
+        return "token:" + token.id
+
+    conn = gw.conn_for(request)
+    if conn.cert_sha256 is None:
+        raise NoClientCertificate("the admin API needs an administrator's device certificate or a bearer token",
+                                  enroll_url=gw.enroll_url())
+    resolved = await gw.resolve(conn)
+    if resolved is None:
+        raise Forbidden("this device certificate is not enrolled (or was removed)", enroll_url=gw.enroll_url())
+    if resolved.device.status != "active":
+        raise Forbidden(f"this device is {resolved.device.status.replace('_', ' ')}", enroll_url=gw.enroll_url())
+    now = gw.clock()
+    session = gw.live_session(resolved, now=now)
+    login_url = gw.login_url(CONSOLE_PATH)
+    if session is None:
+        raise Unauthenticated("log in with your passkey", login_url=login_url, step_up=False)
+    if not resolved.user.admin:
+        raise Forbidden(f"user {resolved.user.id} is not an administrator")
+    identity = policy.Identity(resolved.user.id, resolved.user.groups, True, session.auth_time)
+    decision = policy.decide(identity=identity, allow_users=None, allow_groups=None,
+                             fresh_auth=gw.config.admin.fresh_auth, now=now)
+    if decision.outcome != policy.ALLOW:
+        raise Unauthenticated("the admin console needs a fresh passkey login (step-up)", login_url=login_url,
+                              step_up=True)
+    if request.method not in ("GET", "HEAD"):
+        _refuse_cross_site(request, gw)
+    gw.touch(session, now)
+    return resolved.user.id
+
+
+# -- recent kills, with what this node cut ---------------------------------------------------------
+
+
+@dataclass
+class _KillLog:
+    """The last kills from the ledger, read incrementally, and how many connections this node cut for each."""
+
+    scanned: int = 0
+    entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_KILLS))
+    closed: OrderedDict[int, int] = field(default_factory=OrderedDict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def record(self, audit_seq: int, connections_closed: int) -> None:
+        self.closed[audit_seq] = connections_closed
+        while len(self.closed) > 10 * RECENT_KILLS:
+            self.closed.popitem(last=False)
+
+    async def refresh(self, gw: Gateway) -> None:
+        """Read the ledger entries appended since the last call (the first call reads it all, once)."""
+        async with self.lock:
+            while True:
+                batch = await gw.store.ledger_entries(after=self.scanned, limit=AUDIT_MAX_LIMIT)
+                if not batch:
+                    return
+                self.entries.extend(e for e in batch if e.get("type") == "kill")
+                self.scanned = batch[-1]["seq"]
+
+
+# The app is frozen once started, so per-app state of this module lives beside it, not in it.
+_kill_logs: "weakref.WeakKeyDictionary[web.Application, _KillLog]" = weakref.WeakKeyDictionary()
+
+
+def _kill_log(app: web.Application) -> _KillLog:
+    log = _kill_logs.get(app)
+    if log is None:
+        log = _kill_logs[app] = _KillLog()
+    return log
+
+
+def _kill_view(entry: dict[str, Any], closed: dict[int, int]) -> dict[str, Any]:
+    data = entry.get("data", {})
+    return {"audit_seq": entry["seq"], "time": entry["time"], "actor": entry["actor"], "scope": data.get("scope"),
+            "target": data.get("target"), "reason": data.get("reason"),
+            "revoke_devices": data.get("revoke_devices", False), "sessions": len(data.get("sessions", ())),
+            "devices": len(data.get("devices", ())), "connections_closed": closed.get(entry["seq"])}
+
+
+# -- the kill switch -------------------------------------------------------------------------------
+
+
+@routes.post("/idwall/api/admin/kill")
+async def kill(request: web.Request) -> web.StreamResponse:
+    """Revoke durably, cut every matching connection, then answer what was cut."""
+    gw = request.app[GATEWAY]
+    actor = await require_admin(request, scope="kill")
+    body = await read_json_object(request, limit=gw.config.limits.api_body)
+    unknown = sorted(set(body) - KILL_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {unknown}; a kill takes {sorted(KILL_FIELDS)}")
+    scope, target = killswitch.check_request(body.get("scope"), body.get("target"), body.get("reason"),
+                                             body.get("revoke_devices", False))
+    conn = gw.registry.get(request.transport)
+    outcome = await killswitch.kill(gw, scope=scope, target=target, reason=body["reason"],
+                                    revoke_devices=body.get("revoke_devices", False), actor=actor, spare=conn)
+    _kill_log(request.app).record(outcome.audit_seq, outcome.connections_closed)
+    response = web.json_response(outcome.as_json())
+    if not outcome.spared or conn is None:
+        return response
+    # The kill matched the connection it arrived on: answer, then cut it like the others.
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    _close_after_answer(conn)
+    return response
+
+
+def _close_after_answer(conn: Conn) -> None:
+    """Cut ``conn`` without losing the answer still queued on it."""
+    conn.killed = True
+    if conn.transport.get_write_buffer_size() == 0:
+        conn.transport.abort()
+    else:
+        conn.transport.close()  # flushes what is queued, then closes; nothing new is read
+
+
+# -- live sessions ---------------------------------------------------------------------------------
+
+
+def _filter_value(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_FILTER_LENGTH:
+        raise BadRequest(f"query parameter {name!r} is longer than {MAX_FILTER_LENGTH} characters")
+    return value
+
+
+def session_rows(live: list[Session], *, users: dict[str, User], conns: dict[str, list[Conn]],
+                 device_names: dict[str, str], last_seen: dict[str, float], now: float,
+                 idle_timeout: int) -> list[dict[str, Any]]:
+    """The sessions API rows: each usable session with what its live connections are doing."""
+    rows = []
+    for s in live:
+        seen = max(last_seen.get(s.id, s.last_seen), s.last_seen)
+        state = sessions.SessionState(s.id, s.auth_time, s.created_at, seen, s.expires_at, s.revoked_at is not None)
+        if sessions.session_status(state, now=now, idle_timeout=idle_timeout) != sessions.ACTIVE:
+            continue
+        user = users.get(s.user_id)
+        mine = conns.get(s.id, [])
+        latest = max(mine, key=lambda c: c.last_seen, default=None)
+        rows.append({
+            "session_id": s.id, "user": s.user_id, "name": user.name if user else s.user_id,
+            "groups": list(user.groups) if user else [], "device_id": s.device_id,
+            "device_name": device_names.get(s.device_id, s.device_id),
+            "remote": latest.remote if latest else None, "user_agent": latest.user_agent if latest else None,
+            "since": s.created_at, "last_seen": max([seen, *(c.last_seen for c in mine)]),
+            "bytes": sum(c.bytes_in + c.bytes_out for c in mine), "connections": len(mine),
+            "activity": sorted({c.kind for c in mine}), "auth_time": s.auth_time, "expires_at": s.expires_at,
+        })
+    return rows
+
+
+@routes.get("/idwall/api/admin/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    """Live sessions (``?user=``, ``?group=``, ``?device=`` narrow them) with their connections."""
+    gw = request.app[GATEWAY]
+    await require_admin(request, scope="read")
+    want_user, want_group, want_device = (_filter_value(request, n) for n in ("user", "group", "device"))
+    now = gw.clock()
+    users = {u.id: u for u in await gw.store.list_users()}
+    live = [s for s in await gw.store.live_sessions(now=now)
+            if (want_user is None or s.user_id == want_user)
+            and (want_device is None or s.device_id == want_device)
+            and (want_group is None or (s.user_id in users and want_group in users[s.user_id].groups))]
+    by_session: dict[str, list[Conn]] = {}
+    names: dict[str, str] = {}
+    for conn in gw.registry:
+        if conn.session_id is not None and not conn.killed:
+            by_session.setdefault(conn.session_id, []).append(conn)
+        if conn.resolved is not None:
+            names[conn.resolved.device.id] = conn.resolved.device.name
+    for device_id in {s.device_id for s in live} - names.keys():
+        device = await gw.store.get_device(device_id)
+        if device is not None:
+            names[device_id] = device.name
+    rows = session_rows(live, users=users, conns=by_session, device_names=names, last_seen=gw.last_seen, now=now,
+                        idle_timeout=gw.config.session.idle_timeout)
+    return web.json_response({"sessions": rows, "time": now})
+
+
+# -- audit ledger and recent kills -----------------------------------------------------------------
+
+
+def _int_param(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not _UNSIGNED.fullmatch(text) or not low <= int(text) <= high:
+        raise BadRequest(f"query parameter {name!r} must be an integer from {low} to {high}, got {text[:30]!r}")
+    return int(text)
+
+
+@routes.get("/idwall/api/admin/audit")
+async def audit(request: web.Request) -> web.Response:
+    """Ledger entries after ``after`` (default 0), at most ``limit`` (1..1000, default 100), as stored."""
+    gw = request.app[GATEWAY]
+    await require_admin(request, scope="read")
+    after = _int_param(request, "after", default=0, low=0, high=10**15)
+    limit = _int_param(request, "limit", default=AUDIT_DEFAULT_LIMIT, low=1, high=AUDIT_MAX_LIMIT)
+    entries = await gw.store.ledger_entries(after=after, limit=limit)
+    return web.json_response({"entries": entries, "next": entries[-1]["seq"] if entries else after})
+
+
+@routes.get("/idwall/api/admin/kills")
+async def recent_kills(request: web.Request) -> web.Response:
+    """The last 20 kills, newest first, with how many connections this node cut for each (null: not known here)."""
+    gw = request.app[GATEWAY]
+    await require_admin(request, scope="read")
+    log = _kill_log(request.app)
+    await log.refresh(gw)
+    return web.json_response({"kills": [_kill_view(e, log.closed) for e in reversed(log.entries)]})
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+@routes.get("/idwall/api/admin/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    """Every token, without its hash."""
+    gw = request.app[GATEWAY]
+    await require_admin(request, scope="read")
+    now = gw.clock()
+    return web.json_response({"tokens": [tokens.public_view(t, now=now) for t in await gw.store.list_tokens()]})
+
+
+@routes.delete("/idwall/api/admin/tokens/{token_id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke a token (an administrator's session only), with a ``token.revoke`` ledger entry."""
+    gw = request.app[GATEWAY]
+    actor = await require_admin(request, scope="read", allow_tokens=False)
+    token_id = request.match_info["token_id"]
+    if len(token_id) > MAX_FILTER_LENGTH:
+        raise BadRequest("token id is too long")
+    seq = await gw.store.revoke_token(token_id, now=gw.clock(),
+                                      draft=LedgerDraft("token.revoke", actor, token_id, {"token_id": token_id}))
+    event("token.revoke", actor=actor, token_id=token_id, audit_seq=seq)
+    return web.json_response({"token_id": token_id, "revoked": True, "audit_seq": seq})
+
+
+# -- the SOC console -------------------------------------------------------------------------------
+
+
+def _asset(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+_ASSETS = {"admin.js": ("application/javascript", _asset("admin.js")),
+           "admin.css": ("text/css", _asset("admin.css"))}
+_PAGE = _asset("admin.html")
+
+
+@routes.get(CONSOLE_PATH)
+async def console(request: web.Request) -> web.Response:
+    """The SOC console; browsers without a fresh admin session are sent to the passkey login."""
+    try:
+        await require_admin(request, scope="read", allow_tokens=False)
+    except Unauthenticated:
+        if policy.wants_html(request.headers.get("Accept")):
+            raise web.HTTPSeeOther(location=policy.login_redirect(CONSOLE_PATH)) from None
+        raise
+    return web.Response(body=_PAGE, content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store",
+                                 "X-Frame-Options": "DENY"})
+
+
+@routes.get("/idwall/static/admin.js")
+@routes.get("/idwall/static/admin.css")
+async def console_asset(request: web.Request) -> web.Response:
+    """The console's script and style (public: they hold no data)."""
+    content_type, body = _ASSETS[request.path.rsplit("/", 1)[1]]
+    return web.Response(body=body, content_type=content_type, charset="utf-8",
+                        headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP})
