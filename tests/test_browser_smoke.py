@@ -1,64 +1,23 @@
 """The pages in a real browser (Chromium via Playwright) against a real gateway: enroll with a virtual passkey,
 sign in over mTLS with the issued certificate, land on the upstream, sign out; the no-certificate state; no CSP
-violations anywhere. Screenshots (400 px wide) go to docs/screenshots/."""
+violations anywhere. Screenshots (400 px wide) go to browser_helpers.SHOTS."""
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from browser_helpers import (
+    CHROMIUM, SHOTS, Console, add_credentials, anonymous_context, credentials_of, device_context, launch,
+    state_of, virtual_authenticator, write_device,
+)
 from idwall import pki
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-VIEWPORT = {"width": 400, "height": 760}
-AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-                 "isUserVerified": True, "automaticPresenceSimulation": True}
-
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no /usr/bin/chromium")
-
-
-class Console:
-    """Everything the page logged, so CSP violations and script errors fail the test."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def attach(self, page: Any) -> None:
-        page.on("console", lambda msg: self.lines.append(f"{msg.type}: {msg.text}"))
-        page.on("pageerror", lambda err: self.lines.append(f"pageerror: {err}"))
-
-    def assert_clean(self) -> None:
-        bad = [line for line in self.lines if "Content Security Policy" in line or line.startswith("pageerror")]
-        assert not bad, bad
-
-
-async def virtual_authenticator(context: Any, page: Any) -> tuple[Any, str]:
-    cdp = await context.new_cdp_session(page)
-    await cdp.send("WebAuthn.enable")
-    added = await cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
-    return cdp, added["authenticatorId"]
-
-
-async def state_of(page: Any) -> str:
-    return await page.get_attribute("#status", "data-state")
-
-
-def write_device(directory: Path, name: str, cert_pem: str | None, key: Any) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}-key.pem"
-    if cert_pem is not None:
-        cert_path.write_text(cert_pem)
-    pki.write_private_key(key_path, key)
-    return cert_path, key_path
 
 
 async def test_enroll_sign_in_and_out_in_chromium(gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,20 +36,13 @@ async def test_enroll_sign_in_and_out_in_chromium(gateway, tmp_path: Path, monke
             assert resp.status == 200, await resp.text()
             begun = await resp.json()
 
-    # A certificate for another origin only routes this context through Playwright's verifying TLS proxy;
-    # nothing is presented to the gateway, so the enrollment page sees a browser without a device certificate.
-    other_key = pki.generate_p256_key()
-    other = pki.issue_device_cert(ca_cert=gw.device_ca_cert, ca_key=gw.device_ca_key,
-                                  csr=pki.check_csr(pki.make_csr(other_key, "x")), device_id="dev-unused",
-                                  now=datetime.now(timezone.utc), ttl=600)
-    other_cert, other_key_path = write_device(tmp_path, "unused", pki.cert_pem(other), other_key)
     console = Console()
 
     async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await launch(pw)
         try:
-            anonymous = await browser.new_context(viewport=VIEWPORT, client_certificates=[
-                {"origin": "https://localhost:1", "certPath": str(other_cert), "keyPath": str(other_key_path)}])
+            # presents no certificate to the gateway: the enrollment page sees a browser without one
+            anonymous = await anonymous_context(browser, gw, tmp_path)
             page = await anonymous.new_page()
             console.attach(page)
 
@@ -114,8 +66,7 @@ async def test_enroll_sign_in_and_out_in_chromium(gateway, tmp_path: Path, monke
             assert device_id and device_id.startswith("dev")
             assert await page.is_visible("#root-fingerprint")  # the bootstrap admin's root of trust
             await page.screenshot(path=str(SHOTS / "enroll-success.png"), full_page=True)
-            credentials = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id}))
-            credentials = credentials["credentials"]
+            credentials = await credentials_of(cdp, authenticator_id)
             assert len(credentials) == 1
 
             # the page reloaded after success shows the used enrollment, not a new button
@@ -133,14 +84,11 @@ async def test_enroll_sign_in_and_out_in_chromium(gateway, tmp_path: Path, monke
             cert_path, key_path = write_device(tmp_path, "device", status["certificate_pem"], device_key)
 
             # 4. a browser with the device certificate and the same passkey signs in and lands on the upstream
-            enrolled = await browser.new_context(viewport=VIEWPORT, client_certificates=[
-                {"origin": base, "certPath": str(cert_path), "keyPath": str(key_path)}])
+            enrolled = await device_context(browser, base, cert_path, key_path)
             page = await enrolled.new_page()
             console.attach(page)
             cdp, authenticator_id = await virtual_authenticator(enrolled, page)
-            for credential in credentials:
-                await cdp.send("WebAuthn.addCredential", {"authenticatorId": authenticator_id,
-                                                          "credential": credential})
+            await add_credentials(cdp, authenticator_id, credentials)
             await page.goto(base + "/idwall/login?next=/app/page%3Fx=1&reason=expired")
             await page.wait_for_selector("#signin:not([hidden])")
             assert await state_of(page) == "expired"
