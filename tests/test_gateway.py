@@ -57,6 +57,17 @@ async def test_no_client_certificate_gets_403_problem_pointing_at_enrollment(gat
     assert "/idwall/enroll" in body["enroll_url"]
 
 
+async def test_browser_without_certificate_is_sent_to_the_page_that_explains_it(gateway) -> None:
+    async with gateway.session() as anon:
+        async with anon.get(gateway.url + "/app?x=1", headers={"Accept": "text/html"},
+                            allow_redirects=False) as resp:
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/idwall/login?next=/app?x%3D1"
+        async with anon.get(gateway.url + resp.headers["Location"], headers={"Accept": "text/html"}) as page:
+            assert page.status == 403
+            assert "/idwall/enroll" in await page.text()
+
+
 async def test_spoofed_identity_headers_never_reach_the_upstream(gateway) -> None:
     device = await gateway.device("bob")
     request = (

@@ -163,6 +163,9 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     if route is None:
         raise NotFound(f"no route for {httpnorm.host_without_port(request.host)}{path}")
     if conn.cert_sha256 is None:
+        if policy.wants_html(request.headers.get("Accept")) and request.method in ("GET", "HEAD"):
+            # a person in a browser: the login page explains the missing certificate (403) and links to enrollment
+            raise web.HTTPSeeOther(location=policy.login_redirect(request.raw_path))
         raise NoClientCertificate(
             "this app needs an enrolled device: connect with your IDWall device certificate, "
             "or enroll this device first", enroll_url=gw.enroll_url())
