@@ -45,10 +45,12 @@ from idwall.testing.fixtures import client_ssl_context, free_port, init_gateway_
 from idwall.upstream import AssertionVerifier, JWKSCache
 from idwall.web.server import RunningGateway, start_gateway
 
-playwright_api = pytest.importorskip("playwright.async_api")
+import playwright.async_api as playwright_api
 
-pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no /usr/bin/chromium"),
-              pytest.mark.asyncio(loop_scope="module")]
+# CI installs Debian's chromium (.ci/run); a missing browser must fail the suite, never skip it.
+assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium"
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module")]
 
 REPO = Path(__file__).resolve().parent.parent
 CEREMONY_TIMEOUT = 15_000  # ms; a virtual authenticator answers in well under a second
