@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import ssl
 from pathlib import Path
 
@@ -127,6 +128,16 @@ async def test_device_without_session_gets_401_or_login_redirect(gateway) -> Non
                               allow_redirects=False) as resp:
             assert resp.status == 303
             assert resp.headers["Location"].startswith("/idwall/login?next=/docs")
+
+
+async def test_browser_whose_session_ended_is_told_so_on_the_login_page(gateway) -> None:
+    device = await gateway.device("kate")
+    await gateway.store.end_session(device.session_id, now=time.time(), reason="logout", draft=None)
+    async with gateway.session(device) as client:
+        async with client.get(gateway.url + "/docs", headers={"Accept": "text/html"},
+                              allow_redirects=False) as resp:
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/idwall/login?next=/docs&reason=expired"
 
 
 async def test_ambiguous_paths_are_refused_not_guessed(gateway) -> None:

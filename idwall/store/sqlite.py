@@ -441,6 +441,13 @@ class SQLiteStore:
         row = await self.read(lambda c: c.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone())
         return _session(row) if row else None
 
+    async def had_session(self, device_id: str, cert_sha256: bytes) -> bool:
+        """Whether this device certificate ever had a session (so a login prompt can say it *ended*)."""
+        row = await self.read(lambda c: c.execute(
+            "SELECT 1 FROM sessions WHERE device_id = ? AND cert_sha256 = ? LIMIT 1",
+            (device_id, cert_sha256)).fetchone())
+        return row is not None
+
     async def live_sessions(self, *, now: float) -> list[Session]:
         rows = await self.read(lambda c: c.execute(
             "SELECT * FROM sessions WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at",

@@ -188,7 +188,10 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     if decision.outcome in (policy.LOGIN, policy.STEP_UP):
         gw.metrics.request(route.name, 401)
         if policy.wants_html(request.headers.get("Accept")) and request.method in ("GET", "HEAD"):
-            raise web.HTTPSeeOther(location=policy.login_redirect(target))
+            location = policy.login_redirect(target)
+            if decision.outcome == policy.LOGIN and await gw.store.had_session(resolved.device.id, conn.cert_sha256):
+                location += "&reason=expired"  # the login page then says the session ended (expiry, logout, kill)
+            raise web.HTTPSeeOther(location=location)
         raise Unauthenticated(
             "log in with your passkey" if decision.outcome == policy.LOGIN
             else "this route needs a fresh passkey login (step-up)",
