@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,12 +29,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from idwall.encoding import b64url_encode, canonical_json, sha256
 from idwall.errors import BadRequest, IDWallError
+from idwall.pki import atomic_write, generate_p256_key, load_private_key, private_key_pem
 
 ALGORITHM = "ES256"
 RETIRED_INDEX = "retired.json"
@@ -270,43 +270,14 @@ def retired_dir(key_path: Path) -> Path:
 
 def _load_p256(path: Path) -> ec.EllipticCurvePrivateKey:
     try:
-        data = path.read_bytes()
+        key = load_private_key(path)
     except OSError as exc:
         raise AssertionKeyError(f"cannot read assertion key {path}: {exc.strerror}") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise AssertionKeyError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    except ValueError as exc:
+        raise AssertionKeyError(str(exc)) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise AssertionKeyError(f"{path} holds a {type(key).__name__}, expected an EC P-256 key")
     return key
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` through a temp file created with ``mode`` and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)  # mkstemp already uses 0600; fchmod states the intent for 0700 dirs too
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a crash
-    finally:
-        os.close(dir_fd)
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _read_index(directory: Path) -> dict[str, float]:
@@ -357,12 +328,12 @@ def rotate_keys(key_path: Path, *, now: float) -> str:
         if key_path.exists():
             old = _load_p256(key_path)
             old_kid = key_id(old)
-            _write_atomic(directory / f"{old_kid}.pem", _pem(old), 0o600)
+            atomic_write(directory / f"{old_kid}.pem", private_key_pem(old), 0o600)
             index = _read_index(directory)
             index.setdefault(old_kid, float(now))
-            _write_atomic(directory / RETIRED_INDEX, json.dumps(index, indent=2, sort_keys=True).encode(), 0o600)
-        new = ec.generate_private_key(ec.SECP256R1())
-        _write_atomic(key_path, _pem(new), 0o600)
+            atomic_write(directory / RETIRED_INDEX, json.dumps(index, indent=2, sort_keys=True).encode(), 0o600)
+        new = generate_p256_key()
+        atomic_write(key_path, private_key_pem(new), 0o600)
     return key_id(new)
 
 

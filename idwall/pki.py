@@ -78,8 +78,8 @@ def generate_p256_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` through a sibling temporary file.
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` through a sibling temporary file, durably.
 
     The temporary file is created with O_EXCL and its final mode, so its
     content is never readable by anyone else, even for an instant, and a
@@ -105,6 +105,11 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
             os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a crash
+    finally:
+        os.close(dir_fd)
 
 
 def private_key_pem(key: PrivateKey) -> bytes:
@@ -118,7 +123,7 @@ def private_key_pem(key: PrivateKey) -> bytes:
 
 def write_private_key(path: Path, key: PrivateKey) -> None:
     """Write ``key`` as unencrypted PEM PKCS#8 to ``path`` with mode 0600 from creation."""
-    _atomic_write(Path(path), private_key_pem(key), 0o600)
+    atomic_write(Path(path), private_key_pem(key), 0o600)
 
 
 def load_private_key(path: Path) -> PrivateKey:
@@ -144,7 +149,7 @@ def cert_pem(cert: x509.Certificate) -> str:
 
 def write_cert(path: Path, cert: x509.Certificate) -> None:
     """Write ``cert`` as PEM to ``path`` (mode 0644, replaced atomically)."""
-    _atomic_write(Path(path), cert_pem(cert).encode("ascii"), 0o644)
+    atomic_write(Path(path), cert_pem(cert).encode("ascii"), 0o644)
 
 
 def load_cert(path: Path) -> x509.Certificate:
