@@ -4,21 +4,42 @@ A kill in this process cuts its connections directly; the ``kill`` event it
 commits with the revocation reaches every other process (and, with PostgreSQL,
 every node), which cut theirs when they read it. Cutting is idempotent, so a
 process that sees its own event again does nothing more.
+
+With several workers (``serve --workers N``, see :mod:`idwall.workers`) the
+answer waits, bounded by :data:`~idwall.workers.FANOUT_TIMEOUT`, until every
+other live worker has acknowledged the event with what it cut; the ones that
+did not are named in the answer rather than hidden.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .connections import SCOPES, Conn
 from .errors import BadRequest
 from .logs import event
 from .store.base import Event, LedgerDraft
+from .workers import ACK_POLL, FANOUT_TIMEOUT, STALE_AFTER, nudge
 
 if TYPE_CHECKING:
     from .web.gateway import Gateway
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """Which worker processes cut their connections before the answer (this one included)."""
+
+    reached: int = 1
+    unreached: tuple[str, ...] = ()
+    #: connections the other workers cut, by their acknowledgements
+    connections_closed: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"reached": self.reached, "unreached": list(self.unreached)}
 
 
 @dataclass(frozen=True)
@@ -32,10 +53,12 @@ class KillOutcome:
     latency: float
     #: the ``spare`` connection matched the kill: the caller must close it once the answer is written
     spared: bool = False
+    workers: FanOut = field(default_factory=FanOut)
 
-    def as_json(self) -> dict[str, int]:
+    def as_json(self) -> dict[str, Any]:
         return {"sessions_revoked": self.sessions_revoked, "devices_revoked": self.devices_revoked,
-                "connections_closed": self.connections_closed, "audit_seq": self.audit_seq}
+                "connections_closed": self.connections_closed, "audit_seq": self.audit_seq,
+                "workers": self.workers.as_json()}
 
 
 def check_request(scope: object, target: object, reason: object, revoke_devices: object) -> tuple[str, str | None]:
@@ -88,25 +111,64 @@ async def kill(gw: "Gateway", *, scope: str, target: str | None, reason: str, re
     for session_id in result.sessions:
         gw.assertion_cache.drop_session(session_id)
         gw.last_seen.pop(session_id, None)
+    fanout = await fan_out(gw, result.audit_seq) if gw.worker is not None else FanOut()
+    closed += fanout.connections_closed
     latency = time.perf_counter() - committed
     gw.metrics.kills.labels(scope=scope).inc()
     gw.metrics.kill_latency.observe(latency)
     event("kill", actor=actor, scope=scope, target=target, sessions=len(result.sessions),
-          devices=len(result.devices), connections=closed, audit_seq=result.audit_seq)
-    return KillOutcome(len(result.sessions), len(result.devices), closed, result.audit_seq, latency, spared)
+          devices=len(result.devices), connections=closed, audit_seq=result.audit_seq,
+          workers_reached=fanout.reached, workers_unreached=list(fanout.unreached))
+    if fanout.unreached:
+        event("kill.unreached", level=logging.ERROR, audit_seq=result.audit_seq, workers=list(fanout.unreached))
+    return KillOutcome(len(result.sessions), len(result.devices), closed, result.audit_seq, latency, spared,
+                       fanout)
 
 
-def apply_event(gw: "Gateway", ev: Event) -> None:
-    """React to a trust event committed by any process (this one included)."""
+async def fan_out(gw: "Gateway", audit_seq: int, *, timeout: float = FANOUT_TIMEOUT) -> FanOut:
+    """Wake the other live workers and wait (at most ``timeout``) until each acknowledged kill ``audit_seq``.
+
+    Called after this process committed the kill and cut its own connections. Workers registered after the
+    commit are not waited for: they started listening after the revocation was durable, so every connection
+    they hold resolved against it.
+    """
+    assert gw.worker is not None
+    me = gw.worker
+    peers = [w for w in await gw.store.live_workers(since=gw.clock() - STALE_AFTER) if w.id != me.id]
+    if not peers:
+        return FanOut()
+    nudge(w.nudge for w in peers if w.nudge and w.host == me.host)
+    event_id = await gw.store.kill_event_id(audit_seq)
+    wanted = {w.id for w in peers}
+    acks: dict[str, int] = {}
+    deadline = time.perf_counter() + timeout
+    while event_id is not None:
+        acks = await gw.store.event_acks(event_id)
+        if wanted <= acks.keys() or time.perf_counter() >= deadline:
+            break
+        await asyncio.sleep(ACK_POLL)
+    reached = wanted & acks.keys()
+    return FanOut(1 + len(reached), tuple(sorted(wanted - reached)), sum(acks[w] for w in reached))
+
+
+def apply_event(gw: "Gateway", ev: Event) -> int | None:
+    """React to a trust event committed by any process (this one included).
+
+    For a kill committed by another process, return how many connections this one cut (the poller
+    acknowledges it with that number); None for everything else.
+    """
     payload = ev.payload
     if ev.kind == "kill":
         if payload.get("audit_seq") in gw.local_kills:
             gw.local_kills.discard(payload["audit_seq"])
-            return
-        conns = gw.registry.for_ids(sessions=payload.get("sessions", ()), devices=payload.get("devices", ()))
-        if payload.get("scope") == "all":
-            conns |= set(gw.registry.select("all", None))
-        gw.registry.cut(conns)
+            return None
+        # The same selection as the committing process made, so every worker counts the same way.
+        conns = _matching(gw, payload.get("scope", ""), payload.get("target"), tuple(payload.get("sessions", ())),
+                          tuple(payload.get("devices", ())), ())
+        for session_id in payload.get("sessions", ()):
+            gw.assertion_cache.drop_session(session_id)
+            gw.last_seen.pop(session_id, None)
+        return gw.registry.cut(conns)
     elif ev.kind == "session.end":
         gw.registry.invalidate(gw.registry.for_ids(sessions=[payload["session"]]))
         gw.assertion_cache.drop_session(payload["session"])
@@ -115,3 +177,4 @@ def apply_event(gw: "Gateway", ev: Event) -> None:
     elif ev.kind in ("user.changed", "device.changed"):
         gw.registry.invalidate(gw.registry.for_ids(users=[payload.get("user", "")],
                                                    devices=[payload.get("device", "")]))
+    return None

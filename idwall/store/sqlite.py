@@ -14,6 +14,7 @@ import json
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -630,3 +631,76 @@ class SQLiteStore:
             self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
         else:
             raise TypeError(f"unknown action effect {type(effect).__name__}")
+
+    # -- worker processes and event acknowledgements (schema 2) ---------------------------------
+
+    def _write_volatile(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A write that need not survive power loss (heartbeats, acks): no fsync of its own.
+
+        In WAL mode the next ``synchronous=FULL`` commit syncs these frames too, so trust writes stay
+        exactly as durable as before; this only spares a liveness signal its own fsync.
+        """
+        assert self._conn is not None, "store is not open"
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._write(fn)
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
+
+    async def register_worker(self, worker: "WorkerRow", *, forget_before: float) -> None:
+        """Announce a worker process; forget workers and acks older than ``forget_before`` while at it."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM workers WHERE heartbeat < ?", (forget_before,))
+            conn.execute("DELETE FROM event_acks WHERE acked_at < ?", (forget_before,))
+            conn.execute("INSERT OR REPLACE INTO workers (id, host, pid, nudge, started_at, heartbeat)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         (worker.id, worker.host, worker.pid, worker.nudge, worker.started_at, worker.heartbeat))
+
+        await self._run(self._write_volatile, tx)
+
+    async def heartbeat_worker(self, worker_id: str, now: float) -> None:
+        """Record that ``worker_id``'s event poller is alive at ``now``."""
+        await self._run(self._write_volatile, lambda c: c.execute(
+            "UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id)))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that is stopping (nobody waits for it any more)."""
+        await self._run(self._write_volatile, lambda c: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
+
+    async def live_workers(self, *, since: float) -> list["WorkerRow"]:
+        """Workers whose last heartbeat is at or after ``since``."""
+        rows = await self.read(lambda c: c.execute(
+            "SELECT * FROM workers WHERE heartbeat >= ? ORDER BY id", (since,)).fetchall())
+        return [WorkerRow(r["id"], r["host"], r["pid"], r["nudge"], r["started_at"], r["heartbeat"]) for r in rows]
+
+    async def ack_events(self, worker_id: str, acks: list[tuple[int, int]], *, now: float) -> None:
+        """Record that ``worker_id`` applied each ``(event_id, connections_closed)`` of ``acks``."""
+        await self._run(self._write_volatile, lambda c: c.executemany(
+            "INSERT OR REPLACE INTO event_acks (event_id, worker_id, connections_closed, acked_at)"
+            " VALUES (?, ?, ?, ?)", [(event_id, worker_id, closed, now) for event_id, closed in acks]))
+
+    async def event_acks(self, event_id: int) -> dict[str, int]:
+        """Who acknowledged ``event_id``: worker id -> connections that worker closed for it."""
+        rows = await self.read(lambda c: c.execute(
+            "SELECT worker_id, connections_closed FROM event_acks WHERE event_id = ?", (event_id,)).fetchall())
+        return {r["worker_id"]: r["connections_closed"] for r in rows}
+
+    async def kill_event_id(self, audit_seq: int) -> int | None:
+        """The id of the ``kill`` event committed with ledger entry ``audit_seq`` (scans from the newest)."""
+        row = await self.read(lambda c: c.execute(
+            "SELECT id FROM events WHERE kind = 'kill' AND json_extract(payload, '$.audit_seq') = ?"
+            " ORDER BY id DESC LIMIT 1", (audit_seq,)).fetchone())
+        return row["id"] if row else None
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker process as the ``workers`` table knows it."""
+
+    id: str
+    host: str
+    pid: int
+    nudge: str | None
+    started_at: float
+    heartbeat: float

@@ -27,6 +27,7 @@ from ..logs import event
 from ..proxy import Forwarder
 from ..store.base import Resolved, Session
 from ..store.sqlite import SQLiteStore
+from ..workers import HEARTBEAT_EVERY, Worker
 from .metrics import Metrics
 
 GATEWAY: web.AppKey["Gateway"] = web.AppKey("gateway", object)  # type: ignore[arg-type]
@@ -55,6 +56,8 @@ class Gateway:
     event_cursor: int = 0
     #: audit seqs of kills this process already applied itself
     local_kills: set[int] = field(default_factory=set)
+    #: this process's identity when it is one of several workers (``serve --workers N``); None when alone
+    worker: "Worker | None" = None
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -234,21 +237,48 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return response
 
 
+#: how often the event poller looks for trust events committed by other processes (seconds): one indexed
+#: SELECT on the store thread per tick. Workers are woken at once by a nudge (see idwall.workers), so this
+#: is the fallback bound. Measured idle cost per process: 0.7% of a core at 100 ms, 1.6% at 50 ms, 2.7% at
+#: 20 ms (docs/benchmarks.md).
+EVENT_POLL = 0.05
+#: how often batched last-seen times are written (seconds)
+FLUSH_EVERY = 5.0
+
+
 async def background_tasks(gw: Gateway) -> None:
-    """Periodic work: flush last-seen times, follow trust events from other processes."""
+    """Periodic work: follow trust events from other processes, heartbeat, flush last-seen times.
+
+    ``gw.event_cursor`` is set by whoever starts the gateway, before it listens (see server.py). As a
+    worker, every kill event applied here is acknowledged with the number of connections it cut, and the
+    heartbeat is written from this same loop, so "alive" means "this poller is running".
+    """
     from ..killswitch import apply_event
 
-    gw.event_cursor = await gw.store.last_event_id()
-    ticks = 0
+    loop = asyncio.get_running_loop()
+    last_flush = last_beat = loop.time()
     while True:
-        await asyncio.sleep(0.1)
-        ticks += 1
+        if gw.worker is not None:
+            await gw.worker.wait(EVENT_POLL)
+        else:
+            await asyncio.sleep(EVENT_POLL)
         try:
+            acks: list[tuple[int, int]] = []
             for ev in await gw.store.events_after(gw.event_cursor):
                 gw.event_cursor = ev.id
-                apply_event(gw, ev)
-            if ticks % 50 == 0:
+                closed = apply_event(gw, ev)
+                if closed is not None:
+                    acks.append((ev.id, closed))
+            now = loop.time()
+            if gw.worker is not None:
+                if acks:
+                    await gw.store.ack_events(gw.worker.id, acks, now=gw.clock())
+                if now - last_beat >= HEARTBEAT_EVERY:
+                    await gw.store.heartbeat_worker(gw.worker.id, gw.clock())
+                    last_beat = now
+            if now - last_flush >= FLUSH_EVERY:
                 await gw.flush_last_seen()
+                last_flush = now
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep following events; the store may come back

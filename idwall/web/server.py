@@ -26,7 +26,8 @@ from ..encoding import sha256
 from ..logs import event
 from ..pki import cert_pem, load_cert, load_private_key
 from ..proxy import Forwarder
-from ..store import open_store
+from ..store import StoreError, open_store
+from ..workers import register, supervise
 from .app import build_app
 from .gateway import GATEWAY, Gateway, background_tasks
 
@@ -112,6 +113,12 @@ class RunningGateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if gw.worker is not None:
+            # Not listening and no poller any more: a kill from now on must not wait for this process.
+            try:
+                await gw.store.remove_worker(gw.worker.id)
+            except StoreError as exc:  # then its heartbeat goes stale within STALE_AFTER instead
+                event("worker.deregister_failed", worker=gw.worker.id, error=str(exc))
         self.runner._shutdown_timeout = float(drain if drain is not None else gw.config.limits.drain_timeout)
         await self.runner.cleanup()
         try:
@@ -123,8 +130,17 @@ class RunningGateway:
 
 
 async def start_gateway(config: Config, *, port: int | None = None, gateway: Gateway | None = None) -> RunningGateway:
-    """Start the gateway on ``config.listen`` (or ``port``; 0 picks a free one) and return at once."""
+    """Start the gateway on ``config.listen`` (or ``port``; 0 picks a free one) and return at once.
+
+    As one of several workers (``gateway.worker`` set) it shares the port with the others (SO_REUSEPORT)
+    and registers itself before it listens, so a kill waits for it as soon as it can hold a connection.
+    """
     gw = gateway or await make_gateway(config)
+    # Read before registering and listening: every kill committed later is applied by our poller, and every
+    # connection accepted later resolves against the revocations committed before.
+    gw.event_cursor = await gw.store.last_event_id()
+    if gw.worker is not None:
+        await register(gw.store, gw.worker, now=gw.clock())
     gw.forwarder = Forwarder(timeout_default=float(config.limits.upstream_timeout))
     await gw.forwarder.start()
     app = build_app(gw)
@@ -134,7 +150,8 @@ async def start_gateway(config: Config, *, port: int | None = None, gateway: Gat
     assert runner.server is not None
     _track_connections(runner.server, gw)
     site = web.TCPSite(runner, config.listen.host, config.listen.port if port is None else port,
-                       ssl_context=server_ssl_context(config), backlog=2048, reuse_address=True)
+                       ssl_context=server_ssl_context(config), backlog=2048, reuse_address=True,
+                       reuse_port=gw.worker is not None)
     await site.start()
     server = site._server
     assert server is not None and server.sockets
@@ -158,10 +175,15 @@ async def _serve(config: Config) -> int:
 
 
 def run_server(config: Config, *, workers: int = 1) -> int:
-    """Run the gateway until SIGTERM/SIGINT, drain, and return the exit code (uvloop when installed)."""
-    if workers != 1:
-        raise SystemExit("idwall: error: --workers other than 1 is not supported yet; run one process per core "
-                         "behind a TCP load balancer")
+    """Run the gateway until SIGTERM/SIGINT, drain, and return the exit code (uvloop when installed).
+
+    ``workers`` > 1 runs that many gateway processes on the port under a supervising parent
+    (:func:`idwall.workers.supervise`); 1 runs the gateway in this process, as before.
+    """
+    if workers < 1:
+        raise SystemExit(f"idwall: error: --workers must be at least 1, got {workers}")
+    if workers > 1:
+        return supervise(config, workers)
     try:
         import uvloop
     except ImportError:

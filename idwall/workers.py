@@ -1,0 +1,388 @@
+"""Several worker processes on one port (``idwall serve --workers N``), and how a kill reaches all of them.
+
+Shape:
+
+* The parent binds ``listen.host:port`` once with ``SO_REUSEPORT`` (so a busy or bad port fails at once
+  and port 0 resolves to one port for everyone), migrates the store, and starts N workers with
+  ``python -m idwall.workers``. Each worker is a whole gateway with its own connection registry,
+  listening on the same port with ``SO_REUSEPORT``: the kernel spreads new connections over them.
+  The parent's socket never listens, so it takes no connections; it only holds the port.
+* Each worker registers in the store's ``workers`` table and heartbeats from its event poller every
+  :data:`HEARTBEAT_EVERY` seconds: the heartbeat means "my poller runs", which is exactly what a kill
+  needs from it. A worker silent for :data:`STALE_AFTER` seconds is not waited for.
+* A kill is committed by whichever worker received it (revocation + ``kill`` event, one transaction),
+  which cuts its own connections, wakes the other workers' pollers with a datagram on an abstract
+  unix socket (the *nudge*; the 20 ms poll is the fallback), and waits up to
+  :data:`FANOUT_TIMEOUT` for each live worker's row in ``event_acks``: written by that worker's
+  poller after it cut its matching connections, with how many it cut. Workers that did not answer
+  in time are named in the kill's answer, never hidden (DESIGN principle 5). Between nodes the same
+  event + ack shape will ride on PostgreSQL ``LISTEN/NOTIFY`` in place of the nudge.
+* Supervision: SIGTERM or SIGINT to the parent is forwarded as SIGTERM to every worker, which drains
+  like a single-process gateway; the parent exits 0 when all of them exited 0. A worker that dies is
+  logged, forgotten in the ``workers`` table (its sockets died with it, so nothing is left to cut)
+  and restarted; more than :data:`RESTART_LIMIT` deaths within :data:`RESTART_WINDOW` seconds stop
+  the whole gateway with exit code 1 rather than crash-looping quietly. A worker whose parent
+  disappears drains and exits on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from .config import Config, load_config
+from .logs import event, setup_logging
+from .store.sqlite import WorkerRow
+
+if TYPE_CHECKING:
+    from .store.sqlite import SQLiteStore
+
+#: how often a worker's event poller records that it is alive (seconds)
+HEARTBEAT_EVERY = 0.5
+#: a worker whose heartbeat is older than this is not waited for by a kill (seconds)
+STALE_AFTER = 3.0
+#: how long a kill waits for the other workers' acknowledgements before reporting them unreached
+FANOUT_TIMEOUT = 1.0
+#: how often the killing worker looks for acknowledgements while it waits (seconds)
+ACK_POLL = 0.002
+#: how long the parent waits for a new worker to listen before giving up on it (seconds)
+READY_TIMEOUT = 30.0
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
+#: workers and acks older than this are deleted when a worker registers (housekeeping only)
+FORGET_AFTER = 3600.0
+
+_NUDGE = b"e"
+
+
+def _abstract(address: str) -> str:
+    """The abstract-namespace form of a nudge address (no file to clean up; gone with the process)."""
+    return "\0" + address
+
+
+@dataclass
+class Worker:
+    """This process's identity as a worker, and the socket other workers wake its event poller through."""
+
+    index: int
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    nudge_address: str = field(default_factory=lambda: "idwall-" + secrets.token_hex(12))
+    started_at: float = field(default_factory=time.time)
+    _sock: socket.socket | None = None
+    _wake: asyncio.Event | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    def row(self, now: float) -> WorkerRow:
+        return WorkerRow(self.id, self.host, self.pid, self.nudge_address, self.started_at, now)
+
+    def listen(self) -> None:
+        """Bind the nudge socket and watch it from the running event loop."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(_abstract(self.nudge_address))
+        sock.setblocking(False)
+        self._sock = sock
+        loop.add_reader(sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        assert self._sock is not None and self._wake is not None
+        try:
+            while self._sock.recv(64):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep until nudged or ``timeout`` seconds passed, whichever comes first."""
+        if self._wake is None:
+            await asyncio.sleep(timeout)
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+
+def nudge(addresses: Iterable[str]) -> None:
+    """Wake the event pollers listening on ``addresses`` (best effort: the poll interval is the fallback)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for address in addresses:
+            try:
+                sock.sendto(_NUDGE, _abstract(address))
+            except OSError:
+                pass  # gone (refused) or already nudged (queue full): either way nothing to add
+
+
+async def register(store: "SQLiteStore", worker: Worker, *, now: float) -> None:
+    """Announce ``worker`` (call after reading the event cursor and before listening; see server.py)."""
+    await store.register_worker(worker.row(now), forget_before=now - FORGET_AFTER)
+
+
+# -- the worker process -------------------------------------------------------------------------------
+
+
+async def _run_worker(config: Config, index: int, port: int, parent_pid: int, ready_fd: int) -> int:
+    from .web.server import make_gateway, start_gateway
+
+    worker = Worker(index)
+    worker.listen()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    gw = await make_gateway(config)
+    gw.worker = worker
+    running = await start_gateway(config, port=port, gateway=gw)
+    with os.fdopen(ready_fd, "w") as ready:
+        ready.write(json.dumps({"worker": worker.id, "pid": worker.pid, "index": index}) + "\n")
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            event("worker.orphaned", level=logging.WARNING, worker=worker.id)
+            break
+        try:
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_EVERY)
+        except asyncio.TimeoutError:
+            pass
+    event("worker.stopping", worker=worker.id, drain_timeout=config.limits.drain_timeout)
+    await running.stop()
+    worker.close()
+    event("worker.stopped", worker=worker.id)
+    return 0
+
+
+def worker_cli(argv: list[str]) -> int:
+    """Entry point of one worker process (``python -m idwall.workers``; started by :func:`supervise`)."""
+    parser = argparse.ArgumentParser(prog="idwall-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    # The parent owns Ctrl-C: a terminal sends SIGINT to the whole group, and the parent turns it into
+    # one orderly SIGTERM per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging()
+    config = load_config(args.config)
+    main = _run_worker(config, args.index, args.port, args.parent, args.ready_fd)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+# -- the parent -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    index: int
+    process: subprocess.Popen[bytes]
+    worker_id: str = ""
+
+
+def _reserve_port(config: Config) -> socket.socket:
+    """Bind (not listen) the configured address with SO_REUSEPORT: fails early if taken, resolves port 0."""
+    infos = socket.getaddrinfo(config.listen.host, config.listen.port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"idwall: error: cannot listen on {config.listen.host}:{config.listen.port}: "
+                         f"{exc.strerror}") from None
+    return sock
+
+
+async def _prepare_store(config: Config) -> None:
+    """Open (and so migrate) the store once, before the workers race to do it."""
+    from .store import open_store
+
+    store = await open_store(config.store, ledger_key=None)
+    await store.close()
+
+
+async def _forget(config: Config, worker_id: str) -> None:
+    from .store import open_store
+
+    store = await open_store(config.store, ledger_key=None)
+    try:
+        await store.remove_worker(worker_id)
+    finally:
+        await store.close()
+
+
+@dataclass
+class _Starting:
+    child: _Child
+    ready: int
+
+
+def _start(config: Config, index: int, port: int) -> _Starting:
+    """Start worker ``index``; it writes one JSON line to the ready pipe once it listens."""
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "idwall.workers", "--config", str(config.source), "--index", str(index),
+           "--port", str(port), "--parent", str(os.getpid()), "--ready-fd", str(write_fd)]
+    # The same code as this process, whatever the working directory or path hooks would pick.
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    process = subprocess.Popen(cmd, pass_fds=(write_fd,), env=env)
+    os.close(write_fd)
+    return _Starting(_Child(index, process), read_fd)
+
+
+def _await_ready(starting: _Starting, deadline: float) -> _Child:
+    """Wait for a started worker to listen; kill it and raise RuntimeError when it does not."""
+    child, line = starting.child, b""
+    with os.fdopen(starting.ready, "rb") as ready:
+        while not line.endswith(b"\n"):
+            readable, _, _ = select.select([ready], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(ready.fileno(), 4096) if readable else b""
+            if not chunk:
+                break
+            line += chunk
+    if not line.endswith(b"\n"):
+        child.process.kill()
+        child.process.wait()
+        raise RuntimeError(f"worker {child.index} did not start (exit code {child.process.returncode})")
+    child.worker_id = json.loads(line)["worker"]
+    event("worker.started", worker=child.worker_id, index=child.index, pid=child.process.pid)
+    return child
+
+
+def _spawn_all(config: Config, indexes: list[int], port: int, children: dict[int, _Child]) -> None:
+    """Start the workers in parallel and wait until all listen; the ones that started are in ``children``."""
+    starting = [_start(config, index, port) for index in indexes]
+    deadline = time.monotonic() + READY_TIMEOUT
+    failure: RuntimeError | None = None
+    for item in starting:
+        try:
+            children[item.child.index] = _await_ready(item, deadline)
+        except RuntimeError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _stop_all(children: dict[int, _Child], drain_timeout: float) -> bool:
+    """SIGTERM every worker, wait for their drain; kill stragglers. True when all exited 0."""
+    for child in children.values():
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + drain_timeout + 5.0
+    clean = True
+    for child in children.values():
+        try:
+            code = child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            event("worker.killed", level=logging.ERROR, worker=child.worker_id, reason="drain took too long")
+            child.process.kill()
+            code = child.process.wait()
+        clean = clean and code == 0
+    return clean
+
+
+def supervise(config: Config, workers: int) -> int:
+    """Run ``workers`` gateway processes on one port until SIGTERM/SIGINT; return the exit code."""
+    reserved = _reserve_port(config)
+    port = reserved.getsockname()[1]
+    asyncio.run(_prepare_store(config))
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(wake_w.fileno())
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, lambda *_: None)  # delivery goes through the wakeup fd
+    children: dict[int, _Child] = {}
+    deaths: list[float] = []
+    code = 0
+    try:
+        try:
+            _spawn_all(config, list(range(workers)), port, children)
+        except RuntimeError as exc:
+            event("workers.failed", level=logging.ERROR, error=str(exc))
+            _stop_all(children, config.limits.drain_timeout)
+            return 1
+        event("workers.ready", url=f"https://{config.listen.host}:{port}", port=port,
+              workers=[c.worker_id for c in children.values()], pids=[c.process.pid for c in children.values()])
+        while True:
+            select.select([wake_r], [], [], 1.0)
+            try:
+                signals = wake_r.recv(256)
+            except BlockingIOError:
+                signals = b""
+            if signal.SIGTERM in signals or signal.SIGINT in signals:
+                break
+            for index, child in list(children.items()):
+                exit_code = child.process.poll()
+                if exit_code is None:
+                    continue
+                event("worker.died", level=logging.ERROR, worker=child.worker_id, exit_code=exit_code)
+                del children[index]
+                try:
+                    asyncio.run(_forget(config, child.worker_id))
+                except Exception as exc:  # its heartbeat goes stale within STALE_AFTER anyway
+                    event("worker.forget_failed", level=logging.WARNING, worker=child.worker_id, error=str(exc))
+                now = time.monotonic()
+                deaths[:] = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
+                if len(deaths) > RESTART_LIMIT:
+                    event("workers.crash_loop", level=logging.ERROR, deaths=len(deaths), window=RESTART_WINDOW)
+                    code = 1
+                    break
+                try:
+                    _spawn_all(config, [index], port, children)
+                    event("worker.restarted", worker=children[index].worker_id, index=index,
+                          pid=children[index].process.pid)
+                except RuntimeError as exc:
+                    event("workers.failed", level=logging.ERROR, error=str(exc))
+                    code = 1
+                    break
+            if code:
+                break
+        event("gateway.stopping", drain_timeout=config.limits.drain_timeout, workers=len(children))
+        clean = _stop_all(children, config.limits.drain_timeout)
+        event("gateway.stopped")
+        return code or (0 if clean else 1)
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        wake_r.close()
+        wake_w.close()
+        reserved.close()
+
+
+if __name__ == "__main__":
+    # Import the package's module rather than running this file's copy, so every class has one identity.
+    from idwall.workers import worker_cli as _worker_cli
+
+    raise SystemExit(_worker_cli(sys.argv[1:]))
