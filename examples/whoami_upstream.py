@@ -57,10 +57,14 @@ def _as_html(identity: VerifiedIdentity) -> str:
         f"<tr><th>{html.escape(key)}</th><td><code>{html.escape(json.dumps(value))}</code></td></tr>"
         for key, value in sorted(identity.claims.items())
     )
+    # Claims hold long unbroken tokens (ids, thumbprints): let them wrap anywhere so the page fits 320-400 px.
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>whoami</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2rem}th{text-align:left;padding-right:1rem}"
-        "td code{white-space:pre-wrap}</style></head><body>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'><title>whoami</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:1rem auto;padding:0 1rem;max-width:48rem;"
+        "line-height:1.4}h1,p{overflow-wrap:anywhere}table{border-collapse:collapse;width:100%}"
+        "th,td{text-align:left;vertical-align:top;padding:.2rem .75rem .2rem 0}"
+        "td code{white-space:pre-wrap;overflow-wrap:anywhere}</style></head><body>"
         f"<h1>Hello, {html.escape(identity.name or identity.sub)}</h1>"
         f"<p>Verified identity assertion for <strong>{html.escape(identity.sub)}</strong> "
         f"on device <strong>{html.escape(str(identity.device.get('name', '?')))}</strong>.</p>"

@@ -78,6 +78,51 @@ async def test_fresh_admin_session_may_read_kill_and_open_the_console(gateway) -
     assert "innerHTML" not in js and "eval(" not in js, "attacker-controlled names are written as text only"
 
 
+class StatusRegionFinder(HTMLParser):
+    """The attributes of the element with id="status" and the text inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attrs: dict[str, str | None] | None = None
+        self.text = ""
+        self._depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._depth:
+            self._depth += 1
+        elif dict(attrs).get("id") == "status":
+            self.attrs = dict(attrs)
+            self._depth = 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._depth:
+            self.text += data
+
+
+async def test_console_status_region_is_in_the_page_before_its_first_message(gateway) -> None:
+    # A live region that appears together with its text may not be announced: it must be there, empty, from the
+    # start, and the script must only change its text.
+    admin = await gateway.device("root", admin=True)
+    status, page, _ = await call(gateway, "GET", "/idwall/admin", device=admin, headers={"Accept": "text/html"})
+    assert status == 200
+    finder = StatusRegionFinder()
+    finder.feed(page)
+    assert finder.attrs is not None, "the console has a status region"
+    assert finder.attrs.get("role") == "status" and finder.attrs.get("aria-live") == "polite"
+    assert "hidden" not in finder.attrs and "aria-hidden" not in finder.attrs, finder.attrs
+    assert finder.text.strip() == ""
+    js = (await call(gateway, "GET", "/idwall/static/admin.js"))[1]
+    say = re.search(r"function say\(message\) \{(.*?)\n  \}", js, re.S)
+    assert say is not None and "textContent" in say.group(1)
+    assert "hidden" not in say.group(1) and '$("status").hidden' not in js, "only the region's text changes"
+    css = (await call(gateway, "GET", "/idwall/static/admin.css"))[1]
+    assert not re.search(r"\.status(:empty)?\s*\{[^}]*display:\s*none", css), "an empty region stays in the tree"
+
+
 class InlineCodeFinder(HTMLParser):
     """Collects what a strict CSP would block: inline scripts, styles and event handlers."""
 

@@ -403,6 +403,7 @@ async def test_unknown_or_malformed_enrollment_is_404_with_a_next_step(gateway, 
     if "data-page" in text:
         page = Page(text)
         assert page.status()[0] == "unknown"
+        assert "hidden" in page.by_id("facts"), "no table of dashes for an enrollment nobody knows"
         assert_no_inline_code(page)
 
 
@@ -437,6 +438,74 @@ def test_js_safe_next_accepts_only_single_slash_paths(tmp_path: Path) -> None:
     results = json.loads(out.stdout)
     for (value, expected), got in zip(cases, results):
         assert got == expected, (value, got)
+
+
+# enroll.js against a minimal DOM: every element the script asks for by id, and fetch answering one canned reply.
+ENROLL_JS_RUNNER = """
+const elements = new Map();
+function element(key) {
+  if (!elements.has(key)) {
+    const node = { textContent: "", hidden: false, dataset: {}, disabled: false, href: "",
+      addEventListener() {}, focus() {}, querySelector: (sel) => element(sel) };
+    node.parentElement = node;
+    elements.set(key, node);
+  }
+  return elements.get(key);
+}
+globalThis.window = globalThis;
+globalThis.document = { getElementById: element };
+const [initial, status, body] = JSON.parse(process.argv[2]);
+for (const [id, text] of Object.entries(initial)) element(id).textContent = text;
+element("main").dataset.enrollmentId = "enr-test";
+globalThis.fetch = async () => ({
+  ok: status < 400, status, headers: { get: () => "application/json" }, json: async () => body,
+});
+await import("./enroll.js");
+await new Promise((resolve) => setTimeout(resolve, 50));
+const out = {};
+for (const [key, node] of elements) out[key] = { text: node.textContent, hidden: node.hidden };
+console.log(JSON.stringify(out));
+"""
+
+
+def run_enroll_js(tmp_path: Path, initial: dict[str, str], status: int, answer: dict[str, Any]) -> dict[str, Any]:
+    """What enroll.js leaves in each element after the status answer ``answer`` (HTTP ``status``)."""
+    for name in ("idwall.js", "enroll.js"):
+        shutil.copy(pages.STATIC_DIR / name, tmp_path / name)
+    runner = tmp_path / "run.mjs"
+    runner.write_text(ENROLL_JS_RUNNER)
+    out = subprocess.run(["node", str(runner), json.dumps([initial, status, answer])], capture_output=True,
+                         text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+async def test_enroll_page_shows_name_and_user_id_and_the_script_keeps_them(gateway, tmp_path: Path) -> None:
+    await add_enrollment(gateway, device_name="Bob's phone", user_id="bob", name="Bob Example")
+    async with gateway.session() as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/enroll/enr-test")
+    page = Page(text)
+    assert page.text_by_id["who"] == "Bob Example (bob)"
+    assert "hidden" not in page.by_id("facts")
+    # The status answer names only the user id; the script must not replace the server's "Name (id)" with it.
+    async with gateway.session() as client:
+        async with client.get(gateway.url + "/idwall/api/enroll/enr-test") as resp:
+            answer = await resp.json()
+    assert answer["user"] == "bob"
+    answer.pop("options", None)
+    answer["status"] = "active"  # the path that never reaches the passkey API
+    result = run_enroll_js(tmp_path, {"who": page.text_by_id["who"], "device": page.text_by_id["device"]}, 200, answer)
+    assert result["who"]["text"] == "Bob Example (bob)"
+    assert result["device"]["text"] == "Bob's phone"
+    assert result[".status-title"]["text"] == "Your device is enrolled; return to the terminal."
+
+
+def test_enroll_script_on_an_unknown_enrollment_hides_the_facts(tmp_path: Path) -> None:
+    problem = {"type": "https://idwall.dev/problems/not-found", "title": "Not Found",
+               "detail": "unknown enrollment; start again with your code"}
+    result = run_enroll_js(tmp_path, {}, 404, problem)
+    assert result["facts"]["hidden"] is True
+    assert result[".status-title"]["text"] == "Unknown enrollment."
+    assert result[".status-detail"]["text"] == "No enrollment has this link."
 
 
 @pytest.mark.parametrize("name", ["idwall.js", "enroll.js", "login.js"])

@@ -25,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from jose import jwt as jose_jwt
+from playwright.async_api import async_playwright
 
+from browser_helpers import launch
 from idwall.assertion import AssertionDevice, AssertionSession, AssertionUser, KeySet, build_claims, rotate_keys
 from idwall.encoding import b64url_encode
 from idwall.upstream import (
@@ -573,6 +575,27 @@ async def test_whoami_answers_json_and_html(whoami: tuple[str, Callable[..., str
         async with client.get(base + "/page", headers=headers | {"Accept": "text/html"}) as response:
             assert response.status == 200 and response.content_type == "text/html"
             assert "alice" in await response.text()
+
+
+async def test_whoami_html_fits_a_400px_screen(whoami: tuple[str, Callable[..., str]], keys: KeySet) -> None:
+    # Claims hold long unbroken tokens (cnf thumbprint, credential id, session id): they must wrap, not push the
+    # page wider than a phone. Measured in the real browser, as the page is rendered.
+    base, sign = whoami
+    async with aiohttp.ClientSession() as client:
+        headers = FORWARDED | {"X-IDWall-Assertion": sign(keys, "GET", "/page"), "Accept": "text/html"}
+        async with client.get(base + "/page", headers=headers) as response:
+            assert response.status == 200
+            page_html = await response.text()
+    assert 'name=viewport' in page_html
+    async with async_playwright() as pw:
+        browser = await launch(pw)
+        try:
+            page = await browser.new_page(viewport={"width": 400, "height": 760})
+            await page.set_content(page_html)
+            assert await page.text_content("h1") == "Hello, Alice"
+            assert await page.evaluate("document.scrollingElement.scrollWidth") <= 400
+        finally:
+            await browser.close()
 
 
 @pytest.mark.parametrize("case", ["other-path", "other-method", "other-host", "no-header", "two-headers",

@@ -122,7 +122,7 @@ $status
 <p>Lost a device? A new one can be enrolled for your user id without a code: it stays on hold until you approve
 it with another passkey you still hold, or an administrator approves it. Ask your administrator.</p>""")
 
-ENROLL_PAGE = string.Template("""<dl class="facts">
+ENROLL_PAGE = string.Template("""<dl class="facts" id="facts"$facts_hidden>
 <dt>User</dt><dd id="who">$user</dd>
 <dt>Device</dt><dd id="device">$device_name</dd>
 <dt>Expires</dt><dd id="expires">$expires</dd>
@@ -134,7 +134,7 @@ $status
 <dt>Device id</dt><dd><code id="device-id"></code></dd>
 </dl>
 <div id="root" hidden>
-<p><strong>Root fingerprint</strong> <code id="root-fingerprint" class="wrap"></code></p>
+<p><strong>Root fingerprint</strong><br><code id="root-fingerprint" class="wrap"></code></p>
 <p>This is the first administrator's passkey: the root of trust of the audit ledger. Write it down somewhere
 safe. <code>idwall audit verify --root FINGERPRINT</code> uses it to prove that nobody replaced the ledger.</p>
 </div>
@@ -148,7 +148,7 @@ LOGIN_PAGE = string.Template("""<dl class="facts" id="identity"$identity_hidden>
 $status
 <p class="actions">
 <button type="button" id="signin" class="primary"$signin_hidden>Sign in with passkey</button>
-<a id="continue" class="button" href="$next"$continue_hidden>Continue</a>
+<a id="continue" class="button primary" href="$next"$continue_hidden>Continue</a>
 <button type="button" id="signout"$signout_hidden>Sign out</button>
 </p>""")
 
@@ -248,14 +248,16 @@ async def enroll_page(request: web.Request) -> web.Response:
     if enrollment is None:
         state = State("unknown", "Unknown enrollment.", "No enrollment has this link.",
                       "Check that you opened the link the terminal printed, or run idwall device enroll again.")
-        body = render(ENROLL_PAGE, user="—", device_name="—", expires="—", status=_status(state))
+        # Nothing is known about it: no table of dashes, just the state and what to do.
+        body = render(ENROLL_PAGE, user="—", device_name="—", expires="—", facts_hidden=_hidden(True),
+                      status=_status(state))
         return _page(request, title="Create your passkey", script="enroll.js", body=body, status=404,
                      data={"page": "enroll", "enrollment-id": enrollment_id})
     who = f"{enrollment.name} ({enrollment.user_id})" if enrollment.name and enrollment.name != enrollment.user_id \
         else enrollment.user_id
     state = _enrollment_state(enrollment.status, enrollment.expires_at <= gw.clock())
     body = render(ENROLL_PAGE, user=who, device_name=enrollment.device_name, expires=_when(enrollment.expires_at),
-                  status=_status(state))
+                  facts_hidden=_hidden(False), status=_status(state))
     return _page(request, title="Create your passkey", script="enroll.js", body=body,
                  data={"page": "enroll", "enrollment-id": enrollment_id})
 

@@ -29,9 +29,8 @@
   }
 
   function say(message) {
-    const box = $("status");
-    box.textContent = message;
-    box.hidden = false;
+    // Only the text changes: the live region itself stays in the page so every message is announced.
+    $("status").textContent = message;
   }
 
   function alertProblem(problem) {
@@ -157,6 +156,7 @@
       );
       return tr;
     }));
+    $("kills-empty").hidden = list.length > 0;
   }
 
   async function kill(scope, target, reason, revokeDevices) {

@@ -22,7 +22,8 @@ function showFailure(err) {
   const detail = err.message;
   switch (err.slug) {
     case "not-found":
-      showState("unknown", "Unknown enrollment.", detail,
+      setVisible("facts", false);
+      showState("unknown", "Unknown enrollment.", "No enrollment has this link.",
         "Open the exact link the terminal printed, or run idwall device enroll again.");
       break;
     case "gone":
@@ -68,8 +69,8 @@ function showDone(answer) {
 
 async function loadStatus() {
   const info = await api(statusUrl);
-  if (info.user) setText("who", info.user);
-  if (info.device_name) setText("device", info.device_name);
+  // User and device were rendered by the server ("Name (id)"); the answer only has the id, so they stay.
+  // The expiry is shown again in the reader's local time.
   if (info.expires_at) setText("expires", when(info.expires_at));
   return info;
 }
