@@ -107,9 +107,17 @@ class Gateway:
         self.last_seen[session.id] = now
 
     async def flush_last_seen(self) -> None:
-        """Write the batched last-seen times (called periodically, off the request path)."""
-        batch = {sid: t for sid, t in self.last_seen.items()}
+        """Write the batched last-seen times (called periodically, off the request path).
+
+        Times older than ``session.max_age`` belong to sessions that have ended either way; they are
+        written once more and then forgotten, so the map does not grow with every session ever seen.
+        """
+        batch = dict(self.last_seen)
         await self.store.touch_sessions(batch)
+        horizon = self.clock() - self.config.session.max_age
+        for sid, seen in batch.items():
+            if seen < horizon and self.last_seen.get(sid) == seen:
+                del self.last_seen[sid]
 
     def enroll_url(self) -> str:
         return self.config.public_url.rstrip("/") + ENROLL_HINT

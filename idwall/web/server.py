@@ -78,13 +78,9 @@ def _track_connections(server: web.Server, gw: Gateway) -> None:
         gw.metrics.connections.set(len(gw.registry))
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-        transport = handler.transport
-        if transport is not None:
-            gw.registry.remove(transport)
-        else:
-            for conn in gw.registry:
-                if conn.transport.is_closing():
-                    gw.registry.remove(conn.transport)
+        # aiohttp tells the server before it drops handler.transport, so the registry key is still there
+        if handler.transport is not None:
+            gw.registry.remove(handler.transport)
         gw.metrics.connections.set(len(gw.registry))
         lost(handler, exc)
 
