@@ -233,3 +233,20 @@ async def test_streamed_body_reaches_the_upstream_whole(gateway) -> None:
         async with client.post(gateway.url + "/upload", data=body()) as resp:
             assert resp.status == 200
             assert (await resp.json())["body_len"] == 64 * 65536
+
+
+async def test_rotated_key_signs_proxied_requests_within_a_second_without_a_jwks_fetch(gateway) -> None:
+    from idwall.assertion import rotate_keys
+
+    device = await gateway.device("lena")
+    new_kid = await asyncio.to_thread(rotate_keys, gateway.config.assertion.key, now=time.time())
+    deadline = time.monotonic() + 2.5
+    async with gateway.session(device) as client:
+        while True:
+            async with client.get(gateway.url + "/poll") as resp:
+                seen = await resp.json()
+            token = dict((k.lower(), v) for k, v in seen["headers"])["x-idwall-assertion"]
+            if jwt.get_unverified_header(token)["kid"] == new_kid:
+                break
+            assert time.monotonic() < deadline, "the rotated key was not picked up by the background check"
+            await asyncio.sleep(0.1)
