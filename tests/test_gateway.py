@@ -250,3 +250,40 @@ async def test_rotated_key_signs_proxied_requests_within_a_second_without_a_jwks
                 break
             assert time.monotonic() < deadline, "the rotated key was not picked up by the background check"
             await asyncio.sleep(0.1)
+
+
+async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.conftest import start_test_gateway
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text="finished after the stop began")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    upstream_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    gut = await start_test_gateway(tmp_path, f"http://127.0.0.1:{upstream_port}")
+    try:
+        device = await gut.device("drain")
+        async with gut.session(device) as client:
+            async def fetch() -> tuple[int, str]:
+                async with client.get(gut.url + "/slow") as resp:
+                    return resp.status, await resp.text()
+
+            in_flight = asyncio.create_task(fetch())
+            await asyncio.sleep(0.3)
+            stopping = asyncio.create_task(gut.running.stop(drain=5))
+            await asyncio.sleep(0.2)
+            async with gut.session(device) as late:
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await late.get(gut.url + "/too-late")
+            assert await in_flight == (200, "finished after the stop began")
+            await stopping
+    finally:
+        await runner.cleanup()
