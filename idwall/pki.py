@@ -263,6 +263,29 @@ def _san_entries(hosts: list[str]) -> list[x509.GeneralName]:
     return entries
 
 
+def _leaf_builder(ca_cert: x509.Certificate, public: PublicKey, common_name: str, *, not_before: datetime,
+                  not_after: datetime) -> x509.CertificateBuilder:
+    """What every end-entity certificate we issue shares: not a CA, signing use only."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+
+
 def make_server_cert(
     ca_cert: x509.Certificate,
     ca_key: PrivateKey,
@@ -281,22 +304,8 @@ def make_server_cert(
     start = _as_datetime(now)
     public = _public_key(key)
     return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(public)
-        .serial_number(_serial())
-        .not_valid_before(start - CLOCK_SKEW)
-        .not_valid_after(start + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        _leaf_builder(ca_cert, public, hosts[0], not_before=start - CLOCK_SKEW,
+                      not_after=start + timedelta(days=days))
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_san_entries(hosts)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -407,22 +416,7 @@ def issue_device_cert(
     start = _as_datetime(now)
     not_after = min(start + timedelta(seconds=ttl), ca_cert.not_valid_after_utc)
     return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key)
-        .serial_number(_serial())
-        .not_valid_before(start - CLOCK_SKEW)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        _leaf_builder(ca_cert, csr.public_key, device_id, not_before=start - CLOCK_SKEW, not_after=not_after)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(DEVICE_URN_PREFIX + device_id)]),
