@@ -9,6 +9,14 @@ fetch the records, call these functions, and hand the results to the store.
   says whether a guessed code ever existed.
 - The bootstrap invite makes the first administrator and nothing else: once an
   admin exists it is refused even while unused.
+- Begin needs no client certificate, so what it stores is bounded: at most
+  :data:`MAX_OPEN_ENROLLMENTS` unexpired begun enrollments per code (or, for
+  self-service, per user), at most :data:`MAX_PENDING_DEVICES` self-service
+  devices of a user waiting for approval, and begun enrollments are forgotten
+  :data:`KEEP_EXPIRED_ENROLLMENT` seconds after they expired. Someone who knows
+  a user id can thereby hold up that user's self-service enrollments (not
+  invited ones) until an administrator revokes the waiting devices; that is the
+  price of a store that an anonymous client cannot fill.
 - A self-service enrollment (``user`` instead of ``code``) is always
   ``pending_approval``; an invited one is too when ``devices.approval`` is not
   ``none``. Only the bootstrap is active at once regardless of policy.
@@ -29,8 +37,11 @@ from .store.base import Enrollment, Invite, LedgerDraft
 
 __all__ = [
     "INVITE_TTL",
+    "KEEP_EXPIRED_ENROLLMENT",
     "MAX_CODE_CHARS",
     "MAX_DEVICE_NAME",
+    "MAX_OPEN_ENROLLMENTS",
+    "MAX_PENDING_DEVICES",
     "NewCode",
     "check_code",
     "check_device_name",
@@ -50,6 +61,13 @@ INVITE_TTL = 24 * 3600
 MAX_DEVICE_NAME = 64
 MAX_CODE_CHARS = 256
 USER_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: enrollments begun and not yet expired, per invite code or (self-service) per user: begin needs no
+#: client certificate, so this is what bounds the rows an anonymous client can make the store keep
+MAX_OPEN_ENROLLMENTS = 5
+#: self-service devices waiting for approval, per user (each one costs a ledger entry that stays forever)
+MAX_PENDING_DEVICES = 3
+#: how long an expired, never finished enrollment is kept (so the polling CLI can still read "expired")
+KEEP_EXPIRED_ENROLLMENT = 3600
 UNKNOWN_CODE = "unknown or already used enrollment code; ask an administrator for a new invite"
 
 

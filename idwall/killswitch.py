@@ -61,16 +61,23 @@ class KillOutcome:
                 "workers": self.workers.as_json()}
 
 
+MAX_TARGET = 200
+
+
 def check_request(scope: object, target: object, reason: object, revoke_devices: object) -> tuple[str, str | None]:
     """Validate a kill request's fields; return ``(scope, target)``."""
     if scope not in SCOPES:
-        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}; got {scope!r:.60}")
     if scope == "all":
         if target not in (None, "", "*"):
             raise BadRequest("scope 'all' takes no target")
         target = None
     elif not isinstance(target, str) or not target:
         raise BadRequest(f"scope {scope!r} needs a non-empty string target")
+    elif len(target) > MAX_TARGET or not target.isprintable():
+        # every id a kill can name is short and printable; anything else would only pad the ledger
+        raise BadRequest(f"target must be 1-{MAX_TARGET} printable characters (a session, device, user or "
+                         f"group id), got {len(target)} characters")
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest("reason is required: say why, it goes into the audit ledger")
     if len(reason) > 500:

@@ -36,7 +36,9 @@ from .base import (
     Invite,
     InviteEffect,
     KillResult,
+    LastAdmin,
     LedgerDraft,
+    LimitReached,
     Missing,
     NewDevice,
     Resolved,
@@ -248,8 +250,32 @@ class SQLiteStore:
 
     # -- enrollment -----------------------------------------------------------------------------
 
-    async def create_enrollment(self, enrollment: Enrollment) -> None:
+    async def create_enrollment(self, enrollment: Enrollment, *, max_open: int | None = None,
+                                max_pending_devices: int | None = None, forget_before: float | None = None) -> None:
+        """Store a begun enrollment.
+
+        Anyone may begin one, so the bounds are checked in the same transaction as the insert: at most
+        ``max_open`` unexpired begun enrollments per invite (or, self-service, per user), and a self-service
+        one only while the user has fewer than ``max_pending_devices`` devices waiting for approval. Begun
+        enrollments that expired before ``forget_before`` are deleted. Raises :class:`LimitReached`.
+        """
+
         def tx(conn: sqlite3.Connection) -> None:
+            if forget_before is not None:
+                conn.execute("DELETE FROM enrollments WHERE status = 'begun' AND expires_at <= ?", (forget_before,))
+            if max_open is not None:
+                if enrollment.invite_id is not None:
+                    where, key = "invite_id = ?", enrollment.invite_id
+                else:
+                    where, key = "invite_id IS NULL AND user_id = ?", enrollment.user_id
+                row = conn.execute(f"SELECT COUNT(*) FROM enrollments WHERE status = 'begun' AND expires_at > ?"
+                                   f" AND {where}", (enrollment.created_at, key)).fetchone()
+                if row[0] >= max_open:
+                    raise LimitReached(f"{row[0]} enrollments are already open for this "
+                                       f"{'code' if enrollment.invite_id else 'user'}; finish one or wait until "
+                                       "they expire")
+            if max_pending_devices is not None and enrollment.invite_id is None:
+                self._check_pending_devices(conn, enrollment.user_id, max_pending_devices)
             conn.execute(
                 "INSERT INTO enrollments (id, nonce, challenge, spki_sha256, csr_pem, device_name, invite_id,"
                 " user_id, name, email, groups_json, admin, bootstrap, status, device_id, created_at, expires_at)"
@@ -283,12 +309,27 @@ class SQLiteStore:
             " WHERE c.user_id = ? AND d.status = 'active'", (user_id,)).fetchall())
         return [_credential(r) for r in rows]
 
+    @staticmethod
+    def _check_pending_devices(conn: sqlite3.Connection, user_id: str, limit: int) -> None:
+        row = conn.execute("SELECT COUNT(*) FROM devices WHERE user_id = ? AND status = 'pending_approval'",
+                           (user_id,)).fetchone()
+        if row[0] >= limit:
+            raise LimitReached(f"{row[0]} devices of this user are already waiting for approval; approve or "
+                               "revoke them first")
+
+    @staticmethod
+    def _check_an_admin_remains(conn: sqlite3.Connection) -> None:
+        if conn.execute("SELECT 1 FROM users WHERE admin = 1 LIMIT 1").fetchone() is None:
+            raise LastAdmin("this would leave no administrator; grant another one first")
+
     async def complete_enrollment(self, *, enrollment_id: str, new: NewDevice, now: float,
-                                  draft: LedgerDraft) -> int:
+                                  draft: LedgerDraft, max_pending_devices: int | None = None) -> int:
         """Consume the enrollment (and its invite), write user, device and credential, and append the entry.
 
-        Raises :class:`AlreadyUsed` when the enrollment or invite was consumed by a concurrent finish, or
-        :class:`Conflict` when the credential ID is registered already (to anyone).
+        Raises :class:`AlreadyUsed` when the enrollment or invite was consumed by a concurrent finish,
+        :class:`Conflict` when the credential ID is registered already (to anyone), :class:`LimitReached`
+        when a self-service device would make more than ``max_pending_devices`` wait for approval, and
+        :class:`LastAdmin` when an invite's role would demote the last administrator.
         """
 
         def tx(conn: sqlite3.Connection) -> int:
@@ -316,7 +357,11 @@ class SQLiteStore:
             elif enrollment.invite_id is not None:
                 conn.execute("UPDATE users SET name = ?, email = ?, groups_json = ?, admin = ? WHERE id = ?",
                              (user.name, user.email, json.dumps(list(user.groups)), int(user.admin), user.id))
+                self._check_an_admin_remains(conn)
             device = new.device
+            if max_pending_devices is not None and enrollment.invite_id is None \
+                    and device.status == "pending_approval":
+                self._check_pending_devices(conn, user.id, max_pending_devices)
             conn.execute(
                 "INSERT INTO devices (id, user_id, name, status, cert_sha256, cert_pem, enrolled_at, not_after,"
                 " approved_by, revoked_at, enrollment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -355,9 +400,15 @@ class SQLiteStore:
 
         return await self.read(read)
 
-    async def create_ceremony(self, ceremony: Ceremony) -> None:
+    async def create_ceremony(self, ceremony: Ceremony, *, max_per_device: int | None = None) -> None:
+        """Store a ceremony; expired ones go, and a device keeps only its ``max_per_device`` newest."""
+
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM ceremonies WHERE expires_at <= ?", (self._clock(),))
+            if max_per_device is not None and ceremony.device_id is not None:
+                conn.execute("DELETE FROM ceremonies WHERE device_id = ? AND rowid NOT IN (SELECT rowid FROM"
+                             " ceremonies WHERE device_id = ? ORDER BY rowid DESC LIMIT ?)",
+                             (ceremony.device_id, ceremony.device_id, max(max_per_device - 1, 0)))
             conn.execute(
                 "INSERT INTO ceremonies (id, kind, nonce, binding, user_id, device_id, payload, expires_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -611,6 +662,8 @@ class SQLiteStore:
             updated = conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(effect.admin), effect.user_id))
             if updated.rowcount != 1:
                 raise Missing(f"no user {effect.user_id!r}")
+            # the handler's last-admin check ran before this transaction; two concurrent revocations pass it
+            self._check_an_admin_remains(conn)
             self._event(conn, "user.changed", {"user": effect.user_id}, now)
         elif isinstance(effect, TokenEffect):
             token = effect.token

@@ -47,7 +47,7 @@ from ..store.base import (
     TokenEffect,
     User,
 )
-from .api_login import OTHER_CONNECTION, new_ceremony, session_connection
+from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony, session_connection
 from .gateway import GATEWAY, Gateway
 from .problems import field, read_json_object
 
@@ -176,7 +176,7 @@ async def action_begin(request: web.Request) -> web.Response:
     credentials = await gw.store.user_credentials(signer.id)
     ceremony = new_ceremony("action", challenge, nonce, conn.cert_sha256, resolved,
                             payload=canonical_json(action).decode("utf-8"), expires_at=float(action["not_after"]))
-    await gw.store.create_ceremony(ceremony)
+    await gw.store.create_ceremony(ceremony, max_per_device=MAX_OPEN_CEREMONIES)
     options = passkeys.authentication_options(
         rp_id=gw.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in credentials],
         timeout_ms=timeout * 1000, user_verification=gw.config.webauthn.user_verification)

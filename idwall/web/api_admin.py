@@ -16,7 +16,9 @@ of a user with the admin role, whose last passkey assertion is younger than
 that change something on the strength of a session (not of a token) must not
 come from another site: a browser presents its client certificate to
 cross-site requests too, so a foreign ``Origin`` or ``Sec-Fetch-Site:
-cross-site`` is refused.
+cross-site`` is refused. And since ``/idwall/`` is served on every host the
+gateway proxies, a session is only honoured on the gateway's own address: a
+proxied app's page must not read this API same-origin on its own host.
 """
 
 from __future__ import annotations
@@ -65,13 +67,30 @@ def _allowed_origins(gw: Gateway) -> set[str]:
     return {origin(gw.config.public_url), *(origin(o) for o in gw.config.webauthn.origins)}
 
 
-def _refuse_cross_site(request: web.Request, gw: Gateway) -> None:
+def _hostname(netloc: str) -> str | None:
+    try:
+        return (urlsplit(f"//{netloc}").hostname or "").lower() or None
+    except ValueError:
+        return None
+
+
+def _on_own_address(request: web.Request, gw: Gateway) -> bool:
+    """Whether the request named the gateway itself (public URL or a WebAuthn origin), not a proxied host.
+
+    Host names only, as routes are matched: proxied apps are told apart by name, not by port.
+    """
+    own = {_hostname(urlsplit(url).netloc) for url in (gw.config.public_url, *gw.config.webauthn.origins)}
+    return _hostname(request.host) in own - {None}
+
+
+def refuse_cross_site(request: web.Request, gw: Gateway) -> None:
     """Session-authorised changes must come from our own pages (the client certificate is ambient)."""
     if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-        raise Forbidden("cross-site requests may not use an admin session")
+        raise Forbidden("cross-site requests may not use a session here (the device certificate is ambient)")
     origin = request.headers.get("Origin")
     if origin is not None and origin.lower() not in _allowed_origins(gw):
-        raise Forbidden(f"requests from origin {origin[:100]!r} may not use an admin session")
+        raise Forbidden(f"requests from origin {origin[:100]!r} may not use a session here "
+                        "(the device certificate is ambient)")
 
 
 async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool = True) -> str:
@@ -98,6 +117,10 @@ async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool 
             raise
         return "token:" + token.id
 
+    if not _on_own_address(request, gw):
+        # /idwall/ is served on every proxied host too: a page of a proxied app could otherwise read this API
+        # same-origin with the administrator's ambient client certificate
+        raise Forbidden(f"the admin API answers administrators' sessions only at {gw.config.public_url}")
     conn = gw.conn_for(request)
     if conn.cert_sha256 is None:
         raise NoClientCertificate("the admin API needs an administrator's device certificate or a bearer token",
@@ -121,7 +144,7 @@ async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool 
         raise Unauthenticated("the admin console needs a fresh passkey login (step-up)", login_url=login_url,
                               step_up=True)
     if request.method not in ("GET", "HEAD"):
-        _refuse_cross_site(request, gw)
+        refuse_cross_site(request, gw)
     gw.touch(session, now)
     return resolved.user.id
 

@@ -21,6 +21,9 @@ from .. import passkeys, pki
 from ..audit import ledger_public_jwk, root_fingerprint
 from ..challenges import enroll_challenge
 from ..enrollment import (
+    KEEP_EXPIRED_ENROLLMENT,
+    MAX_OPEN_ENROLLMENTS,
+    MAX_PENDING_DEVICES,
     check_code,
     check_device_name,
     check_invite,
@@ -91,7 +94,8 @@ async def enroll_begin(request: web.Request) -> web.Response:
         admin=subject.admin, bootstrap=bootstrap,
         status="begun", device_id=None, created_at=now, expires_at=now + timeout)
     options = await _registration_options(gw, enrollment)
-    await gw.store.create_enrollment(enrollment)
+    await gw.store.create_enrollment(enrollment, max_open=MAX_OPEN_ENROLLMENTS, max_pending_devices=MAX_PENDING_DEVICES,
+                                     forget_before=now - KEEP_EXPIRED_ENROLLMENT)
     event("enroll.begin", enrollment=enrollment.id, user=enrollment.user_id, bootstrap=bootstrap,
           self_service=linked_invite is None)
     return web.json_response({"enrollment_id": enrollment.id, "options": options,
@@ -170,7 +174,8 @@ async def enroll_finish(request: web.Request) -> web.Response:
     draft = enrollment_draft(enrollment=enrollment, device_id=device_id, registration=registration,
                              cert_sha256=cert_sha256, status=status, webauthn=webauthn,
                              ledger_key_jwk=ledger_public_jwk(gw.ledger_key))
-    seq = await gw.store.complete_enrollment(enrollment_id=enrollment.id, new=new, now=now, draft=draft)
+    seq = await gw.store.complete_enrollment(enrollment_id=enrollment.id, new=new, now=now, draft=draft,
+                                             max_pending_devices=MAX_PENDING_DEVICES)
     event("enroll.finish", enrollment=enrollment.id, user=enrollment.user_id, device=device_id, status=status,
           bootstrap=enrollment.bootstrap, audit_seq=seq)
     answer: dict[str, Any] = {"device_id": device_id, "status": status, "ca_pem": gw.ca_pem}

@@ -25,11 +25,14 @@ from ..encoding import b64url_encode
 from ..errors import Forbidden, NoClientCertificate, Unauthenticated, WebAuthnRejected
 from ..logs import event
 from ..store.base import Ceremony, Resolved, Session
+from .api_admin import refuse_cross_site
 from .gateway import GATEWAY, Gateway
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
 
+#: unanswered login and signed-action ceremonies kept per device; begin evicts the oldest beyond this
+MAX_OPEN_CEREMONIES = 32
 OTHER_CONNECTION = "assertion was made for another connection; start the login again on this connection"
 
 
@@ -78,7 +81,8 @@ async def login_begin(request: web.Request) -> web.Response:
     nonce = os.urandom(32)
     challenge = login_challenge(nonce, conn.cert_der)
     await gw.store.create_ceremony(new_ceremony("login", challenge, nonce, conn.cert_sha256, resolved,
-                                                payload=None, expires_at=now + timeout))
+                                                payload=None, expires_at=now + timeout),
+                                   max_per_device=MAX_OPEN_CEREMONIES)
     options = passkeys.authentication_options(
         rp_id=gw.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in resolved.credentials],
         timeout_ms=timeout * 1000, user_verification=gw.config.webauthn.user_verification)
@@ -143,6 +147,8 @@ async def login_finish(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """End this connection's session (every connection with this certificate loses it)."""
     gw = request.app[GATEWAY]
+    # no JSON body is required here, so a cross-site form could post without a preflight: refuse it
+    refuse_cross_site(request, gw)
     conn, _, session = await session_connection(gw, request)
     assert conn.cert_sha256 is not None
     await gw.store.end_session(session.id, now=gw.clock(), reason="logout", draft=logout_draft(session))
