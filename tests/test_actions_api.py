@@ -307,6 +307,32 @@ async def test_device_recover_needs_the_same_user_with_another_active_passkey(ga
     assert entry["type"] == "device.recover" and entry["actor"] == "bob"
 
 
+async def test_with_admin_approval_policy_a_users_own_passkey_cannot_approve_a_new_device(tmp_path, upstream) -> None:
+    from conftest import start_test_gateway
+
+    gateway = await start_test_gateway(
+        tmp_path, upstream.url, edit=lambda text: text.replace("approval: none", "approval: admin"))
+    try:
+        admin = await bootstrap(gateway)
+        async with gateway.session(admin) as client:
+            assert (await login(gateway, admin, client))[0] == 200
+            _, _, begun = await begin_enroll(gateway, user="admin", device_name="phone")
+            status, pending = await finish_enroll(gateway, begun["enrollment_id"],
+                                                  SoftAuthenticator(origin=gateway.url).create(begun["options"]))
+            assert status == 200 and pending["status"] == "pending_approval"
+            before = await counts(gateway)
+            status, problem = await sign(gateway, admin, client, {"type": "device.recover",
+                                                                  "enrollment_id": begun["enrollment_id"]})
+            assert status == 403 and "devices.approval: admin" in problem["detail"], problem
+            assert (await gateway.store.get_device(pending["device_id"])).status == "pending_approval"
+            assert await counts(gateway) == before
+            status, answer = await sign(gateway, admin, client, {"type": "device.approve",
+                                                                 "device_id": pending["device_id"]})
+            assert status == 200, answer
+    finally:
+        await gateway.running.stop(drain=1)
+
+
 async def test_unknown_targets_are_refused_at_begin(gateway) -> None:
     admin, client = await _logged_in_admin(gateway)
     async with client:

@@ -79,6 +79,10 @@ async def _recover_target(gw: Gateway, enrollment_id: str, signer: User) -> Devi
         raise NotFound(f"no enrollment {enrollment_id!r}")
     if enrollment.user_id != signer.id:
         raise Forbidden("device.recover can only approve your own new device; ask an administrator otherwise")
+    if gw.config.devices.approval != "none":
+        # the operator asked for a second person on every new device: the user's own passkey is not enough
+        raise Forbidden(f"this gateway requires an administrator's approval for new devices (devices.approval: "
+                        f"{gw.config.devices.approval}); ask an administrator to sign device.approve")
     if enrollment.status != "pending_approval" or enrollment.device_id is None:
         raise Conflict(f"enrollment {enrollment_id} is not waiting for approval (it is {enrollment.status})")
     return await _pending_device(gw, enrollment.device_id)
