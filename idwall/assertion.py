@@ -17,8 +17,10 @@ python-jose verify the result.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -45,6 +47,10 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 _SCHEME_ALIASES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _REG_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9_])?$")
 _IPV6_RE = re.compile(r"^\[[0-9a-f:.]+\]$")
+# Stateless, so one of each serves every signature instead of being rebuilt per request.
+_ES256 = ec.ECDSA(hashes.SHA256())
+_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_B64URL = bytes.maketrans(b"+/", b"-_")
 
 
 class AssertionKeyError(IDWallError):
@@ -94,14 +100,23 @@ class AssertionDevice:
 
 def _field(obj: Any, name: str) -> Any:
     """Read ``name`` from a mapping or from an attribute, so store records fit too."""
-    if isinstance(obj, Mapping):
+    # A plain dict is the common case; the Mapping ABC check costs several times the lookup.
+    if type(obj) is dict or isinstance(obj, Mapping):
         return obj[name]
     return getattr(obj, name)
+
+
+def _b64url(data: bytes) -> bytes:
+    """base64url without padding, as bytes (what :func:`b64url_encode` gives, without a str round trip)."""
+    return binascii.b2a_base64(data, newline=False).translate(_B64URL).rstrip(b"=")
 
 
 # --------------------------------------------------------------------------- htu
 
 
+# Every request splits its Host header twice (canonical_htu, then normalize_htu in build_claims)
+# and a gateway sees few distinct hosts; refused values raise and are not cached.
+@functools.lru_cache(maxsize=256)
 def _split_host(host_header: str) -> tuple[str, int | None]:
     """Split a Host header into a lowercase host and an optional port (RFC 9110 §7.2)."""
     text = host_header.strip().lower()
@@ -376,7 +391,7 @@ class KeySet:
         self.current_kid: str = current_jwk["kid"]
         self.loaded_fingerprint = loaded_fingerprint
         header = {"alg": ALGORITHM, "kid": self.current_kid, "typ": "JWT"}
-        self._header_b64 = b64url_encode(json.dumps(header, separators=(",", ":")).encode()) + "."
+        self._header_bytes = (b64url_encode(json.dumps(header, separators=(",", ":")).encode()) + ".").encode("ascii")
         entries = [current_jwk]
         ends: list[float] = []
         for kid, (public, retired_at) in sorted(retired.items(), key=lambda item: -item[1][1]):
@@ -425,10 +440,9 @@ class KeySet:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """An ES256 JWS compact serialization of ``claims`` with the current key."""
-        payload = b64url_encode(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-        signing_input = (self._header_b64 + payload).encode("ascii")
-        r, s = decode_dss_signature(self._key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        return f"{self._header_b64}{payload}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        signing_input = self._header_bytes + _b64url(_CLAIMS_JSON.encode(claims).encode("utf-8"))
+        r, s = decode_dss_signature(self._key.sign(signing_input, _ES256))
+        return (signing_input + b"." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode("ascii")
 
 
 # --------------------------------------------------------------------------- cache

@@ -74,6 +74,10 @@ _RAW_OK = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
 # are refused instead (a fragment never belongs in a request target; "\" is a
 # separator on some upstreams).
 _RAW_ENCODE = frozenset('"<>`{}|^[]')
+# A path made only of _RAW_OK characters (no escapes) is already in normal form but for "//" runs
+# and dot segments: the common case, checked with one regex instead of a loop per character.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*\Z")
+_SLASH_RUN = re.compile("/{2,}")
 
 
 def _refuse(reason: str, raw_path: str) -> AmbiguousPath:
@@ -102,6 +106,11 @@ def normalise_path(raw_path: str) -> str:
         raise _refuse("empty path; expected one starting with '/'", raw_path)
     if raw_path[0] != "/":
         raise _refuse(f"expected a path starting with '/', got {raw_path[:1]!r}", raw_path)
+    if _PLAIN_PATH.match(raw_path):
+        path = _SLASH_RUN.sub("/", raw_path) if "//" in raw_path else raw_path
+        if "." in path:
+            _check_segments(path.split("/"), raw_path)
+        return path
     out: list[str] = []
     has_escape = False
     i, n = 0, len(raw_path)
@@ -145,7 +154,7 @@ def normalise_path(raw_path: str) -> str:
             # Only _RAW_OK characters are left in printable ASCII.
             out.append(char)
         i += 1
-    path = re.sub("/{2,}", "/", "".join(out))
+    path = _SLASH_RUN.sub("/", "".join(out))
     _check_segments(path.split("/"), raw_path)
     if has_escape:
         _check_decoded(path, raw_path)
@@ -207,6 +216,8 @@ def _under(view: str, prefix: str) -> bool:
 def is_reserved(path: str) -> bool:
     """True for the gateway's own namespaces, which are never proxied (any case, any ``;params``)."""
     view = _match_view(path).lower()
+    if not view.startswith(RESERVED_PREFIXES):
+        return False  # _under() needs the prefix at the start: most paths end here
     return any(_under(view, prefix) for prefix in RESERVED_PREFIXES)
 
 
@@ -277,30 +288,15 @@ _IDENTITY_PREFIX = "x-idwall-"
 # A Connection header may not make us drop the fields that routed and framed the request.
 _NOT_CONNECTION_LISTABLE = frozenset({"host", "content-length"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_CONNECTION_KEYS = frozenset({"connection", "proxy-connection"})
+# Always removed from requests (compared by header_key); identity and Connection-listed names are added per request.
+_REQUEST_DROP = HOP_BY_HOP | FORWARDING_HEADERS | {"expect"}
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 
 
 def header_key(name: str) -> str:
     """The comparison key of a header name: lower case, ``_`` read as ``-``."""
     return name.strip().lower().replace("_", "-")
-
-
-def _connection_listed(headers: Sequence[tuple[str, str]]) -> set[str]:
-    listed: set[str] = set()
-    for name, value in headers:
-        if header_key(name) in ("connection", "proxy-connection"):
-            listed.update(header_key(token) for token in value.split(",") if token.strip())
-    return listed
-
-
-def _validate(headers: Sequence[tuple[str, str]]) -> None:
-    for name, value in headers:
-        if not _TOKEN.match(name):
-            raise MalformedHeaders(
-                f"header name {name[:64]!r} is not an RFC 9110 §5.6.2 token",
-            )
-        if _BAD_VALUE.search(value):
-            raise MalformedHeaders(f"header {name!r} has CR, LF or NUL in its value (RFC 9110 §5.5)")
 
 
 def _content_length(values: list[str], what: str, error: type[IDWallError]) -> str | None:
@@ -311,11 +307,6 @@ def _content_length(values: list[str], what: str, error: type[IDWallError]) -> s
     if len(distinct) > 1 or not next(iter(distinct)).isdigit():
         raise error(f"{what} has conflicting or invalid Content-Length {sorted(distinct)!r}")
     return distinct.pop()
-
-
-def _framed_by_transfer_encoding(headers: Sequence[tuple[str, str]]) -> bool:
-    # The exact name only: the HTTP parser framed the message on it, and never on "Transfer_Encoding".
-    return any(name.lower() == "transfer-encoding" for name, _ in headers)
 
 
 def clean_request_headers(
@@ -339,22 +330,40 @@ def clean_request_headers(
     Raises :class:`MalformedHeaders` for names that are not tokens, values with
     CR/LF/NUL, more than one Host (RFC 9112 §3.2) or conflicting Content-Length.
     """
-    _validate(headers)
-    identity_keys = {header_key(name) for name in identity_headers}
-    drop = HOP_BY_HOP | FORWARDING_HEADERS | identity_keys | {"expect"}
-    drop |= _connection_listed(headers) - _NOT_CONNECTION_LISTABLE
-    keys = [header_key(name) for name, _ in headers]
-    if keys.count("host") > 1:
+    # One pass collects what the checks need (this runs on every proxied request); the
+    # checks then run in the same order as the rules above.
+    keys: list[str] = []
+    listed: set[str] = set()
+    lengths: list[str] = []
+    hosts = 0
+    framed_by_te = False
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            raise MalformedHeaders(f"header name {name[:64]!r} is not an RFC 9110 §5.6.2 token")
+        if _BAD_VALUE.search(value):
+            raise MalformedHeaders(f"header {name!r} has CR, LF or NUL in its value (RFC 9110 §5.5)")
+        key = header_key(name)
+        keys.append(key)
+        if key == "host":
+            hosts += 1
+        elif key == "content-length":
+            lengths.append(value)
+        elif key in _CONNECTION_KEYS:
+            listed.update(header_key(token) for token in value.split(",") if token.strip())
+        elif key == "transfer-encoding" and name.lower() == "transfer-encoding":
+            framed_by_te = True
+    if hosts > 1:
         raise MalformedHeaders("request has more than one Host header (RFC 9112 §3.2)")
-    lengths = [value for (_, value), key in zip(headers, keys) if key == "content-length"]
     length = _content_length(lengths, "request", MalformedHeaders)
-    if _framed_by_transfer_encoding(headers):
+    drop = {header_key(name) for name in identity_headers}
+    drop |= listed - _NOT_CONNECTION_LISTABLE
+    if framed_by_te:
         # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the upstream hop re-frames.
-        drop = drop | {"content-length"}
+        drop.add("content-length")
     cleaned: list[tuple[str, str]] = []
     seen_length = False
     for (name, value), key in zip(headers, keys):
-        if key in drop or key.startswith(_IDENTITY_PREFIX):
+        if key in _REQUEST_DROP or key in drop or key.startswith(_IDENTITY_PREFIX):
             continue
         if key == "content-length":
             if seen_length:
@@ -382,16 +391,24 @@ def clean_response_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str
     (RFC 9112 §6.3) and raises :class:`~idwall.errors.UpstreamError` (502) when
     the upstream sent conflicting Content-Length values.
     """
-    keys = [header_key(name) for name, _ in headers]
-    drop = HOP_BY_HOP | _connection_listed(headers)
-    lengths = [value for (_, value), key in zip(headers, keys) if key == "content-length"]
+    keys: list[str] = []
+    drop: set[str] = set()
+    lengths: list[str] = []
+    for name, value in headers:
+        key = header_key(name)
+        keys.append(key)
+        if key == "content-length":
+            lengths.append(value)
+        elif key in _CONNECTION_KEYS:
+            drop.update(header_key(token) for token in value.split(",") if token.strip())
+        elif key == "transfer-encoding" and name.lower() == "transfer-encoding":
+            # The exact name only: the HTTP parser framed the message on it, never on "Transfer_Encoding".
+            drop.add("content-length")
     length = _content_length(lengths, "upstream response", UpstreamError)
-    if _framed_by_transfer_encoding(headers):
-        drop = drop | {"content-length"}
     cleaned: list[tuple[str, str]] = []
     seen_length = False
     for (name, value), key in zip(headers, keys):
-        if key in drop or key.startswith(_IDENTITY_PREFIX):
+        if key in HOP_BY_HOP or key in drop or key.startswith(_IDENTITY_PREFIX):
             continue
         if key == "content-length":
             if seen_length:

@@ -3,7 +3,9 @@
 The caller (the gateway app) has already normalised the path, matched the route,
 checked policy and cleaned the headers (:mod:`idwall.httpnorm`); this module only
 moves bytes. Neither direction is buffered whole: request bodies stream from
-``request.content`` and responses are written chunk by chunk as they arrive.
+``request.content`` and responses are written chunk by chunk as they arrive. The one
+exception waits for nothing: a small body framed by Content-Length that has already
+arrived complete with the response head goes out with the head in one write.
 
 Errors of aiohttp's client are mapped at this boundary (before the response
 has started): refused or broken connections and TLS failures become
@@ -73,6 +75,8 @@ SSLFor = Callable[[ProxyRoute], ssl.SSLContext | None]
 
 # The client library adds these when absent; the upstream must see what the client sent.
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
 # ws_connect makes its own handshake; the client's key and offers belong to the other hop.
 _WS_HANDSHAKE = frozenset({
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
@@ -136,6 +140,31 @@ def upstream_url(upstream: str, path: str, query: str) -> URL:
     )
 
 
+#: Bodies up to this size that have arrived whole with the head are answered in one write.
+COALESCE_MAX = 64 * 1024
+
+
+def _complete_body(
+    method: str, upstream: aiohttp.ClientResponse, headers: list[tuple[str, str]]
+) -> bytes | None:
+    """The whole response body when it is already buffered, small and framed by Content-Length; else None.
+
+    Only what the upstream has already delivered in full is taken: a body still
+    arriving (streaming, large, or of unknown length) returns None and is streamed,
+    so the first byte of a stream is never held back and a kill still cuts it mid-way.
+    HEAD and bodiless statuses stay on the streaming path, which keeps their headers as sent.
+    """
+    if method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200:
+        return None
+    length = next((value for name, value in headers if name.lower() == "content-length"), None)
+    if length is None or not length.isdigit() or int(length) > COALESCE_MAX:
+        return None
+    content = upstream.content
+    if not content.is_eof() or content.exception() is not None or content.total_bytes != int(length):
+        return None
+    return content.read_nowait()
+
+
 def _raw_query(request: web.Request) -> str:
     # request.query_string is percent-decoded by yarl; the upstream gets the client's form.
     query = request.raw_path.partition("?")[2]
@@ -168,6 +197,7 @@ class Forwarder:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._ssl_cache: dict[object, ssl.SSLContext | None] = {}
+        self._client_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -207,6 +237,15 @@ class Forwarder:
     def _timeout(self, route: ProxyRoute) -> float:
         return float(route.timeout) if route.timeout is not None else self._timeout_default
 
+    def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        # One frozen ClientTimeout per distinct value instead of one per request.
+        timeout = self._client_timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._client_timeouts[seconds] = aiohttp.ClientTimeout(
+                total=None, connect=seconds, sock_connect=seconds, sock_read=seconds
+            )
+        return timeout
+
     async def forward(
         self,
         request: web.Request,
@@ -233,9 +272,7 @@ class Forwarder:
                 data=request.content if request.body_exists else None,
                 allow_redirects=False,
                 ssl=self._ssl(route),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-                ),
+                timeout=self._client_timeout(timeout),
             )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(
@@ -248,9 +285,16 @@ class Forwarder:
                 log_detail=f"{url.origin()}: {exc!r}",
             ) from None
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in clean_response_headers(list(upstream.headers.items())):
-                response.headers.add(name, value)
+            cleaned = clean_response_headers(list(upstream.headers.items()))
+            body = _complete_body(request.method, upstream, cleaned)
+            if body is not None:
+                # The whole body is already here: head and body leave in one write (one TLS record)
+                # instead of two. Nothing waited for it, so no first byte is delayed.
+                upstream.release()
+                if on_chunk is not None and body:
+                    on_chunk(len(body))
+                return web.Response(status=upstream.status, reason=upstream.reason, headers=cleaned, body=body)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=cleaned)
         except ValueError as exc:
             upstream.close()
             raise UpstreamError(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import jwt as pyjwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwt as jose_jwt
@@ -117,6 +119,22 @@ def test_signature_is_raw_r_s_and_each_signature_is_fresh(keys: KeySet) -> None:
     assert len(b64url_decode(first.split(".")[2])) == 64
     assert first.split(".")[:2] == second.split(".")[:2]
     assert first != second  # ECDSA nonces are random
+
+
+# The key set is only read, so sharing the fixture between examples is safe.
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=40), email=st.text(max_size=3), host=st.sampled_from(["wiki", "Wiki:8443", "a.b:1"]))
+def test_any_claim_text_and_payload_length_round_trips(keys: KeySet, name: str, email: str, host: str) -> None:
+    # Payload lengths of every residue mod 3 (base64 padding), non-ASCII and escaped characters in values.
+    user = AssertionUser(id="alice", email=email, name=name, groups=("eng",))
+    body = claims(user=user, url=f"https://{host}/p")
+    token = keys.sign(body)
+    assert "=" not in token and token.isascii()
+    pyjwt_key = pyjwt.PyJWKSet.from_dict(keys.jwks())[keys.current_kid].key
+    decoded = pyjwt.decode(token, pyjwt_key, algorithms=["ES256"], audience="wiki", issuer=ISS,
+                           options={"verify_exp": False, "verify_iat": False})
+    assert decoded == body
+    assert json.loads(b64url_decode(token.split(".")[1])) == body
 
 
 def test_pyjwt_refuses_tampered_payload(keys: KeySet) -> None:

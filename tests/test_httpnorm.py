@@ -134,6 +134,22 @@ def test_normal_form_is_a_fixed_point_and_unambiguous(raw: str) -> None:
     assert all(0x20 < ord(c) < 0x7F for c in path)
 
 
+_PLAIN_CHARS = st.sampled_from(list("abcAZ09-._~!$&'()*+,;=:@/") + [".", "..", "//", ";", ".;x"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PLAIN_CHARS, max_size=24).map("".join))
+def test_plain_paths_get_the_same_answer_as_escaped_ones(rest: str) -> None:
+    # "/x..." takes the fast path for escape-free paths; "/%78..." (the same path) the full one.
+    outcomes = []
+    for raw in ("/x" + rest, "/%78" + rest):
+        try:
+            outcomes.append(normalise_path(raw))
+        except AmbiguousPath as exc:
+            outcomes.append(f"refused: {exc.detail}")
+    assert outcomes[0] == outcomes[1]
+
+
 # --- routes ------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ from idwall import pki
 from idwall.config import Route, UpstreamTLS
 from idwall.errors import IDWallError, NotFound
 from idwall.httpnorm import clean_request_headers, match_route, normalise_path
-from idwall.proxy import Forwarder, upstream_ssl_context, upstream_url
+from idwall.proxy import COALESCE_MAX, Forwarder, upstream_ssl_context, upstream_url
 
 def _key(name: str) -> str:
     """Header comparison written out here, independent of the module under test."""
@@ -51,6 +51,9 @@ FORWARDER = web.AppKey("forwarder", Forwarder)
 ROUTES = web.AppKey("routes", list)
 CHUNKS = web.AppKey("chunks", list)
 HANDLED = web.AppKey("handled", list)
+#: per forwarded response: True when forward() had already sent the head (streamed), False when it
+#: returned the whole small body for aiohttp to send with the head in one write
+STREAMED = web.AppKey("streamed", list)
 
 
 # --- the upstream --------------------------------------------------------------
@@ -141,6 +144,26 @@ def _upstream_app(up: Upstream) -> web.Application:
         await asyncio.sleep(3)
         return response
 
+    async def sized(request: web.Request) -> web.Response:
+        _record(up, request)
+        return web.Response(body=b"z" * int(request.query["n"]), content_type="application/octet-stream")
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        # A small body with a known length that arrives in two parts: it must still stream.
+        _record(up, request)
+        response = web.StreamResponse()
+        response.content_length = 20
+        await response.prepare(request)
+        await response.write(b"a" * 10)
+        try:
+            await asyncio.wait_for(up.release_stream.wait(), 10)
+        except asyncio.CancelledError:
+            up.stream_cancelled.set()
+            raise
+        await response.write(b"b" * 10)
+        await response.write_eof()
+        return response
+
     async def dies(request: web.Request) -> web.StreamResponse:
         _record(up, request)
         response = web.StreamResponse()
@@ -179,6 +202,8 @@ def _upstream_app(up: Upstream) -> web.Application:
     app.router.add_route("*", "/base/slow", slow)
     app.router.add_route("*", "/base/slow-body", slow_body)
     app.router.add_route("*", "/base/dies", dies)
+    app.router.add_route("*", "/base/sized", sized)
+    app.router.add_route("*", "/base/trickle", trickle)
     app.router.add_route("GET", "/base/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
@@ -225,8 +250,10 @@ async def _front_handler(request: web.Request) -> web.StreamResponse:
         )
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await forwarder.forward_websocket(request, route=route, path=path, headers=headers)
-        return await forwarder.forward(request, route=route, path=path, headers=headers,
-                                       on_chunk=request.app[CHUNKS].append)
+        response = await forwarder.forward(request, route=route, path=path, headers=headers,
+                                           on_chunk=request.app[CHUNKS].append)
+        request.app[STREAMED].append(response.prepared)
+        return response
     except IDWallError as exc:
         return web.json_response(exc.problem(), status=exc.status, content_type="application/problem+json")
 
@@ -234,6 +261,7 @@ async def _front_handler(request: web.Request) -> web.StreamResponse:
 Front = Callable[..., Awaitable[str]]
 ChunkLog = dict[str, list[int]]
 HandledLog = dict[str, list[str]]
+StreamedLog = dict[str, list[bool]]
 
 
 @pytest.fixture
@@ -249,7 +277,13 @@ def handled_log() -> HandledLog:
 
 
 @pytest.fixture
-async def front(chunk_log: ChunkLog, handled_log: HandledLog) -> AsyncIterator[Front]:
+def streamed_log() -> StreamedLog:
+    """Per forwarded response, whether forward() streamed it (see STREAMED), per front app base URL."""
+    return {}
+
+
+@pytest.fixture
+async def front(chunk_log: ChunkLog, handled_log: HandledLog, streamed_log: StreamedLog) -> AsyncIterator[Front]:
     """A factory: front(routes, timeout_default=...) -> base URL of a running front app."""
     runners: list[web.AppRunner] = []
     forwarders: list[Forwarder] = []
@@ -259,12 +293,12 @@ async def front(chunk_log: ChunkLog, handled_log: HandledLog) -> AsyncIterator[F
         await forwarder.start()
         forwarders.append(forwarder)
         app = web.Application()
-        app[FORWARDER], app[ROUTES], app[CHUNKS], app[HANDLED] = forwarder, routes, [], []
+        app[FORWARDER], app[ROUTES], app[CHUNKS], app[HANDLED], app[STREAMED] = forwarder, routes, [], [], []
         app.router.add_route("*", "/{tail:.*}", _front_handler)
         runner, port = await _serve(app)
         runners.append(runner)
         base = f"http://127.0.0.1:{port}"
-        chunk_log[base], handled_log[base] = app[CHUNKS], app[HANDLED]
+        chunk_log[base], handled_log[base], streamed_log[base] = app[CHUNKS], app[HANDLED], app[STREAMED]
         return base
 
     yield make
@@ -325,6 +359,47 @@ async def test_client_going_away_closes_the_upstream_stream(upstream: Upstream, 
         response = await client.get(base + "/stream")
         assert await asyncio.wait_for(response.content.readany(), 5) == b"first"
         response.close()  # drops the connection, as a kill does
+    await asyncio.wait_for(upstream.stream_cancelled.wait(), 5)
+
+
+@pytest.mark.parametrize(("size", "streamed"), [(0, False), (100, False), (COALESCE_MAX, False),
+                                               (COALESCE_MAX + 1, True)])
+async def test_small_whole_bodies_leave_with_the_head(
+    upstream: Upstream, front: Front, chunk_log: ChunkLog, streamed_log: StreamedLog, size: int, streamed: bool,
+) -> None:
+    base = await front([_route(upstream.url)])
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{base}/sized?n={size}") as response:
+            assert response.status == 200
+            assert response.headers["Content-Length"] == str(size)
+            assert "Transfer-Encoding" not in response.headers
+            assert await response.read() == b"z" * size
+    if not streamed:
+        assert streamed_log[base] == [False]  # one write of head and body, not prepare() then write()
+    else:
+        # Above the limit the body may not be whole yet: it goes out as it comes, as before.
+        assert streamed_log[base] == [True]
+    assert sum(chunk_log[base]) == size
+
+
+async def test_small_body_still_arriving_is_streamed_not_awaited(upstream: Upstream, front: Front) -> None:
+    base = await front([_route(upstream.url)])
+    async with aiohttp.ClientSession() as client:
+        async with client.get(base + "/trickle") as response:
+            assert response.headers["Content-Length"] == "20"
+            # The upstream sends the rest only after this: a proxy waiting for the whole body deadlocks.
+            first = await asyncio.wait_for(response.content.readany(), 5)
+            assert first == b"a" * 10
+            upstream.release_stream.set()
+            assert first + await response.content.read() == b"a" * 10 + b"b" * 10
+
+
+async def test_client_going_away_mid_small_body_closes_the_upstream(upstream: Upstream, front: Front) -> None:
+    base = await front([_route(upstream.url)])
+    async with aiohttp.ClientSession() as client:
+        response = await client.get(base + "/trickle")
+        assert await asyncio.wait_for(response.content.readany(), 5) == b"a" * 10
+        response.close()  # as a kill does: the stream is cut, not finished in a buffer
     await asyncio.wait_for(upstream.stream_cancelled.wait(), 5)
 
 

@@ -130,6 +130,14 @@ class Gateway:
     def assertion_for(self, *, request: web.Request, route: Any, resolved: Resolved, session: Session,
                       path: str, now: float) -> str:
         """The signed identity assertion for this request (or the cached one on unbound routes)."""
+        aud = route.audience or route.name
+        ttl = self.config.assertion.ttl
+        kid = self.keys.current_kid
+        if not route.bind_request:
+            # Before building any claims: on unbound routes most requests reuse the cached token.
+            cached = self.assertion_cache.get(session.id, aud, kid=kid, now=now)
+            if cached is not None:
+                return cached
         credential = next((c for c in resolved.credentials if c.id == session.credential_id), None)
         device = {"id": resolved.device.id, "name": resolved.device.name,
                   "credential_id": b64url_encode(credential.id if credential else session.credential_id),
@@ -137,15 +145,7 @@ class Gateway:
         user = {"id": resolved.user.id, "email": resolved.user.email or None, "name": resolved.user.name or None,
                 "groups": resolved.user.groups}
         sess = {"id": session.id, "auth_time": int(session.auth_time), "amr": session.amr}
-        aud = route.audience or route.name
         iss = self.config.public_url
-        ttl = self.config.assertion.ttl
-
-        kid = self.keys.current_kid
-        if not route.bind_request:
-            cached = self.assertion_cache.get(session.id, aud, kid=kid, now=now)
-            if cached is not None:
-                return cached
         claims = build_claims(
             iss=iss, aud=aud, user=user, session=sess, device=device, cert_sha256=session.cert_sha256,
             method=request.method, url=canonical_htu("https", request.host, path), now=now, ttl=ttl,
