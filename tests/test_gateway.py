@@ -287,3 +287,17 @@ async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_pa
             await stopping
     finally:
         await runner.cleanup()
+
+
+async def test_a_websocket_does_not_outlive_its_session(gateway) -> None:
+    device = await gateway.device("mona")
+    gw = gateway.running.gateway
+    async with gateway.session(device) as client:
+        async with client.ws_connect(gateway.url + "/ws") as ws:
+            assert json.loads((await ws.receive(timeout=5)).data) == {"hello": True}
+            gw.clock = lambda: time.time() + 2 * 3600  # past the registered session's expiry (1 h)
+            try:
+                closed = await ws.receive(timeout=3)
+            finally:
+                gw.clock = time.time
+            assert closed.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)

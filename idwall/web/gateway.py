@@ -103,6 +103,23 @@ class Gateway:
         status = sessions.session_status(state, now=now, idle_timeout=self.config.session.idle_timeout)
         return session if status == "active" else None
 
+    def cut_expired_streams(self) -> int:
+        """Cut WebSockets and streams whose session has passed ``max_age`` or been revoked.
+
+        A request on an idle connection is checked when it arrives, but a WebSocket or a download can
+        outlive its session; it must not. Idle keep-alive connections are left open: the person signs in
+        again over them.
+        """
+        now = self.clock()
+        doomed = [conn for conn in self.registry
+                  if conn.kind in ("websocket", "stream") and conn.resolved is not None
+                  and conn.resolved.session is not None
+                  and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None)]
+        if doomed:
+            event("session.expired.cut", connections=len(doomed),
+                  sessions=sorted({c.session_id for c in doomed if c.session_id}))
+        return self.registry.cut(doomed)
+
     def touch(self, session: Session, now: float) -> None:
         self.last_seen[session.id] = now
 
@@ -286,6 +303,7 @@ async def background_tasks(gw: Gateway) -> None:
                     last_beat = now
             if now - last_keys >= KEYS_EVERY:
                 gw.reload_keys_if_needed()  # picks up `idwall keys rotate` without a stat on every request
+                gw.cut_expired_streams()
                 last_keys = now
             if now - last_flush >= FLUSH_EVERY:
                 await gw.flush_last_seen()
