@@ -43,6 +43,7 @@ class Conn:
     stale: bool = True
     killed: bool = False
     kind: str = "http"  # http | stream | websocket (what it is doing now, for the console)
+    #: incremented by every invalidation, so a resolution in flight when one arrives is done again
     epoch: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -156,6 +157,7 @@ class Registry:
         """Make ``conns`` resolve again on their next request (something about them changed)."""
         for conn in conns:
             conn.stale = True
+            conn.epoch += 1
 
     def by_cert(self, cert_sha256: bytes) -> list[Conn]:
         return list(self._index.get(("cert", cert_sha256), ()))

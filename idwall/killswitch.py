@@ -177,8 +177,11 @@ def apply_event(gw: "Gateway", ev: Event) -> int | None:
             gw.last_seen.pop(session_id, None)
         return gw.registry.cut(conns)
     elif ev.kind == "session.end":
-        gw.registry.invalidate(gw.registry.for_ids(sessions=[payload["session"]]))
+        ended = gw.registry.for_ids(sessions=[payload["session"]])
+        gw.registry.invalidate(ended)
         gw.assertion_cache.drop_session(payload["session"])
+        # A WebSocket or download in flight never resolves again: it ends with its session (a logout).
+        gw.registry.cut({conn for conn in ended if conn.kind in ("websocket", "stream")})
     elif ev.kind == "session.login":
         gw.registry.invalidate(gw.registry.for_ids(devices=[payload["device"]]))
     elif ev.kind in ("user.changed", "device.changed"):

@@ -81,12 +81,14 @@ class Gateway:
             return conn.resolved
         async with conn.lock:
             while conn.stale:
-                epoch = self.registry.epoch
+                epoch, generation = self.registry.epoch, conn.epoch
                 resolved = await self.store.resolve_certificate(conn.cert_sha256, now=self.clock())
                 if conn.killed:
                     raise ConnectionResetError("connection was killed")
-                if epoch != self.registry.epoch:
-                    continue  # a kill ran while we read: read again so we never bind a revoked session
+                if epoch != self.registry.epoch or generation != conn.epoch:
+                    # a kill, or a change to this connection (logout, demotion), landed while we read:
+                    # read again so we never bind what it revoked
+                    continue
                 self.registry.bind(conn, resolved)
                 if resolved and resolved.session:
                     self.last_seen.setdefault(resolved.session.id, resolved.session.last_seen)
@@ -96,6 +98,8 @@ class Gateway:
         """The resolved session if it is still within ``max_age`` and ``idle_timeout``."""
         if resolved is None or resolved.session is None or resolved.device.status != "active":
             return None
+        if certificate_expired(resolved, now=now):
+            return None
         session = resolved.session
         last = max(self.last_seen.get(session.id, session.last_seen), session.last_seen)
         state = sessions.SessionState(session.id, session.auth_time, session.created_at, last,
@@ -104,7 +108,8 @@ class Gateway:
         return session if status == "active" else None
 
     def cut_expired_streams(self) -> int:
-        """Cut WebSockets and streams whose session has passed ``max_age`` or been revoked.
+        """Cut WebSockets and streams whose session has passed ``max_age`` or been revoked, or whose device
+        certificate has expired.
 
         A request on an idle connection is checked when it arrives, but a WebSocket or a download can
         outlive its session; it must not. Idle keep-alive connections are left open: the person signs in
@@ -114,7 +119,8 @@ class Gateway:
         doomed = [conn for conn in self.registry
                   if conn.kind in ("websocket", "stream") and conn.resolved is not None
                   and conn.resolved.session is not None
-                  and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None)]
+                  and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None
+                       or certificate_expired(conn.resolved, now=now))]
         if doomed:
             event("session.expired.cut", connections=len(doomed),
                   sessions=sorted({c.session_id for c in doomed if c.session_id}))
@@ -179,6 +185,15 @@ class Gateway:
             event("keys.reloaded", kid=self.keys.current_kid)
 
 
+def certificate_expired(resolved: Resolved, *, now: float) -> bool:
+    """True once the device certificate is past its ``notAfter``.
+
+    TLS checks validity only during a full handshake: a keep-alive connection outlives the certificate, and a
+    resumed TLS session (tickets, session cache) skips certificate verification altogether.
+    """
+    return resolved.device.not_after is not None and resolved.device.not_after <= now
+
+
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Everything outside ``/idwall/`` and ``/.well-known/idwall/``: policy, then the upstream."""
     gw = request.app[GATEWAY]
@@ -206,6 +221,8 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
                         + ("enroll it again" if resolved.device.status == "revoked" else "wait for approval"),
                         enroll_url=gw.enroll_url())
     now = gw.clock()
+    if certificate_expired(resolved, now=now):
+        raise Forbidden("this device certificate has expired; enroll the device again", enroll_url=gw.enroll_url())
     session = gw.live_session(resolved, now=now)
     identity = None
     if session is not None:
@@ -251,8 +268,9 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
 
     def count(n: int) -> None:
         conn.bytes_out += n
-        conn.kind = "stream"
 
+    # "stream" from the start: a long-poll whose upstream has not sent a byte yet must be cut at expiry too
+    conn.kind = "stream"
     try:
         response = await gw.forwarder.forward(request, route=route, path=path, headers=headers, on_chunk=count)
     finally:

@@ -33,6 +33,10 @@ from .gateway import GATEWAY, Gateway, background_tasks
 
 # ECDHE only (forward secrecy), AEAD only; TLS 1.3 suites are fixed by OpenSSL and all qualify.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+#: seconds a connection may sit without a complete request (idle keep-alive, or headers dribbled in slowly)
+#: before it is closed; aiohttp 3.14's default is 3630 s, which lets anyone hold sockets without a
+#: certificate for an hour each (slowloris). 75 s is nginx's keep-alive default.
+KEEPALIVE_TIMEOUT = 75.0
 
 
 def server_ssl_context(config: Config) -> ssl.SSLContext:
@@ -141,7 +145,8 @@ async def start_gateway(config: Config, *, port: int | None = None, gateway: Gat
     await gw.forwarder.start()
     app = build_app(gw)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True,
-                           max_line_size=config.limits.header_size, max_field_size=config.limits.header_size)
+                           max_line_size=config.limits.header_size, max_field_size=config.limits.header_size,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT)
     await runner.setup()
     assert runner.server is not None
     _track_connections(runner.server, gw)
