@@ -26,7 +26,7 @@ from ..errors import Forbidden, NoClientCertificate, Unauthenticated, WebAuthnRe
 from ..logs import event
 from ..store.base import Ceremony, Resolved, Session
 from .api_admin import refuse_cross_site
-from .gateway import GATEWAY, Gateway
+from .gateway import GATEWAY, Gateway, certificate_expired
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
@@ -51,6 +51,9 @@ async def enrolled_connection(gw: Gateway, request: web.Request) -> tuple[Conn, 
         raise Forbidden(f"device {resolved.device.id} was revoked; enroll it again", enroll_url=gw.enroll_url())
     if status != "active":
         raise Forbidden(f"device {resolved.device.id} is {status.replace('_', ' ')}; wait for its approval")
+    if certificate_expired(resolved, now=gw.clock()):
+        raise Forbidden(f"the certificate of device {resolved.device.id} has expired; enroll the device again",
+                        enroll_url=gw.enroll_url())
     return conn, resolved
 
 
