@@ -309,6 +309,22 @@ def _content_length(values: list[str], what: str, error: type[IDWallError]) -> s
     return distinct.pop()
 
 
+def _kept(headers: Sequence[tuple[str, str]], keys: list[str], *, always: frozenset[str],
+          drop: set[str], length: str | None) -> list[tuple[str, str]]:
+    """The headers that survive, in order: never ``always``, ``drop`` or ``X-IDWall-*``; one Content-Length."""
+    cleaned: list[tuple[str, str]] = []
+    seen_length = False
+    for (name, value), key in zip(headers, keys):
+        if key in always or key in drop or key.startswith(_IDENTITY_PREFIX):
+            continue
+        if key == "content-length":
+            if seen_length:
+                continue
+            seen_length, value = True, length or value
+        cleaned.append((name, value))
+    return cleaned
+
+
 def clean_request_headers(
     headers: Sequence[tuple[str, str]],
     *,
@@ -360,16 +376,7 @@ def clean_request_headers(
     if framed_by_te:
         # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the upstream hop re-frames.
         drop.add("content-length")
-    cleaned: list[tuple[str, str]] = []
-    seen_length = False
-    for (name, value), key in zip(headers, keys):
-        if key in _REQUEST_DROP or key in drop or key.startswith(_IDENTITY_PREFIX):
-            continue
-        if key == "content-length":
-            if seen_length:
-                continue
-            seen_length, value = True, length or value
-        cleaned.append((name, value))
+    cleaned = _kept(headers, keys, always=_REQUEST_DROP, drop=drop, length=length)
     cleaned += [
         ("X-Forwarded-For", client_ip),
         ("X-Forwarded-Proto", proto),
@@ -405,14 +412,4 @@ def clean_response_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str
             # The exact name only: the HTTP parser framed the message on it, never on "Transfer_Encoding".
             drop.add("content-length")
     length = _content_length(lengths, "upstream response", UpstreamError)
-    cleaned: list[tuple[str, str]] = []
-    seen_length = False
-    for (name, value), key in zip(headers, keys):
-        if key in HOP_BY_HOP or key in drop or key.startswith(_IDENTITY_PREFIX):
-            continue
-        if key == "content-length":
-            if seen_length:
-                continue
-            seen_length, value = True, length or value
-        cleaned.append((name, value))
-    return cleaned
+    return _kept(headers, keys, always=HOP_BY_HOP, drop=drop, length=length)
