@@ -183,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(path)
 
     from .logs import setup_logging
-    from .web.server import run_server
+    from .supervisor import run_server
 
     setup_logging()
     return run_server(config, workers=args.workers)

@@ -5,8 +5,8 @@ commits with the revocation reaches every other process (and, with PostgreSQL,
 every node), which cut theirs when they read it. Cutting is idempotent, so a
 process that sees its own event again does nothing more.
 
-With several workers (``serve --workers N``, see :mod:`idwall.workers`) the
-answer waits, bounded by :data:`~idwall.workers.FANOUT_TIMEOUT`, until every
+With several workers (``serve --workers N``, see :mod:`idwall.cluster`) the
+answer waits, bounded by :data:`~idwall.cluster.FANOUT_TIMEOUT`, until every
 other live worker has acknowledged the event with what it cut; the ones that
 did not are named in the answer rather than hidden.
 """
@@ -17,16 +17,42 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Iterable, Protocol
 
-from .connections import SCOPES, Conn
+from .cluster import ACK_POLL, FANOUT_TIMEOUT, STALE_AFTER, Worker, nudge
+from .connections import SCOPES, Conn, Registry
 from .errors import BadRequest
 from .logs import event
-from .store.base import Event, LedgerDraft
-from .workers import ACK_POLL, FANOUT_TIMEOUT, STALE_AFTER, nudge
+from .metrics import Metrics
+from .store.base import Event, KillResult, LedgerDraft, WorkerRow
 
-if TYPE_CHECKING:
-    from .web.gateway import Gateway
+
+class KillStore(Protocol):
+    """The part of the store a kill uses: the durable revocation, and the workers' acknowledgements."""
+
+    async def kill(self, *, scope: str, target: str | None, revoke_devices: bool, now: float,
+                   draft: LedgerDraft) -> KillResult: ...
+    async def live_workers(self, *, since: float) -> list[WorkerRow]: ...
+    async def kill_event_id(self, audit_seq: int) -> int | None: ...
+    async def event_acks(self, event_id: int) -> dict[str, int]: ...
+
+
+class KillContext(Protocol):
+    """What a kill needs from the node it runs on (:class:`idwall.node.Node` is one)."""
+
+    @property
+    def store(self) -> KillStore: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def worker(self) -> Worker | None: ...
+    @property
+    def local_kills(self) -> set[int]: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    def clock(self) -> float: ...
+    def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        """Drop what is cached about these sessions (assertions, last-seen times)."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +113,17 @@ def check_request(scope: object, target: object, reason: object, revoke_devices:
     return str(scope), target
 
 
-def _matching(gw: "Gateway", scope: str, target: str | None, sessions: tuple[str, ...],
+def _matching(node: KillContext, scope: str, target: str | None, sessions: tuple[str, ...],
               devices: tuple[str, ...], users: tuple[str, ...]) -> set[Conn]:
-    found = set(gw.registry.select(scope, target))
-    found |= gw.registry.for_ids(sessions=sessions, devices=devices)
+    found = set(node.registry.select(scope, target))
+    found |= node.registry.for_ids(sessions=sessions, devices=devices)
     if scope in ("user", "group", "all") or devices:
         # connections whose certificate belongs to a revoked device but never resolved a session
-        found |= gw.registry.for_ids(devices=devices)
+        found |= node.registry.for_ids(devices=devices)
     return found
 
 
-async def kill(gw: "Gateway", *, scope: str, target: str | None, reason: str, revoke_devices: bool,
+async def kill(node: KillContext, *, scope: str, target: str | None, reason: str, revoke_devices: bool,
                actor: str, spare: Conn | None = None) -> KillOutcome:
     """Revoke durably, cut every matching connection on this node, and say what was cut.
 
@@ -107,22 +133,20 @@ async def kill(gw: "Gateway", *, scope: str, target: str | None, reason: str, re
     """
     draft = LedgerDraft(type="kill", actor=actor, subject=target or "*",
                         data={"scope": scope, "target": target, "reason": reason, "revoke_devices": revoke_devices})
-    result = await gw.store.kill(scope=scope, target=target, revoke_devices=revoke_devices, now=gw.clock(),
+    result = await node.store.kill(scope=scope, target=target, revoke_devices=revoke_devices, now=node.clock(),
                                  draft=draft)
     committed = time.perf_counter()
-    gw.local_kills.add(result.audit_seq)
-    conns = _matching(gw, scope, target, result.sessions, result.devices, result.users)
+    node.local_kills.add(result.audit_seq)
+    conns = _matching(node, scope, target, result.sessions, result.devices, result.users)
     spared = spare is not None and spare in conns
     conns.discard(spare)  # type: ignore[arg-type]
-    closed = gw.registry.cut(conns) + int(spared)
-    for session_id in result.sessions:
-        gw.assertion_cache.drop_session(session_id)
-        gw.last_seen.pop(session_id, None)
-    fanout = await fan_out(gw, result.audit_seq) if gw.worker is not None else FanOut()
+    closed = node.registry.cut(conns) + int(spared)
+    node.forget_sessions(result.sessions)
+    fanout = await fan_out(node, result.audit_seq) if node.worker is not None else FanOut()
     closed += fanout.connections_closed
     latency = time.perf_counter() - committed
-    gw.metrics.kills.labels(scope=scope).inc()
-    gw.metrics.kill_latency.observe(latency)
+    node.metrics.kills.labels(scope=scope).inc()
+    node.metrics.kill_latency.observe(latency)
     event("kill", actor=actor, scope=scope, target=target, sessions=len(result.sessions),
           devices=len(result.devices), connections=closed, audit_seq=result.audit_seq,
           workers_reached=fanout.reached, workers_unreached=list(fanout.unreached))
@@ -132,25 +156,25 @@ async def kill(gw: "Gateway", *, scope: str, target: str | None, reason: str, re
                        fanout)
 
 
-async def fan_out(gw: "Gateway", audit_seq: int, *, timeout: float = FANOUT_TIMEOUT) -> FanOut:
+async def fan_out(node: KillContext, audit_seq: int, *, timeout: float = FANOUT_TIMEOUT) -> FanOut:
     """Wake the other live workers and wait (at most ``timeout``) until each acknowledged kill ``audit_seq``.
 
     Called after this process committed the kill and cut its own connections. Workers registered after the
     commit are not waited for: they started listening after the revocation was durable, so every connection
     they hold resolved against it.
     """
-    assert gw.worker is not None
-    me = gw.worker
-    peers = [w for w in await gw.store.live_workers(since=gw.clock() - STALE_AFTER) if w.id != me.id]
+    assert node.worker is not None
+    me = node.worker
+    peers = [w for w in await node.store.live_workers(since=node.clock() - STALE_AFTER) if w.id != me.id]
     if not peers:
         return FanOut()
     nudge(w.nudge for w in peers if w.nudge and w.host == me.host)
-    event_id = await gw.store.kill_event_id(audit_seq)
+    event_id = await node.store.kill_event_id(audit_seq)
     wanted = {w.id for w in peers}
     acks: dict[str, int] = {}
     deadline = time.perf_counter() + timeout
     while event_id is not None:
-        acks = await gw.store.event_acks(event_id)
+        acks = await node.store.event_acks(event_id)
         if wanted <= acks.keys() or time.perf_counter() >= deadline:
             break
         await asyncio.sleep(ACK_POLL)
@@ -158,7 +182,7 @@ async def fan_out(gw: "Gateway", audit_seq: int, *, timeout: float = FANOUT_TIME
     return FanOut(1 + len(reached), tuple(sorted(wanted - reached)), sum(acks[w] for w in reached))
 
 
-def apply_event(gw: "Gateway", ev: Event) -> int | None:
+def apply_event(node: KillContext, ev: Event) -> int | None:
     """React to a trust event committed by any process (this one included).
 
     For a kill committed by another process, return how many connections this one cut (the poller
@@ -166,25 +190,23 @@ def apply_event(gw: "Gateway", ev: Event) -> int | None:
     """
     payload = ev.payload
     if ev.kind == "kill":
-        if payload.get("audit_seq") in gw.local_kills:
-            gw.local_kills.discard(payload["audit_seq"])
+        if payload.get("audit_seq") in node.local_kills:
+            node.local_kills.discard(payload["audit_seq"])
             return None
         # The same selection as the committing process made, so every worker counts the same way.
-        conns = _matching(gw, payload.get("scope", ""), payload.get("target"), tuple(payload.get("sessions", ())),
+        conns = _matching(node, payload.get("scope", ""), payload.get("target"), tuple(payload.get("sessions", ())),
                           tuple(payload.get("devices", ())), ())
-        for session_id in payload.get("sessions", ()):
-            gw.assertion_cache.drop_session(session_id)
-            gw.last_seen.pop(session_id, None)
-        return gw.registry.cut(conns)
+        node.forget_sessions(payload.get("sessions", ()))
+        return node.registry.cut(conns)
     elif ev.kind == "session.end":
-        ended = gw.registry.for_ids(sessions=[payload["session"]])
-        gw.registry.invalidate(ended)
-        gw.assertion_cache.drop_session(payload["session"])
+        ended = node.registry.for_ids(sessions=[payload["session"]])
+        node.registry.invalidate(ended)
+        node.forget_sessions([payload["session"]])
         # A WebSocket or download in flight never resolves again: it ends with its session (a logout).
-        gw.registry.cut({conn for conn in ended if conn.kind in ("websocket", "stream")})
+        node.registry.cut({conn for conn in ended if conn.kind in ("websocket", "stream")})
     elif ev.kind == "session.login":
-        gw.registry.invalidate(gw.registry.for_ids(devices=[payload["device"]]))
+        node.registry.invalidate(node.registry.for_ids(devices=[payload["device"]]))
     elif ev.kind in ("user.changed", "device.changed"):
-        gw.registry.invalidate(gw.registry.for_ids(users=[payload.get("user", "")],
+        node.registry.invalidate(node.registry.for_ids(users=[payload.get("user", "")],
                                                    devices=[payload.get("device", "")]))
     return None

@@ -82,7 +82,7 @@ class GatewayUnderTest:
 
     @property
     def store(self):  # type: ignore[no-untyped-def]
-        return self.running.gateway.store
+        return self.running.node.store
 
     def ssl(self, device: DeviceFiles | None = None) -> ssl.SSLContext:
         """A client TLS context trusting the gateway CA, presenting ``device``'s certificate when given."""
@@ -97,7 +97,7 @@ class GatewayUnderTest:
 
     async def device(self, user_id: str, **kwargs: Any) -> DeviceFiles:
         """A device with a live session registered straight in the store (the proxy tests' seam)."""
-        gw = self.running.gateway
+        gw = self.running.node
         return await register_device_directly(
             gw.store, device_ca_cert=gw.device_ca_cert, device_ca_key=gw.device_ca_key,
             out_dir=self.dir / "devices", user_id=user_id, **kwargs)

@@ -233,7 +233,7 @@ async def test_signature_over_a_different_action_is_refused(gateway) -> None:
 
 async def test_expired_action_is_410(gateway) -> None:
     admin, client = await _logged_in_admin(gateway)
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with client:
         _, begun = await call(client, "POST", gateway.url + BEGIN, {"action": {"type": "admin.grant",
                                                                                 "user": "admin"}})

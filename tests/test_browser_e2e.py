@@ -135,7 +135,7 @@ class World:
 
     @property
     def gw(self) -> Any:
-        return self.running.gateway
+        return self.running.node
 
     async def page_in(self, context: Any) -> Any:
         page = await context.new_page()
@@ -169,7 +169,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                 finally:
                     await browser.close()
     finally:
-        running.gateway.clock = time.time
+        running.node.clock = time.time
         await running.stop(drain=1)
         await upstream.cleanup()
 

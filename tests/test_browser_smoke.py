@@ -26,7 +26,7 @@ async def test_enroll_sign_in_and_out_in_chromium(gateway, tmp_path: Path, monke
     monkeypatch.setenv("NODE_EXTRA_CA_CERTS", gateway.init["ca_pem"])
     SHOTS.mkdir(parents=True, exist_ok=True)
     base = gateway.url
-    gw = gateway.running.gateway
+    gw = gateway.running.node
 
     # The device side of `idwall device enroll`: key, CSR, begin with the bootstrap code.
     device_key = pki.generate_p256_key()

@@ -249,7 +249,7 @@ async def test_invite_code_used_twice_concurrently_only_one_finish_wins(gateway)
 
 
 async def test_expired_invite_code_is_410_at_begin_and_at_finish(gateway) -> None:
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     now = gw.clock()
     code = "expired-code-for-test-" + b64url_encode(os.urandom(12))
     await gateway.store.create_invite(Invite(invite_id_of(code), "dave", "Dave", "", (), False, False, "admin",
@@ -276,7 +276,7 @@ async def test_expired_invite_code_is_410_at_begin_and_at_finish(gateway) -> Non
 
 
 async def test_enrollment_challenge_expires(gateway) -> None:
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     _, _, begun = await begin_enroll(gateway, code=gateway.init["bootstrap_code"])
     real = gw.clock
     gw.clock = lambda: real() + gateway.config.webauthn.timeout + 1  # type: ignore[method-assign]

@@ -291,7 +291,7 @@ async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_pa
 
 async def test_a_websocket_does_not_outlive_its_session(gateway) -> None:
     device = await gateway.device("mona")
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with gateway.session(device) as client:
         async with client.ws_connect(gateway.url + "/ws") as ws:
             assert json.loads((await ws.receive(timeout=5)).data) == {"hello": True}

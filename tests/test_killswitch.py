@@ -26,7 +26,7 @@ from idwall import tokens
 from idwall.pki import load_private_key
 from idwall.store.base import LedgerDraft
 from idwall.store.sqlite import SQLiteStore
-from idwall.web.gateway import EVENT_POLL
+from idwall.node import EVENT_POLL
 from tests.conftest import GatewayUnderTest, start_test_gateway
 
 pytestmark = pytest.mark.asyncio
@@ -373,7 +373,7 @@ async def test_a_kill_from_another_process_arrives_through_the_event_poller(bed:
     bystander = await bed.gw.device("grace")
     conn = await RawConn.open(bed.gw, bystander)
     assert (await conn.get("/ka"))[0] == 200
-    gw = bed.gw.running.gateway
+    gw = bed.gw.running.node
     other = SQLiteStore(gw.store.path, ledger_key=load_private_key(gw.config.ledger.key))
     await other.open()
     try:

@@ -87,7 +87,7 @@ async def test_no_client_certificate_is_403_pointing_at_enrollment(gateway) -> N
 
 
 async def test_certificate_not_enrolled_is_403(gateway) -> None:
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     key = pki.generate_p256_key()
     cert = pki.issue_device_cert(ca_cert=gw.device_ca_cert, ca_key=gw.device_ca_key,
                                  csr=pki.check_csr(pki.make_csr(key, "x")), device_id="dev-ghost",
@@ -119,7 +119,7 @@ async def test_replayed_login_assertion_is_refused(gateway) -> None:
 
 async def test_expired_login_challenge_is_410(gateway) -> None:
     admin = await bootstrap(gateway)
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with gateway.session(admin) as client:
         _, begun = await call(client, "POST", gateway.url + "/idwall/api/login/begin", {})
         gw.clock = lambda: time.time() + gateway.config.webauthn.timeout + 1  # type: ignore[method-assign]
@@ -192,7 +192,7 @@ async def test_sign_count_regression_is_refused_and_recorded(gateway) -> None:
 async def test_login_on_a_revoked_device_is_refused(gateway) -> None:
     admin, bob = await _admin_and_bob(gateway)
     assert (await login(gateway, bob))[0] == 200
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     await gateway.store.kill(scope="device", target=bob.device_id, revoke_devices=True, now=gw.clock(),
                              draft=LedgerDraft("kill", "admin", bob.device_id,
                                                {"scope": "device", "target": bob.device_id, "reason": "stolen",

@@ -358,7 +358,7 @@ async def test_login_revoked_device(gateway) -> None:
 
 
 async def test_login_certificate_the_store_does_not_know(gateway, tmp_path: Path) -> None:
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     key = pki.generate_p256_key()
     cert = pki.issue_device_cert(ca_cert=gw.device_ca_cert, ca_key=gw.device_ca_key,
                                  csr=pki.check_csr(pki.make_csr(key, "x")), device_id="dev-ghost",

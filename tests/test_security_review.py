@@ -47,7 +47,7 @@ async def test_self_service_begin_is_bounded_per_user(gateway) -> None:
     assert problem["status"] == 429 and problem["detail"]
     assert await _enrollments(gateway, user="alice") == before + MAX_OPEN_ENROLLMENTS
     # once those have expired the user can start again, and long-expired ones are forgotten
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     real = gw.clock
     gw.clock = lambda: real() + 2 * 3600  # type: ignore[method-assign]
     try:

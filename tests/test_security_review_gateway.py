@@ -39,7 +39,7 @@ def _status(answer: bytes) -> int:
 async def test_device_certificate_that_expired_since_the_handshake_is_not_served(gateway) -> None:
     """TLS checks validity only at the handshake (and not at all on resumption): the gateway must too."""
     device = await gateway.device("alice", cert_ttl=60)
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with gateway.session(device) as client:
         async with client.get(gateway.url + "/app") as resp:
             assert resp.status == 200
@@ -54,7 +54,7 @@ async def test_device_certificate_that_expired_since_the_handshake_is_not_served
 
 async def test_websocket_outliving_its_device_certificate_is_cut(gateway) -> None:
     device = await gateway.device("alice", cert_ttl=60)
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with gateway.session(device) as client:
         async with client.ws_connect(gateway.url.replace("https", "wss") + "/ws") as ws:
             hello = await ws.receive(timeout=5)
@@ -73,7 +73,7 @@ async def test_invalidation_arriving_during_a_resolution_forces_another_read(gat
     """A logout, admin demotion or device change that lands while a resolution reads the store must not be
     overwritten by that (older) read: the connection is read again before it is bound."""
     device = await gateway.device("alice")
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with gateway.session(device) as client:
         async with client.get(gateway.url + "/app") as resp:
             assert resp.status == 200
@@ -147,7 +147,7 @@ async def test_other_request_target_forms_never_reach_the_upstream_unchecked(gat
 
 async def test_resumed_tls_session_of_a_revoked_device_is_refused(gateway) -> None:
     device = await gateway.device("alice")
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     ctx = gateway.ssl(device)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # a session object is available right after the handshake
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port, ssl=ctx, server_hostname="localhost")
@@ -244,7 +244,7 @@ async def test_identity_header_in_chunked_trailers_never_reaches_the_upstream(ga
 
 async def test_login_begin_refuses_a_device_whose_certificate_has_expired(gateway) -> None:
     device = await gateway.device("olga", with_session=False, cert_ttl=60)
-    gw = gateway.running.gateway
+    gw = gateway.running.node
     async with gateway.session(device) as client:
         gw.clock = lambda: time.time() + 120
         try:

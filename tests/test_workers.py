@@ -36,7 +36,7 @@ from idwall.store.base import LedgerDraft
 from idwall.store.sqlite import SQLiteStore
 from idwall.testing.fixtures import DeviceFiles, client_ssl_context, free_port, init_gateway_dir, \
     register_device_directly
-from idwall.workers import FANOUT_TIMEOUT
+from idwall.cluster import FANOUT_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 

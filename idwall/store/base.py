@@ -168,6 +168,18 @@ class Event:
 
 
 @dataclass(frozen=True)
+class WorkerRow:
+    """A worker process as the ``workers`` table knows it."""
+
+    id: str
+    host: str
+    pid: int
+    nudge: str | None
+    started_at: float
+    heartbeat: float
+
+
+@dataclass(frozen=True)
 class Resolved:
     """What one connection certificate resolves to; ``session`` is None when no live session exists."""
 

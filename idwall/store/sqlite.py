@@ -43,6 +43,7 @@ from .base import (
     NewDevice,
     Resolved,
     Session,
+    WorkerRow,
     Signer,
     StoreError,
     Token,
@@ -700,7 +701,7 @@ class SQLiteStore:
         finally:
             self._conn.execute("PRAGMA synchronous=FULL")
 
-    async def register_worker(self, worker: "WorkerRow", *, forget_before: float) -> None:
+    async def register_worker(self, worker: WorkerRow, *, forget_before: float) -> None:
         """Announce a worker process; forget workers and acks older than ``forget_before`` while at it."""
 
         def tx(conn: sqlite3.Connection) -> None:
@@ -721,7 +722,7 @@ class SQLiteStore:
         """Forget a worker that is stopping (nobody waits for it any more)."""
         await self._run(self._write_volatile, lambda c: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
 
-    async def live_workers(self, *, since: float) -> list["WorkerRow"]:
+    async def live_workers(self, *, since: float) -> list[WorkerRow]:
         """Workers whose last heartbeat is at or after ``since``."""
         rows = await self.read(lambda c: c.execute(
             "SELECT * FROM workers WHERE heartbeat >= ? ORDER BY id", (since,)).fetchall())
@@ -745,15 +746,3 @@ class SQLiteStore:
             "SELECT id FROM events WHERE kind = 'kill' AND json_extract(payload, '$.audit_seq') = ?"
             " ORDER BY id DESC LIMIT 1", (audit_seq,)).fetchone())
         return row["id"] if row else None
-
-
-@dataclass(frozen=True)
-class WorkerRow:
-    """A worker process as the ``workers`` table knows it."""
-
-    id: str
-    host: str
-    pid: int
-    nudge: str | None
-    started_at: float
-    heartbeat: float

@@ -48,7 +48,8 @@ from ..store.base import (
     User,
 )
 from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony, session_connection
-from .gateway import GATEWAY, Gateway
+from ..node import Node
+from .context import NODE, conn_for
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
@@ -64,8 +65,8 @@ class Prepared:
     result: dict[str, Any]
 
 
-async def _pending_device(gw: Gateway, device_id: str | None) -> Device:
-    device = await gw.store.get_device(device_id) if device_id else None
+async def _pending_device(node: Node, device_id: str | None) -> Device:
+    device = await node.store.get_device(device_id) if device_id else None
     if device is None:
         raise NotFound(f"no device {device_id!r}")
     if device.status != "pending_approval":
@@ -73,59 +74,59 @@ async def _pending_device(gw: Gateway, device_id: str | None) -> Device:
     return device
 
 
-async def _recover_target(gw: Gateway, enrollment_id: str, signer: User) -> Device:
-    enrollment = await gw.store.get_enrollment(enrollment_id)
+async def _recover_target(node: Node, enrollment_id: str, signer: User) -> Device:
+    enrollment = await node.store.get_enrollment(enrollment_id)
     if enrollment is None:
         raise NotFound(f"no enrollment {enrollment_id!r}")
     if enrollment.user_id != signer.id:
         raise Forbidden("device.recover can only approve your own new device; ask an administrator otherwise")
-    if gw.config.devices.approval != "none":
+    if node.config.devices.approval != "none":
         # the operator asked for a second person on every new device: the user's own passkey is not enough
         raise Forbidden(f"this gateway requires an administrator's approval for new devices (devices.approval: "
-                        f"{gw.config.devices.approval}); ask an administrator to sign device.approve")
+                        f"{node.config.devices.approval}); ask an administrator to sign device.approve")
     if enrollment.status != "pending_approval" or enrollment.device_id is None:
         raise Conflict(f"enrollment {enrollment_id} is not waiting for approval (it is {enrollment.status})")
-    return await _pending_device(gw, enrollment.device_id)
+    return await _pending_device(node, enrollment.device_id)
 
 
-async def _check_admin_change(gw: Gateway, action: dict[str, Any]) -> User:
-    target = await gw.store.get_user(action["user"])
+async def _check_admin_change(node: Node, action: dict[str, Any]) -> User:
+    target = await node.store.get_user(action["user"])
     if target is None:
         raise NotFound(f"no user {action['user']!r}")
     if action["type"] == "admin.revoke" and target.admin:
-        admins = [u for u in await gw.store.list_users() if u.admin]
+        admins = [u for u in await node.store.list_users() if u.admin]
         if len(admins) <= 1:
             raise Conflict(f"{target.id} is the last administrator; grant another one first")
     return target
 
 
-async def _precheck(gw: Gateway, action: dict[str, Any], signer: User) -> None:
+async def _precheck(node: Node, action: dict[str, Any], signer: User) -> None:
     """Refuse at ``begin`` what ``finish`` would refuse, so nobody signs an action that cannot happen."""
     check_role(action, signer_admin=signer.admin)
     kind = action["type"]
     if kind in ("admin.grant", "admin.revoke"):
-        await _check_admin_change(gw, action)
+        await _check_admin_change(node, action)
     elif kind == "device.approve":
-        await _pending_device(gw, action["device_id"])
+        await _pending_device(node, action["device_id"])
     elif kind == "device.recover":
-        await _recover_target(gw, action["enrollment_id"], signer)
+        await _recover_target(node, action["enrollment_id"], signer)
 
 
-async def _activation(gw: Gateway, device: Device, *, approved_by: str, now: float) -> ActivateEffect:
+async def _activation(node: Node, device: Device, *, approved_by: str, now: float) -> ActivateEffect:
     """Issue the pending device's first certificate, for the key its enrollment's CSR carries."""
-    enrollment = await gw.store.get_enrollment(device.enrollment_id)
+    enrollment = await node.store.get_enrollment(device.enrollment_id)
     if enrollment is None:
         raise NotFound(f"device {device.id} has no enrollment record")
-    cert = pki.issue_device_cert(ca_cert=gw.device_ca_cert, ca_key=gw.device_ca_key,
+    cert = pki.issue_device_cert(ca_cert=node.device_ca_cert, ca_key=node.device_ca_key,
                                  csr=pki.check_csr(enrollment.csr_pem), device_id=device.id,
-                                 now=datetime.fromtimestamp(now, timezone.utc), ttl=gw.config.device_ca.cert_ttl)
+                                 now=datetime.fromtimestamp(now, timezone.utc), ttl=node.config.device_ca.cert_ttl)
     return ActivateEffect(device_id=device.id, enrollment_id=enrollment.id, user_id=device.user_id,
                           cert_sha256=pki.cert_thumbprint(cert.public_bytes(serialization.Encoding.DER)),
                           cert_pem=pki.cert_pem(cert), not_after=cert.not_valid_after_utc.timestamp(),
                           approved_by=approved_by)
 
 
-async def _prepare(gw: Gateway, action: dict[str, Any], *, signer: User, signing_device: str,
+async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_device: str,
                    now: float) -> Prepared:
     kind, actor = action["type"], action["actor"]
     if kind == "invite.create":
@@ -137,7 +138,7 @@ async def _prepare(gw: Gateway, action: dict[str, Any], *, signer: User, signing
                 "groups": list(invite.groups), "admin": invite.admin, "expires_at": expires_at}
         return Prepared(InviteEffect(invite), invite.user_id, data, {"code": code.code, "expires_at": expires_at})
     if kind in ("admin.grant", "admin.revoke"):
-        target = await _check_admin_change(gw, action)
+        target = await _check_admin_change(node, action)
         admin = kind == "admin.grant"
         return Prepared(AdminEffect(target.id, admin), target.id, {"user": target.id, "admin": admin},
                         {"user": target.id, "admin": admin})
@@ -151,12 +152,12 @@ async def _prepare(gw: Gateway, action: dict[str, Any], *, signer: User, signing
         return Prepared(TokenEffect(record), record.id, data,
                         {"token": issued.secret, "token_id": record.id, "expires_at": int(record.expires_at)})
     if kind == "device.approve":
-        device = await _pending_device(gw, action["device_id"])
+        device = await _pending_device(node, action["device_id"])
     else:
-        device = await _recover_target(gw, action["enrollment_id"], signer)
+        device = await _recover_target(node, action["enrollment_id"], signer)
         if device.id == signing_device:
             raise Forbidden("device.recover must be signed with a passkey on another, active device")
-    effect = await _activation(gw, device, approved_by=actor, now=now)
+    effect = await _activation(node, device, approved_by=actor, now=now)
     data = {"device_id": device.id, "enrollment_id": device.enrollment_id, "status": "active"}
     return Prepared(effect, device.id, data, {"device_id": device.id, "status": "active"})
 
@@ -164,26 +165,26 @@ async def _prepare(gw: Gateway, action: dict[str, Any], *, signer: User, signing
 @routes.post("/idwall/api/actions/begin")
 async def action_begin(request: web.Request) -> web.Response:
     """The full action to sign and passkey request options whose challenge is that action's."""
-    gw = request.app[GATEWAY]
-    body = await read_json_object(request, limit=gw.config.limits.api_body)
+    node = request.app[NODE]
+    body = await read_json_object(request, limit=node.config.limits.api_body)
     raw = field(body, "action", dict)
-    conn, resolved, _ = await session_connection(gw, request)
+    conn, resolved, _ = await session_connection(node, request)
     assert conn.cert_sha256 is not None
     fields = validate_action(raw)
     signer = resolved.user
-    now = gw.clock()
-    timeout = gw.config.webauthn.timeout
+    now = node.clock()
+    timeout = node.config.webauthn.timeout
     nonce = os.urandom(32)
     action = build_action(fields, actor=signer.id, nonce=nonce, now=now, timeout=timeout)
-    await _precheck(gw, action, signer)
+    await _precheck(node, action, signer)
     challenge = action_challenge(action)
-    credentials = await gw.store.user_credentials(signer.id)
+    credentials = await node.store.user_credentials(signer.id)
     ceremony = new_ceremony("action", challenge, nonce, conn.cert_sha256, resolved,
                             payload=canonical_json(action).decode("utf-8"), expires_at=float(action["not_after"]))
-    await gw.store.create_ceremony(ceremony, max_per_device=MAX_OPEN_CEREMONIES)
+    await node.store.create_ceremony(ceremony, max_per_device=MAX_OPEN_CEREMONIES)
     options = passkeys.authentication_options(
-        rp_id=gw.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in credentials],
-        timeout_ms=timeout * 1000, user_verification=gw.config.webauthn.user_verification)
+        rp_id=node.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in credentials],
+        timeout_ms=timeout * 1000, user_verification=node.config.webauthn.user_verification)
     event("action.begin", user=signer.id, device=resolved.device.id, action=action["type"])
     return web.json_response({"action_id": ceremony.id, "action": action, "options": options})
 
@@ -191,49 +192,49 @@ async def action_begin(request: web.Request) -> web.Response:
 @routes.post("/idwall/api/actions/finish")
 async def action_finish(request: web.Request) -> web.Response:
     """Verify the signature over the action and perform it once, with its ledger entry."""
-    gw = request.app[GATEWAY]
-    body = await read_json_object(request, limit=gw.config.limits.api_body)
+    node = request.app[NODE]
+    body = await read_json_object(request, limit=node.config.limits.api_body)
     action_id = field(body, "action_id", str)
     credential = field(body, "credential", dict)
-    conn, resolved, _ = await session_connection(gw, request)
+    conn, resolved, _ = await session_connection(node, request)
     credential_id = passkeys.credential_id_of(credential)
-    now = gw.clock()
-    ceremony = await gw.store.consume_ceremony(action_id, kind="action", now=now)
+    now = node.clock()
+    ceremony = await node.store.consume_ceremony(action_id, kind="action", now=now)
     if ceremony.binding != conn.cert_sha256 or ceremony.user_id != resolved.user.id or ceremony.payload is None:
         raise Forbidden(OTHER_CONNECTION)
     action: dict[str, Any] = json.loads(ceremony.payload)
-    active = {c.id: c for c in await gw.store.user_credentials(resolved.user.id)}
+    active = {c.id: c for c in await node.store.user_credentials(resolved.user.id)}
     stored = active.get(credential_id)
     if stored is None:
         raise WebAuthnRejected("this passkey is not one of your active passkeys; sign with one of those offered")
-    webauthn = gw.config.webauthn
+    webauthn = node.config.webauthn
     try:
         verified = passkeys.verify_authentication(
             credential=credential, expected_challenge=action_challenge(action), expected_credential_id=stored.id,
             rp_id=webauthn.rp_id, origins=webauthn.origins, public_key=stored.public_key,
             stored_sign_count=stored.sign_count, require_uv=webauthn.user_verification == "required")
     except passkeys.SignCountRegression as exc:
-        await gw.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
+        await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
                                                     credential_id=stored.id, stored=exc.stored,
                                                     received=exc.received))
         event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
               received=exc.received)
         raise
-    signer = await gw.store.get_user(resolved.user.id)
+    signer = await node.store.get_user(resolved.user.id)
     if signer is None:
         raise Forbidden("your user no longer exists")
     check_role(action, signer_admin=signer.admin)
     if action["not_after"] < now:
         raise Gone("this action's signature window has passed; start it again")
-    prepared = await _prepare(gw, action, signer=signer, signing_device=stored.device_id, now=now)
+    prepared = await _prepare(node, action, signer=signer, signing_device=stored.device_id, now=now)
     draft = action_draft(action, approval=approval_of(credential, credential_id=stored.id),
                          subject=prepared.subject, data=prepared.data)
-    seq = await gw.store.perform_action(
+    seq = await node.store.perform_action(
         signer=Signer(user_id=signer.id, credential_id=stored.id, expected_sign_count=stored.sign_count,
                       new_sign_count=verified.new_sign_count, must_be_admin=action["type"] in ADMIN_ACTIONS),
         effect=prepared.effect, now=now, draft=draft)
     if isinstance(prepared.effect, AdminEffect):
-        gw.registry.invalidate(gw.registry.for_ids(users=[prepared.effect.user_id]))
+        node.registry.invalidate(node.registry.for_ids(users=[prepared.effect.user_id]))
     event("action", user=signer.id, device=stored.device_id, action=action["type"], subject=prepared.subject,
           audit_seq=seq)
     return web.json_response({"result": prepared.result})

@@ -39,7 +39,8 @@ from ..connections import Conn
 from ..errors import BadRequest, Forbidden, NoClientCertificate, Unauthenticated
 from ..logs import event
 from ..store.base import LedgerDraft, Session, User
-from .gateway import GATEWAY, Gateway
+from ..node import Node
+from .context import NODE, conn_for
 from .problems import read_json_object
 
 routes = web.RouteTableDef()
@@ -59,12 +60,12 @@ _UNSIGNED = re.compile(r"[0-9]{1,15}")
 # -- who is asking ---------------------------------------------------------------------------------
 
 
-def _allowed_origins(gw: Gateway) -> set[str]:
+def _allowed_origins(node: Node) -> set[str]:
     def origin(url: str) -> str:
         parts = urlsplit(url)
         return f"{parts.scheme}://{parts.netloc}".lower()
 
-    return {origin(gw.config.public_url), *(origin(o) for o in gw.config.webauthn.origins)}
+    return {origin(node.config.public_url), *(origin(o) for o in node.config.webauthn.origins)}
 
 
 def _hostname(netloc: str) -> str | None:
@@ -74,21 +75,21 @@ def _hostname(netloc: str) -> str | None:
         return None
 
 
-def _on_own_address(request: web.Request, gw: Gateway) -> bool:
+def _on_own_address(request: web.Request, node: Node) -> bool:
     """Whether the request named the gateway itself (public URL or a WebAuthn origin), not a proxied host.
 
     Host names only, as routes are matched: proxied apps are told apart by name, not by port.
     """
-    own = {_hostname(urlsplit(url).netloc) for url in (gw.config.public_url, *gw.config.webauthn.origins)}
+    own = {_hostname(urlsplit(url).netloc) for url in (node.config.public_url, *node.config.webauthn.origins)}
     return _hostname(request.host) in own - {None}
 
 
-def refuse_cross_site(request: web.Request, gw: Gateway) -> None:
+def refuse_cross_site(request: web.Request, node: Node) -> None:
     """Session-authorised changes must come from our own pages (the client certificate is ambient)."""
     if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
         raise Forbidden("cross-site requests may not use a session here (the device certificate is ambient)")
     origin = request.headers.get("Origin")
-    if origin is not None and origin.lower() not in _allowed_origins(gw):
+    if origin is not None and origin.lower() not in _allowed_origins(node):
         raise Forbidden(f"requests from origin {origin[:100]!r} may not use a session here "
                         "(the device certificate is ambient)")
 
@@ -104,48 +105,48 @@ async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool 
     """
     if scope not in tokens.SCOPES:
         raise ValueError(f"scope must be one of {tokens.SCOPES}, got {scope!r}")
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     secret = tokens.parse_authorization(request.headers.getall("Authorization", []))
     if secret is not None:
         if not allow_tokens:
             raise Forbidden("this needs an administrator's passkey session; tokens cannot do it")
-        found = await gw.store.get_token_by_hash(tokens.token_hash(secret))
+        found = await node.store.get_token_by_hash(tokens.token_hash(secret))
         try:
-            token = tokens.authorize(found, secret=secret, scope=scope, now=gw.clock())
+            token = tokens.authorize(found, secret=secret, scope=scope, now=node.clock())
         except tokens.InvalidToken:
             event("admin.token_refused", token_id=found.id if found else None, path=request.path)
             raise
         return "token:" + token.id
 
-    if not _on_own_address(request, gw):
+    if not _on_own_address(request, node):
         # /idwall/ is served on every proxied host too: a page of a proxied app could otherwise read this API
         # same-origin with the administrator's ambient client certificate
-        raise Forbidden(f"the admin API answers administrators' sessions only at {gw.config.public_url}")
-    conn = gw.conn_for(request)
+        raise Forbidden(f"the admin API answers administrators' sessions only at {node.config.public_url}")
+    conn = conn_for(request)
     if conn.cert_sha256 is None:
         raise NoClientCertificate("the admin API needs an administrator's device certificate or a bearer token",
-                                  enroll_url=gw.enroll_url())
-    resolved = await gw.resolve(conn)
+                                  enroll_url=node.enroll_url())
+    resolved = await node.resolve(conn)
     if resolved is None:
-        raise Forbidden("this device certificate is not enrolled (or was removed)", enroll_url=gw.enroll_url())
+        raise Forbidden("this device certificate is not enrolled (or was removed)", enroll_url=node.enroll_url())
     if resolved.device.status != "active":
-        raise Forbidden(f"this device is {resolved.device.status.replace('_', ' ')}", enroll_url=gw.enroll_url())
-    now = gw.clock()
-    session = gw.live_session(resolved, now=now)
-    login_url = gw.login_url(CONSOLE_PATH)
+        raise Forbidden(f"this device is {resolved.device.status.replace('_', ' ')}", enroll_url=node.enroll_url())
+    now = node.clock()
+    session = node.live_session(resolved, now=now)
+    login_url = node.login_url(CONSOLE_PATH)
     if session is None:
         raise Unauthenticated("log in with your passkey", login_url=login_url, step_up=False)
     if not resolved.user.admin:
         raise Forbidden(f"user {resolved.user.id} is not an administrator")
     identity = policy.Identity(resolved.user.id, resolved.user.groups, True, session.auth_time)
     decision = policy.decide(identity=identity, allow_users=None, allow_groups=None,
-                             fresh_auth=gw.config.admin.fresh_auth, now=now)
+                             fresh_auth=node.config.admin.fresh_auth, now=now)
     if decision.outcome != policy.ALLOW:
         raise Unauthenticated("the admin console needs a fresh passkey login (step-up)", login_url=login_url,
                               step_up=True)
     if request.method not in ("GET", "HEAD"):
-        refuse_cross_site(request, gw)
-    gw.touch(session, now)
+        refuse_cross_site(request, node)
+    node.touch(session, now)
     return resolved.user.id
 
 
@@ -166,11 +167,11 @@ class _KillLog:
         while len(self.closed) > 10 * RECENT_KILLS:
             self.closed.popitem(last=False)
 
-    async def refresh(self, gw: Gateway) -> None:
+    async def refresh(self, node: Node) -> None:
         """Read the ledger entries appended since the last call (the first call reads it all, once)."""
         async with self.lock:
             while True:
-                batch = await gw.store.ledger_entries(after=self.scanned, limit=AUDIT_MAX_LIMIT)
+                batch = await node.store.ledger_entries(after=self.scanned, limit=AUDIT_MAX_LIMIT)
                 if not batch:
                     return
                 self.entries.extend(e for e in batch if e.get("type") == "kill")
@@ -202,16 +203,16 @@ def _kill_view(entry: dict[str, Any], closed: dict[int, int]) -> dict[str, Any]:
 @routes.post("/idwall/api/admin/kill")
 async def kill(request: web.Request) -> web.StreamResponse:
     """Revoke durably, cut every matching connection, then answer what was cut."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     actor = await require_admin(request, scope="kill")
-    body = await read_json_object(request, limit=gw.config.limits.api_body)
+    body = await read_json_object(request, limit=node.config.limits.api_body)
     unknown = sorted(set(body) - KILL_FIELDS)
     if unknown:
         raise BadRequest(f"unknown field(s) {unknown}; a kill takes {sorted(KILL_FIELDS)}")
     scope, target = killswitch.check_request(body.get("scope"), body.get("target"), body.get("reason"),
                                              body.get("revoke_devices", False))
-    conn = gw.registry.get(request.transport)
-    outcome = await killswitch.kill(gw, scope=scope, target=target, reason=body["reason"],
+    conn = node.registry.get(request.transport)
+    outcome = await killswitch.kill(node, scope=scope, target=target, reason=body["reason"],
                                     revoke_devices=body.get("revoke_devices", False), actor=actor, spare=conn)
     _kill_log(request.app).record(outcome.audit_seq, outcome.connections_closed)
     response = web.json_response(outcome.as_json())
@@ -274,28 +275,28 @@ def session_rows(live: list[Session], *, users: dict[str, User], conns: dict[str
 @routes.get("/idwall/api/admin/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     """Live sessions (``?user=``, ``?group=``, ``?device=`` narrow them) with their connections."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     await require_admin(request, scope="read")
     want_user, want_group, want_device = (_filter_value(request, n) for n in ("user", "group", "device"))
-    now = gw.clock()
-    users = {u.id: u for u in await gw.store.list_users()}
-    live = [s for s in await gw.store.live_sessions(now=now)
+    now = node.clock()
+    users = {u.id: u for u in await node.store.list_users()}
+    live = [s for s in await node.store.live_sessions(now=now)
             if (want_user is None or s.user_id == want_user)
             and (want_device is None or s.device_id == want_device)
             and (want_group is None or (s.user_id in users and want_group in users[s.user_id].groups))]
     by_session: dict[str, list[Conn]] = {}
     names: dict[str, str] = {}
-    for conn in gw.registry:
+    for conn in node.registry:
         if conn.session_id is not None and not conn.killed:
             by_session.setdefault(conn.session_id, []).append(conn)
         if conn.resolved is not None:
             names[conn.resolved.device.id] = conn.resolved.device.name
     for device_id in {s.device_id for s in live} - names.keys():
-        device = await gw.store.get_device(device_id)
+        device = await node.store.get_device(device_id)
         if device is not None:
             names[device_id] = device.name
-    rows = session_rows(live, users=users, conns=by_session, device_names=names, last_seen=gw.last_seen, now=now,
-                        idle_timeout=gw.config.session.idle_timeout)
+    rows = session_rows(live, users=users, conns=by_session, device_names=names, last_seen=node.last_seen, now=now,
+                        idle_timeout=node.config.session.idle_timeout)
     return web.json_response({"sessions": rows, "time": now})
 
 
@@ -314,21 +315,21 @@ def _int_param(request: web.Request, name: str, *, default: int, low: int, high:
 @routes.get("/idwall/api/admin/audit")
 async def audit(request: web.Request) -> web.Response:
     """Ledger entries after ``after`` (default 0), at most ``limit`` (1..1000, default 100), as stored."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     await require_admin(request, scope="read")
     after = _int_param(request, "after", default=0, low=0, high=10**15)
     limit = _int_param(request, "limit", default=AUDIT_DEFAULT_LIMIT, low=1, high=AUDIT_MAX_LIMIT)
-    entries = await gw.store.ledger_entries(after=after, limit=limit)
+    entries = await node.store.ledger_entries(after=after, limit=limit)
     return web.json_response({"entries": entries, "next": entries[-1]["seq"] if entries else after})
 
 
 @routes.get("/idwall/api/admin/kills")
 async def recent_kills(request: web.Request) -> web.Response:
     """The last 20 kills, newest first, with how many connections this node cut for each (null: not known here)."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     await require_admin(request, scope="read")
     log = _kill_log(request.app)
-    await log.refresh(gw)
+    await log.refresh(node)
     return web.json_response({"kills": [_kill_view(e, log.closed) for e in reversed(log.entries)]})
 
 
@@ -338,21 +339,21 @@ async def recent_kills(request: web.Request) -> web.Response:
 @routes.get("/idwall/api/admin/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
     """Every token, without its hash."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     await require_admin(request, scope="read")
-    now = gw.clock()
-    return web.json_response({"tokens": [tokens.public_view(t, now=now) for t in await gw.store.list_tokens()]})
+    now = node.clock()
+    return web.json_response({"tokens": [tokens.public_view(t, now=now) for t in await node.store.list_tokens()]})
 
 
 @routes.delete("/idwall/api/admin/tokens/{token_id}")
 async def revoke_token(request: web.Request) -> web.Response:
     """Revoke a token (an administrator's session only), with a ``token.revoke`` ledger entry."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     actor = await require_admin(request, scope="read", allow_tokens=False)
     token_id = request.match_info["token_id"]
     if len(token_id) > MAX_FILTER_LENGTH:
         raise BadRequest("token id is too long")
-    seq = await gw.store.revoke_token(token_id, now=gw.clock(),
+    seq = await node.store.revoke_token(token_id, now=node.clock(),
                                       draft=LedgerDraft("token.revoke", actor, token_id, {"token_id": token_id}))
     event("token.revoke", actor=actor, token_id=token_id, audit_seq=seq)
     return web.json_response({"token_id": token_id, "revoked": True, "audit_seq": seq})

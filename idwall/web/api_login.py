@@ -26,7 +26,8 @@ from ..errors import Forbidden, NoClientCertificate, Unauthenticated, WebAuthnRe
 from ..logs import event
 from ..store.base import Ceremony, Resolved, Session
 from .api_admin import refuse_cross_site
-from .gateway import GATEWAY, Gateway, certificate_expired
+from ..node import Node, certificate_expired
+from .context import NODE, conn_for
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
@@ -36,59 +37,59 @@ MAX_OPEN_CEREMONIES = 32
 OTHER_CONNECTION = "assertion was made for another connection; start the login again on this connection"
 
 
-async def enrolled_connection(gw: Gateway, request: web.Request) -> tuple[Conn, Resolved]:
+async def enrolled_connection(node: Node, request: web.Request) -> tuple[Conn, Resolved]:
     """This request's connection and what its certificate resolves to, if it is an active enrolled device."""
-    conn = gw.conn_for(request)
+    conn = conn_for(request)
     if conn.cert_sha256 is None or conn.cert_der is None:
         raise NoClientCertificate("connect with your IDWall device certificate, or enroll this device first",
-                                  enroll_url=gw.enroll_url())
-    resolved = await gw.resolve(conn)
+                                  enroll_url=node.enroll_url())
+    resolved = await node.resolve(conn)
     if resolved is None:
         raise Forbidden("this device certificate is not enrolled (or was replaced); enroll the device again",
-                        enroll_url=gw.enroll_url())
+                        enroll_url=node.enroll_url())
     status = resolved.device.status
     if status == "revoked":
-        raise Forbidden(f"device {resolved.device.id} was revoked; enroll it again", enroll_url=gw.enroll_url())
+        raise Forbidden(f"device {resolved.device.id} was revoked; enroll it again", enroll_url=node.enroll_url())
     if status != "active":
         raise Forbidden(f"device {resolved.device.id} is {status.replace('_', ' ')}; wait for its approval")
-    if certificate_expired(resolved, now=gw.clock()):
+    if certificate_expired(resolved, now=node.clock()):
         raise Forbidden(f"the certificate of device {resolved.device.id} has expired; enroll the device again",
-                        enroll_url=gw.enroll_url())
+                        enroll_url=node.enroll_url())
     return conn, resolved
 
 
-async def session_connection(gw: Gateway, request: web.Request) -> tuple[Conn, Resolved, Session]:
+async def session_connection(node: Node, request: web.Request) -> tuple[Conn, Resolved, Session]:
     """As :func:`enrolled_connection`, and the live session on it (401 with a login URL when there is none)."""
-    conn, resolved = await enrolled_connection(gw, request)
-    session = gw.live_session(resolved, now=gw.clock())
+    conn, resolved = await enrolled_connection(node, request)
+    session = node.live_session(resolved, now=node.clock())
     if session is None:
-        raise Unauthenticated("log in with your passkey first", login_url=gw.login_url("/"))
+        raise Unauthenticated("log in with your passkey first", login_url=node.login_url("/"))
     return conn, resolved, session
 
 
-def _require_uv(gw: Gateway) -> bool:
-    return gw.config.webauthn.user_verification == "required"
+def _require_uv(node: Node) -> bool:
+    return node.config.webauthn.user_verification == "required"
 
 
 @routes.post("/idwall/api/login/begin")
 async def login_begin(request: web.Request) -> web.Response:
     """Options for a passkey assertion bound to the certificate on this connection."""
-    gw = request.app[GATEWAY]
-    await read_json_object(request, limit=gw.config.limits.api_body)
-    conn, resolved = await enrolled_connection(gw, request)
+    node = request.app[NODE]
+    await read_json_object(request, limit=node.config.limits.api_body)
+    conn, resolved = await enrolled_connection(node, request)
     assert conn.cert_der is not None and conn.cert_sha256 is not None
     if not resolved.credentials:
         raise Forbidden(f"device {resolved.device.id} has no passkey bound to it; enroll it again")
-    now = gw.clock()
-    timeout = gw.config.webauthn.timeout
+    now = node.clock()
+    timeout = node.config.webauthn.timeout
     nonce = os.urandom(32)
     challenge = login_challenge(nonce, conn.cert_der)
-    await gw.store.create_ceremony(new_ceremony("login", challenge, nonce, conn.cert_sha256, resolved,
+    await node.store.create_ceremony(new_ceremony("login", challenge, nonce, conn.cert_sha256, resolved,
                                                 payload=None, expires_at=now + timeout),
                                    max_per_device=MAX_OPEN_CEREMONIES)
     options = passkeys.authentication_options(
-        rp_id=gw.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in resolved.credentials],
-        timeout_ms=timeout * 1000, user_verification=gw.config.webauthn.user_verification)
+        rp_id=node.config.webauthn.rp_id, challenge=challenge, allow=[c.id for c in resolved.credentials],
+        timeout_ms=timeout * 1000, user_verification=node.config.webauthn.user_verification)
     event("login.begin", user=resolved.user.id, device=resolved.device.id)
     return web.json_response({"options": options})
 
@@ -103,30 +104,30 @@ def new_ceremony(kind: str, challenge: bytes, nonce: bytes, binding: bytes, reso
 @routes.post("/idwall/api/login/finish")
 async def login_finish(request: web.Request) -> web.Response:
     """Verify the assertion made over this connection and start the session."""
-    gw = request.app[GATEWAY]
-    body = await read_json_object(request, limit=gw.config.limits.api_body)
+    node = request.app[NODE]
+    body = await read_json_object(request, limit=node.config.limits.api_body)
     credential = field(body, "credential", dict)
-    conn, resolved = await enrolled_connection(gw, request)
+    conn, resolved = await enrolled_connection(node, request)
     assert conn.cert_der is not None and conn.cert_sha256 is not None
     challenge = claimed_challenge(credential)
     credential_id = passkeys.credential_id_of(credential)
-    now = gw.clock()
-    ceremony = await gw.store.consume_ceremony(b64url_encode(challenge), kind="login", now=now)
+    now = node.clock()
+    ceremony = await node.store.consume_ceremony(b64url_encode(challenge), kind="login", now=now)
     if ceremony.binding != conn.cert_sha256 or ceremony.device_id != resolved.device.id:
         event("login.other_connection", user=resolved.user.id, device=resolved.device.id,
               ceremony_device=ceremony.device_id)
         raise Forbidden(OTHER_CONNECTION)
-    stored = await gw.store.get_credential(credential_id)
+    stored = await node.store.get_credential(credential_id)
     if stored is None or stored.device_id != resolved.device.id:
         raise WebAuthnRejected("this passkey is not bound to this device; use the passkey made when it enrolled")
-    webauthn = gw.config.webauthn
+    webauthn = node.config.webauthn
     try:
         verified = passkeys.verify_authentication(
             credential=credential, expected_challenge=login_challenge(ceremony.nonce, conn.cert_der),
             expected_credential_id=stored.id, rp_id=webauthn.rp_id, origins=webauthn.origins,
-            public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(gw))
+            public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(node))
     except passkeys.SignCountRegression as exc:
-        await gw.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
+        await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
                                                     credential_id=stored.id, stored=exc.stored,
                                                     received=exc.received))
         event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
@@ -135,12 +136,12 @@ async def login_finish(request: web.Request) -> web.Response:
     session = Session(
         id="ses-" + secrets.token_hex(12), user_id=resolved.user.id, device_id=resolved.device.id,
         credential_id=stored.id, cert_sha256=conn.cert_sha256, amr=verified.amr, auth_time=now, created_at=now,
-        expires_at=now + gw.config.session.max_age, last_seen=now)
+        expires_at=now + node.config.session.max_age, last_seen=now)
     draft = login_draft(session=session, approval=approval_of(credential, credential_id=stored.id),
                         nonce=ceremony.nonce, sign_count=verified.new_sign_count)
-    await gw.store.create_session(session, expected_sign_count=stored.sign_count,
+    await node.store.create_session(session, expected_sign_count=stored.sign_count,
                                   new_sign_count=verified.new_sign_count, draft=draft)
-    gw.registry.invalidate(gw.registry.by_cert(conn.cert_sha256))
+    node.registry.invalidate(node.registry.by_cert(conn.cert_sha256))
     event("login", user=session.user_id, device=session.device_id, session=session.id, amr=list(session.amr))
     return web.json_response({"session_id": session.id, "user": session.user_id,
                               "expires_at": int(session.expires_at), "auth_time": int(session.auth_time)})
@@ -149,15 +150,14 @@ async def login_finish(request: web.Request) -> web.Response:
 @routes.post("/idwall/api/logout")
 async def logout(request: web.Request) -> web.Response:
     """End this connection's session (every connection with this certificate loses it)."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     # no JSON body is required here, so a cross-site form could post without a preflight: refuse it
-    refuse_cross_site(request, gw)
-    conn, _, session = await session_connection(gw, request)
+    refuse_cross_site(request, node)
+    conn, _, session = await session_connection(node, request)
     assert conn.cert_sha256 is not None
-    await gw.store.end_session(session.id, now=gw.clock(), reason="logout", draft=logout_draft(session))
-    gw.registry.invalidate(gw.registry.by_cert(conn.cert_sha256))
-    gw.assertion_cache.drop_session(session.id)
-    gw.last_seen.pop(session.id, None)
+    await node.store.end_session(session.id, now=node.clock(), reason="logout", draft=logout_draft(session))
+    node.registry.invalidate(node.registry.by_cert(conn.cert_sha256))
+    node.forget_sessions([session.id])
     event("logout", user=session.user_id, device=session.device_id, session=session.id)
     return web.json_response({"session_id": session.id, "ended": True})
 
@@ -165,16 +165,16 @@ async def logout(request: web.Request) -> web.Response:
 @routes.get("/idwall/api/me")
 async def me(request: web.Request) -> web.Response:
     """Who this connection is: user, device and live session (each null when absent)."""
-    gw = request.app[GATEWAY]
-    conn = gw.conn_for(request)
+    node = request.app[NODE]
+    conn = conn_for(request)
     if conn.cert_sha256 is None:
         raise NoClientCertificate("connect with your IDWall device certificate, or enroll this device first",
-                                  enroll_url=gw.enroll_url())
-    resolved = await gw.resolve(conn)
+                                  enroll_url=node.enroll_url())
+    resolved = await node.resolve(conn)
     if resolved is None:
         return web.json_response({"user": None, "device": None, "session": None})
     user, device = resolved.user, resolved.device
-    session = gw.live_session(resolved, now=gw.clock())
+    session = node.live_session(resolved, now=node.clock())
     return web.json_response({
         "user": {"id": user.id, "name": user.name, "email": user.email, "groups": list(user.groups),
                  "admin": user.admin},

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from ..errors import NotFound
 from . import api_actions, api_admin, api_enroll, api_login, pages
-from .gateway import GATEWAY, Gateway, proxy_handler
+from ..node import Node
+from .context import NODE
+from .gateway import proxy_handler
 from .problems import problem_middleware
 
 routes = web.RouteTableDef()
@@ -18,17 +20,17 @@ routes = web.RouteTableDef()
 @routes.get("/.well-known/idwall/jwks.json")
 async def jwks(request: web.Request) -> web.Response:
     """Public keys for the identity assertions (current and, during an overlap, previous)."""
-    gw = request.app[GATEWAY]
-    gw.reload_keys_if_needed()
-    return web.json_response(gw.keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
+    node = request.app[NODE]
+    node.reload_keys_if_needed()
+    return web.json_response(node.keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
 @routes.get("/idwall/healthz")
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers and its store can be read."""
-    gw = request.app[GATEWAY]
-    await gw.store.last_event_id()
-    return web.json_response({"status": "ok", "time": int(time.time()), "connections": len(gw.registry)})
+    node = request.app[NODE]
+    await node.store.last_event_id()
+    return web.json_response({"status": "ok", "time": int(time.time()), "connections": len(node.registry)})
 
 
 def _is_local(request: web.Request) -> bool:
@@ -42,13 +44,13 @@ def _is_local(request: web.Request) -> bool:
 @routes.get("/idwall/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics: from the local machine, or for an admin session."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     if not _is_local(request):
         await api_admin.require_admin(request, scope="read")
-    live = {c.session_id for c in gw.registry if c.session_id}
-    gw.metrics.sessions.set(len(live))
-    gw.metrics.connections.set(len(gw.registry))
-    return web.Response(body=gw.metrics.render(), content_type="text/plain", charset="utf-8")
+    live = {c.session_id for c in node.registry if c.session_id}
+    node.metrics.sessions.set(len(live))
+    node.metrics.connections.set(len(node.registry))
+    return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
 async def _reserved_fallback(request: web.Request) -> web.Response:
@@ -65,10 +67,10 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             response.headers.setdefault("Cache-Control", "no-store")
 
 
-def build_app(gw: Gateway) -> web.Application:
+def build_app(node: Node) -> web.Application:
     """The application: reserved endpoints, API, pages, and the proxy catch-all."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=gw.config.limits.api_body)
-    app[GATEWAY] = gw
+    app = web.Application(middlewares=[problem_middleware], client_max_size=node.config.limits.api_body)
+    app[NODE] = node
     app.on_response_prepare.append(_security_headers)
     app.add_routes(routes)
     for module in (api_enroll, api_login, api_actions, api_admin, pages):

@@ -1,208 +1,28 @@
-"""The gateway's runtime state and the request path: connection -> identity -> policy -> upstream.
-
-A connection is resolved once (certificate -> device -> user -> session) and
-then served from memory: the store is consulted again only when an event marks
-the connection stale (login, logout, kill, a change to the user).
-"""
+"""The proxied request path on aiohttp: connection -> identity -> policy -> upstream."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from .. import httpnorm, policy, sessions
-from ..assertion import AssertionCache, KeySet, build_claims, canonical_htu
-from ..config import Config
-from ..connections import Conn, Registry
-from ..encoding import b64url_encode
+from .. import httpnorm, policy
 from ..errors import Forbidden, NoClientCertificate, NotFound, Unauthenticated
 from ..logs import event
+from ..node import certificate_expired
 from ..proxy import Forwarder
-from ..store.base import Resolved, Session
-from ..store.sqlite import SQLiteStore
-from ..workers import HEARTBEAT_EVERY, Worker
-from .metrics import Metrics
+from .context import NODE, conn_for
 
-GATEWAY: web.AppKey["Gateway"] = web.AppKey("gateway", object)  # type: ignore[arg-type]
-
-ENROLL_HINT = "/idwall/enroll"
-
-
-@dataclass
-class Gateway:
-    """Everything the handlers share: config, store, keys, live connections."""
-
-    config: Config
-    store: SQLiteStore
-    keys: KeySet
-    ledger_key: ec.EllipticCurvePrivateKey
-    device_ca_cert: x509.Certificate
-    device_ca_key: Any
-    ca_pem: str
-    registry: Registry = field(default_factory=Registry)
-    forwarder: Forwarder | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    clock: Callable[[], float] = time.time
-    assertion_cache: AssertionCache = field(default_factory=AssertionCache)
-    #: last request time per session, kept in memory and flushed to the store in batches
-    last_seen: dict[str, float] = field(default_factory=dict)
-    event_cursor: int = 0
-    #: audit seqs of kills this process already applied itself
-    local_kills: set[int] = field(default_factory=set)
-    #: this process's identity when it is one of several workers (``serve --workers N``); None when alone
-    worker: "Worker | None" = None
-
-    # -- connections ------------------------------------------------------------------------------
-
-    def conn_for(self, request: web.Request) -> Conn:
-        """The registry entry of the connection ``request`` arrived on."""
-        conn = self.registry.get(request.transport)
-        if conn is None:
-            raise ConnectionResetError("connection is no longer registered")
-        if conn.killed:
-            raise ConnectionResetError("connection was killed")
-        conn.last_seen = self.clock()
-        if not conn.user_agent:
-            conn.user_agent = request.headers.get("User-Agent", "")[:200]
-        return conn
-
-    async def resolve(self, conn: Conn) -> Resolved | None:
-        """What ``conn``'s certificate maps to now; reads the store only when the connection is stale."""
-        if conn.cert_sha256 is None:
-            return None
-        if not conn.stale:
-            return conn.resolved
-        async with conn.lock:
-            while conn.stale:
-                epoch, generation = self.registry.epoch, conn.epoch
-                resolved = await self.store.resolve_certificate(conn.cert_sha256, now=self.clock())
-                if conn.killed:
-                    raise ConnectionResetError("connection was killed")
-                if epoch != self.registry.epoch or generation != conn.epoch:
-                    # a kill, or a change to this connection (logout, demotion), landed while we read:
-                    # read again so we never bind what it revoked
-                    continue
-                self.registry.bind(conn, resolved)
-                if resolved and resolved.session:
-                    self.last_seen.setdefault(resolved.session.id, resolved.session.last_seen)
-        return conn.resolved
-
-    def live_session(self, resolved: Resolved | None, *, now: float) -> Session | None:
-        """The resolved session if it is still within ``max_age`` and ``idle_timeout``."""
-        if resolved is None or resolved.session is None or resolved.device.status != "active":
-            return None
-        if certificate_expired(resolved, now=now):
-            return None
-        session = resolved.session
-        last = max(self.last_seen.get(session.id, session.last_seen), session.last_seen)
-        state = sessions.SessionState(session.id, session.auth_time, session.created_at, last,
-                                      session.expires_at, session.revoked_at is not None)
-        status = sessions.session_status(state, now=now, idle_timeout=self.config.session.idle_timeout)
-        return session if status == "active" else None
-
-    def cut_expired_streams(self) -> int:
-        """Cut WebSockets and streams whose session has passed ``max_age`` or been revoked, or whose device
-        certificate has expired.
-
-        A request on an idle connection is checked when it arrives, but a WebSocket or a download can
-        outlive its session; it must not. Idle keep-alive connections are left open: the person signs in
-        again over them.
-        """
-        now = self.clock()
-        doomed = [conn for conn in self.registry
-                  if conn.kind in ("websocket", "stream") and conn.resolved is not None
-                  and conn.resolved.session is not None
-                  and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None
-                       or certificate_expired(conn.resolved, now=now))]
-        if doomed:
-            event("session.expired.cut", connections=len(doomed),
-                  sessions=sorted({c.session_id for c in doomed if c.session_id}))
-        return self.registry.cut(doomed)
-
-    def touch(self, session: Session, now: float) -> None:
-        self.last_seen[session.id] = now
-
-    async def flush_last_seen(self) -> None:
-        """Write the batched last-seen times (called periodically, off the request path).
-
-        Times older than ``session.max_age`` belong to sessions that have ended either way; they are
-        written once more and then forgotten, so the map does not grow with every session ever seen.
-        """
-        batch = dict(self.last_seen)
-        await self.store.touch_sessions(batch)
-        horizon = self.clock() - self.config.session.max_age
-        for sid, seen in batch.items():
-            if seen < horizon and self.last_seen.get(sid) == seen:
-                del self.last_seen[sid]
-
-    def enroll_url(self) -> str:
-        return self.config.public_url.rstrip("/") + ENROLL_HINT
-
-    def login_url(self, next_path: str) -> str:
-        return self.config.public_url.rstrip("/") + policy.login_redirect(next_path)
-
-    # -- assertions -------------------------------------------------------------------------------
-
-    def assertion_for(self, *, request: web.Request, route: Any, resolved: Resolved, session: Session,
-                      path: str, now: float) -> str:
-        """The signed identity assertion for this request (or the cached one on unbound routes)."""
-        aud = route.audience or route.name
-        ttl = self.config.assertion.ttl
-        kid = self.keys.current_kid
-        if not route.bind_request:
-            # Before building any claims: on unbound routes most requests reuse the cached token.
-            cached = self.assertion_cache.get(session.id, aud, kid=kid, now=now)
-            if cached is not None:
-                return cached
-        credential = next((c for c in resolved.credentials if c.id == session.credential_id), None)
-        device = {"id": resolved.device.id, "name": resolved.device.name,
-                  "credential_id": b64url_encode(credential.id if credential else session.credential_id),
-                  "enrolled_at": int(resolved.device.enrolled_at), "approved_by": resolved.device.approved_by}
-        user = {"id": resolved.user.id, "email": resolved.user.email or None, "name": resolved.user.name or None,
-                "groups": resolved.user.groups}
-        sess = {"id": session.id, "auth_time": int(session.auth_time), "amr": session.amr}
-        iss = self.config.public_url
-        claims = build_claims(
-            iss=iss, aud=aud, user=user, session=sess, device=device, cert_sha256=session.cert_sha256,
-            method=request.method, url=canonical_htu("https", request.host, path), now=now, ttl=ttl,
-            bind_request=route.bind_request)
-        token = self.keys.sign(claims)
-        if not route.bind_request:
-            self.assertion_cache.put(session.id, aud, token, kid=kid, iat=claims["iat"], ttl=ttl)
-        return token
-
-    def reload_keys_if_needed(self) -> None:
-        now = self.clock()
-        if self.keys.needs_reload(now=now):
-            self.keys = KeySet.load(self.config.assertion.key, now=now, overlap=self.config.assertion.overlap)
-            event("keys.reloaded", kid=self.keys.current_kid)
-
-
-def certificate_expired(resolved: Resolved, *, now: float) -> bool:
-    """True once the device certificate is past its ``notAfter``.
-
-    TLS checks validity only during a full handshake: a keep-alive connection outlives the certificate, and a
-    resumed TLS session (tickets, session cache) skips certificate verification altogether.
-    """
-    return resolved.device.not_after is not None and resolved.device.not_after <= now
+FORWARDER: web.AppKey[Forwarder] = web.AppKey("forwarder", Forwarder)
 
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Everything outside ``/idwall/`` and ``/.well-known/idwall/``: policy, then the upstream."""
-    gw = request.app[GATEWAY]
-    conn = gw.conn_for(request)
+    node = request.app[NODE]
+    conn = conn_for(request)
     raw_path = request.raw_path.split("?", 1)[0]
     path = httpnorm.normalise_path(raw_path)
     if httpnorm.is_reserved(path):
         raise NotFound("no such IDWall endpoint")
-    route = httpnorm.match_route(gw.config.routes, request.host, path)
+    route = httpnorm.match_route(node.config.routes, request.host, path)
     if route is None:
         raise NotFound(f"no route for {httpnorm.host_without_port(request.host)}{path}")
     if conn.cert_sha256 is None:
@@ -211,19 +31,19 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
             raise web.HTTPSeeOther(location=policy.login_redirect(request.raw_path))
         raise NoClientCertificate(
             "this app needs an enrolled device: connect with your IDWall device certificate, "
-            "or enroll this device first", enroll_url=gw.enroll_url())
-    resolved = await gw.resolve(conn)
+            "or enroll this device first", enroll_url=node.enroll_url())
+    resolved = await node.resolve(conn)
     if resolved is None:
         raise Forbidden("this device certificate is not enrolled (or was removed); enroll the device again",
-                        enroll_url=gw.enroll_url())
+                        enroll_url=node.enroll_url())
     if resolved.device.status != "active":
         raise Forbidden(f"this device is {resolved.device.status.replace('_', ' ')}; "
                         + ("enroll it again" if resolved.device.status == "revoked" else "wait for approval"),
-                        enroll_url=gw.enroll_url())
-    now = gw.clock()
+                        enroll_url=node.enroll_url())
+    now = node.clock()
     if certificate_expired(resolved, now=now):
-        raise Forbidden("this device certificate has expired; enroll the device again", enroll_url=gw.enroll_url())
-    session = gw.live_session(resolved, now=now)
+        raise Forbidden("this device certificate has expired; enroll the device again", enroll_url=node.enroll_url())
+    session = node.live_session(resolved, now=now)
     identity = None
     if session is not None:
         identity = policy.Identity(resolved.user.id, resolved.user.groups, resolved.user.admin, session.auth_time)
@@ -231,38 +51,38 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
                              fresh_auth=route.fresh_auth, now=now)
     target = request.raw_path
     if decision.outcome in (policy.LOGIN, policy.STEP_UP):
-        gw.metrics.request(route.name, 401)
+        node.metrics.request(route.name, 401)
         if policy.wants_html(request.headers.get("Accept")) and request.method in ("GET", "HEAD"):
             location = policy.login_redirect(target)
-            if decision.outcome == policy.LOGIN and await gw.store.had_session(resolved.device.id, conn.cert_sha256):
+            if decision.outcome == policy.LOGIN and await node.store.had_session(resolved.device.id, conn.cert_sha256):
                 location += "&reason=expired"  # the login page then says the session ended (expiry, logout, kill)
             raise web.HTTPSeeOther(location=location)
         raise Unauthenticated(
             "log in with your passkey" if decision.outcome == policy.LOGIN
             else "this route needs a fresh passkey login (step-up)",
-            login_url=gw.login_url(target), step_up=decision.outcome == policy.STEP_UP)
+            login_url=node.login_url(target), step_up=decision.outcome == policy.STEP_UP)
     if decision.outcome == policy.DENY:
-        gw.metrics.request(route.name, 403)
+        node.metrics.request(route.name, 403)
         event("policy.deny", user=resolved.user.id, device=resolved.device.id, session=session.id if session else None,
               route=route.name)
         raise Forbidden(f"user {resolved.user.id} is not allowed to use {route.name}")
     assert session is not None
-    gw.touch(session, now)
-    token = gw.assertion_for(request=request, route=route, resolved=resolved, session=session, path=path, now=now)
+    node.touch(session, now)
+    token = node.assertion_for(method=request.method, host=request.host, route=route, resolved=resolved, session=session, path=path, now=now)
     peer = request.transport.get_extra_info("peername") if request.transport else None
     headers = httpnorm.clean_request_headers(
         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
         client_ip=peer[0] if peer else "", proto="https", host=request.host,
-        identity_headers={gw.config.assertion.header: token})
-    assert gw.forwarder is not None
+        identity_headers={node.config.assertion.header: token})
+    forwarder = request.app[FORWARDER]
     is_ws = request.headers.get("Upgrade", "").strip().lower() == "websocket"
     if is_ws:
         if not route.websockets:
             raise Forbidden(f"route {route.name} does not allow WebSockets")
         conn.kind = "websocket"
-        gw.metrics.request(route.name, 101)
+        node.metrics.request(route.name, 101)
         try:
-            return await gw.forwarder.forward_websocket(request, route=route, path=path, headers=headers)
+            return await forwarder.forward_websocket(request, route=route, path=path, headers=headers)
         finally:
             conn.kind = "http"
 
@@ -272,61 +92,10 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     # "stream" from the start: a long-poll whose upstream has not sent a byte yet must be cut at expiry too
     conn.kind = "stream"
     try:
-        response = await gw.forwarder.forward(request, route=route, path=path, headers=headers, on_chunk=count)
+        response = await forwarder.forward(request, route=route, path=path, headers=headers, on_chunk=count)
     finally:
         conn.kind = "http"
-    gw.metrics.request(route.name, response.status)
+    node.metrics.request(route.name, response.status)
     return response
 
 
-#: how often the event poller looks for trust events committed by other processes (seconds): one indexed
-#: SELECT on the store thread per tick. Workers are woken at once by a nudge (see idwall.workers), so this
-#: is the fallback bound. Measured idle cost per process: 0.7% of a core at 100 ms, 1.6% at 50 ms, 2.7% at
-#: 20 ms (docs/benchmarks.md).
-EVENT_POLL = 0.05
-KEYS_EVERY = 1.0
-#: how often batched last-seen times are written (seconds)
-FLUSH_EVERY = 5.0
-
-
-async def background_tasks(gw: Gateway) -> None:
-    """Periodic work: follow trust events from other processes, heartbeat, flush last-seen times.
-
-    ``gw.event_cursor`` is set by whoever starts the gateway, before it listens (see server.py). As a
-    worker, every kill event applied here is acknowledged with the number of connections it cut, and the
-    heartbeat is written from this same loop, so "alive" means "this poller is running".
-    """
-    from ..killswitch import apply_event
-
-    loop = asyncio.get_running_loop()
-    last_flush = last_beat = last_keys = loop.time()
-    while True:
-        if gw.worker is not None:
-            await gw.worker.wait(EVENT_POLL)
-        else:
-            await asyncio.sleep(EVENT_POLL)
-        try:
-            acks: list[tuple[int, int]] = []
-            for ev in await gw.store.events_after(gw.event_cursor):
-                gw.event_cursor = ev.id
-                closed = apply_event(gw, ev)
-                if closed is not None:
-                    acks.append((ev.id, closed))
-            now = loop.time()
-            if gw.worker is not None:
-                if acks:
-                    await gw.store.ack_events(gw.worker.id, acks, now=gw.clock())
-                if now - last_beat >= HEARTBEAT_EVERY:
-                    await gw.store.heartbeat_worker(gw.worker.id, gw.clock())
-                    last_beat = now
-            if now - last_keys >= KEYS_EVERY:
-                gw.reload_keys_if_needed()  # picks up `idwall keys rotate` without a stat on every request
-                gw.cut_expired_streams()
-                last_keys = now
-            if now - last_flush >= FLUSH_EVERY:
-                await gw.flush_last_seen()
-                last_flush = now
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # keep following events; the store may come back
-            event("background.error", level=logging.WARNING, error=str(exc))

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from .. import policy
 from ..store.base import Resolved
-from .gateway import GATEWAY
+from .context import NODE, conn_for
 
 routes = web.RouteTableDef()
 
@@ -181,7 +181,7 @@ def _attrs(data: Mapping[str, str]) -> Markup:
 
 def _page(request: web.Request, *, title: str, script: str | None, body: Markup, data: Mapping[str, str],
           status: int = 200) -> web.Response:
-    public_url = request.app[GATEWAY].config.public_url
+    public_url = request.app[NODE].config.public_url
     # Module scripts run deferred, after the document is parsed, and may import the shared helper.
     tag = render(SCRIPT_TAG, name=script) if script else Markup("")
     text = render(LAYOUT, title=title, script_tag=tag, body=body, attrs=_attrs(data), public_url=public_url)
@@ -203,10 +203,10 @@ def _hidden(flag: bool) -> Markup:
 @routes.get("/idwall/enroll")
 async def enroll_help(request: web.Request) -> web.Response:
     """How to enroll a device; where the 403 "no client certificate" answer points."""
-    gw = request.app[GATEWAY]
-    public_url = gw.config.public_url
-    conn = gw.conn_for(request)
-    resolved = await gw.resolve(conn)
+    node = request.app[NODE]
+    public_url = node.config.public_url
+    conn = conn_for(request)
+    resolved = await node.resolve(conn)
     if resolved is not None and resolved.device.status == "active":
         state = State("enrolled", f"This browser already presents the certificate of device {resolved.device.name}.",
                       f"It belongs to {resolved.user.id}.", "Enroll other devices as above.",
@@ -242,9 +242,9 @@ def _enrollment_state(status: str, expired: bool) -> State:
 @routes.get("/idwall/enroll/{enrollment_id}")
 async def enroll_page(request: web.Request) -> web.Response:
     """The passkey page of one enrollment (the CLI prints its URL)."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     enrollment_id = request.match_info["enrollment_id"]
-    enrollment = await gw.store.get_enrollment(enrollment_id) if _ENROLLMENT_ID.fullmatch(enrollment_id) else None
+    enrollment = await node.store.get_enrollment(enrollment_id) if _ENROLLMENT_ID.fullmatch(enrollment_id) else None
     if enrollment is None:
         state = State("unknown", "Unknown enrollment.", "No enrollment has this link.",
                       "Check that you opened the link the terminal printed, or run idwall device enroll again.")
@@ -255,7 +255,7 @@ async def enroll_page(request: web.Request) -> web.Response:
                      data={"page": "enroll", "enrollment-id": enrollment_id})
     who = f"{enrollment.name} ({enrollment.user_id})" if enrollment.name and enrollment.name != enrollment.user_id \
         else enrollment.user_id
-    state = _enrollment_state(enrollment.status, enrollment.expires_at <= gw.clock())
+    state = _enrollment_state(enrollment.status, enrollment.expires_at <= node.clock())
     body = render(ENROLL_PAGE, user=who, device_name=enrollment.device_name, expires=_when(enrollment.expires_at),
                   facts_hidden=_hidden(False), status=_status(state))
     return _page(request, title="Create your passkey", script="enroll.js", body=body,
@@ -296,12 +296,12 @@ def _login_state(*, has_cert: bool, resolved: Resolved | None, signed_in: bool, 
 @routes.get("/idwall/login")
 async def login_page(request: web.Request) -> web.Response:
     """The passkey sign-in page: needs the device certificate; returns to a safe ``next`` afterwards."""
-    gw = request.app[GATEWAY]
+    node = request.app[NODE]
     next_path = policy.safe_next(request.query.get("next"))
     reason = request.query.get("reason")
-    conn = gw.conn_for(request)
-    resolved = await gw.resolve(conn)
-    session = gw.live_session(resolved, now=gw.clock())
+    conn = conn_for(request)
+    resolved = await node.resolve(conn)
+    session = node.live_session(resolved, now=node.clock())
     state = _login_state(has_cert=conn.cert_sha256 is not None, resolved=resolved, signed_in=session is not None,
                          reason=reason)
     user = device_name = session_text = "—"

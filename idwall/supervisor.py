@@ -1,28 +1,12 @@
-"""Several worker processes on one port (``idwall serve --workers N``), and how a kill reaches all of them.
+"""``idwall serve --workers N``: the supervising parent and the entry point of each worker process.
 
-Shape:
-
-* The parent binds ``listen.host:port`` once with ``SO_REUSEPORT`` (so a busy or bad port fails at once
-  and port 0 resolves to one port for everyone), migrates the store, and starts N workers with
-  ``python -m idwall.workers``. Each worker is a whole gateway with its own connection registry,
-  listening on the same port with ``SO_REUSEPORT``: the kernel spreads new connections over them.
-  The parent's socket never listens, so it takes no connections; it only holds the port.
-* Each worker registers in the store's ``workers`` table and heartbeats from its event poller every
-  :data:`HEARTBEAT_EVERY` seconds: the heartbeat means "my poller runs", which is exactly what a kill
-  needs from it. A worker silent for :data:`STALE_AFTER` seconds is not waited for.
-* A kill is committed by whichever worker received it (revocation + ``kill`` event, one transaction),
-  which cuts its own connections, wakes the other workers' pollers with a datagram on an abstract
-  unix socket (the *nudge*; the 20 ms poll is the fallback), and waits up to
-  :data:`FANOUT_TIMEOUT` for each live worker's row in ``event_acks``: written by that worker's
-  poller after it cut its matching connections, with how many it cut. Workers that did not answer
-  in time are named in the kill's answer, never hidden (DESIGN principle 5). Between nodes the same
-  event + ack shape will ride on PostgreSQL ``LISTEN/NOTIFY`` in place of the nudge.
-* Supervision: SIGTERM or SIGINT to the parent is forwarded as SIGTERM to every worker, which drains
-  like a single-process gateway; the parent exits 0 when all of them exited 0. A worker that dies is
-  logged, forgotten in the ``workers`` table (its sockets died with it, so nothing is left to cut)
-  and restarted; more than :data:`RESTART_LIMIT` deaths within :data:`RESTART_WINDOW` seconds stop
-  the whole gateway with exit code 1 rather than crash-looping quietly. A worker whose parent
-  disappears drains and exits on its own.
+The parent binds the port once with ``SO_REUSEPORT``, migrates the store and starts N workers with
+``python -m idwall.supervisor``; how a kill then reaches every worker is :mod:`idwall.cluster`.
+SIGTERM or SIGINT to the parent is forwarded as SIGTERM to every worker, which drains like a
+single-process gateway; the parent exits 0 when all of them exited 0. A worker that dies is logged,
+forgotten in the ``workers`` table and restarted; more than :data:`RESTART_LIMIT` deaths within
+:data:`RESTART_WINDOW` seconds stop the whole gateway with exit code 1 rather than crash-looping quietly.
+A worker whose parent disappears drains and exits on its own.
 """
 
 from __future__ import annotations
@@ -32,133 +16,41 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
 
+import uvloop
+
+from .cluster import HEARTBEAT_EVERY, Worker
 from .config import Config, load_config
 from .logs import event, setup_logging
-from .store.sqlite import WorkerRow
+from .store import open_store
+from .web.server import make_node, start_gateway
 
-if TYPE_CHECKING:
-    from .store.sqlite import SQLiteStore
-
-#: how often a worker's event poller records that it is alive (seconds)
-HEARTBEAT_EVERY = 0.5
-#: a worker whose heartbeat is older than this is not waited for by a kill (seconds)
-STALE_AFTER = 3.0
-#: how long a kill waits for the other workers' acknowledgements before reporting them unreached
-FANOUT_TIMEOUT = 1.0
-#: how often the killing worker looks for acknowledgements while it waits (seconds)
-ACK_POLL = 0.002
 #: how long the parent waits for a new worker to listen before giving up on it (seconds)
 READY_TIMEOUT = 30.0
 RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
-#: workers and acks older than this are deleted when a worker registers (housekeeping only)
-FORGET_AFTER = 3600.0
-
-_NUDGE = b"e"
-
-
-def _abstract(address: str) -> str:
-    """The abstract-namespace form of a nudge address (no file to clean up; gone with the process)."""
-    return "\0" + address
-
-
-@dataclass
-class Worker:
-    """This process's identity as a worker, and the socket other workers wake its event poller through."""
-
-    index: int
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    nudge_address: str = field(default_factory=lambda: "idwall-" + secrets.token_hex(12))
-    started_at: float = field(default_factory=time.time)
-    _sock: socket.socket | None = None
-    _wake: asyncio.Event | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.host}:{self.pid}"
-
-    def row(self, now: float) -> WorkerRow:
-        return WorkerRow(self.id, self.host, self.pid, self.nudge_address, self.started_at, now)
-
-    def listen(self) -> None:
-        """Bind the nudge socket and watch it from the running event loop."""
-        loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(_abstract(self.nudge_address))
-        sock.setblocking(False)
-        self._sock = sock
-        loop.add_reader(sock.fileno(), self._drain)
-
-    def _drain(self) -> None:
-        assert self._sock is not None and self._wake is not None
-        try:
-            while self._sock.recv(64):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        self._wake.set()
-
-    async def wait(self, timeout: float) -> None:
-        """Sleep until nudged or ``timeout`` seconds passed, whichever comes first."""
-        if self._wake is None:
-            await asyncio.sleep(timeout)
-            return
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-        self._wake.clear()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-
-
-def nudge(addresses: Iterable[str]) -> None:
-    """Wake the event pollers listening on ``addresses`` (best effort: the poll interval is the fallback)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        for address in addresses:
-            try:
-                sock.sendto(_NUDGE, _abstract(address))
-            except OSError:
-                pass  # gone (refused) or already nudged (queue full): either way nothing to add
-
-
-async def register(store: "SQLiteStore", worker: Worker, *, now: float) -> None:
-    """Announce ``worker`` (call after reading the event cursor and before listening; see server.py)."""
-    await store.register_worker(worker.row(now), forget_before=now - FORGET_AFTER)
 
 
 # -- the worker process -------------------------------------------------------------------------------
 
 
 async def _run_worker(config: Config, index: int, port: int, parent_pid: int, ready_fd: int) -> int:
-    from .web.server import make_gateway, start_gateway
-
     worker = Worker(index)
     worker.listen()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    gw = await make_gateway(config)
-    gw.worker = worker
-    running = await start_gateway(config, port=port, gateway=gw)
+    node = await make_node(config)
+    node.worker = worker
+    running = await start_gateway(config, port=port, node=node)
     with os.fdopen(ready_fd, "w") as ready:
         ready.write(json.dumps({"worker": worker.id, "pid": worker.pid, "index": index}) + "\n")
     while not stop.is_set():
@@ -177,7 +69,7 @@ async def _run_worker(config: Config, index: int, port: int, parent_pid: int, re
 
 
 def worker_cli(argv: list[str]) -> int:
-    """Entry point of one worker process (``python -m idwall.workers``; started by :func:`supervise`)."""
+    """Entry point of one worker process (``python -m idwall.supervisor``; started by :func:`supervise`)."""
     parser = argparse.ArgumentParser(prog="idwall-worker")
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
@@ -191,10 +83,6 @@ def worker_cli(argv: list[str]) -> int:
     setup_logging()
     config = load_config(args.config)
     main = _run_worker(config, args.index, args.port, args.parent, args.ready_fd)
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
     return uvloop.run(main)
 
 
@@ -227,15 +115,11 @@ def _reserve_port(config: Config) -> socket.socket:
 
 async def _prepare_store(config: Config) -> None:
     """Open (and so migrate) the store once, before the workers race to do it."""
-    from .store import open_store
-
     store = await open_store(config.store, ledger_key=None)
     await store.close()
 
 
 async def _forget(config: Config, worker_id: str) -> None:
-    from .store import open_store
-
     store = await open_store(config.store, ledger_key=None)
     try:
         await store.remove_worker(worker_id)
@@ -252,7 +136,7 @@ class _Starting:
 def _start(config: Config, index: int, port: int) -> _Starting:
     """Start worker ``index``; it writes one JSON line to the ready pipe once it listens."""
     read_fd, write_fd = os.pipe()
-    cmd = [sys.executable, "-m", "idwall.workers", "--config", str(config.source), "--index", str(index),
+    cmd = [sys.executable, "-m", "idwall.supervisor", "--config", str(config.source), "--index", str(index),
            "--port", str(port), "--parent", str(os.getpid()), "--ready-fd", str(write_fd)]
     # The same code as this process, whatever the working directory or path hooks would pick.
     root = str(Path(__file__).resolve().parent.parent)
@@ -381,8 +265,37 @@ def supervise(config: Config, workers: int) -> int:
         reserved.close()
 
 
+async def _serve(config: Config) -> int:
+    running = await start_gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    event("gateway.stopping", drain_timeout=config.limits.drain_timeout)
+    await running.stop()
+    event("gateway.stopped")
+    return 0
+
+
+def run_server(config: Config, *, workers: int = 1) -> int:
+    """Run the gateway until SIGTERM/SIGINT, drain, and return the exit code.
+
+    Always on uvloop: the standard loop's TLS keeps a 256 KiB buffer per connection (NOTES.md), eight times
+    what an idle session costs under uvloop.
+
+    ``workers`` > 1 runs that many gateway processes on the port under a supervising parent
+    (:func:`supervise`); 1 runs the gateway in this process, as before.
+    """
+    if workers < 1:
+        raise SystemExit(f"idwall: error: --workers must be at least 1, got {workers}")
+    if workers > 1:
+        return supervise(config, workers)
+    return uvloop.run(_serve(config))
+
+
 if __name__ == "__main__":
     # Import the package's module rather than running this file's copy, so every class has one identity.
-    from idwall.workers import worker_cli as _worker_cli
+    from idwall.supervisor import worker_cli as _worker_cli
 
     raise SystemExit(_worker_cli(sys.argv[1:]))

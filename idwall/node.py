@@ -1,0 +1,237 @@
+"""This process's live state (the node): connections, what they resolved to, keys, caches, metrics.
+
+A connection is resolved once (certificate -> device -> user -> session) and then served from
+memory: the store is consulted again only when an event marks the connection stale (login,
+logout, kill, a change to the user). Nothing here knows HTTP: the engine and the web layer above
+both read and change the node, and the kill switch below it takes only the narrow view it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from . import policy, sessions
+from .assertion import AssertionCache, KeySet, build_claims, canonical_htu
+from .cluster import HEARTBEAT_EVERY, Worker
+from .config import Config
+from .connections import Conn, Registry
+from .encoding import b64url_encode
+from .killswitch import apply_event
+from .logs import event
+from .metrics import Metrics
+from .store.base import Resolved, Session
+from .store.sqlite import SQLiteStore
+
+ENROLL_HINT = "/idwall/enroll"
+
+
+@dataclass
+class Node:
+    """This process's live state: config, store, keys, live connections, caches, metrics."""
+
+    config: Config
+    store: SQLiteStore
+    keys: KeySet
+    ledger_key: ec.EllipticCurvePrivateKey
+    device_ca_cert: x509.Certificate
+    device_ca_key: Any
+    ca_pem: str
+    registry: Registry = field(default_factory=Registry)
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], float] = time.time
+    assertion_cache: AssertionCache = field(default_factory=AssertionCache)
+    #: last request time per session, kept in memory and flushed to the store in batches
+    last_seen: dict[str, float] = field(default_factory=dict)
+    event_cursor: int = 0
+    #: audit seqs of kills this process already applied itself
+    local_kills: set[int] = field(default_factory=set)
+    #: this process's identity when it is one of several workers (``serve --workers N``); None when alone
+    worker: "Worker | None" = None
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def resolve(self, conn: Conn) -> Resolved | None:
+        """What ``conn``'s certificate maps to now; reads the store only when the connection is stale."""
+        if conn.cert_sha256 is None:
+            return None
+        if not conn.stale:
+            return conn.resolved
+        async with conn.lock:
+            while conn.stale:
+                epoch, generation = self.registry.epoch, conn.epoch
+                resolved = await self.store.resolve_certificate(conn.cert_sha256, now=self.clock())
+                if conn.killed:
+                    raise ConnectionResetError("connection was killed")
+                if epoch != self.registry.epoch or generation != conn.epoch:
+                    # a kill, or a change to this connection (logout, demotion), landed while we read:
+                    # read again so we never bind what it revoked
+                    continue
+                self.registry.bind(conn, resolved)
+                if resolved and resolved.session:
+                    self.last_seen.setdefault(resolved.session.id, resolved.session.last_seen)
+        return conn.resolved
+
+    def live_session(self, resolved: Resolved | None, *, now: float) -> Session | None:
+        """The resolved session if it is still within ``max_age`` and ``idle_timeout``."""
+        if resolved is None or resolved.session is None or resolved.device.status != "active":
+            return None
+        if certificate_expired(resolved, now=now):
+            return None
+        session = resolved.session
+        last = max(self.last_seen.get(session.id, session.last_seen), session.last_seen)
+        state = sessions.SessionState(session.id, session.auth_time, session.created_at, last,
+                                      session.expires_at, session.revoked_at is not None)
+        status = sessions.session_status(state, now=now, idle_timeout=self.config.session.idle_timeout)
+        return session if status == "active" else None
+
+    def cut_expired_streams(self) -> int:
+        """Cut WebSockets and streams whose session has passed ``max_age`` or been revoked, or whose device
+        certificate has expired.
+
+        A request on an idle connection is checked when it arrives, but a WebSocket or a download can
+        outlive its session; it must not. Idle keep-alive connections are left open: the person signs in
+        again over them.
+        """
+        now = self.clock()
+        doomed = [conn for conn in self.registry
+                  if conn.kind in ("websocket", "stream") and conn.resolved is not None
+                  and conn.resolved.session is not None
+                  and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None
+                       or certificate_expired(conn.resolved, now=now))]
+        if doomed:
+            event("session.expired.cut", connections=len(doomed),
+                  sessions=sorted({c.session_id for c in doomed if c.session_id}))
+        return self.registry.cut(doomed)
+
+    def touch(self, session: Session, now: float) -> None:
+        self.last_seen[session.id] = now
+
+    def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        """Drop what is cached about sessions that ended (their assertions and last-seen times)."""
+        for session_id in session_ids:
+            self.assertion_cache.drop_session(session_id)
+            self.last_seen.pop(session_id, None)
+
+    async def flush_last_seen(self) -> None:
+        """Write the batched last-seen times (called periodically, off the request path).
+
+        Times older than ``session.max_age`` belong to sessions that have ended either way; they are
+        written once more and then forgotten, so the map does not grow with every session ever seen.
+        """
+        batch = dict(self.last_seen)
+        await self.store.touch_sessions(batch)
+        horizon = self.clock() - self.config.session.max_age
+        for sid, seen in batch.items():
+            if seen < horizon and self.last_seen.get(sid) == seen:
+                del self.last_seen[sid]
+
+    def enroll_url(self) -> str:
+        return self.config.public_url.rstrip("/") + ENROLL_HINT
+
+    def login_url(self, next_path: str) -> str:
+        return self.config.public_url.rstrip("/") + policy.login_redirect(next_path)
+
+    # -- assertions -------------------------------------------------------------------------------
+
+    def assertion_for(self, *, method: str, host: str, route: Any, resolved: Resolved, session: Session,
+                      path: str, now: float) -> str:
+        """The signed identity assertion for this request (or the cached one on unbound routes)."""
+        aud = route.audience or route.name
+        ttl = self.config.assertion.ttl
+        kid = self.keys.current_kid
+        if not route.bind_request:
+            # Before building any claims: on unbound routes most requests reuse the cached token.
+            cached = self.assertion_cache.get(session.id, aud, kid=kid, now=now)
+            if cached is not None:
+                return cached
+        credential = next((c for c in resolved.credentials if c.id == session.credential_id), None)
+        device = {"id": resolved.device.id, "name": resolved.device.name,
+                  "credential_id": b64url_encode(credential.id if credential else session.credential_id),
+                  "enrolled_at": int(resolved.device.enrolled_at), "approved_by": resolved.device.approved_by}
+        user = {"id": resolved.user.id, "email": resolved.user.email or None, "name": resolved.user.name or None,
+                "groups": resolved.user.groups}
+        sess = {"id": session.id, "auth_time": int(session.auth_time), "amr": session.amr}
+        iss = self.config.public_url
+        claims = build_claims(
+            iss=iss, aud=aud, user=user, session=sess, device=device, cert_sha256=session.cert_sha256,
+            method=method, url=canonical_htu("https", host, path), now=now, ttl=ttl,
+            bind_request=route.bind_request)
+        token = self.keys.sign(claims)
+        if not route.bind_request:
+            self.assertion_cache.put(session.id, aud, token, kid=kid, iat=claims["iat"], ttl=ttl)
+        return token
+
+    def reload_keys_if_needed(self) -> None:
+        now = self.clock()
+        if self.keys.needs_reload(now=now):
+            self.keys = KeySet.load(self.config.assertion.key, now=now, overlap=self.config.assertion.overlap)
+            event("keys.reloaded", kid=self.keys.current_kid)
+
+
+def certificate_expired(resolved: Resolved, *, now: float) -> bool:
+    """True once the device certificate is past its ``notAfter``.
+
+    TLS checks validity only during a full handshake: a keep-alive connection outlives the certificate, and a
+    resumed TLS session (tickets, session cache) skips certificate verification altogether.
+    """
+    return resolved.device.not_after is not None and resolved.device.not_after <= now
+
+
+
+
+#: how often the event poller looks for trust events committed by other processes (seconds): one indexed
+#: SELECT on the store thread per tick. Workers are woken at once by a nudge (see idwall.workers), so this
+#: is the fallback bound. Measured idle cost per process: 0.7% of a core at 100 ms, 1.6% at 50 ms, 2.7% at
+#: 20 ms (docs/benchmarks.md).
+EVENT_POLL = 0.05
+KEYS_EVERY = 1.0
+#: how often batched last-seen times are written (seconds)
+FLUSH_EVERY = 5.0
+
+
+async def background_tasks(node: Node) -> None:
+    """Periodic work: follow trust events from other processes, heartbeat, flush last-seen times.
+
+    ``node.event_cursor`` is set by whoever starts the gateway, before it listens (see idwall.web.server). As a
+    worker, every kill event applied here is acknowledged with the number of connections it cut, and the
+    heartbeat is written from this same loop, so "alive" means "this poller is running".
+    """
+    loop = asyncio.get_running_loop()
+    last_flush = last_beat = last_keys = loop.time()
+    while True:
+        if node.worker is not None:
+            await node.worker.wait(EVENT_POLL)
+        else:
+            await asyncio.sleep(EVENT_POLL)
+        try:
+            acks: list[tuple[int, int]] = []
+            for ev in await node.store.events_after(node.event_cursor):
+                node.event_cursor = ev.id
+                closed = apply_event(node, ev)
+                if closed is not None:
+                    acks.append((ev.id, closed))
+            now = loop.time()
+            if node.worker is not None:
+                if acks:
+                    await node.store.ack_events(node.worker.id, acks, now=node.clock())
+                if now - last_beat >= HEARTBEAT_EVERY:
+                    await node.store.heartbeat_worker(node.worker.id, node.clock())
+                    last_beat = now
+            if now - last_keys >= KEYS_EVERY:
+                node.reload_keys_if_needed()  # picks up `idwall keys rotate` without a stat on every request
+                node.cut_expired_streams()
+                last_keys = now
+            if now - last_flush >= FLUSH_EVERY:
+                await node.flush_last_seen()
+                last_flush = now
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep following events; the store may come back
+            event("background.error", level=logging.WARNING, error=str(exc))
