@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import fcntl
 import functools
+import itertools
 import json
 import os
 import re
@@ -440,9 +441,65 @@ class KeySet:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """An ES256 JWS compact serialization of ``claims`` with the current key."""
-        signing_input = self._header_bytes + _b64url(_CLAIMS_JSON.encode(claims).encode("utf-8"))
+        return self.sign_payload(_CLAIMS_JSON.encode(claims).encode("utf-8"))
+
+    def sign_payload(self, payload: bytes) -> str:
+        """An ES256 JWS compact serialization of ``payload`` (the claims' JSON) with the current key."""
+        signing_input = self._header_bytes + _b64url(payload)
         r, s = decode_dss_signature(self._key.sign(signing_input, _ES256))
         return (signing_input + b"." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode("ascii")
+
+
+# --------------------------------------------------------------------------- per connection
+
+# jti: a random prefix per process and a counter, unique without a system call per request
+_JTI_PREFIX = _b64url(os.urandom(12))
+_JTI_COUNTER = itertools.count()
+
+
+class PreparedClaims:
+    """The claims of one connection on one route, serialised once (DESIGN.md "The identity assertion").
+
+    Everything about the user, device, session and audience is fixed while the connection stays bound to
+    them; per request only ``htm``, ``htu``, ``iat``, ``exp`` and ``jti`` are added, so a request costs one
+    small string build and the signature. The connection is rebound (and this object dropped) whenever
+    anything about the claims changes.
+    """
+
+    __slots__ = ("_prefix", "_ttl", "bind_request", "session_id", "aud")
+
+    def __init__(self, *, iss: str, aud: str, user: AssertionUser | Mapping[str, Any],
+                 session: AssertionSession | Mapping[str, Any], device: AssertionDevice | Mapping[str, Any],
+                 cert_sha256: bytes, ttl: int, bind_request: bool) -> None:
+        static = build_claims(iss=iss, aud=aud, user=user, session=session, device=device, cert_sha256=cert_sha256,
+                              method=None, url=None, now=0, ttl=ttl, bind_request=False, jti="")
+        for per_request in ("iat", "exp", "jti"):
+            del static[per_request]
+        self._prefix = _CLAIMS_JSON.encode(static).encode("utf-8")[:-1]
+        self._ttl = int(ttl)
+        self.bind_request = bind_request
+        self.session_id = str(static["sid"])
+        self.aud = aud
+
+    def payload(self, *, method: bytes, htu: bytes, now: float) -> bytes:
+        """The claims' JSON for one request; ``htu`` from :func:`canonical_htu` (JSON-safe by construction)."""
+        iat = int(now)
+        jti = b"%s%x" % (_JTI_PREFIX, next(_JTI_COUNTER))
+        if self.bind_request:
+            return self._prefix + b',"iat":%d,"exp":%d,"jti":"%s","htm":"%s","htu":"%s"}' % (
+                iat, iat + self._ttl, jti, method, htu)
+        return self._prefix + b',"iat":%d,"exp":%d,"jti":"%s"}' % (iat, iat + self._ttl, jti)
+
+    def token(self, keys: KeySet, cache: AssertionCache, *, method: bytes, htu: bytes, now: float) -> str:
+        """The assertion for one request: freshly signed, or on an unbound route the session's cached one."""
+        if self.bind_request:
+            return keys.sign_payload(self.payload(method=method, htu=htu, now=now))
+        kid = keys.current_kid
+        cached = cache.get(self.session_id, self.aud, kid=kid, now=now)
+        if cached is None:
+            cached = keys.sign_payload(self.payload(method=method, htu=htu, now=now))
+            cache.put(self.session_id, self.aud, cached, kid=kid, iat=int(now), ttl=self._ttl)
+        return cached
 
 
 # --------------------------------------------------------------------------- cache
@@ -515,6 +572,7 @@ __all__: Sequence[str] = (
     "AssertionUser",
     "InvalidRequestURL",
     "KeySet",
+    "PreparedClaims",
     "build_claims",
     "canonical_htu",
     "jwk_thumbprint",

@@ -61,6 +61,7 @@ __all__ = [
     "default_config_text",
     "load_config",
     "parse_duration",
+    "parse_size",
 ]
 
 MINUTE = 60
@@ -99,6 +100,29 @@ def parse_duration(text: str | int) -> int:
     if seconds > MAX_DURATION:
         raise ValueError(f"{text!r} is longer than 100 years; {_DURATION_HINT}")
     return seconds
+
+
+_SIZE_RE = re.compile(r"([0-9]{1,12})([kmg]?)")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
+_SIZE_HINT = "write a whole number of bytes, or one followed by k, m or g (8k, 1m, 64m; binary units)"
+
+
+def parse_size(text: str | int) -> int:
+    """Turn ``"8k"``, ``"1m"``, ``"64m"``, ``"2g"`` (binary units) or a non-negative int into bytes.
+
+    >>> parse_size("64m")
+    67108864
+    """
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise ValueError(f"expected a size, got {type(text).__name__}; {_SIZE_HINT}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"{text} is negative; {_SIZE_HINT}")
+        return text
+    match = _SIZE_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; {_SIZE_HINT}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
@@ -195,12 +219,33 @@ class DevicesConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """Size and time limits; sizes in bytes, times in seconds."""
+    """Size and time limits; sizes in bytes, times in seconds.
+
+    The defaults are nginx's where nginx has one (``keepalive_timeout`` 75 s, ``client_body_timeout`` 60 s,
+    ``client_max_body_size`` 1m, ``large_client_header_buffers 4 8k``); ``head_timeout`` is half nginx's
+    ``client_header_timeout``, because a connection that never completes a request is the cheapest way
+    to hold a socket, and ``max_headers`` is h11's and Go's 100.
+    """
 
     api_body: int = 65536
     drain_timeout: int = 10
     upstream_timeout: int = 30
-    header_size: int = 8190
+    #: one request line or header field
+    header_size: int = 8192
+    #: the whole request head
+    head_size: int = 32768
+    max_headers: int = 100
+    #: the TLS handshake, then the first byte to the end of a request head
+    handshake_timeout: int = 10
+    head_timeout: int = 30
+    #: between two reads of a request body (a stalled upload), as nginx's client_body_timeout
+    body_timeout: int = 60
+    #: an idle connection between requests
+    keepalive_timeout: int = 75
+    #: request bodies of proxied routes without a max_body of their own (413 beyond)
+    max_body: int = 1024 * 1024
+    #: live connections without a client certificate from one source address (enrollment needs none)
+    connections_without_certificate: int = 64
 
 
 @dataclass(frozen=True)
@@ -240,6 +285,10 @@ class Route:
     audience: str | None = None
     timeout: int | None = None
     upstream_tls: UpstreamTLS | None = None
+    #: request bodies over this many bytes are refused with 413; None means limits.max_body
+    max_body: int | None = None
+    #: origins (lower case) whose pages may make state-changing requests and WebSocket handshakes here
+    cross_site_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -449,6 +498,19 @@ class _Ctx:
             raise self.error(path + (key,), f"{value!r} is too short", f"use at least {minimum}s")
         return seconds
 
+    def size(self, m: Mapping[str, Any], path: _KeyPath, key: str, default: Any, *, low: int, high: int) -> Any:
+        if key not in m:
+            return default
+        value = m[key]
+        try:
+            size = parse_size(value)
+        except ValueError:
+            shown = repr(value) if isinstance(value, str) else _kind(value)
+            raise self.error(path + (key,), f"{shown} is not a size", _SIZE_HINT) from None
+        if not low <= size <= high:
+            raise self.error(path + (key,), f"{value!r} is out of range", f"use from {low} to {high} bytes")
+        return size
+
     def choice(self, m: Mapping[str, Any], path: _KeyPath, key: str, default: str, choices: Sequence[str]) -> str:
         value = m.get(key, default)
         if not isinstance(value, str) or value not in choices:
@@ -544,7 +606,7 @@ _TOP_KEYS = (
 )
 _ROUTE_KEYS = (
     "name", "match", "upstream", "allow", "fresh_auth", "websockets", "bind_request",
-    "audience", "timeout", "upstream_tls",
+    "audience", "timeout", "upstream_tls", "max_body", "cross_site",
 )
 _RESERVED_PREFIXES = ("/idwall", "/.well-known/idwall")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -723,7 +785,35 @@ def _route(ctx: _Ctx, value: Any, index: int) -> Route:
         audience=audience,
         timeout=ctx.duration(m, path, "timeout", None),
         upstream_tls=tls,
+        max_body=ctx.size(m, path, "max_body", None, low=0, high=64 * 1024 ** 3),
+        cross_site_origins=_cross_site(ctx, m, path),
     )
+
+
+def _cross_site(ctx: _Ctx, m: Mapping[str, Any], path: _KeyPath) -> tuple[str, ...]:
+    if "cross_site" not in m:
+        return ()
+    where = path + ("cross_site",)
+    section = ctx.mapping(m["cross_site"], where, ("origins",), required=("origins",))
+    raw = section["origins"]
+    valid = "write a list of origins such as [https://portal.example.com] (scheme, host and port only)"
+    if not isinstance(raw, list):
+        raise ctx.error(where + ("origins",), f"expected a list, got {_kind(raw)}", valid)
+    origins: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise ctx.error(where + ("origins", index), f"expected a string, got {_kind(item)}", valid)
+        try:
+            parts, host, port = _split_url(item.strip(), ("https", "http"))
+        except ValueError as exc:
+            raise ctx.error(where + ("origins", index), f"{item!r} {exc}", valid) from None
+        if parts.path not in ("", "/"):
+            raise ctx.error(where + ("origins", index), f"{item!r} has a path", valid)
+        scheme = parts.scheme.lower()
+        shown = f"[{host}]" if ":" in host else host
+        default = 443 if scheme == "https" else 80
+        origins.append(f"{scheme}://{shown}" + (f":{port}" if port not in (None, default) else ""))
+    return tuple(dict.fromkeys(origins))
 
 
 def _check_route_path(ctx: _Ctx, where: _KeyPath, prefix: str) -> None:
@@ -771,6 +861,36 @@ def _routes(ctx: _Ctx, value: Any) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+_LIMIT_KEYS = ("api_body", "drain_timeout", "upstream_timeout", "header_size", "head_size", "max_headers",
+               "handshake_timeout", "head_timeout", "body_timeout", "keepalive_timeout", "max_body",
+               "connections_without_certificate")
+
+
+def _limits(ctx: _Ctx, value: Any) -> Limits:
+    path: _KeyPath = ("limits",)
+    m = ctx.mapping(value, path, _LIMIT_KEYS)
+    d = Limits()
+    limits = Limits(
+        api_body=ctx.size(m, path, "api_body", d.api_body, low=4096, high=64 * 1024 * 1024),
+        drain_timeout=ctx.duration(m, path, "drain_timeout", d.drain_timeout, minimum=0),
+        upstream_timeout=ctx.duration(m, path, "upstream_timeout", d.upstream_timeout),
+        header_size=ctx.size(m, path, "header_size", d.header_size, low=1024, high=1024 * 1024),
+        head_size=ctx.size(m, path, "head_size", d.head_size, low=4096, high=4 * 1024 * 1024),
+        max_headers=ctx.integer(m, path, "max_headers", d.max_headers, low=8, high=10_000),
+        handshake_timeout=ctx.duration(m, path, "handshake_timeout", d.handshake_timeout),
+        head_timeout=ctx.duration(m, path, "head_timeout", d.head_timeout),
+        body_timeout=ctx.duration(m, path, "body_timeout", d.body_timeout),
+        keepalive_timeout=ctx.duration(m, path, "keepalive_timeout", d.keepalive_timeout),
+        max_body=ctx.size(m, path, "max_body", d.max_body, low=0, high=64 * 1024 ** 3),
+        connections_without_certificate=ctx.integer(m, path, "connections_without_certificate",
+                                                    d.connections_without_certificate, low=1, high=1_000_000),
+    )
+    if limits.head_size < limits.header_size:
+        raise ctx.error(path + ("head_size",), f"{limits.head_size} is smaller than header_size ({limits.header_size})",
+                        "the whole head must be allowed to hold at least one full header line")
+    return limits
+
+
 def _build(data: Any, ctx: _Ctx, source: Path) -> Config:
     root = ctx.mapping(data, (), _TOP_KEYS, required=("public_url", "tls", "device_ca", "assertion", "ledger", "store"))
     public_url = _public_url(ctx, root)
@@ -794,13 +914,7 @@ def _build(data: Any, ctx: _Ctx, source: Path) -> Config:
     ledger_map = ctx.mapping(root["ledger"], ("ledger",), ("key",), required=("key",))
     ledger = LedgerConfig(key=ctx.file(ledger_map, ("ledger",), "key", "the ledger signing key (idwall init writes certs/ledger-key.pem)"))
     devices_map = ctx.mapping(root.get("devices", {}), ("devices",), ("approval",))
-    limits_map = ctx.mapping(root.get("limits", {}), ("limits",), ("api_body", "drain_timeout", "upstream_timeout", "header_size"))
-    limits = Limits(
-        api_body=ctx.integer(limits_map, ("limits",), "api_body", 65536, low=4096, high=64 * 1024 * 1024, unit=" bytes"),
-        drain_timeout=ctx.duration(limits_map, ("limits",), "drain_timeout", 10, minimum=0),
-        upstream_timeout=ctx.duration(limits_map, ("limits",), "upstream_timeout", 30),
-        header_size=ctx.integer(limits_map, ("limits",), "header_size", 8190, low=1024, high=1024 * 1024, unit=" bytes"),
-    )
+    limits = _limits(ctx, root.get("limits", {}))
     admin_map = ctx.mapping(root.get("admin", {}), ("admin",), ("fresh_auth",))
 
     return Config(
@@ -944,12 +1058,20 @@ store: {store}
 devices:
   approval: none
 
-# Sizes in bytes, times as durations.
+# Sizes in bytes (or 8k, 1m, 64m), times as durations; the defaults are nginx's (see config/idwall.example.yaml).
 limits:
-  api_body: 65536
+  api_body: 64k
   drain_timeout: 10s
   upstream_timeout: 30s
-  header_size: 8190
+  header_size: 8k
+  head_size: 32k
+  max_headers: 100
+  handshake_timeout: 10s
+  head_timeout: 30s
+  body_timeout: 60s
+  keepalive_timeout: 75s
+  max_body: 1m
+  connections_without_certificate: 64
 
 # Passkey step-up window for the SOC console and the kill API.
 admin:
@@ -967,4 +1089,6 @@ routes:
     # fresh_auth: 15m            # demand a passkey assertion at most this old
     # bind_request: true         # false: no htm/htu claims, assertions reused for up to ttl/2
     # timeout: 30s               # default: limits.upstream_timeout
+    # max_body: 64m              # default: limits.max_body (413 beyond)
+    # cross_site: {{origins: [https://portal.example.com]}}   # sites whose pages may POST or open WebSockets here
 """

@@ -9,6 +9,10 @@ revocation) marks exactly the connections that must be resolved again.
 Cutting is ``transport.abort()``: the socket is closed at once, without
 flushing, so no byte of a response is written after the kill, even by a
 request that was already streaming.
+
+A connection holds one of these records for its whole life, so it keeps no more than it must:
+no copy of the certificate (:meth:`Conn.certificate_der` reads it from the TLS object when a
+login needs it) and no lock until a resolution needs one.
 """
 
 from __future__ import annotations
@@ -17,35 +21,53 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+from .assertion import PreparedClaims
 from .store.base import Resolved
 
 SCOPES = ("session", "device", "user", "group", "all")
 
 
-@dataclass(eq=False)
 class Conn:
     """One live client connection and what it resolved to."""
 
-    id: int
-    transport: asyncio.BaseTransport
-    remote: str
-    cert_der: bytes | None
-    cert_sha256: bytes | None
-    since: float
-    last_seen: float
-    user_agent: str = ""
-    bytes_in: int = 0
-    bytes_out: int = 0
-    resolved: Resolved | None = None
-    stale: bool = True
-    killed: bool = False
-    kind: str = "http"  # http | stream | websocket (what it is doing now, for the console)
-    #: incremented by every invalidation, so a resolution in flight when one arrives is done again
-    epoch: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    __slots__ = ("id", "transport", "remote", "cert_sha256", "sni", "since", "last_seen", "user_agent",
+                 "bytes_in", "bytes_out", "resolved", "stale", "killed", "kind", "epoch", "_lock", "grants",
+                 "claims", "close_after_answer")
+
+    def __init__(self, id: int, transport: Any, remote: str, cert_sha256: bytes | None, since: float,
+                 *, sni: str | None = None) -> None:
+        self.id = id
+        self.transport = transport
+        self.remote = remote
+        self.cert_sha256 = cert_sha256
+        self.sni = sni
+        self.since = since
+        self.last_seen = since
+        self.user_agent = ""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.resolved: Resolved | None = None
+        self.stale = True
+        self.killed = False
+        #: http | stream | websocket: what it is doing now, for the console and for the session expiry cut
+        self.kind = "http"
+        #: incremented by every invalidation, so a resolution in flight when one arrives is done again
+        self.epoch = 0
+        self._lock: asyncio.Lock | None = None
+        #: route name -> until when the access decision allowed it (see idwall.access)
+        self.grants: dict[str, float] = {}
+        #: route name -> the assertion claims prepared for this connection on that route
+        self.claims: dict[str, PreparedClaims] = {}
+        #: set by a handler whose answer must be the last thing this connection carries (a kill of itself)
+        self.close_after_answer = False
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     @property
     def session_id(self) -> str | None:
@@ -63,10 +85,18 @@ class Conn:
     def groups(self) -> tuple[str, ...]:
         return self.resolved.user.groups if self.resolved else ()
 
+    def certificate_der(self) -> bytes | None:
+        """The client certificate on this connection (DER), read from the TLS object."""
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
     def abort(self) -> None:
         """Cut the connection now; nothing more is read or written on it."""
         self.killed = True
         self.transport.abort()
+
+    def __repr__(self) -> str:
+        return f"Conn({self.id}, {self.remote}, user={self.user_id}, kind={self.kind})"
 
 
 class Registry:
@@ -74,34 +104,32 @@ class Registry:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._by_transport: dict[asyncio.BaseTransport, Conn] = {}
+        self._by_id: dict[int, Conn] = {}
         self._index: dict[tuple[str, Any], set[Conn]] = defaultdict(set)
         self._keys: dict[Conn, list[tuple[str, Any]]] = {}
         #: incremented by every kill, so a resolution that raced a kill is done again
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self._by_transport)
+        return len(self._by_id)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(self._by_transport.values()))
+    def __iter__(self) -> Iterator[Conn]:
+        return iter(list(self._by_id.values()))
 
-    def add(self, transport: asyncio.BaseTransport, *, cert_der: bytes | None, cert_sha256: bytes | None,
-            remote: str, now: float | None = None) -> Conn:
+    def add(self, transport: Any, *, cert_sha256: bytes | None, remote: str, sni: str | None = None,
+            now: float | None = None) -> Conn:
         """Register a new connection (called when the TLS handshake is done)."""
-        now = time.time() if now is None else now
-        conn = Conn(next(self._ids), transport, remote, cert_der, cert_sha256, now, now)
-        self._by_transport[transport] = conn
+        conn = Conn(next(self._ids), transport, remote, cert_sha256, time.time() if now is None else now, sni=sni)
+        self._by_id[conn.id] = conn
         if cert_sha256 is not None:
             self._put(conn, ("cert", cert_sha256))
         return conn
 
-    def get(self, transport: asyncio.BaseTransport | None) -> Conn | None:
-        return self._by_transport.get(transport) if transport is not None else None
+    def get(self, conn_id: int) -> Conn | None:
+        return self._by_id.get(conn_id)
 
-    def remove(self, transport: asyncio.BaseTransport) -> None:
-        conn = self._by_transport.pop(transport, None)
-        if conn is not None:
+    def remove(self, conn: Conn) -> None:
+        if self._by_id.pop(conn.id, None) is not None:
             self._drop_keys(conn)
 
     def _put(self, conn: Conn, key: tuple[str, Any]) -> None:
@@ -127,7 +155,9 @@ class Registry:
         self._drop_keys(conn, keep_cert=True)
         conn.resolved = resolved
         conn.stale = False
-        if resolved is None or conn.transport not in self._by_transport:
+        conn.grants = {}
+        conn.claims = {}
+        if resolved is None or conn.id not in self._by_id:
             return
         self._put(conn, ("device", resolved.device.id))
         self._put(conn, ("user", resolved.user.id))
@@ -139,7 +169,7 @@ class Registry:
     def select(self, scope: str, target: str | None) -> list[Conn]:
         """The live connections a kill of ``scope``/``target`` must cut."""
         if scope == "all":
-            return [c for c in self._by_transport.values() if c.cert_sha256 is not None]
+            return [c for c in self._by_id.values() if c.cert_sha256 is not None]
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}")
         return list(self._index.get((scope, target), ()))
@@ -158,6 +188,7 @@ class Registry:
         for conn in conns:
             conn.stale = True
             conn.epoch += 1
+            conn.grants = {}
 
     def by_cert(self, cert_sha256: bytes) -> list[Conn]:
         return list(self._index.get(("cert", cert_sha256), ()))
@@ -170,5 +201,5 @@ class Registry:
             if not conn.killed and not conn.transport.is_closing():
                 closed += 1
             conn.abort()
-            self.remove(conn.transport)
+            self.remove(conn)
         return closed

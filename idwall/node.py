@@ -17,10 +17,11 @@ from typing import Any, Callable, Iterable
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import policy, sessions
-from .assertion import AssertionCache, KeySet, build_claims, canonical_htu
+from . import access
+from .access import certificate_expired
+from .assertion import AssertionCache, KeySet, PreparedClaims
 from .cluster import HEARTBEAT_EVERY, Worker
-from .config import Config
+from .config import Config, Route
 from .connections import Conn, Registry
 from .encoding import b64url_encode
 from .killswitch import apply_event
@@ -28,9 +29,6 @@ from .logs import event
 from .metrics import Metrics
 from .store.base import Resolved, Session
 from .store.sqlite import SQLiteStore
-
-ENROLL_HINT = "/idwall/enroll"
-
 
 @dataclass
 class Node:
@@ -54,6 +52,11 @@ class Node:
     local_kills: set[int] = field(default_factory=set)
     #: this process's identity when it is one of several workers (``serve --workers N``); None when alone
     worker: "Worker | None" = None
+    #: what the access decisions need from the config, prepared once
+    access: access.AccessConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.access = access.AccessConfig.from_config(self.config)
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -78,18 +81,10 @@ class Node:
                     self.last_seen.setdefault(resolved.session.id, resolved.session.last_seen)
         return conn.resolved
 
-    def live_session(self, resolved: Resolved | None, *, now: float) -> Session | None:
-        """The resolved session if it is still within ``max_age`` and ``idle_timeout``."""
-        if resolved is None or resolved.session is None or resolved.device.status != "active":
-            return None
-        if certificate_expired(resolved, now=now):
-            return None
-        session = resolved.session
-        last = max(self.last_seen.get(session.id, session.last_seen), session.last_seen)
-        state = sessions.SessionState(session.id, session.auth_time, session.created_at, last,
-                                      session.expires_at, session.revoked_at is not None)
-        status = sessions.session_status(state, now=now, idle_timeout=self.config.session.idle_timeout)
-        return session if status == "active" else None
+    def live_session(self, conn: Conn, *, now: float) -> Session | None:
+        """The session on ``conn`` if it is still within ``max_age`` and ``idle_timeout``."""
+        return access.live_session(conn.resolved, now=now, seen=self.last_seen,
+                                   idle_timeout=self.config.session.idle_timeout)
 
     def cut_expired_streams(self) -> int:
         """Cut WebSockets and streams whose session has passed ``max_age`` or been revoked, or whose device
@@ -132,56 +127,34 @@ class Node:
             if seen < horizon and self.last_seen.get(sid) == seen:
                 del self.last_seen[sid]
 
-    def enroll_url(self) -> str:
-        return self.config.public_url.rstrip("/") + ENROLL_HINT
-
-    def login_url(self, next_path: str) -> str:
-        return self.config.public_url.rstrip("/") + policy.login_redirect(next_path)
-
     # -- assertions -------------------------------------------------------------------------------
 
-    def assertion_for(self, *, method: str, host: str, route: Any, resolved: Resolved, session: Session,
-                      path: str, now: float) -> str:
-        """The signed identity assertion for this request (or the cached one on unbound routes)."""
-        aud = route.audience or route.name
-        ttl = self.config.assertion.ttl
-        kid = self.keys.current_kid
-        if not route.bind_request:
-            # Before building any claims: on unbound routes most requests reuse the cached token.
-            cached = self.assertion_cache.get(session.id, aud, kid=kid, now=now)
-            if cached is not None:
-                return cached
+    def prepared_claims(self, conn: Conn, route: Route) -> PreparedClaims:
+        """The assertion claims of ``conn`` on ``route`` that do not change per request (built once per binding)."""
+        prepared = conn.claims.get(route.name)
+        if prepared is not None:
+            return prepared
+        resolved = conn.resolved
+        assert resolved is not None and resolved.session is not None
+        session = resolved.session
         credential = next((c for c in resolved.credentials if c.id == session.credential_id), None)
-        device = {"id": resolved.device.id, "name": resolved.device.name,
-                  "credential_id": b64url_encode(credential.id if credential else session.credential_id),
-                  "enrolled_at": int(resolved.device.enrolled_at), "approved_by": resolved.device.approved_by}
-        user = {"id": resolved.user.id, "email": resolved.user.email or None, "name": resolved.user.name or None,
-                "groups": resolved.user.groups}
-        sess = {"id": session.id, "auth_time": int(session.auth_time), "amr": session.amr}
-        iss = self.config.public_url
-        claims = build_claims(
-            iss=iss, aud=aud, user=user, session=sess, device=device, cert_sha256=session.cert_sha256,
-            method=method, url=canonical_htu("https", host, path), now=now, ttl=ttl,
-            bind_request=route.bind_request)
-        token = self.keys.sign(claims)
-        if not route.bind_request:
-            self.assertion_cache.put(session.id, aud, token, kid=kid, iat=claims["iat"], ttl=ttl)
-        return token
+        prepared = PreparedClaims(
+            iss=self.config.public_url, aud=route.audience or route.name,
+            user={"id": resolved.user.id, "email": resolved.user.email or None, "name": resolved.user.name or None,
+                  "groups": resolved.user.groups},
+            session={"id": session.id, "auth_time": int(session.auth_time), "amr": session.amr},
+            device={"id": resolved.device.id, "name": resolved.device.name,
+                    "credential_id": b64url_encode(credential.id if credential else session.credential_id),
+                    "enrolled_at": int(resolved.device.enrolled_at), "approved_by": resolved.device.approved_by},
+            cert_sha256=session.cert_sha256, ttl=self.config.assertion.ttl, bind_request=route.bind_request)
+        conn.claims[route.name] = prepared
+        return prepared
 
     def reload_keys_if_needed(self) -> None:
         now = self.clock()
         if self.keys.needs_reload(now=now):
             self.keys = KeySet.load(self.config.assertion.key, now=now, overlap=self.config.assertion.overlap)
             event("keys.reloaded", kid=self.keys.current_kid)
-
-
-def certificate_expired(resolved: Resolved, *, now: float) -> bool:
-    """True once the device certificate is past its ``notAfter``.
-
-    TLS checks validity only during a full handshake: a keep-alive connection outlives the certificate, and a
-    resumed TLS session (tickets, session cache) skips certificate verification altogether.
-    """
-    return resolved.device.not_after is not None and resolved.device.not_after <= now
 
 
 

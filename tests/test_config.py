@@ -14,6 +14,7 @@ from idwall.config import (
     AssertionConfig,
     Config,
     ConfigError,
+    Limits,
     Listen,
     Route,
     UpstreamTLS,
@@ -125,7 +126,10 @@ def test_minimal_file_gets_documented_defaults(tree: Path) -> None:
     assert config.store == f"sqlite://{tree}/idwall.db"
     assert config.sqlite_path == tree / "idwall.db"
     assert config.devices.approval == "none"
-    assert (config.limits.api_body, config.limits.drain_timeout, config.limits.upstream_timeout, config.limits.header_size) == (65536, 10, 30, 8190)
+    assert config.limits == Limits(api_body=65536, drain_timeout=10, upstream_timeout=30, header_size=8192,
+                                   head_size=32768, max_headers=100, handshake_timeout=10, head_timeout=30,
+                                   body_timeout=60, keepalive_timeout=75, max_body=1024 * 1024,
+                                   connections_without_certificate=64)
     assert config.admin.fresh_auth == 900
     assert config.routes == (
         Route(name="app", host="app.example.com", path="/app", upstream="http://127.0.0.1:9001", allow_users=None,
@@ -392,7 +396,7 @@ def test_error_is_one_line_even_with_control_characters(tree: Path) -> None:
         ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn: {origins: https://localhost:8443}", 2, "webauthn.origins", ("expected a non-empty list", "list of https origins")),
         ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nwebauthn: {origins: []}", 2, "webauthn.origins", ("expected a non-empty list",)),
         ("store:", "limits: {api_body: 100}\nstore:", 12, "limits.api_body", ("100 is out of range", "from 4096 to")),
-        ("store:", "limits: {header_size: 64kb}\nstore:", 12, "limits.header_size", ("expected an integer, got a string ('64kb')",)),
+        ("store:", "limits: {header_size: 64kb}\nstore:", 12, "limits.header_size", ("'64kb' is not a size", "8k, 1m, 64m")),
         # bad durations, each at the line of its key
         ("store:", "session: {max_age: 10 minutes}\nstore:", 12, "session.max_age", ("'10 minutes' is not a duration", "90s, 15m, 12h, 30d")),
         ("store:", "session:\n  idle_timeout: -5m\nstore:", 13, "session.idle_timeout", ("'-5m' is not a duration",)),

@@ -393,7 +393,7 @@ async def test_enroll_help_page_recognises_an_enrolled_browser(gateway) -> None:
     assert Page(text).status()[0] == "enrolled"
 
 
-@pytest.mark.parametrize("enrollment_id", ["no-such-id", "enr-test%00", "%3Cscript%3E", "a" * 200, "..", "enr test"])
+@pytest.mark.parametrize("enrollment_id", ["no-such-id", "%3Cscript%3E", "a" * 200, "..", "enr test"])
 async def test_unknown_or_malformed_enrollment_is_404_with_a_next_step(gateway, enrollment_id: str) -> None:
     await add_enrollment(gateway, device_name="laptop")
     async with gateway.session() as client:
@@ -405,6 +405,14 @@ async def test_unknown_or_malformed_enrollment_is_404_with_a_next_step(gateway, 
         assert page.status()[0] == "unknown"
         assert "hidden" in page.by_id("facts"), "no table of dashes for an enrollment nobody knows"
         assert_no_inline_code(page)
+
+
+async def test_encoded_control_character_in_an_enrollment_path_is_refused_before_any_page(gateway) -> None:
+    await add_enrollment(gateway, device_name="laptop")
+    async with gateway.session() as client:
+        status, headers, text = await fetch(client, f"{gateway.url}/idwall/enroll/enr-test%00")
+    assert status == 400 and headers["Content-Type"] == "application/problem+json"
+    assert "encoded control character" in text
 
 
 async def test_expired_enrollment(gateway) -> None:

@@ -47,9 +47,9 @@ from ..store.base import (
     TokenEffect,
     User,
 )
-from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony, session_connection
+from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony
 from ..node import Node
-from .context import NODE, conn_for
+from .context import NODE, from_own_pages, with_session
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
@@ -166,9 +166,10 @@ async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_
 async def action_begin(request: web.Request) -> web.Response:
     """The full action to sign and passkey request options whose challenge is that action's."""
     node = request.app[NODE]
+    from_own_pages(request)
     body = await read_json_object(request, limit=node.config.limits.api_body)
     raw = field(body, "action", dict)
-    conn, resolved, _ = await session_connection(node, request)
+    conn, resolved, _ = await with_session(request)
     assert conn.cert_sha256 is not None
     fields = validate_action(raw)
     signer = resolved.user
@@ -193,10 +194,11 @@ async def action_begin(request: web.Request) -> web.Response:
 async def action_finish(request: web.Request) -> web.Response:
     """Verify the signature over the action and perform it once, with its ledger entry."""
     node = request.app[NODE]
+    from_own_pages(request)
     body = await read_json_object(request, limit=node.config.limits.api_body)
     action_id = field(body, "action_id", str)
     credential = field(body, "credential", dict)
-    conn, resolved, _ = await session_connection(node, request)
+    conn, resolved, _ = await with_session(request)
     credential_id = passkeys.credential_id_of(credential)
     now = node.clock()
     ceremony = await node.store.consume_ceremony(action_id, kind="action", now=now)

@@ -30,17 +30,16 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .. import killswitch, policy, sessions, tokens
+from .. import access, killswitch, sessions, tokens
 from ..connections import Conn
-from ..errors import BadRequest, Forbidden, NoClientCertificate, Unauthenticated
+from ..errors import BadRequest, Forbidden
 from ..logs import event
 from ..store.base import LedgerDraft, Session, User
 from ..node import Node
-from .context import NODE, conn_for
+from .context import NODE, conn_for, facts, require
 from .problems import read_json_object
 
 routes = web.RouteTableDef()
@@ -60,48 +59,14 @@ _UNSIGNED = re.compile(r"[0-9]{1,15}")
 # -- who is asking ---------------------------------------------------------------------------------
 
 
-def _allowed_origins(node: Node) -> set[str]:
-    def origin(url: str) -> str:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}".lower()
-
-    return {origin(node.config.public_url), *(origin(o) for o in node.config.webauthn.origins)}
-
-
-def _hostname(netloc: str) -> str | None:
-    try:
-        return (urlsplit(f"//{netloc}").hostname or "").lower() or None
-    except ValueError:
-        return None
-
-
-def _on_own_address(request: web.Request, node: Node) -> bool:
-    """Whether the request named the gateway itself (public URL or a WebAuthn origin), not a proxied host.
-
-    Host names only, as routes are matched: proxied apps are told apart by name, not by port.
-    """
-    own = {_hostname(urlsplit(url).netloc) for url in (node.config.public_url, *node.config.webauthn.origins)}
-    return _hostname(request.host) in own - {None}
-
-
-def refuse_cross_site(request: web.Request, node: Node) -> None:
-    """Session-authorised changes must come from our own pages (the client certificate is ambient)."""
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-        raise Forbidden("cross-site requests may not use a session here (the device certificate is ambient)")
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.lower() not in _allowed_origins(node):
-        raise Forbidden(f"requests from origin {origin[:100]!r} may not use a session here "
-                        "(the device certificate is ambient)")
-
-
 async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool = True) -> str:
     """The actor behind an admin request (``"<user id>"`` or ``"token:<token id>"``), or raise.
 
     ``scope`` (``kill`` or ``read``) is what a bearer token must hold; an admin
     session holds both. ``allow_tokens=False`` is for what only a person may do
     (revoke tokens, open the console). Raises InvalidToken (401) for a bad,
-    unknown, expired or revoked token, InsufficientScope (403), NoClientCertificate
-    (403), Unauthenticated (401, with ``login_url`` and ``step_up``) and Forbidden.
+    unknown, expired or revoked token, InsufficientScope (403), and otherwise the
+    problem of :func:`idwall.access.admin_verdict`.
     """
     if scope not in tokens.SCOPES:
         raise ValueError(f"scope must be one of {tokens.SCOPES}, got {scope!r}")
@@ -117,37 +82,16 @@ async def require_admin(request: web.Request, *, scope: str, allow_tokens: bool 
             event("admin.token_refused", token_id=found.id if found else None, path=request.path)
             raise
         return "token:" + token.id
-
-    if not _on_own_address(request, node):
-        # /idwall/ is served on every proxied host too: a page of a proxied app could otherwise read this API
-        # same-origin with the administrator's ambient client certificate
-        raise Forbidden(f"the admin API answers administrators' sessions only at {node.config.public_url}")
     conn = conn_for(request)
-    if conn.cert_sha256 is None:
-        raise NoClientCertificate("the admin API needs an administrator's device certificate or a bearer token",
-                                  enroll_url=node.enroll_url())
-    resolved = await node.resolve(conn)
-    if resolved is None:
-        raise Forbidden("this device certificate is not enrolled (or was removed)", enroll_url=node.enroll_url())
-    if resolved.device.status != "active":
-        raise Forbidden(f"this device is {resolved.device.status.replace('_', ' ')}", enroll_url=node.enroll_url())
+    await node.resolve(conn)
     now = node.clock()
-    session = node.live_session(resolved, now=now)
-    login_url = node.login_url(CONSOLE_PATH)
-    if session is None:
-        raise Unauthenticated("log in with your passkey", login_url=login_url, step_up=False)
-    if not resolved.user.admin:
-        raise Forbidden(f"user {resolved.user.id} is not an administrator")
-    identity = policy.Identity(resolved.user.id, resolved.user.groups, True, session.auth_time)
-    decision = policy.decide(identity=identity, allow_users=None, allow_groups=None,
-                             fresh_auth=node.config.admin.fresh_auth, now=now)
-    if decision.outcome != policy.ALLOW:
-        raise Unauthenticated("the admin console needs a fresh passkey login (step-up)", login_url=login_url,
-                              step_up=True)
-    if request.method not in ("GET", "HEAD"):
-        refuse_cross_site(request, node)
-    node.touch(session, now)
-    return resolved.user.id
+    verdict = access.admin_verdict(conn, facts(request), now=now, cfg=node.access, seen=node.last_seen)
+    if verdict.location is not None and request.path == CONSOLE_PATH:
+        raise web.HTTPSeeOther(location=verdict.location)
+    require(verdict)
+    assert conn.resolved is not None and conn.resolved.session is not None
+    node.last_seen[conn.resolved.session.id] = now
+    return conn.resolved.user.id
 
 
 # -- recent kills, with what this node cut ---------------------------------------------------------
@@ -211,28 +155,14 @@ async def kill(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"unknown field(s) {unknown}; a kill takes {sorted(KILL_FIELDS)}")
     scope, target = killswitch.check_request(body.get("scope"), body.get("target"), body.get("reason"),
                                              body.get("revoke_devices", False))
-    conn = node.registry.get(request.transport)
+    conn = conn_for(request)
     outcome = await killswitch.kill(node, scope=scope, target=target, reason=body["reason"],
                                     revoke_devices=body.get("revoke_devices", False), actor=actor, spare=conn)
     _kill_log(request.app).record(outcome.audit_seq, outcome.connections_closed)
-    response = web.json_response(outcome.as_json())
-    if not outcome.spared or conn is None:
-        return response
-    # The kill matched the connection it arrived on: answer, then cut it like the others.
-    response.force_close()
-    await response.prepare(request)
-    await response.write_eof()
-    _close_after_answer(conn)
-    return response
-
-
-def _close_after_answer(conn: Conn) -> None:
-    """Cut ``conn`` without losing the answer still queued on it."""
-    conn.killed = True
-    if conn.transport.get_write_buffer_size() == 0:
-        conn.transport.abort()
-    else:
-        conn.transport.close()  # flushes what is queued, then closes; nothing new is read
+    if outcome.spared:
+        # The kill matched the connection it arrived on: the engine closes it once this answer is out.
+        conn.close_after_answer = True
+    return web.json_response(outcome.as_json())
 
 
 # -- live sessions ---------------------------------------------------------------------------------
@@ -374,12 +304,7 @@ _PAGE = _asset("admin.html")
 @routes.get(CONSOLE_PATH)
 async def console(request: web.Request) -> web.Response:
     """The SOC console; browsers without a fresh admin session are sent to the passkey login."""
-    try:
-        await require_admin(request, scope="read", allow_tokens=False)
-    except Unauthenticated:
-        if policy.wants_html(request.headers.get("Accept")):
-            raise web.HTTPSeeOther(location=policy.login_redirect(CONSOLE_PATH)) from None
-        raise
+    await require_admin(request, scope="read", allow_tokens=False)
     return web.Response(body=_PAGE, content_type="text/html", charset="utf-8",
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store",
                                  "X-Frame-Options": "DENY"})

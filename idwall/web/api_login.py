@@ -20,14 +20,12 @@ from aiohttp import web
 from .. import passkeys
 from ..actions import anomaly_draft, approval_of, claimed_challenge, login_draft, logout_draft
 from ..challenges import login_challenge
-from ..connections import Conn
 from ..encoding import b64url_encode
-from ..errors import Forbidden, NoClientCertificate, Unauthenticated, WebAuthnRejected
+from ..errors import Forbidden, NoClientCertificate, WebAuthnRejected
 from ..logs import event
 from ..store.base import Ceremony, Resolved, Session
-from .api_admin import refuse_cross_site
-from ..node import Node, certificate_expired
-from .context import NODE, conn_for
+from ..node import Node
+from .context import NODE, conn_for, enrolled, from_own_pages, with_session
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
@@ -35,36 +33,6 @@ routes = web.RouteTableDef()
 #: unanswered login and signed-action ceremonies kept per device; begin evicts the oldest beyond this
 MAX_OPEN_CEREMONIES = 32
 OTHER_CONNECTION = "assertion was made for another connection; start the login again on this connection"
-
-
-async def enrolled_connection(node: Node, request: web.Request) -> tuple[Conn, Resolved]:
-    """This request's connection and what its certificate resolves to, if it is an active enrolled device."""
-    conn = conn_for(request)
-    if conn.cert_sha256 is None or conn.cert_der is None:
-        raise NoClientCertificate("connect with your IDWall device certificate, or enroll this device first",
-                                  enroll_url=node.enroll_url())
-    resolved = await node.resolve(conn)
-    if resolved is None:
-        raise Forbidden("this device certificate is not enrolled (or was replaced); enroll the device again",
-                        enroll_url=node.enroll_url())
-    status = resolved.device.status
-    if status == "revoked":
-        raise Forbidden(f"device {resolved.device.id} was revoked; enroll it again", enroll_url=node.enroll_url())
-    if status != "active":
-        raise Forbidden(f"device {resolved.device.id} is {status.replace('_', ' ')}; wait for its approval")
-    if certificate_expired(resolved, now=node.clock()):
-        raise Forbidden(f"the certificate of device {resolved.device.id} has expired; enroll the device again",
-                        enroll_url=node.enroll_url())
-    return conn, resolved
-
-
-async def session_connection(node: Node, request: web.Request) -> tuple[Conn, Resolved, Session]:
-    """As :func:`enrolled_connection`, and the live session on it (401 with a login URL when there is none)."""
-    conn, resolved = await enrolled_connection(node, request)
-    session = node.live_session(resolved, now=node.clock())
-    if session is None:
-        raise Unauthenticated("log in with your passkey first", login_url=node.login_url("/"))
-    return conn, resolved, session
 
 
 def _require_uv(node: Node) -> bool:
@@ -75,15 +43,17 @@ def _require_uv(node: Node) -> bool:
 async def login_begin(request: web.Request) -> web.Response:
     """Options for a passkey assertion bound to the certificate on this connection."""
     node = request.app[NODE]
+    from_own_pages(request)
     await read_json_object(request, limit=node.config.limits.api_body)
-    conn, resolved = await enrolled_connection(node, request)
-    assert conn.cert_der is not None and conn.cert_sha256 is not None
+    conn, resolved = await enrolled(request)
+    cert_der = conn.certificate_der()
+    assert cert_der is not None and conn.cert_sha256 is not None
     if not resolved.credentials:
         raise Forbidden(f"device {resolved.device.id} has no passkey bound to it; enroll it again")
     now = node.clock()
     timeout = node.config.webauthn.timeout
     nonce = os.urandom(32)
-    challenge = login_challenge(nonce, conn.cert_der)
+    challenge = login_challenge(nonce, cert_der)
     await node.store.create_ceremony(new_ceremony("login", challenge, nonce, conn.cert_sha256, resolved,
                                                 payload=None, expires_at=now + timeout),
                                    max_per_device=MAX_OPEN_CEREMONIES)
@@ -105,10 +75,12 @@ def new_ceremony(kind: str, challenge: bytes, nonce: bytes, binding: bytes, reso
 async def login_finish(request: web.Request) -> web.Response:
     """Verify the assertion made over this connection and start the session."""
     node = request.app[NODE]
+    from_own_pages(request)
     body = await read_json_object(request, limit=node.config.limits.api_body)
     credential = field(body, "credential", dict)
-    conn, resolved = await enrolled_connection(node, request)
-    assert conn.cert_der is not None and conn.cert_sha256 is not None
+    conn, resolved = await enrolled(request)
+    cert_der = conn.certificate_der()
+    assert cert_der is not None and conn.cert_sha256 is not None
     challenge = claimed_challenge(credential)
     credential_id = passkeys.credential_id_of(credential)
     now = node.clock()
@@ -123,7 +95,7 @@ async def login_finish(request: web.Request) -> web.Response:
     webauthn = node.config.webauthn
     try:
         verified = passkeys.verify_authentication(
-            credential=credential, expected_challenge=login_challenge(ceremony.nonce, conn.cert_der),
+            credential=credential, expected_challenge=login_challenge(ceremony.nonce, cert_der),
             expected_credential_id=stored.id, rp_id=webauthn.rp_id, origins=webauthn.origins,
             public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(node))
     except passkeys.SignCountRegression as exc:
@@ -152,8 +124,8 @@ async def logout(request: web.Request) -> web.Response:
     """End this connection's session (every connection with this certificate loses it)."""
     node = request.app[NODE]
     # no JSON body is required here, so a cross-site form could post without a preflight: refuse it
-    refuse_cross_site(request, node)
-    conn, _, session = await session_connection(node, request)
+    from_own_pages(request)
+    conn, _, session = await with_session(request)
     assert conn.cert_sha256 is not None
     await node.store.end_session(session.id, now=node.clock(), reason="logout", draft=logout_draft(session))
     node.registry.invalidate(node.registry.by_cert(conn.cert_sha256))
@@ -169,12 +141,12 @@ async def me(request: web.Request) -> web.Response:
     conn = conn_for(request)
     if conn.cert_sha256 is None:
         raise NoClientCertificate("connect with your IDWall device certificate, or enroll this device first",
-                                  enroll_url=node.enroll_url())
+                                  enroll_url=node.access.enroll_url)
     resolved = await node.resolve(conn)
     if resolved is None:
         return web.json_response({"user": None, "device": None, "session": None})
     user, device = resolved.user, resolved.device
-    session = node.live_session(resolved, now=node.clock())
+    session = node.live_session(conn, now=node.clock())
     return web.json_response({
         "user": {"id": user.id, "name": user.name, "email": user.email, "groups": list(user.groups),
                  "admin": user.admin},

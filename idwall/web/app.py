@@ -1,4 +1,4 @@
-"""Wiring of the gateway's aiohttp application: reserved endpoints first, the proxy for everything else."""
+"""Wiring of the gateway's own aiohttp application (everything under ``/idwall/`` and ``/.well-known/idwall/``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from aiohttp import web
 
 from ..errors import NotFound
 from . import api_actions, api_admin, api_enroll, api_login, pages
+from ..engine.io import Engine
 from ..node import Node
-from .context import NODE
-from .gateway import proxy_handler
+from .context import ENGINE, NODE, conn_for
 from .problems import problem_middleware
 
 routes = web.RouteTableDef()
@@ -34,9 +34,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _is_local(request: web.Request) -> bool:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
     try:
-        return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
+        return ipaddress.ip_address(conn_for(request).remote).is_loopback
     except ValueError:
         return False
 
@@ -67,17 +66,17 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             response.headers.setdefault("Cache-Control", "no-store")
 
 
-def build_app(node: Node) -> web.Application:
-    """The application: reserved endpoints, API, pages, and the proxy catch-all."""
+def build_app(node: Node, engine: Engine) -> web.Application:
+    """The gateway's own endpoints: JWKS, health, metrics, the API and the pages (the engine proxies the rest)."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=node.config.limits.api_body)
     app[NODE] = node
+    app[ENGINE] = engine
     app.on_response_prepare.append(_security_headers)
     app.add_routes(routes)
     for module in (api_enroll, api_login, api_actions, api_admin, pages):
         app.add_routes(module.routes)
     app.router.add_route("*", "/idwall/{tail:.*}", _reserved_fallback)
     app.router.add_route("*", "/.well-known/idwall/{tail:.*}", _reserved_fallback)
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
 

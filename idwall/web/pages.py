@@ -301,7 +301,7 @@ async def login_page(request: web.Request) -> web.Response:
     reason = request.query.get("reason")
     conn = conn_for(request)
     resolved = await node.resolve(conn)
-    session = node.live_session(resolved, now=node.clock())
+    session = node.live_session(conn, now=node.clock())
     state = _login_state(has_cert=conn.cert_sha256 is not None, resolved=resolved, signed_in=session is not None,
                          reason=reason)
     user = device_name = session_text = "—"

@@ -1,0 +1,555 @@
+"""Sans-IO HTTP/1.1 (RFC 9112) for the proxied path: bytes in, events out, in the shape of h11.
+
+    client = ServerConnection(limits)
+    for event in client.receive_data(data):      # RequestHead, bytes (body), END, Upgrade, Refused
+        ...
+    upstream = UpstreamConnection(limits)
+    upstream.expect(method=b"GET", upgrade=False)
+    for event in upstream.receive_data(data):    # ResponseHead, bytes, END, Upgrade, Refused
+
+Parsing is llhttp's (through httptools), which already refuses most ambiguous framing: Transfer-Encoding
+with Content-Length, repeated or malformed lengths, obs-fold, bare CR and LF, NUL and other controls,
+whitespace before a colon, bad chunk sizes and extensions. What llhttp lets through and this module
+refuses as well: Transfer-Encoding on HTTP/1.0 and any coding but one final ``chunked`` (``gzip,
+chunked``), HTTP/0.9 and versions other than 1.0 and 1.1, ``CONNECT``, a request without or with two
+``Host`` fields, a fragment, ``*`` or another authority in the request target, and any upgrade but a
+WebSocket handshake without a body. Trailer fields are dropped. A refusal is a :class:`Refused` event and
+the end of the connection: no byte after it is read as HTTP, so nothing can hide behind it.
+
+Both directions are re-framed: the upstream sees only the gateway's framing of what the gateway parsed,
+and the client only the gateway's framing of what the upstream sent, so a second parser has nothing to
+read differently. Header hygiene happens while parsing (tables in :mod:`idwall.engine.headers`): kept
+fields are stored as ready-to-write lines in the client's order and spelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httptools
+
+from . import headers as H
+
+__all__ = ["END", "HeadLimits", "Refused", "RequestHead", "ResponseHead", "ServerConnection", "Upgrade",
+           "UpstreamConnection", "chunk_header", "request_bytes", "response_bytes", "LAST_CHUNK"]
+
+
+class _End:
+    """The message is complete (h11's EndOfMessage); one instance, compared by identity."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The peer broke the protocol: answer ``status`` (client side) and close; nothing more is parsed."""
+
+    status: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """The connection switched protocols after the head; ``rest`` is what followed the head in the same read."""
+
+    rest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """Bounds on a message head: one line (request line or field), the whole head, the number of fields."""
+
+    max_line: int = 8192
+    max_head: int = 32768
+    max_fields: int = 100
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop llhttp at once (httptools re-raises it from feed_data)."""
+
+
+class RequestHead:
+    """A request's head as the gateway will act on it; ``lines`` are the fields it forwards, ready to write."""
+
+    __slots__ = ("method", "target", "version", "lines", "host", "content_length", "chunked", "keep_alive",
+                 "expect_continue", "upgrade", "connection_upgrade", "origin", "fetch_site", "accept",
+                 "ws_key", "ws_version", "preflight", "user_agent", "_listed", "_hosts", "_keep_alive_asked")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = b"1.1"
+        self.lines: list[bytes] = []
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.upgrade: bytes | None = None
+        self.connection_upgrade = False
+        self.origin: bytes | None = None
+        self.fetch_site: bytes | None = None
+        self.accept: bytes | None = None
+        self.ws_key: bytes | None = None
+        self.ws_version: bytes | None = None
+        self.preflight = False
+        self.user_agent: bytes | None = None
+        self._listed: list[bytes] | None = None
+        self._hosts = 0
+        self._keep_alive_asked = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method.decode()} {self.target[:80]!r} HTTP/{self.version.decode()})"
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+class ServerConnection:
+    """The client side of one connection: request heads, body chunks and ends, in order."""
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[object] = []
+        self._head: RequestHead | None = None
+        self._url = b""
+        self._size = self._fields = self._dribbled = 0
+        self._dead = False
+        self._in_head = False
+
+    @property
+    def dead(self) -> bool:
+        """True once the connection refused something or switched protocols: nothing more is parsed."""
+        return self._dead
+
+    def receive_data(self, data: bytes) -> list[object]:
+        """Feed bytes from the client; return the events they complete."""
+        if self._dead:
+            return []
+        events = self._events = []
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except _Stop:
+            pass
+        except httptools.HttpParserUpgrade as exc:
+            if not self._dead:
+                self._dead = True
+                events.append(Upgrade(data[exc.args[0]:]))
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(501, "unknown request method (RFC 9110 §9.1: methods are case-sensitive tokens)")
+        except httptools.HttpParserInvalidURLError as exc:
+            self._refuse(400, f"invalid request target: {exc}")
+        except httptools.HttpParserError as exc:
+            if "version" in str(exc).lower():
+                self._refuse(505, "only HTTP/1.0 and HTTP/1.1 are served (RFC 9112 §2.3)")
+            else:
+                self._refuse(400, f"malformed request: {exc} (RFC 9112)")
+        if self._in_head and was_in_head and not self._dead:
+            # llhttp holds an unfinished field itself: count what a head dribbles in, so it cannot grow
+            # past the limit (by at most one read) before a field completes
+            self._dribbled += len(data)
+            if self._dribbled > self._limits.max_head:
+                self._refuse(431, f"request head over {self._limits.max_head} bytes")
+        return events
+
+    def _refuse(self, status: int, detail: str) -> None:
+        if not self._dead:
+            self._dead = True
+            self._events.append(Refused(status, detail))
+
+    def _stop(self, status: int, detail: str) -> None:
+        self._refuse(status, detail)
+        raise _Stop
+
+    # -- llhttp callbacks ---------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = RequestHead()
+        self._url = b""
+        self._size = self._fields = self._dribbled = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._size += len(url)
+        if len(self._url) > self._limits.max_line:
+            self._stop(414, f"request target over {self._limits.max_line} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if not self._in_head or head is None:
+            return  # a trailer field: dropped (RFC 9112 §7.1.2 lets a proxy discard them)
+        self._fields += 1
+        if self._fields > self._limits.max_fields:
+            self._stop(431, f"more than {self._limits.max_fields} header fields")
+        if len(name) + len(value) + 2 > self._limits.max_line:
+            self._stop(431, f"header field {name[:40]!r} over {self._limits.max_line} bytes")
+        self._size += len(name) + len(value) + 4
+        if self._size > self._limits.max_head:
+            self._stop(431, f"request head over {self._limits.max_head} bytes")
+        lower = name.lower()
+        action = H.REQUEST_ACTIONS.get(lower)
+        if action is None:
+            if lower.startswith(H.IDENTITY_PREFIX) or name.translate(None, H.NAME_CHARS):
+                return
+            head.lines.append(name + b": " + value + b"\r\n")
+            return
+        if action == H.DROP:
+            return
+        if action == H.HOST:
+            head._hosts += 1
+            head.host = value.strip()
+        elif action == H.LENGTH:
+            head.content_length = int(value.strip())  # llhttp allows digits only, and one field
+            return  # the gateway writes its own framing
+        elif action == H.CODING:
+            head.chunked = True
+            if value.strip().lower() != b"chunked":
+                self._stop(400, "Transfer-Encoding other than a single final 'chunked' (RFC 9112 §6.1)")
+            return
+        elif action == H.CONNECTION:
+            for token in _tokens(value):
+                if token == b"close":
+                    head.keep_alive = False
+                elif token == b"upgrade":
+                    head.connection_upgrade = True
+                elif token == b"keep-alive":
+                    head._keep_alive_asked = True
+                elif token not in H.NOT_CONNECTION_LISTABLE:
+                    if head._listed is None:
+                        head._listed = []
+                    head._listed.append(token)
+            return
+        elif action == H.UPGRADE:
+            head.upgrade = value.strip().lower()
+            return
+        elif action == H.EXPECT:
+            if value.strip().lower() != b"100-continue":
+                self._stop(417, "the only expectation served is 100-continue (RFC 9110 §10.1.1)")
+            head.expect_continue = True
+            return  # the gateway answers it itself
+        elif action == H.ORIGIN:
+            head.origin = value.strip()
+        elif action == H.FETCH_SITE:
+            head.fetch_site = value.strip().lower()
+        elif action == H.ACCEPT:
+            head.accept = value
+        elif action == H.WS_KEY:
+            head.ws_key = value.strip()
+        elif action == H.WS_VERSION:
+            head.ws_version = value.strip()
+        elif action == H.PREFLIGHT:
+            head.preflight = True
+        elif action == H.USER_AGENT:
+            head.user_agent = value
+        head.lines.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            if version == "0.9":
+                self._stop(400, "HTTP/0.9 requests are not served (RFC 9112 §2.3)")
+            self._stop(505, "only HTTP/1.0 and HTTP/1.1 are served (RFC 9112 §2.3)")
+        head.version = version.encode()
+        head.method = parser.get_method()
+        if head.method == b"CONNECT":
+            self._stop(400, "CONNECT is not served: the gateway is not a forward proxy")
+        if version == "1.0":
+            head.keep_alive = head.keep_alive and head._keep_alive_asked  # RFC 9112 §9.3
+            if head.chunked:
+                self._stop(400, "Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1)")
+        if head._hosts > 1:
+            self._stop(400, "more than one Host field (RFC 9112 §3.2)")
+        if head.host is None and version == "1.1":
+            self._stop(400, "HTTP/1.1 request without Host (RFC 9112 §3.2)")
+        head.target = self._target(head)
+        if head.upgrade is not None and head.connection_upgrade:
+            if head.upgrade != b"websocket":
+                self._stop(400, f"upgrade to {head.upgrade[:40]!r} is not served; only websocket is")
+            if head.has_body or head.method != b"GET":
+                self._stop(400, "a WebSocket handshake is a GET without a body (RFC 6455 §4.2.1)")
+        if head._listed:
+            listed = set(head._listed)
+            head.lines = [line for line in head.lines if line.split(b":", 1)[0].lower() not in listed]
+        self._events.append(head)
+
+    def _target(self, head: RequestHead) -> bytes:
+        url = self._url
+        if b"#" in url:
+            self._stop(400, "fragment in the request target (RFC 9112 §3.2)")
+        if url[:1] == b"/":
+            return url
+        lower = url[:8].lower()
+        if lower.startswith(b"https://"):
+            rest = url[8:]
+            authority, slash, path = rest.partition(b"/")
+            authority, qmark, query = authority.partition(b"?")
+            if head.host is None or authority.lower() != head.host.lower() or b"@" in authority:
+                self._stop(400, "absolute-form request target for another authority (RFC 9112 §3.2.2)")
+            path = b"/" + path if slash else b"/"
+            return path + (b"?" + query if qmark else b"")
+        if lower.startswith(b"http://"):
+            self._stop(400, "absolute-form http:// target: the gateway serves https only")
+        self._stop(400, f"request target {url[:40]!r} is neither an absolute path nor this gateway's URL")
+        raise AssertionError("unreachable")
+
+    def on_body(self, body: bytes) -> None:
+        if not self._dead:
+            self._events.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._dead:
+            self._events.append(END)
+
+
+class ResponseHead:
+    """An upstream's response head: status, reason, the fields that reach the client, and its framing."""
+
+    __slots__ = ("status", "reason", "lines", "content_length", "chunked", "keep_alive", "upgrade",
+                 "connection_upgrade", "ws_accept", "_listed")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.lines: list[bytes] = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.upgrade: bytes | None = None
+        self.connection_upgrade = False
+        self.ws_accept: bytes | None = None
+        self._listed: list[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status} {self.reason!r})"
+
+
+class UpstreamConnection:
+    """The upstream side of one connection: call :meth:`expect` before each request, then feed its bytes."""
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self._limits = limits
+        self._parser = httptools.HttpResponseParser(self)
+        self._events: list[object] = []
+        self._head: ResponseHead | None = None
+        self._head_request = False
+        self._upgrade = False
+        self._in_head = False
+        self._informational = False
+        self._size = 0
+        self._fields = 0
+        self._dead = False
+        self._in_body = False
+        #: False once this connection cannot carry another request (close, HEAD, close-delimited, upgrade)
+        self.reusable = True
+
+    def expect(self, *, method: bytes, upgrade: bool) -> None:
+        """Get ready for the response to a request with ``method`` (``upgrade``: a validated handshake)."""
+        self._head_request = method == b"HEAD"
+        self._upgrade = upgrade
+        self._head = None
+
+    def receive_data(self, data: bytes) -> list[object]:
+        """Feed bytes from the upstream; return the events they complete."""
+        if self._dead:
+            return []
+        events = self._events = []
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except _Stop:
+            pass
+        except httptools.HttpParserUpgrade as exc:
+            if not self._dead:
+                self._dead = True
+                self.reusable = False
+                events.append(Upgrade(data[exc.args[0]:]))
+        except httptools.HttpParserError as exc:
+            self._refuse(f"malformed response from the upstream: {exc}")
+        if self._in_head and was_in_head and not self._dead:
+            self._size += len(data)
+            if self._size > 4 * self._limits.max_head:
+                self._refuse(f"response head over {4 * self._limits.max_head} bytes")
+        return events
+
+    def eof(self) -> list[object]:
+        """The upstream closed its side: the end of a close-delimited body, or a truncated answer."""
+        self.reusable = False
+        if self._dead:
+            return []
+        self._dead = True
+        head = self._head
+        if head is not None and self._in_body and head.content_length is None and not head.chunked:
+            return [END]
+        if head is None and not self._in_head:
+            return [Refused(502, "the upstream closed the connection without answering")]
+        return [Refused(502, "the upstream closed the connection in the middle of its answer")]
+
+    def _refuse(self, detail: str) -> None:
+        self.reusable = False
+        if not self._dead:
+            self._dead = True
+            self._events.append(Refused(502, detail))
+
+    def _stop(self, detail: str) -> None:
+        self._refuse(detail)
+        raise _Stop
+
+    # -- llhttp callbacks ---------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = ResponseHead()
+        self._in_head = True
+        self._in_body = False
+        self._size = self._fields = 0
+
+    def on_status(self, reason: bytes) -> None:
+        head = self._head
+        if head is not None:
+            head.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if not self._in_head or head is None:
+            return  # trailer fields are dropped
+        self._fields += 1
+        if self._fields > 2 * self._limits.max_fields:
+            self._stop(f"the upstream sent more than {2 * self._limits.max_fields} header fields")
+        lower = name.lower()
+        if lower == b"content-length":
+            head.content_length = int(value.strip())
+            return
+        if lower == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                self._stop(f"the upstream used transfer coding {value[:40]!r}; only chunked is relayed")
+            head.chunked = True
+            return
+        if lower == b"connection":
+            for token in _tokens(value):
+                if token == b"close":
+                    head.keep_alive = False
+                elif token == b"upgrade":
+                    head.connection_upgrade = True
+                elif token != b"keep-alive":
+                    if head._listed is None:
+                        head._listed = []
+                    head._listed.append(token)
+            return
+        if lower == b"upgrade":
+            head.upgrade = value.strip().lower()
+            return
+        if lower in H.RESPONSE_DROP or H.is_identity(lower):
+            return
+        if lower == b"sec-websocket-accept":
+            head.ws_accept = value.strip()
+        head.lines.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self._in_head = False
+        status = self._parser.get_status_code()
+        head.status = status
+        version = self._parser.get_http_version()
+        if version == "1.0":
+            head.keep_alive = False  # an HTTP/1.0 upstream keeps nothing open that the gateway relies on
+        if head._listed:
+            listed = set(head._listed)
+            head.lines = [line for line in head.lines if line.split(b":", 1)[0].lower() not in listed]
+        if status == 101:
+            if not self._upgrade:
+                self._stop("the upstream switched protocols (101) for a request that asked for no upgrade")
+            self._events.append(head)
+            return
+        if 100 <= status < 200:
+            self._informational = True  # 100 Continue, 103 Early Hints: the gateway relays none of them
+            return
+        self._informational = False
+        if not head.keep_alive:
+            self.reusable = False
+        self._events.append(head)
+        if self._head_request:
+            # A response to HEAD has no body whatever its Content-Length says; llhttp cannot be told, so the
+            # message ends here and this connection is not reused.
+            self.reusable = False
+            self._dead = True
+            self._events.append(END)
+            raise _Stop
+        self._in_body = True
+        if head.content_length is None and not head.chunked and status not in (204, 304):
+            self.reusable = False  # delimited by the upstream closing
+
+    def on_body(self, body: bytes) -> None:
+        if not self._dead and not self._informational:
+            self._events.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._dead:
+            return
+        if self._informational:
+            self._informational = False
+            return
+        self._in_body = False
+        if self._upgrade:
+            # the handshake was refused (an ordinary answer): this connection carried an Upgrade request
+            self.reusable = False
+        self._events.append(END)
+
+
+# -- what the gateway writes ----------------------------------------------------------------------------
+
+
+def request_bytes(head: RequestHead, target: bytes, extra: bytes) -> bytes:
+    """The request head for the upstream: always HTTP/1.1, the kept fields, ``extra`` lines, our framing."""
+    if head.chunked:
+        framing = b"Transfer-Encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing = b"Content-Length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    return b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", *head.lines, extra, framing, b"\r\n"))
+
+
+def response_bytes(head: ResponseHead, *, method: bytes, client_version: bytes, close: bool,
+                   extra: bytes = b"") -> tuple[bytes, bool, bool]:
+    """The response head for the client, whether its body is to be sent chunked, and whether to close after.
+
+    A length-delimited body keeps its Content-Length; a chunked or close-delimited one is chunked for an
+    HTTP/1.1 client and close-delimited for an HTTP/1.0 one (which then must be closed after it).
+    """
+    status = head.status
+    chunked = False
+    if head.content_length is not None:
+        framing = b"Content-Length: %d\r\n" % head.content_length
+    elif method == b"HEAD" or status in (204, 304) or status < 200:
+        framing = b""
+    elif client_version == b"1.1":
+        framing, chunked = b"Transfer-Encoding: chunked\r\n", True
+    else:
+        framing, close = b"", True
+    connection = b"Connection: close\r\n" if close else b""
+    return (b"".join((b"HTTP/1.1 %d " % status, head.reason, b"\r\n", *head.lines, extra, framing, connection,
+                      b"\r\n")), chunked, close)
+
+
+def chunk_header(size: int) -> bytes:
+    """The line that starts a chunk of ``size`` bytes (RFC 9112 §7.1)."""
+    return b"%x\r\n" % size

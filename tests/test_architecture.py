@@ -1,0 +1,142 @@
+"""The shape of ``idwall/``: no import cycle, and dependencies that point one way (DESIGN.md "Suggested layout").
+
+Imports are read from the source with ``ast``, including imports inside functions and under
+``TYPE_CHECKING``: a cycle hidden in a function body is still a cycle a reader has to untangle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "idwall"
+
+#: the top layer: the command line, the web layer, and what composes them into running processes
+TOP = ("idwall.cli", "idwall.web", "idwall.supervisor", "idwall.demo", "idwall.__main__")
+#: what may import aiohttp: the web layer, the HTTP clients of the command line and of backend services
+AIOHTTP_ALLOWED = ("idwall.web", "idwall.cli", "idwall.upstream", "idwall.demo", "idwall.testing")
+#: pure trust logic: no I/O module of ours, no network library
+PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges", "idwall.encoding",
+        "idwall.errors", "idwall.httpnorm", "idwall.engine.h1", "idwall.engine.headers",
+        "idwall.engine.websocket", "idwall.engine.answers", "idwall.actions", "idwall.enrollment",
+        "idwall.tokens")
+IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
+              "idwall.engine.io", "idwall.web", "idwall.supervisor", "idwall.cli")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The idwall modules ``name`` imports (the most specific module each import statement names)."""
+    is_package = path.name == "__init__.py"
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = base[: len(base) - (node.level - 1)]
+                module = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        else:
+            continue
+        for target in targets:
+            # "from . import policy" names a module; "from .node import Node" names a module's attribute
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    # a package's __init__ re-exporting its own modules is not a cycle a reader has to untangle
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not (name.startswith(t + ".") and t in graph)}
+    assert _cycles(graph) == []
+
+
+def test_nothing_below_the_top_layer_imports_it() -> None:
+    offenders = {name: sorted(t for t in targets if _under(t, TOP))
+                 for name, targets in _graph().items() if not _under(name, TOP)}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_pure_modules_do_no_io(name: str) -> None:
+    modules = _modules()
+    assert name in modules, f"{name} is listed as pure but does not exist"
+    imported = _imports(name, modules[name], set(modules))
+    assert sorted(t for t in imported if _under(t, IO_MODULES)) == []
+    source = modules[name].read_text()
+    for library in ("aiohttp", "asyncio", "socket", "sqlite3", "uvloop"):
+        assert f"import {library}" not in source, f"{name} imports {library}"
+
+
+def test_only_the_http_layers_import_aiohttp() -> None:
+    users = sorted(name for name, path in _modules().items()
+                   if ("import aiohttp" in path.read_text() or "from aiohttp" in path.read_text())
+                   and not _under(name, AIOHTTP_ALLOWED))
+    assert users == []
