@@ -24,6 +24,7 @@ fields are stored as ready-to-write lines in the client's order and spelling.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import httptools
@@ -113,6 +114,10 @@ class RequestHead:
         return f"RequestHead({self.method.decode()} {self.target[:80]!r} HTTP/{self.version.decode()})"
 
 
+#: a request line (after optional empty lines) whose parts are separated by more than one space or a tab
+_LOOSE_REQUEST_LINE = re.compile(rb"(?:\r\n)*[A-Za-z]+(?: [ \t]|\t)|(?:\r\n)*[A-Za-z]+ \S+(?: [ \t]|\t)")
+
+
 def _tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
@@ -129,6 +134,7 @@ class ServerConnection:
         self._size = self._fields = self._dribbled = 0
         self._dead = False
         self._in_head = False
+        self._in_message = False
 
     @property
     def dead(self) -> bool:
@@ -141,6 +147,11 @@ class ServerConnection:
             return []
         events = self._events = []
         was_in_head = self._in_head
+        if not self._in_message and _LOOSE_REQUEST_LINE.match(data):
+            # llhttp (not built strict) reads "GET  /" and "GET\t/" as "GET /"; the gateway re-serialises the
+            # line, so no upstream could read it otherwise, but such a line comes from no real client
+            self._refuse(400, "request line with more than one space between its parts (RFC 9112 §3)")
+            return events
         try:
             self._parser.feed_data(data)
         except _Stop:
@@ -149,12 +160,15 @@ class ServerConnection:
             if not self._dead:
                 self._dead = True
                 events.append(Upgrade(data[exc.args[0]:]))
-        except httptools.HttpParserInvalidMethodError:
-            self._refuse(501, "unknown request method (RFC 9110 §9.1: methods are case-sensitive tokens)")
+        except httptools.HttpParserInvalidMethodError as exc:
+            if "invalid method" in str(exc).lower():
+                self._refuse(501, "unknown request method (RFC 9110 §9.1: methods are case-sensitive tokens)")
+            else:
+                self._refuse(400, f"malformed request line: {exc} (RFC 9112 §3)")
         except httptools.HttpParserInvalidURLError as exc:
             self._refuse(400, f"invalid request target: {exc}")
         except httptools.HttpParserError as exc:
-            if "version" in str(exc).lower():
+            if "invalid http version" in str(exc).lower():
                 self._refuse(505, "only HTTP/1.0 and HTTP/1.1 are served (RFC 9112 §2.3)")
             else:
                 self._refuse(400, f"malformed request: {exc} (RFC 9112)")
@@ -178,6 +192,7 @@ class ServerConnection:
     # -- llhttp callbacks ---------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._head = RequestHead()
         self._url = b""
         self._size = self._fields = self._dribbled = 0
@@ -249,6 +264,8 @@ class ServerConnection:
         elif action == H.ACCEPT:
             head.accept = value
         elif action == H.WS_KEY:
+            if head.ws_key is not None:
+                self._stop(400, "more than one Sec-WebSocket-Key (RFC 6455 §11.3.1)")
             head.ws_key = value.strip()
         elif action == H.WS_VERSION:
             head.ws_version = value.strip()
@@ -316,6 +333,7 @@ class ServerConnection:
             self._events.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if not self._dead:
             self._events.append(END)
 
