@@ -95,30 +95,34 @@ def _nesting(text: str) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
+class _Refused(Exception):
+    """Raised by the ``json.loads`` hooks; the message continues "<the document> has ..."."""
+
+
 def _integer(literal: str) -> int:
     digits = len(literal.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise BadRequest(f"the body has an integer of {digits} digits, expected at most {MAX_INT_DIGITS}")
+        raise _Refused(f"an integer of {digits} digits, expected at most {MAX_INT_DIGITS}")
     return int(literal)
 
 
 def _number(literal: str) -> float:
     value = float(literal)
     if not math.isfinite(value):
-        raise BadRequest(f"the body has the number {literal[:40]}, expected a finite number")
+        raise _Refused(f"the number {literal[:40]}, expected a finite number")
     return value
 
 
 def _constant(name: str) -> Any:
-    raise BadRequest(f"the body has {name}, which is not JSON; expected a finite number")
+    raise _Refused(f"{name}, which is not JSON; expected a finite number")
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            # two parsers could keep different copies: an ambiguous body is refused, not resolved
-            raise BadRequest(f"the body has the key {json.dumps(key)[:80]} twice in one object, expected it once")
+            # two parsers could keep different copies: an ambiguous document is refused, not resolved
+            raise _Refused(f"the key {json.dumps(key)[:80]} twice in one object, expected it once")
         result[key] = value
     return result
 
@@ -138,7 +142,7 @@ def _check_string(text: str, where: tuple[str | int, ...], *, what: str, limit: 
                          "expected Unicode text (it cannot be encoded as UTF-8)")
 
 
-def _check_values(top: dict[str, Any], *, max_items: int, max_key: int, max_string: int) -> None:
+def _check_values(top: dict[str, Any], *, max_items: int, max_key: int, max_string: int, what: str) -> None:
     """Count every array item and object member and check every key and string, without recursion."""
     items = 0
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(top, ())]
@@ -149,7 +153,7 @@ def _check_values(top: dict[str, Any], *, max_items: int, max_key: int, max_stri
         elif isinstance(value, (dict, list)):
             items += len(value)
             if items > max_items:
-                raise BadRequest(f"the body holds more than {max_items} values (array items and object members "
+                raise BadRequest(f"{what} holds more than {max_items} values (array items and object members "
                                  f"in total), expected at most {max_items}")
             if isinstance(value, dict):
                 for key, child in value.items():
@@ -160,43 +164,47 @@ def _check_values(top: dict[str, Any], *, max_items: int, max_key: int, max_stri
 
 
 def parse_json_object(body: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
-                      max_key: int = MAX_KEY, max_string: int = MAX_STRING) -> dict[str, Any]:
+                      max_key: int = MAX_KEY, max_string: int = MAX_STRING, what: str = "the body") -> dict[str, Any]:
     """``body`` as a JSON object within the limits of the module docstring.
 
     Raises :class:`PayloadTooLarge` when ``body`` is over ``max_bytes`` and
-    :class:`BadRequest` for anything else that is not such an object.
+    :class:`BadRequest` for anything else that is not such an object; ``what``
+    names the document in their messages.
 
     >>> parse_json_object(b'{"device_name": "laptop"}', max_bytes=1024)
     {'device_name': 'laptop'}
     """
     if len(body) > max_bytes:
-        raise PayloadTooLarge(f"the body is {len(body)} bytes, expected at most {max_bytes}")
+        raise PayloadTooLarge(f"{what} is {len(body)} bytes, expected at most {max_bytes}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"the body is not UTF-8: {exc.reason} 0x{body[exc.start]:02x} at offset {exc.start}") from None
+        raise BadRequest(f"{what} is not UTF-8: {exc.reason} 0x{body[exc.start]:02x} at offset {exc.start}") from None
     if not text.strip():
-        raise BadRequest("the body is empty, expected a JSON object")
+        raise BadRequest(f"{what} is empty, expected a JSON object")
     depth = _nesting(text)
     if depth > max_depth:
-        raise BadRequest(f"the body nests {depth} levels deep, expected at most {max_depth}")
+        raise BadRequest(f"{what} nests {depth} levels deep, expected at most {max_depth}")
     try:
         value = json.loads(text, parse_int=_integer, parse_float=_number, parse_constant=_constant,
                            object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except _Refused as exc:
+        raise BadRequest(f"{what} has {exc}") from None
     if not isinstance(value, dict):
-        raise BadRequest(f"the body must be a JSON object, got {json_type(value)}")
-    _check_values(value, max_items=max_items, max_key=max_key, max_string=max_string)
+        raise BadRequest(f"{what} must be a JSON object, got {json_type(value)}")
+    _check_values(value, max_items=max_items, max_key=max_key, max_string=max_string, what=what)
     return value
 
 
 def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True,
-          default: Any = None) -> Any:
+          default: Any = None, where: str = "") -> Any:
     """``body[name]`` if it is of ``kind``; a :class:`BadRequest` naming the field and what arrived otherwise.
 
     ``null`` counts as absent. A boolean is not accepted where an integer is
-    expected (Python's ``bool`` is an ``int``).
+    expected (Python's ``bool`` is an ``int``). ``where`` is the path of
+    ``body`` in a larger document, for the message (``credential.response``).
 
     >>> field({"device_name": ["laptop"]}, "device_name", str)
     Traceback (most recent call last):
@@ -204,11 +212,12 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, req
     """
     kinds = kind if isinstance(kind, tuple) else (kind,)
     expected = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+    label = f"{where}.{name}" if where else f"field {name!r}"
     value = body.get(name)
     if value is None:
         if required:
-            raise BadRequest(f"field {name!r} is required, expected {expected}")
+            raise BadRequest(f"{label} is required, expected {expected}")
         return default
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise BadRequest(f"field {name!r} must be {expected}, got {json_type(value)}")
+        raise BadRequest(f"{label} must be {expected}, got {json_type(value)}")
     return value
