@@ -23,6 +23,7 @@ valid still changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -170,6 +171,29 @@ async def test_hostile_bodies_are_4xx_problems_and_store_nothing(gateway, armed:
             failures.append(f"{name}: {failure}")
     assert not failures, "\n".join(failures)
     assert await counts(gateway) == before
+
+
+async def _pieces(body: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("size", [50, 700])
+async def test_a_body_arriving_in_pieces_is_read_whole(gateway, size: int) -> None:
+    """Chunked, with pauses: the body is read to its end, not cut at the first piece that arrived."""
+    body = json.dumps({"code": "no-such-invite-code", "csr_pem": make_csr()[1], "device_name": "laptop"}).encode()
+    async with gateway.session() as anon:
+        async with anon.post(gateway.url + "/idwall/api/enroll/begin", data=_pieces(body, size),
+                             headers={"Content-Type": "application/json"}) as resp:
+            problem = await resp.json(content_type=None)
+    assert (resp.status, problem["type"]) == (404, "https://idwall.dev/problems/not-found"), problem
+    oversized = b'{"a": "' + b"x" * gateway.config.limits.api_body + b'"}'
+    async with gateway.session() as anon:
+        async with anon.post(gateway.url + "/idwall/api/enroll/begin", data=_pieces(oversized, 16 * 1024),
+                             headers={"Content-Type": "application/json"}) as resp:
+            problem = await resp.json(content_type=None)
+    assert resp.status == 413 and "over the limit" in problem["detail"], problem
 
 
 def _fuzzed_body(data: st.DataObject, template: dict[str, Any]) -> bytes:

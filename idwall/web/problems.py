@@ -72,7 +72,10 @@ async def read_json_object(request: web.Request, *, limit: int) -> dict[str, Any
         raise BadRequest(f"expected Content-Type application/json, got {ctype or 'none'!r}")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
-    body = await request.content.read(limit + 1)
+    body = bytearray()
+    # read(n) answers with what has arrived so far: a body that comes in pieces takes several reads
+    while len(body) <= limit and (piece := await request.content.read(limit + 1 - len(body))):
+        body += piece
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-    return parse_json_object(body, max_bytes=limit)
+    return parse_json_object(bytes(body), max_bytes=limit)
