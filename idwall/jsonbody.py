@@ -47,6 +47,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
+from .encoding import DuplicateKey, unique_members
 from .errors import BadRequest, PayloadTooLarge
 
 __all__ = [
@@ -117,16 +118,6 @@ def _constant(name: str) -> Any:
     raise _Refused(f"{name}, which is not JSON; expected a finite number")
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # two parsers could keep different copies: an ambiguous document is refused, not resolved
-            raise _Refused(f"the key {json.dumps(key)[:80]} twice in one object, expected it once")
-        result[key] = value
-    return result
-
-
 def _path(parts: tuple[str | int, ...]) -> str:
     """``$.credential.response``, ``$.groups[3]``; other keys as escaped JSON, so the message stays printable."""
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if _PLAIN_KEY.fullmatch(p)
@@ -187,7 +178,10 @@ def parse_json_object(body: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH
         raise BadRequest(f"{what} nests {depth} levels deep, expected at most {max_depth}")
     try:
         value = json.loads(text, parse_int=_integer, parse_float=_number, parse_constant=_constant,
-                           object_pairs_hook=_object)
+                           object_pairs_hook=unique_members)
+    except DuplicateKey as exc:
+        shown = json.dumps(exc.key)[:80]
+        raise BadRequest(f"{what} has the key {shown} twice in one object, expected it once") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except _Refused as exc:
