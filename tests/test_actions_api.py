@@ -392,8 +392,8 @@ def test_validate_action_answers_only_bad_request_or_a_canonical_action(raw) -> 
     assert "actor" not in raw and set(full) - set(raw) == {"actor", "nonce", "not_after"}
 
 
-@pytest.mark.parametrize(("kind", "shown"), [(["invite.create"], "an array"), ({"a": 1}, "an object"), (7, "an integer"),
-                                             (None, "null"), ("nope", "'nope'")])
+@pytest.mark.parametrize(("kind", "shown"), [(["invite.create"], "an array"), ({"a": 1}, "an object"),
+                                             (7, "an integer"), (None, "null"), ("nope", "'nope'")])
 def test_action_type_of_another_kind_is_a_bad_request(kind, shown: str) -> None:  # type: ignore[no-untyped-def]
     # a list or an object as the type used to be looked up in a dict: TypeError, a 500
     with pytest.raises(BadRequest, match=f"action.type must be one of invite.create, .*; got {shown}$"):
