@@ -2,11 +2,12 @@
 
 Pure: no I/O and no aiohttp; :func:`idwall.web.problems.read_json_object`
 reads the bytes and calls :func:`parse_json_object`. Every API body is
-attacker-controlled, and Python's ``json`` lets through, or fails with an
-exception other than ``ValueError`` on, things that would later become a 500:
-``RecursionError`` on deep nesting, ``ValueError`` from ``int()`` past 4,300
-digits, lone surrogates (``"\\ud800"``) that only fail at ``str.encode``, ``NaN``
-and ``Infinity``, and duplicate keys that two parsers resolve differently.
+attacker-controlled, and ``json.loads`` alone raises something other than
+``JSONDecodeError`` on some of it, or lets through what fails later, each a
+500: ``RecursionError`` on deep nesting, ``ValueError`` from ``int()`` past
+4,300 digits, lone surrogates (``"\\ud800"``) that only fail at ``str.encode``;
+and it accepts ``NaN``, ``Infinity`` and duplicate keys, which two parsers
+read differently.
 
 What is refused, checked in this order, and the default limits (DESIGN.md
 "Limits": API bodies are JSON objects within depth and size limits):
