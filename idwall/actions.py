@@ -22,6 +22,7 @@ from .config import parse_duration
 from .encoding import EncodingError, b64url_decode, b64url_encode
 from .enrollment import USER_ID_RE
 from .errors import BadRequest, Forbidden
+from .jsonbody import json_type
 from .store.base import LedgerDraft, Session
 
 __all__ = [
@@ -153,8 +154,10 @@ def validate_action(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BadRequest(f"action must be an object, got {type(raw).__name__}")
     kind = raw.get("type")
-    if kind not in _FIELDS:
-        raise BadRequest(f"action.type must be one of {', '.join(ACTION_TYPES)}; got {str(kind)[:60]!r}")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        # a list or an object cannot even be looked up (unhashable): say what arrived instead
+        shown = repr(kind[:60]) if isinstance(kind, str) else json_type(kind)
+        raise BadRequest(f"action.type must be one of {', '.join(ACTION_TYPES)}; got {shown}")
     schema = _FIELDS[kind]
     extra = sorted(set(raw) - set(schema) - {"type"})
     if extra:

@@ -82,7 +82,7 @@ from webauthn.helpers.exceptions import WebAuthnException
 
 from idwall.challenges import LOGIN, action_challenge
 from idwall.config import parse_duration
-from idwall.encoding import EncodingError, b64url_decode, b64url_encode, canonical_json, sha256
+from idwall.encoding import EncodingError, b64url_decode, b64url_encode, canonical_json, sha256, unique_members
 from idwall.errors import BadRequest, IDWallError
 
 __all__ = [
@@ -303,22 +303,13 @@ def public_key_from_jwk(jwk: Any) -> ec.EllipticCurvePublicKey:
 # --- JSON lines --------------------------------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Two parsers could pick different values; the hash would then cover something the reader never saw.
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
 def _loads(text: str | bytes) -> Any:
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+    # a repeated key is a DuplicateKey (a ValueError): the hash would cover a value the reader never saw
+    return json.loads(text, object_pairs_hook=unique_members, parse_constant=_refuse_constant)
 
 
 def entries_from_jsonl(text: str) -> list[dict[str, Any]]:

@@ -45,6 +45,28 @@ def b64url_decode(text: str) -> bytes:
         raise EncodingError(f"invalid base64url: {exc}") from None
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names the member ``key`` twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` for ``json.loads`` that raises :class:`DuplicateKey` on a repeated member.
+
+    Two parsers may keep different copies of a repeated member (Python keeps the
+    last), so a signature or a check could cover a value the other side never saw.
+    """
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
+
+
 def sha256(*parts: bytes) -> bytes:
     """SHA-256 over the concatenation of ``parts`` (the ``H(a || b)`` of DESIGN.md)."""
     digest = hashlib.sha256()

@@ -6,11 +6,28 @@ keeps it single-use, looks the credential up, and stores the new sign count.
 What this module adds to py_webauthn (see NOTES.md):
 
 - The response is parsed defensively *before* py_webauthn sees it: a JSON
-  object of at most 64 KiB, ``id``/``rawId`` strict base64url and equal, a
-  credential ID of 1..1023 bytes (WebAuthn §5.1; py_webauthn takes longer
-  ones), ``type == "public-key"``, the response fields present and base64url.
-  py_webauthn then gets a clean dict rebuilt from the decoded bytes, so the two
-  parsers cannot disagree. Failures here are :class:`~idwall.errors.BadRequest`.
+  object of at most 64 KiB (a string goes through
+  :func:`idwall.jsonbody.parse_json_object`), ``id``/``rawId`` strict base64url
+  and equal, a credential ID of 1..1023 bytes (WebAuthn §5.1; py_webauthn takes
+  longer ones), ``type == "public-key"``, the response fields present and
+  base64url. The fields that decide nothing here may be absent, but when
+  present they must have their type in WebAuthn Level 3 §5.1
+  (``RegistrationResponseJSON``, ``AuthenticationResponseJSON``):
+  ``clientExtensionResults`` an object, ``authenticatorAttachment`` a string,
+  ``response.transports`` a list of strings, ``response.publicKeyAlgorithm`` an
+  integer, ``response.publicKey`` and ``response.authenticatorData`` (copies
+  in the registration response) base64url. py_webauthn then gets a clean dict
+  rebuilt from the decoded bytes, so the two parsers cannot disagree. Failures
+  here are :class:`~idwall.errors.BadRequest`.
+- The bytes are checked before py_webauthn parses them, because its parser
+  lets leftovers through: ``cbor2.loads`` ignores bytes after the attestation
+  object's CBOR map, and it finds the end of the credential public key and of
+  the extensions in the authenticator data by *re-encoding* what it decoded, so
+  a value it re-encodes longer (a half-precision float) hides as many bytes
+  after it. Here every CBOR item is decoded in place, where it starts, and
+  ends where its bytes end; duplicate map keys are refused; and nothing may
+  follow what the flags (AT, ED) announce. Failures are
+  :class:`~idwall.errors.WebAuthnRejected`, like those of py_webauthn.
 - Whatever py_webauthn raises on a hostile response (its own exceptions, and
   CBOR, key, type or value errors from deeper down) becomes
   :class:`~idwall.errors.WebAuthnRejected`, never a 500.
@@ -34,6 +51,7 @@ multi-factor, ``mfa``. Without UV the assertion proves possession only:
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,6 +77,7 @@ from webauthn.helpers.structs import (
 
 from idwall.encoding import EncodingError, b64url_decode, b64url_encode
 from idwall.errors import BadRequest, PayloadTooLarge, WebAuthnRejected
+from idwall.jsonbody import field, json_type, parse_json_object
 
 __all__ = [
     "MAX_CREDENTIAL_ID_BYTES",
@@ -79,7 +98,9 @@ SUPPORTED_ALGORITHMS: tuple[int, ...] = (-7, -8, -257)  # ES256, EdDSA (Ed25519)
 MAX_CREDENTIAL_JSON_BYTES = 64 * 1024
 MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn Level 3 §5.1 "credential ID ... at most 1023 bytes"
 MIN_RSA_BITS = 2048
-FLAG_UP, FLAG_UV = 0x01, 0x04
+FLAG_UP, FLAG_UV, FLAG_AT, FLAG_ED = 0x01, 0x04, 0x40, 0x80
+AUTH_DATA_FIXED = 37  # rpIdHash(32) || flags(1) || signCount(4), WebAuthn §6.1
+ATTESTED_FIXED = 18  # aaguid(16) || credentialIdLength(2), WebAuthn §6.5.1
 
 _Kind = Literal["registration", "authentication"]
 _REQUIRED_RESPONSE_FIELDS: dict[_Kind, tuple[str, ...]] = {
@@ -192,28 +213,13 @@ def authentication_options(
     return result
 
 
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Two parsers could pick different copies; an ambiguous credential is refused.
-            raise BadRequest(f'credential JSON has the key "{key}" twice')
-        result[key] = value
-    return result
-
-
 def _load(credential: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(credential, str):
-        size = len(credential.encode("utf-8", "surrogatepass"))
-        if size > MAX_CREDENTIAL_JSON_BYTES:
-            raise PayloadTooLarge(f"credential JSON is {size} bytes, the limit is {MAX_CREDENTIAL_JSON_BYTES}")
-        try:
-            credential = json.loads(credential, object_pairs_hook=_refuse_duplicate_keys)
-        except (ValueError, RecursionError) as exc:
-            # ValueError covers JSONDecodeError and integers too long to convert.
-            raise BadRequest(f"credential is not valid JSON: {exc}") from None
+        # surrogatepass: a lone surrogate becomes bytes that are not UTF-8, refused as such
+        credential = parse_json_object(credential.encode("utf-8", "surrogatepass"),
+                                       max_bytes=MAX_CREDENTIAL_JSON_BYTES, what="credential JSON")
     if not isinstance(credential, dict):
-        raise BadRequest(f"credential must be a JSON object, got {type(credential).__name__}")
+        raise BadRequest(f"credential must be a JSON object, got {json_type(credential)}")
     return credential
 
 
@@ -222,7 +228,7 @@ def _b64url_field(container: dict[str, Any], key: str, path: str) -> bytes:
         raise BadRequest(f"{path}.{key} is missing")
     value = container[key]
     if not isinstance(value, str):
-        raise BadRequest(f"{path}.{key} must be a base64url string, got {type(value).__name__}")
+        raise BadRequest(f"{path}.{key} must be a base64url string, got {json_type(value)}")
     if len(value) > MAX_CREDENTIAL_JSON_BYTES:
         raise PayloadTooLarge(f"{path}.{key} is {len(value)} characters, the limit is {MAX_CREDENTIAL_JSON_BYTES}")
     try:
@@ -241,11 +247,78 @@ def _raw_id(credential: dict[str, Any]) -> bytes:
     return raw_id
 
 
+def _check_optional_fields(data: dict[str, Any], response: dict[str, Any], kind: _Kind) -> None:
+    """The W3C types of the fields that decide nothing here; null counts as absent (see the module docstring)."""
+    field(data, "clientExtensionResults", dict, required=False, where="credential")
+    field(data, "authenticatorAttachment", str, required=False, where="credential")
+    if kind != "registration":
+        return
+    transports = field(response, "transports", list, required=False, where="credential.response") or []
+    for index, transport in enumerate(transports):
+        if not isinstance(transport, str):
+            raise BadRequest(f"credential.response.transports[{index}] must be a string, got {json_type(transport)}")
+    field(response, "publicKeyAlgorithm", int, required=False, where="credential.response")
+    for key in ("publicKey", "authenticatorData"):
+        if response.get(key) is not None:
+            _b64url_field(response, key, "credential.response")
+
+
+def _cbor_item(data: bytes, start: int, refusal: str) -> tuple[Any, int]:
+    """The CBOR item that begins at ``start`` and the offset where its bytes end (nothing re-encoded).
+
+    ``refusal`` begins the message when the bytes there are not one well-formed item.
+    """
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    try:
+        # py_webauthn refuses duplicate keys too; decoding with the same rule keeps the two parses alike
+        value = cbor2.CBORDecoder(stream, allow_duplicate_keys=False).decode()
+    except Exception as exc:  # cbor2 raises CBORDecodeError, and lower errors on hostile tags
+        raise WebAuthnRejected(f"{refusal}: {exc}"[:300]) from None
+    return value, stream.tell()
+
+
+def _check_authenticator_data(data: bytes, what: str) -> None:
+    """Refuse authenticator data (WebAuthn §6.1) with bytes beyond what its AT and ED flags announce."""
+    if len(data) < AUTH_DATA_FIXED:
+        raise WebAuthnRejected(f"{what} was {len(data)} bytes, expected at least {AUTH_DATA_FIXED} bytes")
+    flags, end = data[32], AUTH_DATA_FIXED
+    if flags & FLAG_AT:
+        if len(data) < end + ATTESTED_FIXED:
+            raise WebAuthnRejected(f"{what} was {len(data)} bytes, expected at least {end + ATTESTED_FIXED} bytes "
+                                   "with attested credential data (flag AT)")
+        end += ATTESTED_FIXED + int.from_bytes(data[end + 16 : end + ATTESTED_FIXED], "big")
+        _, end = _cbor_item(data, end, f"the credential public key in {what} is not well-formed CBOR")
+    if flags & FLAG_ED:
+        extensions, end = _cbor_item(data, end, f"the extensions in {what} are not well-formed CBOR")
+        if not isinstance(extensions, dict):
+            raise WebAuthnRejected(f"the extensions in {what} are a CBOR {type(extensions).__name__}, expected a map")
+    if end != len(data):
+        raise WebAuthnRejected(f"{what} has bytes left over: its flags (0x{flags:02x}) account for {end} of its "
+                               f"{len(data)} bytes, expected all")
+
+
+def _check_attestation_object(raw: bytes) -> None:
+    """One CBOR map and nothing after it, whose ``authData`` passes :func:`_check_authenticator_data`."""
+    value, end = _cbor_item(raw, 0, "attestationObject was malformed: not well-formed CBOR")
+    if end != len(raw):
+        raise WebAuthnRejected(f"attestationObject was malformed: bytes left over, its CBOR item ends after {end} "
+                               f"of its {len(raw)} bytes, expected nothing after it")
+    if not isinstance(value, dict):
+        raise WebAuthnRejected(f"attestationObject was malformed: it is a CBOR {type(value).__name__}, expected a map")
+    auth_data = value.get("authData")
+    if not isinstance(auth_data, bytes):
+        raise WebAuthnRejected("attestationObject was malformed: authData is "
+                               f"{'missing' if auth_data is None else 'a CBOR ' + type(auth_data).__name__}, "
+                               "expected a byte string")
+    _check_authenticator_data(auth_data, "attestationObject.authData")
+
+
 def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[str, bytes], dict[str, Any]]:
     """Check the structure; return the raw ID, the decoded response fields and a clean dict for py_webauthn.
 
     Fields that influence no decision (``clientExtensionResults``,
-    ``authenticatorAttachment``, ``transports``) are left out rather than judged.
+    ``authenticatorAttachment``, ``transports``...) are type-checked and left out.
     """
     data = _load(credential)
     raw_id = _raw_id(data)
@@ -253,24 +326,31 @@ def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[s
         raise BadRequest(f'credential.type must be "public-key", got {data.get("type")!r:.40}')
     response = data.get("response")
     if not isinstance(response, dict):
-        raise BadRequest(f"credential.response must be an object, got {type(response).__name__}")
+        raise BadRequest(f"credential.response must be an object, got {json_type(response)}")
     fields = {key: _b64url_field(response, key, "credential.response") for key in _REQUIRED_RESPONSE_FIELDS[kind]}
     clean_response = {key: b64url_encode(value) for key, value in fields.items()}
     if kind == "authentication" and response.get("userHandle") is not None:
         fields["userHandle"] = _b64url_field(response, "userHandle", "credential.response")
         clean_response["userHandle"] = b64url_encode(fields["userHandle"])
+    _check_optional_fields(data, response, kind)
+    if kind == "registration":
+        _check_attestation_object(fields["attestationObject"])
+    else:
+        _check_authenticator_data(fields["authenticatorData"], "authenticatorData")
     encoded_id = b64url_encode(raw_id)
     clean = {"id": encoded_id, "rawId": encoded_id, "type": "public-key", "response": clean_response}
     return raw_id, fields, clean
 
 
 def credential_id_of(credential: dict[str, Any] | str) -> bytes:
-    """The credential ID a response claims, checked as strictly as verification does.
+    """The credential ID an ``AuthenticationResponseJSON`` claims, checked as strictly as verification does.
 
     The caller looks the stored credential up with it before calling
-    :func:`verify_authentication`. Raises ``BadRequest`` when malformed.
+    :func:`verify_authentication`; the whole response is checked here, so a
+    malformed one is refused before the caller spends its single-use challenge.
+    Raises ``BadRequest`` or ``WebAuthnRejected`` when malformed.
     """
-    return _raw_id(_load(credential))
+    return _parse(credential, "authentication")[0]
 
 
 def _describe(exc: BaseException, *, outermost: bool = True) -> str:

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from idwall.assertion import ALGORITHM, InvalidRequestURL, canonical_htu, normalize_htu
-from idwall.encoding import EncodingError, b64url_decode
+from idwall.encoding import DuplicateKey, EncodingError, b64url_decode, unique_members
 from idwall.errors import Unauthenticated, Unavailable
 
 if TYPE_CHECKING:
@@ -272,21 +272,12 @@ class VerifiedIdentity:
     claims: dict[str, Any]
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedAssertion(f"JSON object repeats member {key[:64]!r}")
-        result[key] = value
-    return result
-
-
 def _json_part(part: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(b64url_decode(part), object_pairs_hook=_no_duplicates)
+        value = json.loads(b64url_decode(part), object_pairs_hook=unique_members)
+    except DuplicateKey as exc:
+        raise MalformedAssertion(f"JSON object repeats member {exc.key[:64]!r}") from None
     except (EncodingError, ValueError, RecursionError) as exc:
-        if isinstance(exc, MalformedAssertion):
-            raise
         raise MalformedAssertion(f"{what} is not base64url JSON: {type(exc).__name__}") from None
     if not isinstance(value, dict):
         raise MalformedAssertion(f"{what} must be a JSON object, got {type(value).__name__}")

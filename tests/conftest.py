@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -12,6 +14,8 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from idwall.config import Config, load_config
 from idwall.testing.fixtures import (
@@ -22,6 +26,13 @@ from idwall.testing.fixtures import (
     register_device_directly,
 )
 from idwall.web.server import RunningGateway, start_gateway
+
+# Hypothesis writes .hypothesis/ (failing examples, and caches) into the working directory unless told
+# otherwise; a test run must not write into the source tree. Keep no examples, and the caches in /tmp.
+# A test's own @settings inherit the profile.
+settings.register_profile("idwall", database=None)
+settings.load_profile("idwall")
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / f"idwall-hypothesis-{os.getuid()}")
 
 
 async def _echo(request: web.Request) -> web.StreamResponse:

@@ -374,7 +374,7 @@ _json = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12)
 _action_like = st.fixed_dictionaries(
-    {"type": st.sampled_from([*ACTION_TYPES, "nope"])},
+    {"type": st.sampled_from([*ACTION_TYPES, "nope"]) | _json},
     optional={k: _json for k in ("user", "name", "email", "groups", "admin", "scopes", "ttl", "device_id",
                                  "enrollment_id", "actor")})
 
@@ -390,6 +390,14 @@ def test_validate_action_answers_only_bad_request_or_a_canonical_action(raw) -> 
     full = build_action(action, actor="admin", nonce=bytes(32), now=0, timeout=300)
     assert action_challenge(full)
     assert "actor" not in raw and set(full) - set(raw) == {"actor", "nonce", "not_after"}
+
+
+@pytest.mark.parametrize(("kind", "shown"), [(["invite.create"], "an array"), ({"a": 1}, "an object"),
+                                             (7, "an integer"), (None, "null"), ("nope", "'nope'")])
+def test_action_type_of_another_kind_is_a_bad_request(kind, shown: str) -> None:  # type: ignore[no-untyped-def]
+    # a list or an object as the type used to be looked up in a dict: TypeError, a 500
+    with pytest.raises(BadRequest, match=f"action.type must be one of invite.create, .*; got {shown}$"):
+        validate_action({"type": kind})
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,7 +14,10 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..errors import BadRequest, IDWallError, PayloadTooLarge
+from ..jsonbody import field, parse_json_object
 from ..logs import event
+
+__all__ = ["PROBLEM_TYPE", "field", "problem_middleware", "problem_response", "read_json_object"]
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -60,52 +63,19 @@ async def read_json_object(request: web.Request, *, limit: int) -> dict[str, Any
 
     The body is read up to ``limit`` bytes and refused beyond (413), whatever the
     Content-Length says, so a lying or absent length cannot make us buffer more.
+    What it must be then (depth, numbers, strings, counts) is
+    :func:`idwall.jsonbody.parse_json_object`'s to judge; :func:`field` (from
+    there too) reads one typed member.
     """
     ctype = request.headers.get("Content-Type", "")
     if ctype.split(";", 1)[0].strip().lower() != "application/json":
         raise BadRequest(f"expected Content-Type application/json, got {ctype or 'none'!r}")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
-    body = await request.content.read(limit + 1)
+    body = bytearray()
+    # read(n) answers with what has arrived so far: a body that comes in pieces takes several reads
+    while len(body) <= limit and (piece := await request.content.read(limit + 1 - len(body))):
+        body += piece
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-    try:
-        text = body.decode("utf-8")
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError:
-        raise BadRequest("the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"the body must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise json.JSONDecodeError(f"duplicate key {key!r}", key, 0)
-        result[key] = value
-    return result
-
-
-def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True,
-          default: Any = None) -> Any:
-    """``body[name]`` checked against ``kind`` (bool is not accepted as an int)."""
-    if name not in body or body[name] is None:
-        if required:
-            raise BadRequest(f"field {name!r} is required")
-        return default
-    value = body[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        raise BadRequest(f"field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got a boolean")
-    if not isinstance(value, kinds):
-        raise BadRequest(f"field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, "
-                         f"got {type(value).__name__}")
-    return value
+    return parse_json_object(bytes(body), max_bytes=limit)

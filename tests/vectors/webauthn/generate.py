@@ -194,6 +194,16 @@ def main() -> None:
                   + cbor2.dumps("authData") + cbor2.dumps(att["authData"]) + cbor2.dumps("fmt") + cbor2.dumps("packed"))
     invalid_reg("reg-duplicate-cbor-keys", 'attestationObject with "fmt" twice',
                 _with_attestation_bytes(registration, duplicated), "WebAuthnRejected", "attestationObject")
+    invalid_reg("reg-trailing-cbor-bytes", "a byte after the attestation object's CBOR map (cbor2.loads ignores it)",
+                _with_attestation_bytes(registration, raw + b"\x00"), "WebAuthnRejected", "bytes left over")
+    # 0.0 as a 3-byte half float re-encodes as a 9-byte double: py_webauthn's re-encoding skips 6 bytes after it
+    key_at = 55 + int.from_bytes(att["authData"][53:55], "big")
+    cose = cbor2.loads(att["authData"][key_at:])
+    half = bytes([0xA0 + len(cose) + 1]) + b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in cose.items())
+    hiding = dict(att, authData=att["authData"][:key_at] + half + cbor2.dumps(99) + b"\xf9\x00\x00" + b"HIDDEN")
+    invalid_reg("reg-auth-data-hidden-bytes", "6 bytes after a COSE key holding a half-precision float",
+                _with_attestation_bytes(registration, cbor2.dumps(hiding)), "WebAuthnRejected",
+                "attestationObject.authData has bytes left over")
     oversized = copy.deepcopy(registration)
     oversized["id"] = oversized["rawId"] = b64url_encode(b"\x01" * 1024)
     invalid_reg("reg-oversized-credential-id", "credential ID of 1024 bytes", oversized, "BadRequest", "1024 bytes")
