@@ -9,7 +9,6 @@ checks the spread itself instead of trusting the gateway's word.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import os
@@ -17,28 +16,18 @@ import select
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from idwall import tokens
-from idwall.config import load_config
-from idwall.pki import load_cert, load_private_key
-from idwall.store import sqlite_path
-from idwall.store.base import LedgerDraft
-from idwall.store.sqlite import SQLiteStore
-from idwall.testing.fixtures import DeviceFiles, client_ssl_context, free_port, init_gateway_dir, \
-    register_device_directly
 from idwall.cluster import FANOUT_TIMEOUT
+from idwall.testing.fixtures import DeviceFiles
+from tests.helpers.process import Cluster, gateway_process
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # The tests tell which worker holds which socket from /proc; the gateway's CI is Linux, so fail rather than skip.
 assert Path("/proc/net/tcp").exists(), "tests/test_workers.py needs Linux /proc"
@@ -70,107 +59,10 @@ def upstream() -> Iterator[str]:
     server.server_close()
 
 
-@dataclass
-class Cluster:
-    """The parent process, its workers, and a store of our own on the same SQLite file."""
-
-    dir: Path
-    info: dict[str, Any]
-    port: int
-    process: subprocess.Popen[bytes]
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    pids: list[int] = field(default_factory=list)
-    worker_ids: list[str] = field(default_factory=list)
-
-    def _read_logs(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            try:
-                self.logs.append(json.loads(raw))
-            except ValueError:
-                self.logs.append({"event": "raw", "line": raw.decode(errors="replace")})
-
-    def wait_log(self, name: str, timeout: float = 15.0, after: int = 0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.logs[after:]:
-                if line.get("event") == name:
-                    return line
-            if self.process.poll() is not None and not any(line.get("event") == name for line in self.logs):
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no {name!r} in the gateway's log: {self.logs}")
-
-    def ssl(self, device: DeviceFiles | None = None) -> ssl.SSLContext:
-        if device is None:
-            return client_ssl_context(self.info["ca_pem"])
-        return client_ssl_context(self.info["ca_pem"], device.cert_path, device.key_path)
-
-    def store_call(self, fn: Any) -> Any:
-        """Run ``await fn(store)`` against a second store on the gateway's SQLite file."""
-        config = load_config(self.info["config"])
-
-        async def run() -> Any:
-            store = SQLiteStore(sqlite_path(config.store), ledger_key=load_private_key(config.ledger.key))
-            await store.open()
-            try:
-                return await fn(store)
-            finally:
-                await store.close()
-
-        return asyncio.run(run())
-
-    def devices(self, user: str, count: int) -> list[DeviceFiles]:
-        config = load_config(self.info["config"])
-        ca_cert, ca_key = load_cert(config.device_ca.cert), load_private_key(config.device_ca.key)
-
-        async def make(store: SQLiteStore) -> list[DeviceFiles]:
-            return [await register_device_directly(store, device_ca_cert=ca_cert, device_ca_key=ca_key,
-                                                   out_dir=self.dir / "devices", user_id=user)
-                    for _ in range(count)]
-
-        return self.store_call(make)  # type: ignore[no-any-return]
-
-    def kill_token(self) -> str:
-        issued = tokens.new_token(name="playbook", scopes=["kill"], ttl=3600, created_by="admin", now=time.time())
-        r = issued.record
-
-        async def create(store: SQLiteStore) -> None:
-            await store.create_token(r, LedgerDraft("token.create", "admin", r.id, {
-                "token_id": r.id, "name": r.name, "scopes": list(r.scopes), "expires_at": int(r.expires_at)}))
-
-        self.store_call(create)
-        return issued.secret
-
-
 @pytest.fixture
 def cluster(tmp_path: Path, upstream: str) -> Iterator[Cluster]:
-    port = free_port()
-    info = init_gateway_dir(tmp_path / "gw", port=port, upstream=upstream)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([sys.executable, "-m", "idwall", "serve", "--config", info["config"],
-                                "--workers", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
-                               cwd=tmp_path)
-    c = Cluster(tmp_path, info, port, process)
-    threading.Thread(target=c._read_logs, daemon=True).start()
-    try:
-        ready = c.wait_log("workers.ready")
-        c.pids, c.worker_ids = ready["pids"], ready["workers"]
+    with gateway_process(tmp_path, upstream, workers=2) as c:
         yield c
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for pid in c.pids:  # a worker stopped by a test must not outlive it
-            try:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # -- clients -----------------------------------------------------------------------------------------
