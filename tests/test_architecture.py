@@ -7,7 +7,10 @@ Imports are read from the source with ``ast``, including imports inside function
 from __future__ import annotations
 
 import ast
+import asyncio
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +143,56 @@ def test_only_the_http_layers_import_aiohttp() -> None:
                    if ("import aiohttp" in path.read_text() or "from aiohttp" in path.read_text())
                    and not _under(name, AIOHTTP_ALLOWED))
     assert users == []
+
+
+# -- one request through the code ---------------------------------------------------------------------
+
+
+def _modules_on_the_path(entry_class: str) -> tuple[set[str], Any]:
+    """A profiler that records the idwall modules whose code runs under ``entry_class.data_received``."""
+    seen: set[str] = set()
+    root = str(PACKAGE) + "/"
+
+    def profile(frame: Any, event: str, _arg: Any) -> None:
+        if event != "call" or not frame.f_code.co_filename.startswith(root):
+            return
+        caller = frame
+        while caller is not None:
+            if caller.f_code.co_name == "data_received" and type(caller.f_locals.get("self")).__name__ == entry_class:
+                seen.add(_module_name(Path(frame.f_code.co_filename)))
+                return
+            caller = caller.f_back
+
+    return seen, profile
+
+
+async def _one_request(port: int, context: Any) -> tuple[set[str], set[str]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+    request = b"GET /some/page?q=1 HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"
+
+    async def exchange() -> None:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+
+    await exchange()  # the first request resolves the connection and prepares its claims: not the steady path
+    request_side, request_profile = _modules_on_the_path("ClientProtocol")
+    response_side, response_profile = _modules_on_the_path("UpstreamProtocol")
+    sys.setprofile(lambda *args: (request_profile(*args), response_profile(*args)))
+    try:
+        await exchange()
+    finally:
+        sys.setprofile(None)
+    writer.close()
+    return request_side, response_side
+
+
+async def test_a_proxied_request_crosses_at_most_five_modules(gateway: Any) -> None:
+    """Socket to upstream on a resolved connection, as the issue asked: at most five modules of ``idwall/``."""
+    device = await gateway.device("alice")
+    request_side, response_side = await _one_request(gateway.port, gateway.ssl(device))
+    print(f"\nrequest path: {sorted(request_side)}\nresponse path: {sorted(response_side)}")
+    assert "idwall.engine.io" in request_side and "idwall.assertion" in request_side, "the profile saw the request"
+    assert len(request_side) <= 5, sorted(request_side)
+    assert len(response_side) <= 3, sorted(response_side)
