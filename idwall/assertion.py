@@ -441,13 +441,13 @@ class KeySet:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """An ES256 JWS compact serialization of ``claims`` with the current key."""
-        return self.sign_payload(_CLAIMS_JSON.encode(claims).encode("utf-8"))
+        return self.sign_payload(_CLAIMS_JSON.encode(claims).encode("utf-8")).decode("ascii")
 
-    def sign_payload(self, payload: bytes) -> str:
-        """An ES256 JWS compact serialization of ``payload`` (the claims' JSON) with the current key."""
+    def sign_payload(self, payload: bytes) -> bytes:
+        """An ES256 JWS compact serialization of ``payload`` (the claims' JSON) with the current key, as bytes."""
         signing_input = self._header_bytes + _b64url(payload)
         r, s = decode_dss_signature(self._key.sign(signing_input, _ES256))
-        return (signing_input + b"." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode("ascii")
+        return signing_input + b"." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
 # --------------------------------------------------------------------------- per connection
@@ -490,12 +490,13 @@ class PreparedClaims:
                 iat, iat + self._ttl, jti, method, htu)
         return self._prefix + b',"iat":%d,"exp":%d,"jti":"%s"}' % (iat, iat + self._ttl, jti)
 
-    def token(self, keys: KeySet, cache: AssertionCache, *, method: bytes, htu: bytes, now: float) -> str:
-        """The assertion for one request: freshly signed, or on an unbound route the session's cached one."""
+    def token(self, keys: KeySet, cache: AssertionCache, *, method: bytes, htu: bytes, now: float) -> bytes:
+        """The assertion for one request, ready for a header: freshly signed, or on an unbound route the
+        session's cached one."""
         if self.bind_request:
             return keys.sign_payload(self.payload(method=method, htu=htu, now=now))
         kid = keys.current_kid
-        cached = cache.get(self.session_id, self.aud, kid=kid, now=now)
+        cached: Any = cache.get(self.session_id, self.aud, kid=kid, now=now)
         if cached is None:
             cached = keys.sign_payload(self.payload(method=method, htu=htu, now=now))
             cache.put(self.session_id, self.aud, cached, kid=kid, iat=int(now), ttl=self._ttl)
@@ -516,9 +517,9 @@ class AssertionCache:
 
     def __init__(self, *, max_entries: int = 100_000) -> None:
         self._max = max_entries
-        self._entries: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], tuple[Any, float]] = OrderedDict()
 
-    def get(self, session_id: str, aud: str, *, kid: str, now: float) -> str | None:
+    def get(self, session_id: str, aud: str, *, kid: str, now: float) -> Any:
         """The cached token, or None when there is none or it is past half its life."""
         key = (session_id, aud, kid)
         entry = self._entries.get(key)
@@ -530,7 +531,7 @@ class AssertionCache:
             return None
         return token
 
-    def put(self, session_id: str, aud: str, token: str, *, kid: str, iat: float, ttl: int) -> None:
+    def put(self, session_id: str, aud: str, token: str | bytes, *, kid: str, iat: float, ttl: int) -> None:
         """Remember ``token`` (signed with ``kid`` at ``iat``) for reuse until ``iat + ttl/2``."""
         key = (session_id, aud, kid)
         self._entries.pop(key, None)

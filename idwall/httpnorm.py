@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from idwall.errors import BadRequest, IDWallError, UpstreamError
 
@@ -42,6 +42,7 @@ __all__ = [
     "AmbiguousPath",
     "MalformedHeaders",
     "RouteLike",
+    "RouteTable",
     "clean_request_headers",
     "clean_response_headers",
     "header_key",
@@ -239,6 +240,30 @@ def host_without_port(host: str | None) -> str | None:
     return host[:-1] if host.endswith(".") else host
 
 
+class RouteTable(Generic[R]):
+    """Routes prepared once for :meth:`match`: longest prefix first, host-specific before host-less, then
+    configuration order (the ranking :func:`match_route` documents)."""
+
+    def __init__(self, routes: Sequence[R]) -> None:
+        ranked = []
+        for index, route in enumerate(routes):
+            prefix = route.path.rstrip("/")
+            host = route.host.lower() if route.host is not None else None
+            ranked.append((-len(prefix), 0 if host is not None else 1, index, prefix, host, route))
+        ranked.sort(key=lambda entry: entry[:3])
+        self._entries = [(prefix, prefix + "/", host, route) for _, _, _, prefix, host, route in ranked]
+
+    def match(self, hostname: str | None, path: str) -> R | None:
+        """The route for a lower-case host name (no port) and a normalised, non-reserved path, or None."""
+        view = _match_view(path) if ";" in path else path
+        for prefix, under, host, route in self._entries:
+            if host is not None and host != hostname:
+                continue
+            if not prefix or view == prefix or view.startswith(under):
+                return route
+        return None
+
+
 def match_route(routes: Sequence[R], host: str | None, path: str) -> R | None:
     """The route for ``host`` and the normalised ``path``, or None.
 
@@ -249,20 +274,7 @@ def match_route(routes: Sequence[R], host: str | None, path: str) -> R | None:
     """
     if is_reserved(path):
         return None
-    name = host_without_port(host)
-    view = _match_view(path)
-    best: R | None = None
-    best_rank = (-1, -1)
-    for route in routes:
-        route_host = route.host.lower() if route.host is not None else None
-        if route_host is not None and route_host != name:
-            continue
-        if not _under(view, route.path):
-            continue
-        rank = (len(route.path.rstrip("/")), 1 if route_host is not None else 0)
-        if rank > best_rank:
-            best, best_rank = route, rank
-    return best
+    return RouteTable(routes).match(host_without_port(host), path)
 
 
 # --- headers -----------------------------------------------------------------

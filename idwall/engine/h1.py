@@ -127,6 +127,7 @@ class ServerConnection:
 
     def __init__(self, limits: HeadLimits) -> None:
         self._limits = limits
+        self._max_fields, self._max_line, self._max_head = limits.max_fields, limits.max_line, limits.max_head
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[object] = []
         self._head: RequestHead | None = None
@@ -147,7 +148,7 @@ class ServerConnection:
             return []
         events = self._events = []
         was_in_head = self._in_head
-        if not self._in_message and _LOOSE_REQUEST_LINE.match(data):
+        if not self._in_message and (b"  " in data[:2048] or b"\t" in data[:2048]) and _LOOSE_REQUEST_LINE.match(data):
             # llhttp (not built strict) reads "GET  /" and "GET\t/" as "GET /"; the gateway re-serialises the
             # line, so no upstream could read it otherwise, but such a line comes from no real client
             self._refuse(400, "request line with more than one space between its parts (RFC 9112 §3)")
@@ -209,13 +210,10 @@ class ServerConnection:
         if not self._in_head or head is None:
             return  # a trailer field: dropped (RFC 9112 §7.1.2 lets a proxy discard them)
         self._fields += 1
-        if self._fields > self._limits.max_fields:
-            self._stop(431, f"more than {self._limits.max_fields} header fields")
-        if len(name) + len(value) + 2 > self._limits.max_line:
-            self._stop(431, f"header field {name[:40]!r} over {self._limits.max_line} bytes")
-        self._size += len(name) + len(value) + 4
-        if self._size > self._limits.max_head:
-            self._stop(431, f"request head over {self._limits.max_head} bytes")
+        size = len(name) + len(value)
+        self._size += size + 4
+        if self._fields > self._max_fields or size + 2 > self._max_line or self._size > self._max_head:
+            self._too_large(name, size)
         lower = name.lower()
         action = H.REQUEST_ACTIONS.get(lower)
         if action is None:
@@ -274,6 +272,14 @@ class ServerConnection:
         elif action == H.USER_AGENT:
             head.user_agent = value
         head.lines.append(name + b": " + value + b"\r\n")
+
+    def _too_large(self, name: bytes, size: int) -> None:
+        limits = self._limits
+        if self._fields > limits.max_fields:
+            self._stop(431, f"more than {limits.max_fields} header fields")
+        if size + 2 > limits.max_line:
+            self._stop(431, f"header field {name[:40]!r} over {limits.max_line} bytes")
+        self._stop(431, f"request head over {limits.max_head} bytes")
 
     def on_headers_complete(self) -> None:
         head = self._head
@@ -365,6 +371,7 @@ class UpstreamConnection:
 
     def __init__(self, limits: HeadLimits) -> None:
         self._limits = limits
+        self._max_fields = 2 * limits.max_fields
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[object] = []
         self._head: ResponseHead | None = None
@@ -449,18 +456,24 @@ class UpstreamConnection:
         if not self._in_head or head is None:
             return  # trailer fields are dropped
         self._fields += 1
-        if self._fields > 2 * self._limits.max_fields:
-            self._stop(f"the upstream sent more than {2 * self._limits.max_fields} header fields")
+        if self._fields > self._max_fields:
+            self._stop(f"the upstream sent more than {self._max_fields} header fields")
         lower = name.lower()
-        if lower == b"content-length":
-            head.content_length = int(value.strip())
+        action = H.RESPONSE_ACTIONS.get(lower)
+        if action is None:
+            if lower[:2] in H.IDENTITY_STARTS and H.is_identity(lower):
+                return
+            head.lines.append(name + b": " + value + b"\r\n")
             return
-        if lower == b"transfer-encoding":
+        if action == H.DROP:
+            return
+        if action == H.LENGTH:
+            head.content_length = int(value.strip())
+        elif action == H.CODING:
             if value.strip().lower() != b"chunked":
                 self._stop(f"the upstream used transfer coding {value[:40]!r}; only chunked is relayed")
             head.chunked = True
-            return
-        if lower == b"connection":
+        elif action == H.CONNECTION:
             for token in _tokens(value):
                 if token == b"close":
                     head.keep_alive = False
@@ -470,15 +483,11 @@ class UpstreamConnection:
                     if head._listed is None:
                         head._listed = []
                     head._listed.append(token)
-            return
-        if lower == b"upgrade":
+        elif action == H.UPGRADE:
             head.upgrade = value.strip().lower()
-            return
-        if lower in H.RESPONSE_DROP or H.is_identity(lower):
-            return
-        if lower == b"sec-websocket-accept":
+        elif action == H.WS_ACCEPT:
             head.ws_accept = value.strip()
-        head.lines.append(name + b": " + value + b"\r\n")
+            head.lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         head = self._head

@@ -31,7 +31,7 @@ NAME_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
 
 # What the request parser does with a field, by lower-case name. Fields not listed are forwarded.
 DROP, HOST, LENGTH, CODING, CONNECTION, EXPECT, ORIGIN, FETCH_SITE, ACCEPT, WS_KEY, WS_VERSION, \
-    PREFLIGHT, USER_AGENT, UPGRADE = range(14)
+    PREFLIGHT, USER_AGENT, UPGRADE, WS_ACCEPT = range(15)
 
 REQUEST_ACTIONS: dict[bytes, int] = {
     **{name: DROP for name in HOP_BY_HOP | FORWARDING},
@@ -50,8 +50,18 @@ REQUEST_ACTIONS: dict[bytes, int] = {
     b"user-agent": USER_AGENT,
 }
 
-#: fields of an upstream's response that never reach the client (identity spellings are checked apart)
-RESPONSE_DROP: frozenset[bytes] = HOP_BY_HOP
+#: what the response parser does with a field, by lower-case name (identity spellings are checked apart)
+RESPONSE_ACTIONS: dict[bytes, int] = {
+    **{name: DROP for name in HOP_BY_HOP},
+    b"content-length": LENGTH,
+    b"transfer-encoding": CODING,
+    b"connection": CONNECTION,
+    b"upgrade": UPGRADE,
+    b"sec-websocket-accept": WS_ACCEPT,
+}
+
+#: how a name in the gateway's namespace can start, in any spelling (a cheap test before the full one)
+IDENTITY_STARTS = frozenset({b"x-", b"x_", b"x."})
 
 #: a Connection header may not make the gateway drop the fields that routed and framed the request
 NOT_CONNECTION_LISTABLE: frozenset[bytes] = frozenset({b"host", b"content-length", b"transfer-encoding"})

@@ -258,7 +258,12 @@ class ClientProtocol(asyncio.Protocol):
         self.pauses: set[str] = set()
         self.anonymous: str | None = None
         self.closed = False
-        self._hostname: tuple[bytes | None, str | None] = (b"", None)
+        # what requests to the host named last share (see _address)
+        self._host: bytes | None = b"\0"
+        self._hostname: str | None = None
+        self._authority = access.ALLOWED
+        self._htu_base = b""
+        self._forwarded = b""
 
     # -- the connection ---------------------------------------------------------------------------------
 
@@ -413,15 +418,10 @@ class ClientProtocol(asyncio.Protocol):
             return
         if not conn.user_agent and head.user_agent:
             conn.user_agent = head.user_agent[:200].decode("latin-1")
-        host = head.host
-        if self._hostname[0] == host:
-            hostname = self._hostname[1]
-        else:
-            hostname = httpnorm.host_without_port(host.decode("latin-1")) if host is not None else None
-            self._hostname = (host, hostname)
-        verdict = access.authority_verdict(hostname, sni=conn.sni, cfg=node.access)
-        if verdict is not access.ALLOWED:
-            self._answer_verdict(head, verdict)
+        if head.host != self._host:
+            self._address(head.host)
+        if self._authority is not access.ALLOWED:
+            self._answer_verdict(head, self._authority)
             return
         raw_path, _, query = head.target.partition(b"?")
         try:
@@ -432,15 +432,31 @@ class ClientProtocol(asyncio.Protocol):
         if httpnorm.is_reserved(path):
             self._forward_internal(head)
             return
-        route = httpnorm.match_route(engine.routes, hostname, path)
+        route = engine.routes.match(self._hostname, path)
         if route is None:
-            self._answer_error(NotFound(f"no route for {hostname}{path}"), head)
+            self._answer_error(NotFound(f"no route for {self._hostname}{path}"), head)
             return
         if conn.stale and conn.cert_sha256 is not None:
             self.blocked = True
             asyncio.ensure_future(self._resolve_then(head, route, path, query))
             return
         self._decide(head, route, path, query)
+
+    def _address(self, host: bytes | None) -> None:
+        """Work out, once per host a connection names, what its requests to that host share: the authority
+        verdict (421 or not), the start of their ``htu``, and the forwarding header fields."""
+        node = self.node
+        self._host = host
+        text = host.decode("latin-1") if host is not None else urlsplit(node.config.public_url).netloc
+        try:
+            self._htu_base = canonical_htu("https", text, "/").encode()[:-1]
+            self._hostname = httpnorm.host_without_port(text) if host is not None else None
+        except IDWallError as exc:
+            self._authority = access.Verdict(access.MISDIRECTED, exc)
+            return
+        self._authority = access.authority_verdict(self._hostname, sni=self.conn.sni, cfg=node.access)
+        self._forwarded = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: %s\r\n" % (
+            self.conn.remote.encode(), host or b"")
 
     async def _resolve_then(self, head: RequestHead, route: Route, path: str, query: bytes) -> None:
         try:
@@ -490,14 +506,13 @@ class ClientProtocol(asyncio.Protocol):
         assert resolved is not None and resolved.session is not None
         node.last_seen[resolved.session.id] = now
         prepared = conn.claims.get(route.name) or node.prepared_claims(conn, route)
-        token = prepared.token(node.keys, node.assertion_cache, method=head.method,
-                               htu=canonical_htu("https", head.host.decode("latin-1") if head.host else
-                                                 urlsplit(node.config.public_url).netloc, path).encode(), now=now)
+        path_bytes = path.encode()
+        token = prepared.token(node.keys, node.assertion_cache, method=head.method, htu=self._htu_base + path_bytes,
+                               now=now)
         engine = self.engine
         dest = engine.destinations[route.name]
-        target = dest.base_path + path.encode() + (b"?" + query if query else b"")
-        extra = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: %s\r\n%s: %s\r\n" % (
-            conn.remote.encode(), head.host or b"", engine.assertion_header, token.encode())
+        target = dest.base_path + path_bytes + (b"?" + query if query else b"")
+        extra = self._forwarded + engine.assertion_header + token + b"\r\n"
         if ws:
             extra += _WS_UPGRADE
             conn.kind = "websocket"
@@ -819,12 +834,12 @@ class Engine:
         limits = self.config.limits
         self.head_limits = h1.HeadLimits(max_line=limits.header_size, max_head=limits.head_size,
                                          max_fields=limits.max_headers)
-        self.routes = self.config.routes
-        self.destinations = {route.name: _destination(route, limits.upstream_timeout) for route in self.routes}
+        self.routes = httpnorm.RouteTable(self.config.routes)
+        self.destinations = {route.name: _destination(route, limits.upstream_timeout) for route in self.config.routes}
         self.internal_secret = secrets.token_hex(16).encode()
         self.internal = Destination("idwall", unix=internal_socket, timeout=float(limits.upstream_timeout),
                                     max_connections=INTERNAL_CONNECTIONS)
-        self.assertion_header = self.config.assertion.header.encode()
+        self.assertion_header = self.config.assertion.header.encode() + b": "
         self.pool = Pool()
         self.clients: set[ClientProtocol] = set()
         self.anonymous: dict[str, int] = {}
