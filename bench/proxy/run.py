@@ -49,12 +49,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.proxy.devices import BenchDevice, register_devices  # noqa: E402
 from idwall.assertion import KeySet, build_claims, canonical_htu  # noqa: E402
 from idwall.config import Config, load_config  # noqa: E402
 from idwall.encoding import b64url_encode  # noqa: E402
-from idwall.pki import load_cert, load_private_key  # noqa: E402
-from idwall.store.sqlite import SQLiteStore  # noqa: E402
-from idwall.testing.fixtures import DeviceFiles, free_port, init_gateway_dir, register_device_directly  # noqa: E402
+from idwall.testing.fixtures import free_port, init_gateway_dir  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 BODY = ("idwall-bench " * 8)[:99] + "\n"  # 100 bytes
@@ -128,7 +127,8 @@ class ClientSpec:
     port: int
     tls: bool
     ca_pem: str
-    certs: tuple[tuple[str, str], ...]
+    #: one PEM file (device key and certificate) per connection
+    pems: tuple[str, ...]
     request: bytes
     expect_body: bytes
 
@@ -218,11 +218,11 @@ async def client_async(spec: ClientSpec, pipe: multiprocessing.connection.Connec
     loop = asyncio.get_running_loop()
     window, latencies, errors = Window(), array("d"), Counter[str]()
     conns: list[BenchConnection] = []
-    for cert, key in spec.certs:
+    for pem in spec.pems:
         ctx: ssl.SSLContext | None = None
         if spec.tls:
             ctx = ssl.create_default_context(cafile=spec.ca_pem)
-            ctx.load_cert_chain(cert, key)
+            ctx.load_cert_chain(pem)
         done: asyncio.Future[None] = loop.create_future()
         _, conn = await asyncio.wait_for(loop.create_connection(
             lambda d=done: BenchConnection(spec, window, latencies, errors, d), "127.0.0.1", spec.port, ssl=ctx,
@@ -433,17 +433,11 @@ class Setup:
     device_ca_pem: str
     gw_port: int
     up_port: int
-    devices: tuple[DeviceFiles, ...]
+    devices: tuple[BenchDevice, ...]
     nginx_header: str
 
 
-def _db_path(config: Config) -> Path:
-    if config.sqlite_path is not None:
-        return config.sqlite_path
-    return config.source.parent / config.store[len("sqlite:"):]
-
-
-async def prepare(work: Path, devices: int) -> Setup:
+def prepare(work: Path, devices: int) -> Setup:
     """``idwall init``, a bind_request: false route, ``devices`` devices with a live session each."""
     gw_port, up_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
@@ -451,15 +445,7 @@ async def prepare(work: Path, devices: int) -> Setup:
                     f"    bind_request: false\n")
     info = init_gateway_dir(work / "gw", port=gw_port, upstream=upstream, extra_yaml=cached_route)
     config = load_config(info["config"])
-    store = SQLiteStore(_db_path(config), ledger_key=load_private_key(config.ledger.key))
-    await store.open()
-    try:
-        ca_cert, ca_key = load_cert(config.device_ca.cert), load_private_key(config.device_ca.key)
-        made = tuple([await register_device_directly(
-            store, device_ca_cert=ca_cert, device_ca_key=ca_key, out_dir=work / "devices", user_id=f"user{i:03d}",
-            groups=("eng",), email=f"user{i:03d}@example.com", cert_ttl=86400) for i in range(devices)])
-    finally:
-        await store.close()
+    made = tuple(register_devices(config, devices, work / "devices"))
     # nginx sends a real assertion of the same shape and size as the gateway's, fixed once
     keys = KeySet.load(config.assertion.key, now=time.time(), overlap=config.assertion.overlap)
     first = made[0]
@@ -545,7 +531,7 @@ def run_scenario(key: str, setup: Setup, args: argparse.Namespace, upstream_pids
         for index in range(args.client_procs):
             devices = setup.devices[index * per:(index + 1) * per]
             spec = ClientSpec(port, key != "a", setup.ca_pem,
-                              tuple((str(d.cert_path), str(d.key_path)) for d in devices), request, BODY.encode())
+                              tuple(str(d.pem_path) for d in devices), request, BODY.encode())
             parent_end, child_end = mp.Pipe()
             process = mp.Process(target=client_main, args=(spec, child_end), daemon=True)
             process.start()
@@ -728,7 +714,7 @@ def main() -> None:
     try:
         total = args.connections * args.client_procs
         print(f"work directory {work}; registering {total} devices...", flush=True)
-        setup = asyncio.run(prepare(work, total))
+        setup = prepare(work, total)
         print(f"{os.cpu_count()} CPUs shared by client, servers and upstream; {args.client_procs} client processes "
               f"x {args.connections} connections, {args.duration:g} s per scenario after {args.warmup:g} s warm-up",
               flush=True)
