@@ -1,0 +1,213 @@
+"""The load generator: one process holding keep-alive connections (uvloop, raw asyncio protocols, httptools).
+
+The parent starts several of these (``multiprocessing`` spawn) and talks to each over a pipe. Every
+connection presents its own device certificate and has at most one request in flight (no pipelining).
+Each connection's first request is a warm-up: its response must be a 200 carrying the body the
+upstream serves for that path, which proves the request went all the way through.
+
+Every connection sends its next request as soon as the previous response is complete, as fast as the
+server answers (saturation throughput). Latency is measured from the moment a request is written to the
+moment its whole response has been read; requests sent inside the parent's window are the ones counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing.connection
+import ssl
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+
+import httptools
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What one client process connects to, with which certificates, and what it sends."""
+
+    port: int
+    tls: bool
+    ca_pem: str
+    #: one PEM file (device key and certificate) per connection; for plain HTTP only their number counts
+    pems: tuple[str, ...]
+    request: bytes
+    expect_body: bytes
+    #: handshakes in progress at once while connecting
+    parallel: int = 32
+    #: seconds for every connection to be open and warm
+    connect_timeout: float = 30.0
+
+
+class BenchConnection(asyncio.Protocol):
+    """One keep-alive connection: send a request, parse the response incrementally, tell the client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sent_at = 0.0
+        self.in_flight = False
+        self.messages = 0  # responses begun since the last request: more than one is an error
+        self.complete = False
+        self.body: bytearray | None = bytearray()  # kept for the warm-up response only
+        self.closing = False
+        self.warm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- asyncio ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        self.send(time.monotonic())
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_flight:
+            self.fail(f"{len(data)} bytes from the server with no request in flight")
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(f"unparsable response: {exc}")
+            return
+        if self.messages > 1:
+            self.fail("more than one response to one request")
+        elif self.complete:
+            self.in_flight = False
+            body, self.body = self.body, None
+            self.client.completed(self, self.parser.get_status_code(), body, time.monotonic())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing:
+            self.closing = True
+            self.client.drop(self, f"connection lost: {exc!r}")
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.messages += 1
+
+    def on_headers_complete(self) -> None:
+        if self.parser.get_status_code() != 200 and self.body is None:
+            self.body = bytearray()  # for the error message
+
+    def on_body(self, body: bytes) -> None:
+        if self.body is not None:
+            self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    # -- used by the client ----------------------------------------------------------------------
+
+    def send(self, now: float) -> None:
+        """Write the request; its latency counts from ``now``."""
+        assert self.transport is not None
+        self.sent_at, self.in_flight, self.messages, self.complete = now, True, 0, False
+        self.transport.write(self.client.spec.request)
+
+    def fail(self, reason: str) -> None:
+        if not self.closing:
+            self.close()
+            self.client.drop(self, reason)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Client:
+    """The connections of one process, the measured window, and what was recorded in it."""
+
+    def __init__(self, spec: ClientSpec) -> None:
+        self.spec = spec
+        self.window_start = self.window_end = float("inf")
+        self.latencies = array("d")
+        self.errors: Counter[str] = Counter()
+        self.conns: list[BenchConnection] = []
+        self.finished = asyncio.Event()  # every connection has stopped after the window
+        self.stopped = 0  # connections closed after their last response
+
+    def completed(self, conn: BenchConnection, status: int, body: bytearray | None, now: float) -> None:
+        """A whole response arrived on ``conn``: record it, then send the next request or stop."""
+        if not conn.warm.done():
+            if status != 200 or body != self.spec.expect_body:
+                conn.fail(f"warm-up: expected 200 with the upstream's {len(self.spec.expect_body)}-byte body, "
+                          f"got {status} with {len(body or b'')} bytes starting {bytes((body or b'')[:120])!r}")
+                return
+            conn.warm.set_result(None)
+        elif status != 200:
+            self.errors[f"HTTP {status}: {bytes((body or b'')[:120])!r}"] += 1
+        if self.window_start <= conn.sent_at < self.window_end:
+            self.latencies.append(now - conn.sent_at)
+        if now < self.window_end:
+            conn.send(now)
+        else:
+            conn.close()
+            self.stopped += 1
+            self.check_finished()
+
+    def drop(self, conn: BenchConnection, reason: str) -> None:
+        """``conn`` failed or was closed by the server: count it, and stop waiting for it."""
+        if not conn.warm.done():
+            conn.warm.set_exception(RuntimeError(reason))
+            return
+        self.errors[reason] += 1
+        self.conns.remove(conn)
+        self.check_finished()
+
+    def check_finished(self) -> None:
+        """Set ``finished`` once no connection has anything left to do after the window."""
+        if self.stopped >= len(self.conns):
+            self.finished.set()
+
+    async def connect(self) -> None:
+        """Open every connection (``spec.parallel`` handshakes at a time) and wait until each is warm."""
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(self.spec.parallel)
+
+        async def one(pem: str) -> None:
+            async with gate:
+                ctx: ssl.SSLContext | None = None
+                if self.spec.tls:  # one context per connection: each presents its own certificate
+                    ctx = ssl.create_default_context(cafile=self.spec.ca_pem)
+                    ctx.load_cert_chain(pem)
+                _, conn = await loop.create_connection(
+                    lambda: BenchConnection(self), "127.0.0.1", self.spec.port, ssl=ctx,
+                    server_hostname="localhost" if ctx else None)
+                self.conns.append(conn)
+                await conn.warm
+
+        await asyncio.wait_for(asyncio.gather(*(one(pem) for pem in self.spec.pems)), self.spec.connect_timeout)
+
+    def report(self) -> dict[str, object]:
+        return {"latencies": self.latencies.tobytes(), "errors": dict(self.errors)}
+
+
+async def receive(pipe: multiprocessing.connection.Connection, timeout: float) -> object:
+    """The parent's next message, waited for off the event loop."""
+    if not await asyncio.get_running_loop().run_in_executor(None, pipe.poll, timeout):
+        raise RuntimeError(f"the parent sent nothing within {timeout:g} s")
+    return pipe.recv()
+
+
+async def client_async(spec: ClientSpec, pipe: multiprocessing.connection.Connection) -> None:
+    """Connect and warm up, report ready, measure the window the parent sends, report what was recorded."""
+    client = Client(spec)
+    await client.connect()
+    pipe.send(("ready", None))
+    client.window_start, client.window_end = await receive(pipe, 120)  # type: ignore[misc]
+    await asyncio.wait_for(client.finished.wait(), max(0.0, client.window_end - time.monotonic()) + 30)
+    for conn in client.conns:
+        conn.close()
+    pipe.send(("done", client.report()))
+
+
+def client_main(spec: ClientSpec, pipe: multiprocessing.connection.Connection) -> None:
+    """Entry point of a client process."""
+    try:
+        import uvloop
+        uvloop.run(client_async(spec, pipe))
+    except BaseException as exc:  # the parent must hear about it rather than wait for a timeout
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
