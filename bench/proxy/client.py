@@ -5,22 +5,35 @@ connection presents its own device certificate and has at most one request in fl
 Each connection's first request is a warm-up: its response must be a 200 carrying the body the
 upstream serves for that path, which proves the request went all the way through.
 
-Every connection sends its next request as soon as the previous response is complete, as fast as the
-server answers (saturation throughput). Latency is measured from the moment a request is written to the
-moment its whole response has been read; requests sent inside the parent's window are the ones counted.
+Modes:
+
+``closed``  every connection sends its next request as soon as the previous response is complete, as
+            fast as the server answers (saturation throughput).
+``open``    requests arrive at a fixed mean rate (Poisson, seeded) whatever the server does, and go out on
+            any connection with nothing in flight; one that finds none waits for the next free
+            connection, and its latency counts from when it was due, so a stalled server is charged for
+            the wait (no "coordinated omission").
+
+Latency is measured from the moment a request is due (``closed``: when it is written) to the moment its
+whole response has been read; requests due inside the parent's window are the ones counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing.connection
+import random
 import ssl
 import time
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import httptools
+
+#: the shortest sleep between two looks at the open-loop arrival schedule (seconds)
+TICK = 0.001
+
 
 @dataclass(frozen=True)
 class ClientSpec:
@@ -33,6 +46,10 @@ class ClientSpec:
     pems: tuple[str, ...]
     request: bytes
     expect_body: bytes
+    mode: str
+    #: ``open``: this process's mean request rate (requests/s)
+    rate: float = 0.0
+    seed: int = 0
     #: handshakes in progress at once while connecting
     parallel: int = 32
     #: seconds for every connection to be open and warm
@@ -99,10 +116,10 @@ class BenchConnection(asyncio.Protocol):
 
     # -- used by the client ----------------------------------------------------------------------
 
-    def send(self, now: float) -> None:
-        """Write the request; its latency counts from ``now``."""
+    def send(self, due: float) -> None:
+        """Write the request; its latency counts from ``due``."""
         assert self.transport is not None
-        self.sent_at, self.in_flight, self.messages, self.complete = now, True, 0, False
+        self.sent_at, self.in_flight, self.messages, self.complete = due, True, 0, False
         self.transport.write(self.client.spec.request)
 
     def fail(self, reason: str) -> None:
@@ -125,26 +142,38 @@ class Client:
         self.latencies = array("d")
         self.errors: Counter[str] = Counter()
         self.conns: list[BenchConnection] = []
+        self.free: deque[BenchConnection] = deque()  # open: nothing in flight
+        self.waiting: deque[float] = deque()  # open: due times of requests that found no free connection
+        self.queued = 0  # open: requests due in the window that had to wait for a connection
         self.finished = asyncio.Event()  # every connection has stopped after the window
-        self.stopped = 0  # connections closed after their last response
+        self.stopped = 0  # closed: connections closed after their last response
 
     def completed(self, conn: BenchConnection, status: int, body: bytearray | None, now: float) -> None:
-        """A whole response arrived on ``conn``: record it, then send the next request or stop."""
+        """A whole response arrived on ``conn``: record it, then send again or wait, by mode."""
         if not conn.warm.done():
             if status != 200 or body != self.spec.expect_body:
                 conn.fail(f"warm-up: expected 200 with the upstream's {len(self.spec.expect_body)}-byte body, "
                           f"got {status} with {len(body or b'')} bytes starting {bytes((body or b'')[:120])!r}")
                 return
             conn.warm.set_result(None)
+            if self.spec.mode != "closed":
+                self.free.append(conn)
+                return
         elif status != 200:
             self.errors[f"HTTP {status}: {bytes((body or b'')[:120])!r}"] += 1
         if self.window_start <= conn.sent_at < self.window_end:
             self.latencies.append(now - conn.sent_at)
-        if now < self.window_end:
-            conn.send(now)
+        if self.spec.mode == "closed":
+            if now < self.window_end:
+                conn.send(now)
+            else:
+                conn.close()
+                self.stopped += 1
+                self.check_finished()
+        elif self.waiting:
+            conn.send(self.waiting.popleft())
         else:
-            conn.close()
-            self.stopped += 1
+            self.free.append(conn)
             self.check_finished()
 
     def drop(self, conn: BenchConnection, reason: str) -> None:
@@ -153,13 +182,48 @@ class Client:
             conn.warm.set_exception(RuntimeError(reason))
             return
         self.errors[reason] += 1
+        if conn in self.free:
+            self.free.remove(conn)
         self.conns.remove(conn)
         self.check_finished()
 
     def check_finished(self) -> None:
         """Set ``finished`` once no connection has anything left to do after the window."""
-        if self.stopped >= len(self.conns):
+        if self.spec.mode == "closed":
+            done = self.stopped >= len(self.conns)
+        else:  # a free connection would have taken any waiting request
+            done = time.monotonic() >= self.window_end and len(self.free) == len(self.conns)
+        if done:
             self.finished.set()
+
+    def dispatch(self, due: float) -> None:
+        """``open``: a request is due now; send it on a free connection or queue it for the next one."""
+        if self.window_start <= due < self.window_end and not self.free:
+            self.queued += 1
+        if self.free:
+            self.free.popleft().send(due)
+        else:
+            self.waiting.append(due)
+
+    async def arrivals(self) -> None:
+        """``open``: Poisson arrivals at ``spec.rate`` until the window ends.
+
+        The client wakes at most once a millisecond (uvloop's timers count in milliseconds, and a
+        shorter sleep would spin, taking CPU from the servers on a shared box); a request is due when
+        the client notices it, so the client's own lateness is not counted as the server's latency,
+        and the arrivals of one tick go out together.
+        """
+        rng = random.Random(self.spec.seed)
+        next_at = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= self.window_end:
+                break
+            while next_at <= now:
+                self.dispatch(now)
+                next_at += rng.expovariate(self.spec.rate)
+            await asyncio.sleep(max(TICK, next_at - time.monotonic()))
+        self.check_finished()
 
     async def connect(self) -> None:
         """Open every connection (``spec.parallel`` handshakes at a time) and wait until each is warm."""
@@ -181,7 +245,7 @@ class Client:
         await asyncio.wait_for(asyncio.gather(*(one(pem) for pem in self.spec.pems)), self.spec.connect_timeout)
 
     def report(self) -> dict[str, object]:
-        return {"latencies": self.latencies.tobytes(), "errors": dict(self.errors)}
+        return {"latencies": self.latencies.tobytes(), "errors": dict(self.errors), "queued": self.queued}
 
 
 async def receive(pipe: multiprocessing.connection.Connection, timeout: float) -> object:
@@ -192,11 +256,13 @@ async def receive(pipe: multiprocessing.connection.Connection, timeout: float) -
 
 
 async def client_async(spec: ClientSpec, pipe: multiprocessing.connection.Connection) -> None:
-    """Connect and warm up, report ready, measure the window the parent sends, report what was recorded."""
+    """Connect and warm up, report ready, then run the mode and report what was recorded."""
     client = Client(spec)
     await client.connect()
     pipe.send(("ready", None))
     client.window_start, client.window_end = await receive(pipe, 120)  # type: ignore[misc]
+    if spec.mode == "open":
+        await client.arrivals()
     await asyncio.wait_for(client.finished.wait(), max(0.0, client.window_end - time.monotonic()) + 30)
     for conn in client.conns:
         conn.close()

@@ -1,11 +1,14 @@
-"""Proxy benchmark: CPU per request of IDWall beside nginx, over mTLS keep-alive connections.
+"""Proxy benchmark: CPU per request and latency of IDWall beside nginx, over mTLS keep-alive connections.
 
-Closed-loop load through each scenario of ``--only``, for each workload: GET with a 1 KiB and a 1 MiB
-response (``--sizes``), and with ``--upload`` a 1 MiB POST. The figure is the front server's CPU per
-request (utime + stime from /proc over the window), beside nginx's (bench/proxy/README.md has the
-method and what every column means).
+Parts (bench/proxy/README.md has the method and what every column means):
 
-Scenarios (``--only`` takes a comma-separated list of the keys):
+  throughput  closed-loop load through each scenario of ``--only``, for each workload: GET with a 1 KiB
+              and a 1 MiB response (``--sizes``), and with ``--upload`` a 1 MiB POST. The figure is the
+              front server's CPU per request (utime + stime from /proc over the window), beside nginx's.
+  latency     (``--latency``) open-loop load at half of each front's saturation throughput (1 KiB GET):
+              p50/p90/p99/max, and the p99 added over the upstream reached directly at the same rate.
+
+Scenarios (``--only`` takes a comma-separated list of the keys, or ``none``):
 
   a   the upstream directly, plain HTTP: the floor, and the check that the client is not the bottleneck
   t   nginx terminating mTLS and answering itself: the TLS floor of this client
@@ -20,7 +23,7 @@ The upstream is nginx with one worker (so it is never the bottleneck). The clien
 ``--client-procs`` processes (uvloop), each holding ``--connections`` keep-alive connections with one
 request in flight per connection; every connection presents its own device certificate.
 
-Usage: python bench/proxy/run.py [--duration 10] [--only a,b,c] [--sizes 1k,1m] [--upload]
+Usage: python bench/proxy/run.py [--duration 10] [--only a,b,c] [--sizes 1k,1m] [--upload] [--latency]
                                  [--json out.json] [--profile DIR]
 """
 
@@ -266,16 +269,17 @@ def client_processes(specs: list[ClientSpec]) -> Iterator[list[ClientProcess]]:
                 client.process.join(5)
 
 
-# --- load measurements -------------------------------------------------------------------------------
+# --- load measurements (throughput and latency) ------------------------------------------------------
 
 
 @dataclass
 class Result:
-    """One window of closed-loop load through one front."""
+    """One window of load through one front: closed-loop (saturation) or open-loop at ``target_rps``."""
 
     key: str
     name: str
     workload: str
+    mode: str
     connections: int
     requests: int
     rps: float
@@ -290,6 +294,8 @@ class Result:
     client_cpu_s: float
     window_s: float
     split: dict[int, int]
+    target_rps: float | None = None
+    queued: int = 0
     profile: list[str] | None = None
 
     @property
@@ -309,14 +315,14 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def measure(front: Front, workload: Workload, setup: Setup, args: argparse.Namespace,
-            upstream_pids: list[int]) -> Result:
+def measure(front: Front, workload: Workload, setup: Setup, args: argparse.Namespace, upstream_pids: list[int],
+            *, mode: str = "closed", rate: float = 0.0) -> Result:
     """Run ``--client-procs`` clients against ``front`` for one window and read /proc at both ends of it."""
     request = request_bytes(workload, front.key, front.port, setup)
     per = args.connections
     specs = [ClientSpec(front.port, front.key != "a", setup.ca_pem,
                         tuple(str(d.pem_path) for d in setup.devices[i * per:(i + 1) * per]), request,
-                        expected_body(workload, setup))
+                        expected_body(workload, setup), mode, rate=rate / args.client_procs, seed=i)
              for i in range(args.client_procs)]
     profiler: subprocess.Popen[bytes] | None = None
     profile_name = f"{front.key}-{workload.key}"
@@ -334,7 +340,7 @@ def measure(front: Front, workload: Workload, setup: Setup, args: argparse.Names
             before = (cpu_seconds(server_pids), cpu_seconds(upstream_pids), cpu_seconds(client_pids))
             syscalls_before = io_syscalls(server_pids)
             split = connections_per_process(server_pids, front.port)
-            if args.profile and front.proc is not None and front.key in IDWALL_FRONTS:
+            if args.profile and front.proc is not None and front.key in IDWALL_FRONTS and mode == "closed":
                 profiler = start_profiler(Path(args.profile), profile_name, front.proc.pid, min(5.0, args.duration),
                                           args.profile_native, subprocesses=front.key == "e")
             time.sleep(max(0.0, end - time.monotonic()))
@@ -342,10 +348,12 @@ def measure(front: Front, workload: Workload, setup: Setup, args: argparse.Names
             syscalls = io_syscalls(server_pids) - syscalls_before
             latencies: list[float] = []
             errors: Counter[str] = Counter()
+            queued = 0
             for client in clients:
                 report = client.expect("done", 40)
                 latencies.extend(array("d", report["latencies"]))
                 errors.update(report["errors"])
+                queued += report["queued"]
             profile = None
             if profiler is not None:
                 profiler.wait(30)
@@ -360,10 +368,29 @@ def measure(front: Front, workload: Workload, setup: Setup, args: argparse.Names
                 profiler.wait(5)
     latencies.sort()
     ms = [v * 1000 for v in latencies]
-    return Result(front.key, SCENARIOS[front.key], workload.key, per * args.client_procs, len(ms),
+    return Result(front.key, SCENARIOS[front.key], workload.key, mode, per * args.client_procs, len(ms),
                   len(ms) / args.duration, percentile(ms, 0.5), percentile(ms, 0.9), percentile(ms, 0.99),
                   ms[-1] if ms else float("nan"), dict(errors), after[0] - before[0], syscalls,
-                  after[1] - before[1], after[2] - before[2], args.duration, split, profile)
+                  after[1] - before[1], after[2] - before[2], args.duration, split,
+                  rate if mode == "open" else None, queued, profile)
+
+
+@dataclass
+class LatencyResult:
+    """A front at half of its saturation throughput, and the upstream reached directly at the same rate."""
+
+    key: str
+    saturation_rps: float
+    front: Result
+    direct: Result
+
+    @property
+    def added_p99_ms(self) -> float:
+        return self.front.p99_ms - self.direct.p99_ms
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "saturation_rps": self.saturation_rps, "added_p99_ms": self.added_p99_ms,
+                "front": self.front.as_json(), "direct": self.direct.as_json()}
 
 
 # --- tables ------------------------------------------------------------------------------------------
@@ -410,6 +437,21 @@ def print_notes(rows: list[Result]) -> None:
                 print(f"    {line}")
 
 
+def print_latency(rows: list[LatencyResult]) -> None:
+    if not rows:
+        return
+    print("\nlatency at half of saturation (open loop, Poisson arrivals, GET 1 KiB)")
+    print(f"{'front':<44} {'sat req/s':>9} {'target':>7} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'queued':>6} {'srv µs/req':>10} {'direct p99':>10} {'added p99':>9} {'errors':>6}")
+    for row in rows:
+        f, d = row.front, row.direct
+        print(f"{f.key + ' ' + f.name:<44} {row.saturation_rps:>9.0f} {f.target_rps or 0:>7.0f} {f.rps:>7.0f} "
+              f"{f.p50_ms:>7.2f} {f.p90_ms:>7.2f} {f.p99_ms:>7.2f} {f.max_ms:>7.2f} {f.queued:>6} "
+              f"{f.server_us_per_req:>10.0f} {d.p99_ms:>10.2f} {row.added_p99_ms:>9.2f} "
+              f"{sum(f.errors.values()) + sum(d.errors.values()):>6}")
+    print_notes([r for row in rows for r in (row.front, row.direct)])
+
+
 # --- the whole run -----------------------------------------------------------------------------------
 
 
@@ -420,9 +462,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="connections per client process (default 16)")
     parser.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"comma-separated scenarios, in this order (default {','.join(SCENARIOS)})")
-    parser.add_argument("--sizes", default="1k,1m", help="GET response sizes: 1k, 1m (default 1k,1m)")
-    parser.add_argument("--upload", action="store_true", help="also POST 1 MiB request bodies")
+                        help=f"throughput scenarios, in this order, or 'none' (default {','.join(SCENARIOS)})")
+    parser.add_argument("--sizes", default="1k,1m", help="GET response sizes for the throughput part: 1k, 1m "
+                        "(default 1k,1m)")
+    parser.add_argument("--upload", action="store_true", help="throughput part: also POST 1 MiB request bodies")
+    parser.add_argument("--latency", action="store_true", help="latency at half of saturation for --latency-fronts")
+    parser.add_argument("--latency-fronts", default="b,c,d", help="fronts for --latency (default b,c,d)")
     parser.add_argument("--max-body", default="8m", help="max_body on the gateway's routes, or 'off' for a "
                         "gateway that does not know the key (default 8m)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -433,17 +478,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     args = parser.parse_args()
     def listed(text: str) -> list[str]:
-        return [item.strip() for item in text.split(",") if item.strip()]
+        return [item.strip() for item in text.split(",") if item.strip() and item.strip() != "none"]
 
     args.keys = listed(args.only)
     sizes = listed(args.sizes)
     args.workloads = sizes + (["up"] if args.upload else [])
-    for option, given, allowed in (("--only", args.keys, tuple(SCENARIOS)), ("--sizes", sizes, ("1k", "1m"))):
+    args.latency_keys = listed(args.latency_fronts) if args.latency else []
+    fronts = ("b", "b2", "c", "d", "e")
+    for option, given, allowed in (("--only", args.keys, tuple(SCENARIOS)), ("--sizes", sizes, ("1k", "1m")),
+                                   ("--latency-fronts", args.latency_keys, fronts)):
         unknown = [k for k in given if k not in allowed]
         if unknown:
             parser.error(f"{option}: unknown {unknown}; expected some of {list(allowed)}")
-    if not args.keys:
-        parser.error("--only: no scenario given")
+    if not (args.keys or args.latency_keys):
+        parser.error("nothing to measure: --only none without --latency")
     if args.duration <= 0 or args.connections < 1 or args.client_procs < 1:
         parser.error("--duration, --connections and --client-procs must be positive")
     if not os.access(NGINX, os.X_OK):
@@ -451,19 +499,43 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def run_throughput(setup: Setup, args: argparse.Namespace, upstream_pids: list[int]) -> list[Result]:
-    """Every scenario of ``--only`` with every workload; each front is started once for all its workloads."""
+def run_fronts(setup: Setup, args: argparse.Namespace,
+               upstream_pids: list[int]) -> tuple[list[Result], list[LatencyResult]]:
+    """The throughput part for ``--only``, and the latency part, front by front (each started once)."""
     results: list[Result] = []
-    for key in args.keys:
+    latency: list[LatencyResult] = []
+    order = args.keys + [k for k in args.latency_keys if k not in args.keys]
+    for key in order:
+        at_half: Result | None = None
         with running_front(key, setup) as front:
-            for wkey in args.workloads:
+            for wkey in args.workloads if key in args.keys else []:
                 print(f"{key}: {SCENARIOS[key]}, {WORKLOADS[wkey].name}...", flush=True)
                 result = measure(front, WORKLOADS[wkey], setup, args, upstream_pids)
                 print(f"   {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
                       f"server {result.server_us_per_req:.0f} µs CPU/req, {sum(result.errors.values())} errors",
                       flush=True)
                 results.append(result)
-    return results
+            if key in args.latency_keys:
+                saturation = next((r for r in results if r.key == key and r.workload == "1k"), None)
+                if saturation is None:
+                    print(f"{key}: saturation, {WORKLOADS['1k'].name}...", flush=True)
+                    saturation = measure(front, WORKLOADS["1k"], setup, args, upstream_pids)
+                print(f"{key}: open loop at {saturation.rps / 2:.0f} req/s (half of {saturation.rps:.0f})...",
+                      flush=True)
+                at_half = measure(front, WORKLOADS["1k"], setup, args, upstream_pids, mode="open",
+                                  rate=saturation.rps / 2)
+        if at_half is None:
+            continue
+        # right after the front, at the same rate: the same client, the same upstream, no front
+        print(f"a: upstream direct at the same {at_half.target_rps:.0f} req/s...", flush=True)
+        with running_front("a", setup) as direct_front:
+            direct = measure(direct_front, WORKLOADS["1k"], setup, args, upstream_pids, mode="open",
+                             rate=saturation.rps / 2)
+        row = LatencyResult(key, saturation.rps, at_half, direct)
+        print(f"   p99 {at_half.p99_ms:.2f} ms, direct p99 {direct.p99_ms:.2f} ms: added {row.added_p99_ms:.2f} ms",
+              flush=True)
+        latency.append(row)
+    return results, latency
 
 
 def main() -> None:
@@ -474,6 +546,7 @@ def main() -> None:
     # nginx workers run as `nobody` when started by root: they must be able to reach their temp paths
     work.chmod(0o755)
     results: list[Result] = []
+    latency: list[LatencyResult] = []
     upstream: subprocess.Popen[bytes] | None = None
     try:
         total = args.connections * args.client_procs
@@ -488,16 +561,18 @@ def main() -> None:
         upstream = start_nginx(up_dir, nginx_conf(up_dir, workers=1, server=server))
         wait_listening(setup.up_port, upstream)
         upstream_pids = process_tree(upstream.pid)
-        results = run_throughput(setup, args, upstream_pids)
+        results, latency = run_fronts(setup, args, upstream_pids)
     finally:
         if upstream is not None:
             stop(upstream)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print_throughput(results, args.workloads)
+    print_latency(latency)
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"cpus": os.cpu_count(), "args": vars(args), "results": [r.as_json() for r in results]}, indent=2))
+            {"cpus": os.cpu_count(), "args": vars(args), "results": [r.as_json() for r in results],
+             "latency": [row.as_json() for row in latency]}, indent=2))
 
 
 if __name__ == "__main__":
