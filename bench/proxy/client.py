@@ -13,6 +13,7 @@ Modes:
             any connection with nothing in flight; one that finds none waits for the next free
             connection, and its latency counts from when it was due, so a stalled server is charged for
             the wait (no "coordinated omission").
+``idle``    every connection makes its warm-up request and then sits idle until the parent says close.
 
 Latency is measured from the moment a request is due (``closed``: when it is written) to the moment its
 whole response has been read; requests due inside the parent's window are the ones counted.
@@ -145,11 +146,11 @@ class Client:
         self.free: deque[BenchConnection] = deque()  # open: nothing in flight
         self.waiting: deque[float] = deque()  # open: due times of requests that found no free connection
         self.queued = 0  # open: requests due in the window that had to wait for a connection
-        self.finished = asyncio.Event()  # every connection has stopped after the window
+        self.finished = asyncio.Event()  # closed/open: every connection has stopped after the window
         self.stopped = 0  # closed: connections closed after their last response
 
     def completed(self, conn: BenchConnection, status: int, body: bytearray | None, now: float) -> None:
-        """A whole response arrived on ``conn``: record it, then send again or wait, by mode."""
+        """A whole response arrived on ``conn``: record it, then send again or go idle, by mode."""
         if not conn.warm.done():
             if status != 200 or body != self.spec.expect_body:
                 conn.fail(f"warm-up: expected 200 with the upstream's {len(self.spec.expect_body)}-byte body, "
@@ -182,6 +183,8 @@ class Client:
             conn.warm.set_exception(RuntimeError(reason))
             return
         self.errors[reason] += 1
+        if self.spec.mode == "idle":  # the parent counts what is still open
+            return
         if conn in self.free:
             self.free.remove(conn)
         self.conns.remove(conn)
@@ -258,12 +261,17 @@ async def receive(pipe: multiprocessing.connection.Connection, timeout: float) -
 async def client_async(spec: ClientSpec, pipe: multiprocessing.connection.Connection) -> None:
     """Connect and warm up, report ready, then run the mode and report what was recorded."""
     client = Client(spec)
+    started = time.monotonic()
     await client.connect()
-    pipe.send(("ready", None))
-    client.window_start, client.window_end = await receive(pipe, 120)  # type: ignore[misc]
-    if spec.mode == "open":
-        await client.arrivals()
-    await asyncio.wait_for(client.finished.wait(), max(0.0, client.window_end - time.monotonic()) + 30)
+    pipe.send(("ready", {"connect_s": time.monotonic() - started}))
+    if spec.mode == "idle":
+        while await receive(pipe, 900) == "count":  # anything else means close
+            pipe.send(("count", sum(1 for conn in client.conns if not conn.closing)))
+    else:
+        client.window_start, client.window_end = await receive(pipe, 120)  # type: ignore[misc]
+        if spec.mode == "open":
+            await client.arrivals()
+        await asyncio.wait_for(client.finished.wait(), max(0.0, client.window_end - time.monotonic()) + 30)
     for conn in client.conns:
         conn.close()
     pipe.send(("done", client.report()))

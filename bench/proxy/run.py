@@ -1,4 +1,4 @@
-"""Proxy benchmark: CPU per request and latency of IDWall beside nginx, over mTLS keep-alive connections.
+"""Proxy benchmark: CPU per request, latency and memory of IDWall beside nginx, over mTLS keep-alive connections.
 
 Parts (bench/proxy/README.md has the method and what every column means):
 
@@ -7,6 +7,8 @@ Parts (bench/proxy/README.md has the method and what every column means):
               front server's CPU per request (utime + stime from /proc over the window), beside nginx's.
   latency     (``--latency``) open-loop load at half of each front's saturation throughput (1 KiB GET):
               p50/p90/p99/max, and the p99 added over the upstream reached directly at the same rate.
+  memory      (``--idle-sessions N``) N idle keep-alive connections, each its own device with a live
+              session that has made one proxied request: the front's RSS (and PSS) per session.
 
 Scenarios (``--only`` takes a comma-separated list of the keys, or ``none``):
 
@@ -24,7 +26,7 @@ The upstream is nginx with one worker (so it is never the bottleneck). The clien
 request in flight per connection; every connection presents its own device certificate.
 
 Usage: python bench/proxy/run.py [--duration 10] [--only a,b,c] [--sizes 1k,1m] [--upload] [--latency]
-                                 [--json out.json] [--profile DIR]
+                                 [--idle-sessions 10000] [--json out.json] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from bench.proxy.servers import (  # noqa: E402
     connections_per_process,
     cpu_seconds,
     io_syscalls,
+    memory_kib,
     mtls_server_block,
     nginx_conf,
     process_tree,
@@ -203,7 +206,7 @@ class Front:
 
 
 @contextmanager
-def running_front(key: str, setup: Setup) -> Iterator[Front]:
+def running_front(key: str, setup: Setup, *, connections: int = 4096) -> Iterator[Front]:
     """Start the front server of scenario ``key`` (nothing for ``a``), and stop it afterwards."""
     proc: subprocess.Popen[bytes] | None = None
     port = setup.up_port
@@ -217,7 +220,8 @@ def running_front(key: str, setup: Setup) -> Iterator[Front]:
             server = upstream_pool(setup.up_port) + mtls_server_block(
                 port, setup.config, setup.device_ca_pem,
                 proxy_locations(setup.config.assertion.header, setup.nginx_header))
-        proc = start_nginx(directory, nginx_conf(directory, workers=2 if key == "b2" else 1, server=server))
+        proc = start_nginx(directory, nginx_conf(directory, workers=2 if key == "b2" else 1, server=server,
+                                                 connections=connections))
     elif key in IDWALL_FRONTS:
         port = setup.gw_port
         proc = start_idwall(setup.config_path, setup.work, 2 if key == "e" else 1, ROOT)
@@ -393,6 +397,84 @@ class LatencyResult:
                 "front": self.front.as_json(), "direct": self.direct.as_json()}
 
 
+# --- memory per idle live session --------------------------------------------------------------------
+
+
+@dataclass
+class MemoryResult:
+    """The front's resident memory before and after ``sessions`` idle live sessions were opened."""
+
+    key: str
+    name: str
+    sessions: int
+    connect_s: float
+    open_cpu_s: float
+    rss_before_kib: int
+    rss_after_kib: int
+    pss_before_kib: int | None
+    pss_after_kib: int | None
+    established: int
+    client_open: int
+    errors: dict[str, int]
+
+    @property
+    def rss_per_session_kib(self) -> float:
+        return (self.rss_after_kib - self.rss_before_kib) / self.sessions
+
+    @property
+    def pss_per_session_kib(self) -> float | None:
+        if self.pss_before_kib is None or self.pss_after_kib is None:
+            return None
+        return (self.pss_after_kib - self.pss_before_kib) / self.sessions
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(asdict(self), rss_per_session_kib=self.rss_per_session_kib,
+                    pss_per_session_kib=self.pss_per_session_kib)
+
+
+def measure_memory(key: str, setup: Setup, args: argparse.Namespace) -> MemoryResult:
+    """Open ``--idle-sessions`` connections through ``key``, one proxied request each, and read its memory."""
+    sessions = args.idle_sessions
+    workload = WORKLOADS["1k"]
+    with running_front(key, setup, connections=sessions + 1024) as front:
+        request = request_bytes(workload, key, front.port, setup)
+        expect = expected_body(workload, setup)
+
+        def spec(devices: tuple[BenchDevice, ...]) -> ClientSpec:
+            return ClientSpec(front.port, True, setup.ca_pem, tuple(str(d.pem_path) for d in devices), request,
+                              expect, "idle", connect_timeout=60 + sessions / 50)
+
+        # One proxied request on one connection, closed again, so that "before" already holds whatever any
+        # first request loads (modules, the upstream pool, caches), not only the bare process.
+        with client_processes([spec(setup.devices[sessions:sessions + 1])]) as (warm,):
+            warm.expect("ready", 60)
+            warm.pipe.send("close")
+            warm.expect("done", 30)
+        pids = front.pids()  # after a request was answered: nginx has forked its worker by now
+        time.sleep(1.0)
+        rss_before, pss_before = memory_kib(pids)
+        cpu_before = cpu_seconds(pids)
+        procs = min(args.idle_procs, sessions)
+        shares = [setup.devices[i:sessions:procs] for i in range(procs)]
+        with client_processes([spec(share) for share in shares]) as clients:
+            connect_s = max(client.expect("ready", 90 + sessions / 50)["connect_s"] for client in clients)
+            open_cpu = cpu_seconds(pids) - cpu_before
+            time.sleep(args.idle_settle)
+            rss_after, pss_after = memory_kib(pids)
+            established = sum(connections_per_process(pids, front.port).values())
+            client_open = 0
+            for client in clients:
+                client.pipe.send("count")
+                client_open += client.expect("count", 30)
+            errors: Counter[str] = Counter()
+            for client in clients:
+                client.pipe.send("close")
+                report = client.expect("done", 60)
+                errors.update(report["errors"])
+    return MemoryResult(key, SCENARIOS[key], sessions, connect_s, open_cpu, rss_before, rss_after, pss_before,
+                        pss_after, established, client_open, dict(errors))
+
+
 # --- tables ------------------------------------------------------------------------------------------
 
 
@@ -452,6 +534,29 @@ def print_latency(rows: list[LatencyResult]) -> None:
     print_notes([r for row in rows for r in (row.front, row.direct)])
 
 
+def print_memory(rows: list[MemoryResult]) -> None:
+    if not rows:
+        return
+    base = next((r for r in rows if r.key == "b"), None)
+    print("\nmemory per idle live session (one proxied request each, then idle)")
+    print(f"{'front':<44} {'sessions':>8} {'open s':>6} {'µs CPU/open':>11} {'RSS before MiB':>14} "
+          f"{'RSS after MiB':>13} {'KiB/session':>11} {'PSS KiB/sess':>12} {'vs b':>6} {'open at end':>11}")
+    for r in rows:
+        pss = r.pss_per_session_kib
+        print(f"{r.key + ' ' + r.name:<44} {r.sessions:>8} {r.connect_s:>6.1f} "
+              f"{1e6 * r.open_cpu_s / r.sessions:>11.0f} {r.rss_before_kib / 1024:>14.1f} "
+              f"{r.rss_after_kib / 1024:>13.1f} {r.rss_per_session_kib:>11.1f} "
+              f"{f'{pss:.1f}' if pss is not None else '-':>12} "
+              f"{ratio(r.rss_per_session_kib, base.rss_per_session_kib if base and r is not base else None, 1):>6} "
+              f"{f'{r.established}/{r.client_open}':>11}")
+    for r in rows:
+        if r.established < r.sessions or r.client_open < r.sessions:
+            print(f"  {r.key}: only {r.established} connections established at the server and {r.client_open} "
+                  f"open at the client of {r.sessions}: the figure per session is not valid")
+        for reason, count in r.errors.items():
+            print(f"  {r.key}: {count} x {reason}")
+
+
 # --- the whole run -----------------------------------------------------------------------------------
 
 
@@ -468,6 +573,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--upload", action="store_true", help="throughput part: also POST 1 MiB request bodies")
     parser.add_argument("--latency", action="store_true", help="latency at half of saturation for --latency-fronts")
     parser.add_argument("--latency-fronts", default="b,c,d", help="fronts for --latency (default b,c,d)")
+    parser.add_argument("--idle-sessions", type=int, default=0, metavar="N",
+                        help="memory part: N idle live sessions per front of --idle-fronts (default 0: skipped)")
+    parser.add_argument("--idle-fronts", default="b,c", help="fronts for --idle-sessions (default b,c)")
+    parser.add_argument("--idle-procs", type=int, default=2, help="client processes holding the idle sessions "
+                        "(default 2)")
+    parser.add_argument("--idle-settle", type=float, default=5.0, help="seconds between the last session opened "
+                        "and the memory reading (default 5)")
     parser.add_argument("--max-body", default="8m", help="max_body on the gateway's routes, or 'off' for a "
                         "gateway that does not know the key (default 8m)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -484,16 +596,19 @@ def parse_args() -> argparse.Namespace:
     sizes = listed(args.sizes)
     args.workloads = sizes + (["up"] if args.upload else [])
     args.latency_keys = listed(args.latency_fronts) if args.latency else []
+    args.idle_keys = listed(args.idle_fronts) if args.idle_sessions else []
     fronts = ("b", "b2", "c", "d", "e")
     for option, given, allowed in (("--only", args.keys, tuple(SCENARIOS)), ("--sizes", sizes, ("1k", "1m")),
-                                   ("--latency-fronts", args.latency_keys, fronts)):
+                                   ("--latency-fronts", args.latency_keys, fronts),
+                                   ("--idle-fronts", args.idle_keys, fronts)):
         unknown = [k for k in given if k not in allowed]
         if unknown:
             parser.error(f"{option}: unknown {unknown}; expected some of {list(allowed)}")
-    if not (args.keys or args.latency_keys):
-        parser.error("nothing to measure: --only none without --latency")
-    if args.duration <= 0 or args.connections < 1 or args.client_procs < 1:
-        parser.error("--duration, --connections and --client-procs must be positive")
+    if not (args.keys or args.latency_keys or args.idle_keys):
+        parser.error("nothing to measure: --only none without --latency or --idle-sessions")
+    if args.duration <= 0 or args.connections < 1 or args.client_procs < 1 or args.idle_procs < 1 \
+            or args.idle_sessions < 0:
+        parser.error("--duration, --connections, --client-procs and --idle-procs must be positive")
     if not os.access(NGINX, os.X_OK):
         parser.error(f"nginx not found at {NGINX}")
     return args
@@ -547,9 +662,10 @@ def main() -> None:
     work.chmod(0o755)
     results: list[Result] = []
     latency: list[LatencyResult] = []
+    memory: list[MemoryResult] = []
     upstream: subprocess.Popen[bytes] | None = None
     try:
-        total = args.connections * args.client_procs
+        total = max(args.connections * args.client_procs, args.idle_sessions + 1)
         print(f"work directory {work}; registering {total} devices...", flush=True)
         started = time.monotonic()
         setup = prepare(work, total, args.max_body)
@@ -558,10 +674,16 @@ def main() -> None:
               f"window after {args.warmup:g} s warm-up", flush=True)
         up_dir = work / "nginx-upstream"
         server = upstream_server_block(setup.up_port, setup.static, SMALL_BODY)
-        upstream = start_nginx(up_dir, nginx_conf(up_dir, workers=1, server=server))
+        upstream = start_nginx(up_dir, nginx_conf(up_dir, workers=1, connections=16384, server=server))
         wait_listening(setup.up_port, upstream)
         upstream_pids = process_tree(upstream.pid)
         results, latency = run_fronts(setup, args, upstream_pids)
+        for key in args.idle_keys:
+            print(f"{key}: {args.idle_sessions} idle live sessions...", flush=True)
+            mem = measure_memory(key, setup, args)
+            print(f"   opened in {mem.connect_s:.1f} s, {mem.rss_per_session_kib:.1f} KiB RSS per session, "
+                  f"{mem.established} established at the end", flush=True)
+            memory.append(mem)
     finally:
         if upstream is not None:
             stop(upstream)
@@ -569,10 +691,12 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print_throughput(results, args.workloads)
     print_latency(latency)
+    print_memory(memory)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"cpus": os.cpu_count(), "args": vars(args), "results": [r.as_json() for r in results],
-             "latency": [row.as_json() for row in latency]}, indent=2))
+             "latency": [row.as_json() for row in latency], "memory": [m.as_json() for m in memory]},
+            indent=2))
 
 
 if __name__ == "__main__":

@@ -23,15 +23,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- nginx configurations -------------------------------------------------------------------------
 
 
-def nginx_conf(directory: Path, *, workers: int, server: str) -> Path:
-    """An nginx.conf whose pid, logs and temp paths all live in ``directory``."""
+def nginx_conf(directory: Path, *, workers: int, server: str, connections: int = 4096) -> Path:
+    """An nginx.conf whose pid, logs and temp paths all live in ``directory``.
+
+    ``connections`` is per worker and counts upstream connections too; the descriptor limit follows it.
+    """
     tmp = directory / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     text = f"""
 worker_processes {workers};
+worker_rlimit_nofile {connections + 1024};
 pid {directory}/nginx.pid;
 error_log {directory}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {tmp}/body;
@@ -82,7 +86,7 @@ def answer_locations(static: Path, small_body: str) -> str:
 def upstream_server_block(port: int, static: Path, small_body: str) -> str:
     return f"""
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
 {answer_locations(static, small_body)}
     }}"""
 
@@ -90,7 +94,7 @@ def upstream_server_block(port: int, static: Path, small_body: str) -> str:
 def mtls_server_block(port: int, config: Config, device_ca: str, locations: str) -> str:
     return f"""
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl backlog=4096;
         server_name localhost;
         ssl_certificate {config.tls.cert};
         ssl_certificate_key {config.tls.key};
@@ -220,6 +224,27 @@ def io_syscalls(pids: list[int]) -> int:
             continue
         total += sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(("syscr:", "syscw:")))
     return total
+
+
+def memory_kib(pids: list[int]) -> tuple[int, int | None]:
+    """Resident memory of ``pids`` in KiB: (``VmRSS`` summed, ``Pss`` summed or None without smaps_rollup).
+
+    RSS counts pages shared between an nginx master and its worker twice; PSS splits them.
+    """
+    rss, pss = 0, 0
+    have_pss = True
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        rss += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            pss += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            have_pss = False
+    return rss, pss if have_pss else None
 
 
 def connections_per_process(pids: list[int], port: int) -> dict[int, int]:
