@@ -26,7 +26,7 @@ The upstream is nginx with one worker (so it is never the bottleneck). The clien
 request in flight per connection; every connection presents its own device certificate.
 
 Usage: python bench/proxy/run.py [--duration 10] [--only a,b,c] [--sizes 1k,1m] [--upload] [--latency]
-                                 [--idle-sessions 10000] [--json out.json] [--profile DIR]
+                                 [--idle-sessions 10000] [--full] [--json out.json] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -557,6 +557,43 @@ def print_memory(rows: list[MemoryResult]) -> None:
             print(f"  {r.key}: {count} x {reason}")
 
 
+def goals(results: list[Result], latency: list[LatencyResult], memory: list[MemoryResult]) -> list[dict[str, Any]]:
+    """The issue's targets, for every figure this run measured."""
+    out: list[dict[str, Any]] = []
+
+    def cpu(key: str, wkey: str) -> float | None:
+        row = next((r for r in results if r.key == key and r.workload == wkey and r.requests), None)
+        base = next((r for r in results if r.key == "b" and r.workload == wkey and r.requests), None)
+        return row.server_us_per_req / base.server_us_per_req if row and base else None
+
+    for key, wkey, limit in (("c", "1k", 4.0), ("d", "1k", 2.0), ("c", "1m", 1.0), ("d", "1m", 1.0),
+                             ("c", "up", 1.0), ("d", "up", 1.0)):
+        value = cpu(key, wkey)
+        if value is not None:
+            out.append({"goal": f"CPU/request vs nginx b, {key}, {WORKLOADS[wkey].name}", "value": value,
+                        "limit": limit, "unit": "x", "met": value <= limit})
+    for row in latency:
+        if row.key in IDWALL_FRONTS:
+            out.append({"goal": f"p99 added at half of saturation, {row.key}", "value": row.added_p99_ms,
+                        "limit": 2.0, "unit": "ms", "met": row.added_p99_ms <= 2.0})
+    for mem in memory:
+        if mem.key in IDWALL_FRONTS:
+            valid = mem.established >= mem.sessions and mem.client_open >= mem.sessions
+            out.append({"goal": f"RSS per idle live session at {mem.sessions}, {mem.key}",
+                        "value": mem.rss_per_session_kib, "limit": 40.0, "unit": "KiB",
+                        "met": valid and mem.rss_per_session_kib <= 40.0})
+    return out
+
+
+def print_goals(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("\ngoals")
+    for row in rows:
+        print(f"  {row['goal']:<62} {row['value']:>8.2f} {row['unit']:<3} (at most {row['limit']:g} {row['unit']}): "
+              f"{'met' if row['met'] else 'NOT met'}")
+
+
 # --- the whole run -----------------------------------------------------------------------------------
 
 
@@ -580,6 +617,8 @@ def parse_args() -> argparse.Namespace:
                         "(default 2)")
     parser.add_argument("--idle-settle", type=float, default=5.0, help="seconds between the last session opened "
                         "and the memory reading (default 5)")
+    parser.add_argument("--full", action="store_true", help="everything the issue asks for: --sizes 1k,1m --upload "
+                        "--latency --idle-sessions 10000 (unless given otherwise)")
     parser.add_argument("--max-body", default="8m", help="max_body on the gateway's routes, or 'off' for a "
                         "gateway that does not know the key (default 8m)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -589,6 +628,9 @@ def parse_args() -> argparse.Namespace:
                         "(py-spy then pauses the gateway for each sample: throughput of that run is lower)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     args = parser.parse_args()
+    if args.full:
+        args.upload = args.latency = True
+        args.idle_sessions = args.idle_sessions or 10_000
     def listed(text: str) -> list[str]:
         return [item.strip() for item in text.split(",") if item.strip() and item.strip() != "none"]
 
@@ -692,11 +734,13 @@ def main() -> None:
     print_throughput(results, args.workloads)
     print_latency(latency)
     print_memory(memory)
+    targets = goals(results, latency, memory)
+    print_goals(targets)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"cpus": os.cpu_count(), "args": vars(args), "results": [r.as_json() for r in results],
-             "latency": [row.as_json() for row in latency], "memory": [m.as_json() for m in memory]},
-            indent=2))
+             "latency": [row.as_json() for row in latency], "memory": [m.as_json() for m in memory],
+             "goals": targets}, indent=2))
 
 
 if __name__ == "__main__":
