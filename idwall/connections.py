@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
 from .assertion import PreparedClaims
@@ -99,14 +98,51 @@ class Conn:
         return f"Conn({self.id}, {self.remote}, user={self.user_id}, kind={self.kind})"
 
 
+#: an index entry holds a list while it names few connections (a device, a session: 64 bytes instead of a
+#: set's 216 per idle connection) and a set beyond, where removal must stay cheap (a group, a busy user)
+_LIST_MAX = 8
+
+Members = list[Conn] | set[Conn]
+
+
+def _put(index: dict[Any, Members], key: Any, conn: Conn) -> None:
+    members = index.get(key)
+    if members is None:
+        index[key] = [conn]
+    elif isinstance(members, list):
+        if conn not in members:
+            members.append(conn)
+            if len(members) > _LIST_MAX:
+                index[key] = set(members)
+    else:
+        members.add(conn)
+
+
+def _drop(index: dict[Any, Members], key: Any, conn: Conn) -> None:
+    members = index.get(key)
+    if members is None:
+        return
+    if isinstance(members, list):
+        if conn in members:
+            members.remove(conn)
+    else:
+        members.discard(conn)
+    if not members:
+        del index[key]
+
+
 class Registry:
-    """Live connections, indexed by what they resolved to."""
+    """Live connections, indexed by what they resolved to.
+
+    One index per scope, keyed by the id itself; what a connection is indexed under is always derived
+    from ``conn.resolved`` (and its certificate), so nothing per connection records its keys.
+    """
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._by_id: dict[int, Conn] = {}
-        self._index: dict[tuple[str, Any], set[Conn]] = defaultdict(set)
-        self._keys: dict[Conn, list[tuple[str, Any]]] = {}
+        self._index: dict[str, dict[Any, Members]] = {"cert": {}, "device": {}, "user": {}, "group": {},
+                                                      "session": {}}
         #: incremented by every kill, so a resolution that raced a kill is done again
         self.epoch = 0
 
@@ -122,7 +158,7 @@ class Registry:
         conn = Conn(next(self._ids), transport, remote, cert_sha256, time.time() if now is None else now, sni=sni)
         self._by_id[conn.id] = conn
         if cert_sha256 is not None:
-            self._put(conn, ("cert", cert_sha256))
+            _put(self._index["cert"], cert_sha256, conn)
         return conn
 
     def get(self, conn_id: int) -> Conn | None:
@@ -130,41 +166,38 @@ class Registry:
 
     def remove(self, conn: Conn) -> None:
         if self._by_id.pop(conn.id, None) is not None:
-            self._drop_keys(conn)
+            self._unbind(conn)
+            if conn.cert_sha256 is not None:
+                _drop(self._index["cert"], conn.cert_sha256, conn)
 
-    def _put(self, conn: Conn, key: tuple[str, Any]) -> None:
-        self._index[key].add(conn)
-        self._keys.setdefault(conn, []).append(key)
-
-    def _drop_keys(self, conn: Conn, *, keep_cert: bool = False) -> None:
-        kept = []
-        for key in self._keys.pop(conn, []):
-            if keep_cert and key[0] == "cert":
-                kept.append(key)
-                continue
-            members = self._index.get(key)
-            if members is not None:
-                members.discard(conn)
-                if not members:
-                    del self._index[key]
-        if kept:
-            self._keys[conn] = kept
+    def _unbind(self, conn: Conn) -> None:
+        resolved = conn.resolved
+        if resolved is None:
+            return
+        index = self._index
+        _drop(index["device"], resolved.device.id, conn)
+        _drop(index["user"], resolved.user.id, conn)
+        for group in resolved.user.groups:
+            _drop(index["group"], group, conn)
+        if resolved.session is not None:
+            _drop(index["session"], resolved.session.id, conn)
 
     def bind(self, conn: Conn, resolved: Resolved | None) -> None:
         """Record what ``conn`` resolved to and index it by session, device, user and groups."""
-        self._drop_keys(conn, keep_cert=True)
+        self._unbind(conn)
         conn.resolved = resolved
         conn.stale = False
         conn.grants = {}
         conn.claims = {}
         if resolved is None or conn.id not in self._by_id:
             return
-        self._put(conn, ("device", resolved.device.id))
-        self._put(conn, ("user", resolved.user.id))
+        index = self._index
+        _put(index["device"], resolved.device.id, conn)
+        _put(index["user"], resolved.user.id, conn)
         for group in resolved.user.groups:
-            self._put(conn, ("group", group))
+            _put(index["group"], group, conn)
         if resolved.session is not None:
-            self._put(conn, ("session", resolved.session.id))
+            _put(index["session"], resolved.session.id, conn)
 
     def select(self, scope: str, target: str | None) -> list[Conn]:
         """The live connections a kill of ``scope``/``target`` must cut."""
@@ -172,15 +205,16 @@ class Registry:
             return [c for c in self._by_id.values() if c.cert_sha256 is not None]
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}")
-        return list(self._index.get((scope, target), ()))
+        return list(self._index[scope].get(target, ()))
 
     def for_ids(self, *, sessions: Iterable[str] = (), devices: Iterable[str] = (),
                 users: Iterable[str] = ()) -> set[Conn]:
         """Every connection bound to any of the given sessions, devices or users."""
         found: set[Conn] = set()
         for kind, ids in (("session", sessions), ("device", devices), ("user", users)):
+            index = self._index[kind]
             for ident in ids:
-                found |= self._index.get((kind, ident), set())
+                found.update(index.get(ident, ()))
         return found
 
     def invalidate(self, conns: Iterable[Conn]) -> None:
@@ -191,7 +225,7 @@ class Registry:
             conn.grants = {}
 
     def by_cert(self, cert_sha256: bytes) -> list[Conn]:
-        return list(self._index.get(("cert", cert_sha256), ()))
+        return list(self._index["cert"].get(cert_sha256, ()))
 
     def cut(self, conns: Iterable[Conn]) -> int:
         """Abort every connection in ``conns``; return how many were still open."""

@@ -145,8 +145,11 @@ def prepare(work: Path, devices: int, max_body: str) -> Setup:
     cached_route = (f"  - name: cached\n    match:\n      path: /cached\n    upstream: {upstream}\n"
                     f"    bind_request: false\n")
     info = init_gateway_dir(work / "gw", port=gw_port, upstream=upstream, extra_yaml=cached_route)
+    path = Path(info["config"])
+    # idle connections are kept as long as nginx keeps them here (keepalive_timeout 300s in servers.py), so
+    # 10,000 sessions are all still open when the memory part reads the RSS
+    path.write_text(path.read_text().replace("keepalive_timeout: 75s", "keepalive_timeout: 300s"))
     if max_body != "off":
-        path = Path(info["config"])
         line = f"    upstream: {upstream}\n"
         path.write_text(path.read_text().replace(line, f"{line}    max_body: {max_body}\n"))
     try:

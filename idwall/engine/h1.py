@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 
@@ -46,6 +47,9 @@ class _End:
 
 END = _End()
 LAST_CHUNK = b"0\r\n\r\n"
+#: a connection's event list between two reads: callbacks run only inside receive_data, and an append
+#: outside one would fail loudly on this tuple rather than share state
+_NONE: Any = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,7 @@ class ServerConnection:
             self._dribbled += len(data)
             if self._dribbled > self._limits.max_head:
                 self._refuse(431, f"request head over {self._limits.max_head} bytes")
+        self._events = _NONE  # an idle connection keeps no event
         return events
 
     def _refuse(self, status: int, detail: str) -> None:
@@ -340,6 +345,7 @@ class ServerConnection:
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._head = None  # the event carries it on; an idle connection keeps no head
         if not self._dead:
             self._events.append(END)
 
@@ -413,6 +419,7 @@ class UpstreamConnection:
             self._size += len(data)
             if self._size > 4 * self._limits.max_head:
                 self._refuse(f"response head over {4 * self._limits.max_head} bytes")
+        self._events = _NONE
         return events
 
     def eof(self) -> list[object]:

@@ -50,6 +50,8 @@ SWEEP_EVERY = 0.25
 #: idle upstream connections kept per destination, and how long each may sit idle (seconds)
 POOL_PER_DESTINATION = 256
 POOL_IDLE = 30.0
+#: seconds a keep-alive connection sits idle before it gives up what it can rebuild (ClientProtocol.compact)
+COMPACT_AFTER = 2.0
 #: client bytes queued while no upstream is ready yet, before reading from the client pauses
 QUEUE_LIMIT = 256 * 1024
 INTERNAL_HEADER = b"X-IDWall-Conn"
@@ -240,22 +242,31 @@ class UpstreamProtocol(asyncio.Protocol):
 
 
 class ClientProtocol(asyncio.Protocol):
-    """One client TLS connection (see the module docstring)."""
+    """One client TLS connection (see the module docstring).
+
+    It lives as long as the connection, so it is kept small: slots, and no parser while it is idle
+    (:meth:`compact`).
+    """
+
+    __slots__ = ("engine", "node", "transport", "conn", "h1", "pending", "ex", "blocked", "skipping", "splice",
+                 "deadline", "waiting", "idle_since", "pauses", "anonymous", "closed", "_host", "_hostname",
+                 "_authority", "_htu_base", "_forwarded")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.node = engine.node
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.conn: Conn = None  # type: ignore[assignment]
-        self.h1 = h1.ServerConnection(engine.head_limits)
-        self.pending: deque[object] = deque()
+        self.h1: h1.ServerConnection | None = h1.ServerConnection(engine.head_limits)
+        self.pending: list[object] = []
         self.ex: Exchange | None = None
         self.blocked = False
         self.skipping = False
         self.splice: UpstreamProtocol | None = None
         self.deadline = 0.0
         self.waiting = IDLE
-        self.pauses: set[str] = set()
+        self.idle_since = 0.0
+        self.pauses: set[str] | None = None
         self.anonymous: str | None = None
         self.closed = False
         # what requests to the host named last share (see _address)
@@ -338,16 +349,30 @@ class ClientProtocol(asyncio.Protocol):
     def pause_reading(self, reason: str) -> None:
         if not self.pauses and not self.closed:
             self.transport.pause_reading()
+        if self.pauses is None:
+            self.pauses = set()
         self.pauses.add(reason)
 
     def resume_reading(self, reason: str) -> None:
+        if self.pauses is None:
+            return
         self.pauses.discard(reason)
         if not self.pauses and not self.closed:
             self.transport.resume_reading()
 
     def _wait(self, what: int, seconds: float) -> None:
         self.waiting = what
-        self.deadline = self.engine.loop.time() + seconds if seconds else 0.0
+        now = self.engine.loop.time()
+        self.deadline = now + seconds if seconds else 0.0
+        if what == IDLE:
+            self.idle_since = now
+
+    def compact(self) -> None:
+        """Drop what an idle connection can rebuild on its next request: its parser (about 1 KiB) and its
+        prepared assertion claims."""
+        if self.waiting == IDLE and not self.pending and self.ex is None:
+            self.h1 = None
+            self.conn.claims = {}
 
     # -- bytes from the client --------------------------------------------------------------------------
 
@@ -361,7 +386,10 @@ class ClientProtocol(asyncio.Protocol):
             self._wait(HEAD, self.engine.config.limits.head_timeout)
         elif self.waiting == BODY:
             self._wait(BODY, self.engine.config.limits.body_timeout)
-        events = self.h1.receive_data(data)
+        parser = self.h1
+        if parser is None:
+            parser = self.h1 = h1.ServerConnection(self.engine.head_limits)
+        events = parser.receive_data(data)
         if events:
             self.pending.extend(events)
             self._pump()
@@ -373,7 +401,7 @@ class ClientProtocol(asyncio.Protocol):
             ex = self.ex
             kind = type(ev)
             if ex is None:
-                pending.popleft()
+                del pending[0]
                 if self.skipping:
                     self.skipping = ev is not END
                 elif kind is RequestHead:
@@ -384,13 +412,13 @@ class ClientProtocol(asyncio.Protocol):
                                  close=True, status=ev.status)  # type: ignore[attr-defined]
                 continue
             if kind is bytes:
-                pending.popleft()
+                del pending[0]
                 self._body(ex, ev)  # type: ignore[arg-type]
             elif ev is END:
-                pending.popleft()
+                del pending[0]
                 self._end_of_request(ex)
             elif kind is Upgrade:
-                pending.popleft()
+                del pending[0]
                 ex.ws_rest = ev.rest  # type: ignore[attr-defined]
             elif kind is Refused and not ex.request_done:
                 pending.clear()
@@ -407,7 +435,8 @@ class ClientProtocol(asyncio.Protocol):
         out, ex.out, ex.queued = ex.out, [], 0
         assert ex.upstream is not None
         ex.upstream.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        self.resume_reading("queue") if "queue" in self.pauses else None
+        if self.pauses:
+            self.resume_reading("queue")
 
     # -- a request --------------------------------------------------------------------------------------
 
@@ -885,6 +914,8 @@ class Engine:
                     except Exception:  # one connection's failure must not stop the sweep for the others
                         log.exception("timing out a connection failed")
                         client.transport.abort()
+                elif client.h1 is not None and client.waiting == IDLE and now - client.idle_since > COMPACT_AFTER:
+                    client.compact()
             self.pool.sweep(now)
 
     async def drain(self, timeout: float) -> None:

@@ -19,7 +19,7 @@ class StoreError(IDWallError):
     status, slug, title = 503, "store-unavailable", "Store unavailable"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User:
     id: str
     name: str
@@ -29,7 +29,7 @@ class User:
     created_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Device:
     id: str
     user_id: str
@@ -44,7 +44,7 @@ class Device:
     enrollment_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credential:
     id: bytes
     user_id: str
@@ -55,7 +55,7 @@ class Credential:
     created_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Session:
     id: str
     user_id: str
@@ -179,9 +179,12 @@ class WorkerRow:
     heartbeat: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resolved:
-    """What one connection certificate resolves to; ``session`` is None when no live session exists."""
+    """What one connection certificate resolves to; ``session`` is None when no live session exists.
+
+    ``device.cert_pem`` is not loaded (None): a live connection keeps this record and never needs the PEM.
+    """
 
     device: Device
     user: User

@@ -10,6 +10,7 @@ processes cannot both read the ledger head and fork the chain) and commits with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import time
@@ -390,7 +391,8 @@ class SQLiteStore:
             row = conn.execute("SELECT * FROM devices WHERE cert_sha256 = ?", (cert_sha256,)).fetchone()
             if row is None:
                 return None
-            device = _device(row)
+            # the PEM stays in the store: a connection holds this record for its whole life and never needs it
+            device = dataclasses.replace(_device(row), cert_pem=None)
             user = _user(conn.execute("SELECT * FROM users WHERE id = ?", (device.user_id,)).fetchone())
             creds = tuple(_credential(r) for r in conn.execute(
                 "SELECT * FROM credentials WHERE device_id = ?", (device.id,)).fetchall())
