@@ -115,7 +115,7 @@ class RequestHead:
 
 
 #: a request line (after optional empty lines) whose parts are separated by more than one space or a tab
-_LOOSE_REQUEST_LINE = re.compile(rb"(?:\r\n)*[A-Za-z]+(?: [ \t]|\t)|(?:\r\n)*[A-Za-z]+ \S+(?: [ \t]|\t)")
+_LOOSE_REQUEST_LINE = re.compile(rb"[\r\n]*[A-Za-z]+(?: [ \t]|\t)|[\r\n]*[A-Za-z]+ \S+(?: [ \t]|\t)")
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -135,6 +135,8 @@ class ServerConnection:
         self._dead = False
         self._in_head = False
         self._in_message = False
+        #: the start of a request line that has not ended yet, when its message began at the start of a read
+        self._line = b""
 
     @property
     def dead(self) -> bool:
@@ -147,11 +149,17 @@ class ServerConnection:
             return []
         events = self._events = []
         was_in_head = self._in_head
-        if not self._in_message and _LOOSE_REQUEST_LINE.match(data):
-            # llhttp (not built strict) reads "GET  /" and "GET\t/" as "GET /"; the gateway re-serialises the
-            # line, so no upstream could read it otherwise, but such a line comes from no real client
-            self._refuse(400, "request line with more than one space between its parts (RFC 9112 §3)")
-            return events
+        if not self._in_message or self._line:
+            # a request line split over reads ("G", "ET  /") is judged on all of it, not on each read alone
+            line = self._line + data if self._line else data
+            if _LOOSE_REQUEST_LINE.match(line):
+                # llhttp (not built strict) reads "GET  /" and "GET\t/" as "GET /"; the gateway re-serialises the
+                # line, so no upstream could read it otherwise, but such a line comes from no real client
+                self._refuse(400, "request line with more than one space between its parts (RFC 9112 §3)")
+                return events
+            # kept until the line ends; past max_line the target is refused (414) before the line could end
+            unfinished = b"\n" not in line.lstrip(b"\r\n") and len(line) <= self._limits.max_line + 64
+            self._line = line if unfinished else b""
         try:
             self._parser.feed_data(data)
         except _Stop:
