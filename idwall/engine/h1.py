@@ -137,6 +137,8 @@ class ServerConnection:
         self._in_message = False
         #: the start of a request line that has not ended yet, when its message began at the start of a read
         self._line = b""
+        #: whether the read being parsed carried a body byte
+        self._bodied = False
 
     @property
     def dead(self) -> bool:
@@ -148,7 +150,8 @@ class ServerConnection:
         if self._dead:
             return []
         events = self._events = []
-        was_in_head = self._in_head
+        head = self._head
+        self._bodied = False
         if not self._in_message or self._line:
             # a request line split over reads ("G", "ET  /") is judged on all of it, not on each read alone
             line = self._line + data if self._line else data
@@ -180,12 +183,18 @@ class ServerConnection:
                 self._refuse(505, "only HTTP/1.0 and HTTP/1.1 are served (RFC 9112 §2.3)")
             else:
                 self._refuse(400, f"malformed request: {exc} (RFC 9112)")
-        if self._in_head and was_in_head and not self._dead:
-            # llhttp holds an unfinished field itself: count what a head dribbles in, so it cannot grow
-            # past the limit (by at most one read) before a field completes
-            self._dribbled += len(data)
-            if self._dribbled > self._limits.max_head:
-                self._refuse(431, f"request head over {self._limits.max_head} bytes")
+        if self._in_message and self._head is head and not self._dead:
+            # llhttp holds an unfinished field itself, of the head or of the trailer section, and reads chunk
+            # lines without a callback: count the reads of one message that carry no body byte, so none of
+            # them can grow past the limit (by at most one read). A read that began a new message is not
+            # counted: what it carried of the message before is no part of the new head.
+            if self._bodied:
+                self._dribbled = 0
+            else:
+                self._dribbled += len(data)
+                if self._dribbled > self._limits.max_head:
+                    what = "request head" if self._in_head else "chunk lines and trailer section"
+                    self._refuse(431, f"{what} over {self._limits.max_head} bytes")
         return events
 
     def _refuse(self, status: int, detail: str) -> None:
@@ -337,6 +346,7 @@ class ServerConnection:
         raise AssertionError("unreachable")
 
     def on_body(self, body: bytes) -> None:
+        self._bodied = True
         if not self._dead:
             self._events.append(body)
 
@@ -384,6 +394,7 @@ class UpstreamConnection:
         self._fields = 0
         self._dead = False
         self._in_body = False
+        self._bodied = False
         #: False once this connection cannot carry another request (close, HEAD, close-delimited, upgrade)
         self.reusable = True
 
@@ -398,7 +409,8 @@ class UpstreamConnection:
         if self._dead:
             return []
         events = self._events = []
-        was_in_head = self._in_head
+        head = self._head
+        self._bodied = False
         try:
             self._parser.feed_data(data)
         except _Stop:
@@ -410,10 +422,15 @@ class UpstreamConnection:
                 events.append(Upgrade(data[exc.args[0]:]))
         except httptools.HttpParserError as exc:
             self._refuse(f"malformed response from the upstream: {exc}")
-        if self._in_head and was_in_head and not self._dead:
-            self._size += len(data)
-            if self._size > 4 * self._limits.max_head:
-                self._refuse(f"response head over {4 * self._limits.max_head} bytes")
+        if (self._in_head or self._in_body) and self._head is head and not self._dead:
+            # as for requests: reads that carry no body byte (head, chunk lines, trailer section) are bounded
+            if self._bodied:
+                self._size = 0
+            else:
+                self._size += len(data)
+                if self._size > 4 * self._limits.max_head:
+                    what = "response head" if self._in_head else "chunk lines and trailer section"
+                    self._refuse(f"{what} over {4 * self._limits.max_head} bytes")
         return events
 
     def eof(self) -> list[object]:
@@ -524,6 +541,7 @@ class UpstreamConnection:
             self.reusable = False  # delimited by the upstream closing
 
     def on_body(self, body: bytes) -> None:
+        self._bodied = True
         if not self._dead and not self._informational:
             self._events.append(body)
 
