@@ -459,6 +459,12 @@ class UpstreamConnection:
     # -- llhttp callbacks ---------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._head is not None and self._head.status >= 200:
+            # a second answer to one request, in the read that ended the first: it is never relayed (the
+            # client would take it for the answer to its next request), and the connection is not reused
+            self.reusable = False
+            self._dead = True
+            raise _Stop
         self._head = ResponseHead()
         self._in_head = True
         self._in_body = False
