@@ -334,12 +334,13 @@ class ServerConnection:
         lower = url[:8].lower()
         if lower.startswith(b"https://"):
             rest = url[8:]
-            authority, slash, path = rest.partition(b"/")
-            authority, qmark, query = authority.partition(b"?")
+            # the authority ends at the first "/" or "?" (RFC 3986 §3.2): "https://host?q=/x" asks for "/"
+            slash, qmark = rest.find(b"/"), rest.find(b"?")
+            end = min(len(rest) if slash < 0 else slash, len(rest) if qmark < 0 else qmark)
+            authority, path = rest[:end], rest[end:]
             if head.host is None or authority.lower() != head.host.lower() or b"@" in authority:
                 self._stop(400, "absolute-form request target for another authority (RFC 9112 §3.2.2)")
-            path = b"/" + path if slash else b"/"
-            return path + (b"?" + query if qmark else b"")
+            return path if path[:1] == b"/" else b"/" + path
         if lower.startswith(b"http://"):
             self._stop(400, "absolute-form http:// target: the gateway serves https only")
         self._stop(400, f"request target {url[:40]!r} is neither an absolute path nor this gateway's URL")
