@@ -308,6 +308,7 @@ class ServerConnection:
             self._stop(400, "CONNECT is not served: the gateway is not a forward proxy")
         if version == "1.0":
             head.keep_alive = head.keep_alive and head._keep_alive_asked  # RFC 9112 §9.3
+            head.expect_continue = False  # RFC 9110 §10.1.1: MUST ignore it (1.0 has no 1xx to wait for)
             if head.chunked:
                 self._stop(400, "Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1)")
         if head._hosts > 1:
