@@ -589,7 +589,7 @@ def response_bytes(head: ResponseHead, *, method: bytes, client_version: bytes, 
     """
     status = head.status
     chunked = False
-    if head.content_length is not None:
+    if head.content_length is not None and status != 204 and status >= 200:  # RFC 9110 §8.6: MUST NOT
         framing = b"Content-Length: %d\r\n" % head.content_length
     elif method == b"HEAD" or status in (204, 304) or status < 200:
         framing = b""
