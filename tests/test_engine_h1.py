@@ -339,6 +339,7 @@ def test_limits_hold_per_message() -> None:
     (b"CONNECT localhost:8443 HTTP/1.1", 400),  # RFC 9110 §9.3.6: not a forward proxy
     (b"GET  /x HTTP/1.1", 400),      # RFC 9112 §3: exactly one SP
     (b"GET /x  HTTP/1.1", 400),
+    pytest.param(b"GET /" + b"a" * 3000 + b"  HTTP/1.1", 400, id="second-space-3000-bytes-in"),  # wherever it is
     (b"GET\t/x HTTP/1.1", 400),
     (b"GET /x HTTP/1.1 ", 400),
     (b"GET * HTTP/1.1", 400),        # RFC 9112 §3.2.4: asterisk-form is not proxied

@@ -41,7 +41,6 @@ def test_hop_by_hop_is_rfc_9110_and_the_legacy_two() -> None:
     Trailer and the Proxy-Auth* pair are hop-by-hop for a gateway that drops trailers and proxies nothing."""
     assert H.HOP_BY_HOP == {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                             b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"}
-    assert H.RESPONSE_DROP == H.HOP_BY_HOP
 
 
 @pytest.mark.parametrize("name", [b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
@@ -67,7 +66,7 @@ def test_request_actions() -> None:
     assert {name: action for name, action in H.REQUEST_ACTIONS.items() if action != H.DROP} == read
     assert {name for name, action in H.REQUEST_ACTIONS.items() if action == H.DROP} == (
         H.HOP_BY_HOP | H.FORWARDING) - read.keys()
-    assert len({H.DROP, *read.values()}) == 14, "every action is its own number"
+    assert len({H.DROP, *read.values()}) == len(read) + 1, "every action is its own number"
 
 
 def test_connection_cannot_list_what_routes_and_frames() -> None:
