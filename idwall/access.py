@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 from . import policy, sessions
 from .config import Config, Route
 from .errors import Forbidden, IDWallError, NoClientCertificate, Unauthenticated
+from .httpnorm import host_without_port
 from .store.base import Resolved, Session
 
 ALLOW, MISDIRECTED, NO_CERTIFICATE, NOT_ENROLLED, INACTIVE, CERTIFICATE_EXPIRED, LOGIN, STEP_UP, DENY, \
@@ -346,7 +347,8 @@ def admin_verdict(conn: ConnectionView, request: RequestView, *, now: float, cfg
     same-origin with the administrator's ambient client certificate, so sessions count only on the gateway's
     own host names.
     """
-    hostname = request.host.decode("latin-1").lower().rsplit(":", 1)[0] if request.host else None
+    # the host as the authority check reads it: "[::1]" has no port to cut, and ".rsplit(':')" made it "[:"
+    hostname = host_without_port(request.host.decode("latin-1")) if request.host else None
     if hostname is None or hostname.strip("[]") not in {h.strip("[]") for h in cfg.own_hosts}:
         return Verdict(DENY, Forbidden(f"the admin API answers administrators' sessions only at {cfg.public_url}"))
     verdict = device_verdict(conn, now=now, cfg=cfg)

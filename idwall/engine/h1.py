@@ -119,7 +119,7 @@ class RequestHead:
 
 
 #: a request line (after optional empty lines) whose parts are separated by more than one space or a tab
-_LOOSE_REQUEST_LINE = re.compile(rb"(?:\r\n)*[A-Za-z]+(?: [ \t]|\t)|(?:\r\n)*[A-Za-z]+ \S+(?: [ \t]|\t)")
+_LOOSE_REQUEST_LINE = re.compile(rb"[\r\n]*[A-Za-z]+(?: [ \t]|\t)|[\r\n]*[A-Za-z]+ \S+(?: [ \t]|\t)")
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -140,6 +140,10 @@ class ServerConnection:
         self._dead = False
         self._in_head = False
         self._in_message = False
+        #: the start of a request line that has not ended yet, when its message began at the start of a read
+        self._line = b""
+        #: whether the read being parsed carried a body byte
+        self._bodied = False
 
     @property
     def dead(self) -> bool:
@@ -151,12 +155,19 @@ class ServerConnection:
         if self._dead:
             return []
         events = self._events = []
-        was_in_head = self._in_head
-        if not self._in_message and (b"  " in data[:2048] or b"\t" in data[:2048]) and _LOOSE_REQUEST_LINE.match(data):
-            # llhttp (not built strict) reads "GET  /" and "GET\t/" as "GET /"; the gateway re-serialises the
-            # line, so no upstream could read it otherwise, but such a line comes from no real client
-            self._refuse(400, "request line with more than one space between its parts (RFC 9112 §3)")
-            return events
+        head = self._head
+        self._bodied = False
+        if not self._in_message or self._line:
+            # a request line split over reads ("G", "ET  /") is judged on all of it, not on each read alone
+            line = self._line + data if self._line else data
+            if _LOOSE_REQUEST_LINE.match(line):
+                # llhttp (not built strict) reads "GET  /" and "GET\t/" as "GET /"; the gateway re-serialises the
+                # line, so no upstream could read it otherwise, but such a line comes from no real client
+                self._refuse(400, "request line with more than one space between its parts (RFC 9112 §3)")
+                return events
+            # kept until the line ends; past max_line the target is refused (414) before the line could end
+            unfinished = b"\n" not in line.lstrip(b"\r\n") and len(line) <= self._limits.max_line + 64
+            self._line = line if unfinished else b""
         try:
             self._parser.feed_data(data)
         except _Stop:
@@ -177,12 +188,18 @@ class ServerConnection:
                 self._refuse(505, "only HTTP/1.0 and HTTP/1.1 are served (RFC 9112 §2.3)")
             else:
                 self._refuse(400, f"malformed request: {exc} (RFC 9112)")
-        if self._in_head and was_in_head and not self._dead:
-            # llhttp holds an unfinished field itself: count what a head dribbles in, so it cannot grow
-            # past the limit (by at most one read) before a field completes
-            self._dribbled += len(data)
-            if self._dribbled > self._limits.max_head:
-                self._refuse(431, f"request head over {self._limits.max_head} bytes")
+        if self._in_message and self._head is head and not self._dead:
+            # llhttp holds an unfinished field itself, of the head or of the trailer section, and reads chunk
+            # lines without a callback: count the reads of one message that carry no body byte, so none of
+            # them can grow past the limit (by at most one read). A read that began a new message is not
+            # counted: what it carried of the message before is no part of the new head.
+            if self._bodied:
+                self._dribbled = 0
+            else:
+                self._dribbled += len(data)
+                if self._dribbled > self._limits.max_head:
+                    what = "request head" if self._in_head else "chunk lines and trailer section"
+                    self._refuse(431, f"{what} over {self._limits.max_head} bytes")
         self._events = _NONE  # an idle connection keeps no event
         return events
 
@@ -302,6 +319,7 @@ class ServerConnection:
             self._stop(400, "CONNECT is not served: the gateway is not a forward proxy")
         if version == "1.0":
             head.keep_alive = head.keep_alive and head._keep_alive_asked  # RFC 9112 §9.3
+            head.expect_continue = False  # RFC 9110 §10.1.1: MUST ignore it (1.0 has no 1xx to wait for)
             if head.chunked:
                 self._stop(400, "Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1)")
         if head._hosts > 1:
@@ -328,18 +346,20 @@ class ServerConnection:
         lower = url[:8].lower()
         if lower.startswith(b"https://"):
             rest = url[8:]
-            authority, slash, path = rest.partition(b"/")
-            authority, qmark, query = authority.partition(b"?")
+            # the authority ends at the first "/" or "?" (RFC 3986 §3.2): "https://host?q=/x" asks for "/"
+            slash, qmark = rest.find(b"/"), rest.find(b"?")
+            end = min(len(rest) if slash < 0 else slash, len(rest) if qmark < 0 else qmark)
+            authority, path = rest[:end], rest[end:]
             if head.host is None or authority.lower() != head.host.lower() or b"@" in authority:
                 self._stop(400, "absolute-form request target for another authority (RFC 9112 §3.2.2)")
-            path = b"/" + path if slash else b"/"
-            return path + (b"?" + query if qmark else b"")
+            return path if path[:1] == b"/" else b"/" + path
         if lower.startswith(b"http://"):
             self._stop(400, "absolute-form http:// target: the gateway serves https only")
         self._stop(400, f"request target {url[:40]!r} is neither an absolute path nor this gateway's URL")
         raise AssertionError("unreachable")
 
     def on_body(self, body: bytes) -> None:
+        self._bodied = True
         if not self._dead:
             self._events.append(body)
 
@@ -389,6 +409,7 @@ class UpstreamConnection:
         self._fields = 0
         self._dead = False
         self._in_body = False
+        self._bodied = False
         #: False once this connection cannot carry another request (close, HEAD, close-delimited, upgrade)
         self.reusable = True
 
@@ -403,7 +424,8 @@ class UpstreamConnection:
         if self._dead:
             return []
         events = self._events = []
-        was_in_head = self._in_head
+        head = self._head
+        self._bodied = False
         try:
             self._parser.feed_data(data)
         except _Stop:
@@ -415,10 +437,15 @@ class UpstreamConnection:
                 events.append(Upgrade(data[exc.args[0]:]))
         except httptools.HttpParserError as exc:
             self._refuse(f"malformed response from the upstream: {exc}")
-        if self._in_head and was_in_head and not self._dead:
-            self._size += len(data)
-            if self._size > 4 * self._limits.max_head:
-                self._refuse(f"response head over {4 * self._limits.max_head} bytes")
+        if (self._in_head or self._in_body) and self._head is head and not self._dead:
+            # as for requests: reads that carry no body byte (head, chunk lines, trailer section) are bounded
+            if self._bodied:
+                self._size = 0
+            else:
+                self._size += len(data)
+                if self._size > 4 * self._limits.max_head:
+                    what = "response head" if self._in_head else "chunk lines and trailer section"
+                    self._refuse(f"{what} over {4 * self._limits.max_head} bytes")
         self._events = _NONE
         return events
 
@@ -448,6 +475,12 @@ class UpstreamConnection:
     # -- llhttp callbacks ---------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._head is not None and self._head.status >= 200:
+            # a second answer to one request, in the read that ended the first: it is never relayed (the
+            # client would take it for the answer to its next request), and the connection is not reused
+            self.reusable = False
+            self._dead = True
+            raise _Stop
         self._head = ResponseHead()
         self._in_head = True
         self._in_body = False
@@ -532,6 +565,7 @@ class UpstreamConnection:
             self.reusable = False  # delimited by the upstream closing
 
     def on_body(self, body: bytes) -> None:
+        self._bodied = True
         if not self._dead and not self._informational:
             self._events.append(body)
 
@@ -571,7 +605,7 @@ def response_bytes(head: ResponseHead, *, method: bytes, client_version: bytes, 
     """
     status = head.status
     chunked = False
-    if head.content_length is not None:
+    if head.content_length is not None and status != 204 and status >= 200:  # RFC 9110 §8.6: MUST NOT
         framing = b"Content-Length: %d\r\n" % head.content_length
     elif method == b"HEAD" or status in (204, 304) or status < 200:
         framing = b""
