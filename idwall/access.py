@@ -373,9 +373,13 @@ def admin_verdict(conn: ConnectionView, request: RequestView, *, now: float, cfg
 def own_pages_verdict(request: RequestView, *, cfg: AccessConfig) -> Verdict:
     """Whether a session-authorised write comes from the gateway's own pages (logout, login, signed actions).
 
-    Stricter than for proxied routes: the origin must be one of the gateway's own, not merely the one the
-    request addressed, since ``/idwall/`` answers on every proxied host too.
+    Stricter than for proxied routes: ``/idwall/`` answers on every proxied host too, so a page of a proxied
+    app is ``same-origin`` with it there. Any ``Origin`` sent must be one of the gateway's own (public URL
+    and WebAuthn origins), whatever Fetch Metadata says; ``Sec-Fetch-Site: cross-site`` is refused as well.
     """
-    if is_cross_site(request, addressed=b"", own=cfg.own_origins, listed=frozenset()):
+    if request.method in SAFE_METHODS and not request.upgrade and not request.preflight:
+        return ALLOWED
+    origin = request.origin.lower() if request.origin is not None else None
+    if request.fetch_site == b"cross-site" or (origin is not None and origin not in cfg.own_origins):
         return _cross_site(request)
     return ALLOWED

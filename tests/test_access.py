@@ -401,6 +401,12 @@ def test_admin_writes_come_from_the_gateways_own_pages(cfg: AccessConfig, origin
     # stricter than proxied routes: the addressed origin of a proxied host is not one of the gateway's own
     (facts(b"POST", b"/idwall/api/logout", host=b"other.localhost:8443", origin=b"https://other.localhost:8443"),
      True),
+    # a proxied app's page is same-origin with /idwall/ on its own host, and a sibling is same-site: the
+    # Origin decides, not Fetch Metadata
+    (facts(b"POST", b"/idwall/api/logout", host=b"other.localhost:8443", origin=b"https://other.localhost:8443",
+           fetch_site=b"same-origin"), True),
+    (facts(b"POST", b"/idwall/api/logout", origin=b"https://sibling.localhost", fetch_site=b"same-site"), True),
+    (facts(b"POST", b"/idwall/api/logout", origin=OWN, fetch_site=b"same-origin"), False),
 ])
 def test_own_pages_verdict(cfg: AccessConfig, request_: RequestFacts, refused: bool) -> None:
     verdict = own_pages_verdict(request_, cfg=cfg)
