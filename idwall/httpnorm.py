@@ -1,4 +1,4 @@
-"""Request normalisation, route matching and header hygiene for the proxy (pure, no I/O).
+"""Request-target normalisation and route matching for the proxy (pure, no I/O).
 
 The gateway decides policy on exactly the path it sends upstream, so ambiguity
 is refused rather than guessed (DESIGN.md "Request"). :func:`normalise_path`
@@ -17,13 +17,10 @@ returns the RFC 3986 §6.2.2 normal form of the request path:
   non-ASCII, escapes that do not decode to UTF-8 (overlong ``%C0%AE``), and a
   path that is empty or does not start with ``/``.
 
-Route matching (:func:`match_route`) works on segments with their ``;params``
-stripped, so ``/admin;jsessionid=x`` is still under ``/admin`` for upstreams
-(Java servlet containers) that ignore path parameters.
-
-Header hygiene (:func:`clean_request_headers`, :func:`clean_response_headers`)
-compares names case-insensitively with ``_`` read as ``-``, because servers
-behind CGI/WSGI-style gateways map both spellings to the same variable.
+Route matching (:func:`match_route`, :class:`RouteTable`) works on segments with
+their ``;params`` stripped, so ``/admin;jsessionid=x`` is still under ``/admin`` for
+upstreams (Java servlet containers) that ignore path parameters. Header hygiene is
+the engine's (:mod:`idwall.engine.h1`, tables in :mod:`idwall.engine.headers`).
 """
 
 from __future__ import annotations
@@ -33,19 +30,13 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from idwall.errors import BadRequest, IDWallError, UpstreamError
+from idwall.errors import BadRequest
 
 __all__ = [
-    "FORWARDING_HEADERS",
-    "HOP_BY_HOP",
     "RESERVED_PREFIXES",
     "AmbiguousPath",
-    "MalformedHeaders",
     "RouteLike",
     "RouteTable",
-    "clean_request_headers",
-    "clean_response_headers",
-    "header_key",
     "host_without_port",
     "is_reserved",
     "match_route",
@@ -57,12 +48,6 @@ class AmbiguousPath(BadRequest):
     """The request path could be read two ways (or is not a path); it is refused, not guessed."""
 
     slug, title = "ambiguous-path", "Ambiguous request path"
-
-
-class MalformedHeaders(BadRequest):
-    """A header section the gateway cannot forward without changing its meaning."""
-
-    slug, title = "malformed-headers", "Malformed request headers"
 
 
 # --- paths -------------------------------------------------------------------
@@ -79,6 +64,7 @@ _RAW_ENCODE = frozenset('"<>`{}|^[]')
 # and dot segments: the common case, checked with one regex instead of a loop per character.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*\Z")
 _SLASH_RUN = re.compile("/{2,}")
+_DOUBLE = re.compile("%25[0-9A-Fa-f]{2}")
 
 
 def _refuse(reason: str, raw_path: str) -> AmbiguousPath:
@@ -156,6 +142,9 @@ def normalise_path(raw_path: str) -> str:
             out.append(char)
         i += 1
     path = _SLASH_RUN.sub("/", "".join(out))
+    if "%25" in path and (double := _DOUBLE.search(path)):
+        # "%25%41a" holds no "%25xx" itself, but decoding its unreserved escape makes one ("%25Aa")
+        raise _refuse(f"double percent-encoding {double.group(0)} once unreserved escapes are decoded", raw_path)
     _check_segments(path.split("/"), raw_path)
     if has_escape:
         _check_decoded(path, raw_path)
@@ -275,153 +264,3 @@ def match_route(routes: Sequence[R], host: str | None, path: str) -> R | None:
     if is_reserved(path):
         return None
     return RouteTable(routes).match(host_without_port(host), path)
-
-
-# --- headers -----------------------------------------------------------------
-
-HOP_BY_HOP: frozenset[str] = frozenset({
-    # RFC 9110 §7.6.1, plus Keep-Alive and Proxy-Connection (RFC 9112 §9.3, §C.2.2).
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authenticate", "proxy-authorization",
-})
-
-# Who-is-the-client and which-URL-was-asked headers that frameworks trust: client
-# copies are dropped and the gateway sets X-Forwarded-{For,Proto,Host} itself.
-# X-Original-URL / X-Rewrite-URL make some frameworks route on a path the gateway
-# never checked.
-FORWARDING_HEADERS: frozenset[str] = frozenset({
-    "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-    "x-forwarded-prefix", "x-forwarded-server", "x-forwarded-ssl", "x-forwarded-scheme",
-    "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "x-original-url",
-    "x-rewrite-url",
-})
-
-_IDENTITY_PREFIX = "x-idwall-"
-# A Connection header may not make us drop the fields that routed and framed the request.
-_NOT_CONNECTION_LISTABLE = frozenset({"host", "content-length"})
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_CONNECTION_KEYS = frozenset({"connection", "proxy-connection"})
-# Always removed from requests (compared by header_key); identity and Connection-listed names are added per request.
-_REQUEST_DROP = HOP_BY_HOP | FORWARDING_HEADERS | {"expect"}
-_BAD_VALUE = re.compile(r"[\x00\r\n]")
-
-
-def header_key(name: str) -> str:
-    """The comparison key of a header name: lower case, ``_`` read as ``-``."""
-    return name.strip().lower().replace("_", "-")
-
-
-def _content_length(values: list[str], what: str, error: type[IDWallError]) -> str | None:
-    """The one Content-Length of a message; differing copies are refused (RFC 9112 §6.3)."""
-    distinct = {v.strip() for value in values for v in value.split(",")}
-    if not distinct:
-        return None
-    if len(distinct) > 1 or not next(iter(distinct)).isdigit():
-        raise error(f"{what} has conflicting or invalid Content-Length {sorted(distinct)!r}")
-    return distinct.pop()
-
-
-def _kept(headers: Sequence[tuple[str, str]], keys: list[str], *, always: frozenset[str],
-          drop: set[str], length: str | None) -> list[tuple[str, str]]:
-    """The headers that survive, in order: never ``always``, ``drop`` or ``X-IDWall-*``; one Content-Length."""
-    cleaned: list[tuple[str, str]] = []
-    seen_length = False
-    for (name, value), key in zip(headers, keys):
-        if key in always or key in drop or key.startswith(_IDENTITY_PREFIX):
-            continue
-        if key == "content-length":
-            if seen_length:
-                continue
-            seen_length, value = True, length or value
-        cleaned.append((name, value))
-    return cleaned
-
-
-def clean_request_headers(
-    headers: Sequence[tuple[str, str]],
-    *,
-    client_ip: str,
-    proto: str,
-    host: str,
-    identity_headers: dict[str, str],
-) -> list[tuple[str, str]]:
-    """The request headers to send upstream, in their original order, then the gateway's.
-
-    Removed: hop-by-hop fields, every field named in ``Connection`` (except Host and
-    Content-Length), ``Expect`` (the gateway's server already answered it), every
-    ``X-IDWall-*`` field and every field named like a key of ``identity_headers``, and
-    the client's copies of :data:`FORWARDING_HEADERS`; all compared by
-    :func:`header_key`. ``Host`` is kept as the client sent it. Added:
-    ``X-Forwarded-For: client_ip`` (overwritten, never appended), ``X-Forwarded-Proto``,
-    ``X-Forwarded-Host``, then ``identity_headers``.
-
-    Raises :class:`MalformedHeaders` for names that are not tokens, values with
-    CR/LF/NUL, more than one Host (RFC 9112 §3.2) or conflicting Content-Length.
-    """
-    # One pass collects what the checks need (this runs on every proxied request); the
-    # checks then run in the same order as the rules above.
-    keys: list[str] = []
-    listed: set[str] = set()
-    lengths: list[str] = []
-    hosts = 0
-    framed_by_te = False
-    for name, value in headers:
-        if not _TOKEN.match(name):
-            raise MalformedHeaders(f"header name {name[:64]!r} is not an RFC 9110 §5.6.2 token")
-        if _BAD_VALUE.search(value):
-            raise MalformedHeaders(f"header {name!r} has CR, LF or NUL in its value (RFC 9110 §5.5)")
-        key = header_key(name)
-        keys.append(key)
-        if key == "host":
-            hosts += 1
-        elif key == "content-length":
-            lengths.append(value)
-        elif key in _CONNECTION_KEYS:
-            listed.update(header_key(token) for token in value.split(",") if token.strip())
-        elif key == "transfer-encoding" and name.lower() == "transfer-encoding":
-            framed_by_te = True
-    if hosts > 1:
-        raise MalformedHeaders("request has more than one Host header (RFC 9112 §3.2)")
-    length = _content_length(lengths, "request", MalformedHeaders)
-    drop = {header_key(name) for name in identity_headers}
-    drop |= listed - _NOT_CONNECTION_LISTABLE
-    if framed_by_te:
-        # Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the upstream hop re-frames.
-        drop.add("content-length")
-    cleaned = _kept(headers, keys, always=_REQUEST_DROP, drop=drop, length=length)
-    cleaned += [
-        ("X-Forwarded-For", client_ip),
-        ("X-Forwarded-Proto", proto),
-        ("X-Forwarded-Host", host),
-    ]
-    for name, value in identity_headers.items():
-        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
-            # Our own claim values: a newline here would be header injection by the gateway.
-            raise IDWallError(log_detail=f"identity header {name!r} is not a valid header field")
-        cleaned.append((name, value))
-    return cleaned
-
-
-def clean_response_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's response headers to send to the client.
-
-    Removes hop-by-hop fields, fields named in ``Connection`` and every
-    ``X-IDWall-*`` field; drops Content-Length when Transfer-Encoding was present
-    (RFC 9112 §6.3) and raises :class:`~idwall.errors.UpstreamError` (502) when
-    the upstream sent conflicting Content-Length values.
-    """
-    keys: list[str] = []
-    drop: set[str] = set()
-    lengths: list[str] = []
-    for name, value in headers:
-        key = header_key(name)
-        keys.append(key)
-        if key == "content-length":
-            lengths.append(value)
-        elif key in _CONNECTION_KEYS:
-            drop.update(header_key(token) for token in value.split(",") if token.strip())
-        elif key == "transfer-encoding" and name.lower() == "transfer-encoding":
-            # The exact name only: the HTTP parser framed the message on it, never on "Transfer_Encoding".
-            drop.add("content-length")
-    length = _content_length(lengths, "upstream response", UpstreamError)
-    return _kept(headers, keys, always=HOP_BY_HOP, drop=drop, length=length)

@@ -9,6 +9,10 @@ refusals the engine leaves to a later, also pure, check is in :data:`DECIDED_LAT
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +49,7 @@ from tests.helpers.engine import (
     vector_bytes,
     vector_events,
 )
-from tests.helpers.http_wire import field_key, load_vectors, vector_params
+from tests.helpers.http_wire import Message, field_key, load_vectors, vector_params
 
 SMALL = HeadLimits(max_line=256, max_head=1024, max_fields=8)
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -971,3 +975,62 @@ def test_property_arbitrary_upstream_bytes_give_events_or_a_refusal(noise: bytes
     _well_formed(events)
     if eof:
         assert not conn.reusable and conn.eof() == []
+
+
+# --- the header vector sets (tests/vectors/headers) ------------------------------------------------------
+
+HEADER_VECTORS = Path(__file__).resolve().parent / "vectors" / "headers"
+GATEWAY_FIELDS = (b"X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: wiki.example:8443\r\n"
+                  b"X-IDWall-Assertion: gateway.jwt\r\n")
+
+
+def _header_cases(name: str) -> list[Any]:
+    cases = json.loads((HEADER_VECTORS / name).read_text("utf-8"))["cases"]
+    return [pytest.param(case, id=case["id"]) for case in cases]
+
+
+def _fields(case: dict[str, Any]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in case["headers"])
+
+
+def _check_fields(case: dict[str, Any], written: bytes) -> None:
+    message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
+    for name in case.get("absent", []):
+        assert message.values(name) == [], f"{name} reached the other side ({case['rfc']})"
+    for name, values in case.get("expect", {}).items():
+        assert message.values(name) == values, case["rfc"]
+
+
+@pytest.mark.parametrize("case", _header_cases("request-hostile.json"))
+def test_request_header_vectors(case: dict[str, Any]) -> None:
+    fields = _fields(case)
+    host = b"" if any(name.lower() == "host" for name, _ in case["headers"]) else b"Host: wiki.example:8443\r\n"
+    chunked = any(name.lower() == "transfer-encoding" for name, _ in case["headers"])
+    raw = b"GET /x HTTP/1.1\r\n" + host + fields + b"\r\n" + (b"0\r\n\r\n" if chunked else b"")
+    events = server_events(raw)
+    if case.get("error"):
+        assert refusals(events) and not heads(events), case["rfc"]
+        return
+    assert not refusals(events), refusals(events)
+    written = request_bytes(heads(events)[0], b"/x", GATEWAY_FIELDS)
+    _check_fields(case, written)
+    message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
+    # whatever the row, the gateway's own fields are there exactly once, and nothing else of its namespace
+    assert message.values("X-Forwarded-For") == ["192.0.2.7"]
+    assert message.values("X-IDWall-Assertion") == ["gateway.jwt"]
+    assert [n for n, _ in message.headers if field_key(n).startswith("x-idwall-")] == ["X-IDWall-Assertion"]
+    assert not {field_key(n) for n, _ in message.headers} & {k.decode() for k in H.HOP_BY_HOP} - {"transfer-encoding"}
+
+
+@pytest.mark.parametrize("case", _header_cases("response-hostile.json"))
+def test_response_header_vectors(case: dict[str, Any]) -> None:
+    raw = b"HTTP/1.1 200 OK\r\n" + _fields(case) + b"\r\n"
+    events, _ = upstream_events(raw, eof=True)
+    if case.get("error"):
+        assert refusals(events), case["rfc"]
+        return
+    head = next(ev for ev in events if isinstance(ev, ResponseHead))
+    written, _, _ = response_bytes(head, method=b"GET", client_version=b"1.1", close=False)
+    _check_fields(case, written)
+    message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
+    assert not [n for n, _ in message.headers if field_key(n).startswith("x-idwall-")]

@@ -126,6 +126,12 @@ def _tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 
+def _unlisted(lines: list[bytes], listed: list[bytes]) -> list[bytes]:
+    """``lines`` without the fields a Connection header named (RFC 9110 §7.6.1), ``_`` read as ``-``."""
+    names = {token.replace(b"_", b"-") for token in listed}
+    return [line for line in lines if line.split(b":", 1)[0].lower().replace(b"_", b"-") not in names]
+
+
 class ServerConnection:
     """The client side of one connection: request heads, body chunks and ends, in order."""
 
@@ -333,8 +339,7 @@ class ServerConnection:
             if head.has_body or head.method != b"GET":
                 self._stop(400, "a WebSocket handshake is a GET without a body (RFC 6455 §4.2.1)")
         if head._listed:
-            listed = set(head._listed)
-            head.lines = [line for line in head.lines if line.split(b":", 1)[0].lower() not in listed]
+            head.lines = _unlisted(head.lines, head._listed)
         self._events.append(head)
 
     def _target(self, head: RequestHead) -> bytes:
@@ -539,8 +544,7 @@ class UpstreamConnection:
         if version == "1.0":
             head.keep_alive = False  # an HTTP/1.0 upstream keeps nothing open that the gateway relies on
         if head._listed:
-            listed = set(head._listed)
-            head.lines = [line for line in head.lines if line.split(b":", 1)[0].lower() not in listed]
+            head.lines = _unlisted(head.lines, head._listed)
         if status == 101:
             if not self._upgrade:
                 self._stop("the upstream switched protocols (101) for a request that asked for no upgrade")

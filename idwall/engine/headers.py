@@ -39,6 +39,8 @@ REQUEST_ACTIONS: dict[bytes, int] = {
     b"content-length": LENGTH,
     b"transfer-encoding": CODING,
     b"connection": CONNECTION,
+    # a relic of HTTP/1.0 proxies (RFC 9112 §C.2.2) whose list is honoured like Connection's
+    b"proxy-connection": CONNECTION,
     b"upgrade": UPGRADE,
     b"expect": EXPECT,
     b"origin": ORIGIN,

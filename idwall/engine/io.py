@@ -28,7 +28,6 @@ import logging
 import os
 import secrets
 import ssl
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -441,7 +440,7 @@ class ClientProtocol(asyncio.Protocol):
     # -- a request --------------------------------------------------------------------------------------
 
     def _start(self, head: RequestHead) -> None:
-        engine, node, conn = self.engine, self.node, self.conn
+        engine, conn = self.engine, self.conn
         if engine.draining:
             self._answer_error(Unavailable("the gateway is restarting; retry in a moment"), head, close=True)
             return

@@ -40,7 +40,7 @@ from ..errors import BadRequest, Conflict, Gone, NotFound
 from ..logs import event
 from ..store.base import Credential, Device, Enrollment, NewDevice, User
 from ..node import Node
-from .context import NODE, conn_for
+from .context import NODE
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
