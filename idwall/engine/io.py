@@ -30,7 +30,6 @@ import secrets
 import ssl
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from .. import access, httpnorm
@@ -874,15 +873,10 @@ class Engine:
         self.draining = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._counters: dict[tuple[str | None, int], Any] = {}
 
     def count(self, route: str | None, status: int) -> None:
         """Count one answered request (``route`` None: the gateway's own endpoints)."""
-        counter = self._counters.get((route, status))
-        if counter is None:
-            counter = self._counters[(route, status)] = self.node.metrics.requests.labels(
-                route=route or "idwall", status=str(status))
-        counter.inc()
+        self.node.metrics.requests[(route or "idwall", status)] += 1
 
     def check_internal(self, value: str | None) -> Conn | None:
         """The client connection an internal request names (``secret.id``), or None for anything else."""
