@@ -150,6 +150,8 @@ class ServerConnection:
         self._line = b""
         #: whether the read being parsed carried a body byte
         self._bodied = False
+        #: bytes still to come of a Content-Length body that outlived the read of its head
+        self._body_left = 0
 
     @property
     def dead(self) -> bool:
@@ -160,6 +162,8 @@ class ServerConnection:
         """Feed bytes from the client; return the events they complete."""
         if self._dead:
             return []
+        if self._body_left:
+            return self._counted_body(data)
         events = self._events = []
         head = self._head
         self._bodied = False
@@ -207,6 +211,22 @@ class ServerConnection:
                     what = "request head" if self._in_head else "chunk lines and trailer section"
                     self._refuse(431, f"{what} over {self._limits.max_head} bytes")
         self._events = _NONE  # an idle connection keeps no event
+        return events
+
+    def _counted_body(self, data: bytes) -> list[object]:
+        """Bytes of a Content-Length body already framed by its head: passed on as they are, not through
+        llhttp (whose body callback copies every byte); the parser is replaced once the body ends."""
+        left = self._body_left
+        if len(data) < left:
+            self._body_left = left - len(data)
+            return [data]
+        self._body_left = 0
+        self._in_message = False
+        self._head = None
+        self._parser = httptools.HttpRequestParser(self)
+        events: list[object] = [data[:left] if len(data) > left else data, END]
+        if len(data) > left:
+            events += self.receive_data(data[left:])
         return events
 
     def _refuse(self, status: int, detail: str) -> None:
@@ -341,6 +361,8 @@ class ServerConnection:
         if head._listed:
             head.lines = _unlisted(head.lines, head._listed)
         self._events.append(head)
+        if head.content_length and not head.chunked:
+            self._body_left = head.content_length
 
     def _target(self, head: RequestHead) -> bytes:
         url = self._url
@@ -365,10 +387,13 @@ class ServerConnection:
 
     def on_body(self, body: bytes) -> None:
         self._bodied = True
+        if self._body_left:
+            self._body_left -= len(body)
         if not self._dead:
             self._events.append(body)
 
     def on_message_complete(self) -> None:
+        self._body_left = 0
         self._in_message = False
         self._head = None  # the event carries it on; an idle connection keeps no head
         if not self._dead:
@@ -416,6 +441,8 @@ class UpstreamConnection:
         self._in_body = False
         self._bodied = False
         #: False once this connection cannot carry another request (close, HEAD, close-delimited, upgrade)
+        #: bytes still to come of a Content-Length body that outlived the read of its head
+        self._body_left = 0
         self.reusable = True
 
     def expect(self, *, method: bytes, upgrade: bool) -> None:
@@ -428,6 +455,8 @@ class UpstreamConnection:
         """Feed bytes from the upstream; return the events they complete."""
         if self._dead:
             return []
+        if self._body_left:
+            return self._counted_body(data)
         events = self._events = []
         head = self._head
         self._bodied = False
@@ -453,6 +482,24 @@ class UpstreamConnection:
                     self._refuse(f"{what} over {4 * self._limits.max_head} bytes")
         self._events = _NONE
         return events
+
+    def _counted_body(self, data: bytes) -> list[object]:
+        """As the request side's: a Content-Length body's bytes pass as they are, not through llhttp."""
+        left = self._body_left
+        if len(data) < left:
+            self._body_left = left - len(data)
+            return [data]
+        self._body_left = 0
+        self._in_body = False
+        self._parser = httptools.HttpResponseParser(self)
+        if self._upgrade:
+            self.reusable = False  # as on_message_complete: the refused handshake's connection is not reused
+        if len(data) > left:
+            # bytes after the answer, in the read that ended it: never relayed, and the connection not reused
+            self.reusable = False
+            self._dead = True
+            return [data[:left], END]
+        return [data, END]
 
     def eof(self) -> list[object]:
         """The upstream closed its side: the end of a close-delimited body, or a truncated answer."""
@@ -567,13 +614,18 @@ class UpstreamConnection:
         self._in_body = True
         if head.content_length is None and not head.chunked and status not in (204, 304):
             self.reusable = False  # delimited by the upstream closing
+        elif head.content_length and status not in (204, 304):
+            self._body_left = head.content_length
 
     def on_body(self, body: bytes) -> None:
         self._bodied = True
+        if self._body_left:
+            self._body_left -= len(body)
         if not self._dead and not self._informational:
             self._events.append(body)
 
     def on_message_complete(self) -> None:
+        self._body_left = 0
         if self._dead:
             return
         if self._informational:
