@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ async def _run_worker(config: Config, index: int, port: int, parent_pid: int, re
     node = await make_node(config)
     node.worker = worker
     running = await start_gateway(config, port=port, node=node)
+    _settle()
     with os.fdopen(ready_fd, "w") as ready:
         ready.write(json.dumps({"worker": worker.id, "pid": worker.pid, "index": index}) + "\n")
     while not stop.is_set():
@@ -267,6 +269,7 @@ def supervise(config: Config, workers: int) -> int:
 
 async def _serve(config: Config) -> int:
     running = await start_gateway(config)
+    _settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,6 +279,17 @@ async def _serve(config: Config) -> int:
     await running.stop()
     event("gateway.stopped")
     return 0
+
+
+def _settle() -> None:
+    """Keep the cyclic garbage collector off what lives as long as the process.
+
+    Everything alive once the gateway listens (modules, config, keys, routes, the app) stays until exit, yet
+    every full collection would walk it again: frozen, it is never scanned, which takes about 5% of the CPU
+    per request off and shortens the pauses that make up the latency tail (docs/benchmarks.md).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_server(config: Config, *, workers: int = 1) -> int:

@@ -228,7 +228,8 @@ class UpstreamProtocol(asyncio.Protocol):
         peer = self.splice_to or self.client
         self.splice_to = self.client = None
         if peer is not None:
-            peer.upstream_lost(self)
+            peer.upstream_lost(self)  # may still read the parser's end of a close-delimited body
+        self.h1.close()
 
     def pause_writing(self) -> None:
         if self.client is not None or self.splice_to is not None:
@@ -301,6 +302,9 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.h1 is not None:
+            self.h1.close()
+            self.h1 = None
         engine = self.engine
         engine.clients.discard(self)
         if self.anonymous is not None:
@@ -368,7 +372,8 @@ class ClientProtocol(asyncio.Protocol):
     def compact(self) -> None:
         """Drop what an idle connection can rebuild on its next request: its parser (about 1 KiB) and its
         prepared assertion claims."""
-        if self.waiting == IDLE and not self.pending and self.ex is None:
+        if self.waiting == IDLE and not self.pending and self.ex is None and self.h1 is not None:
+            self.h1.close()
             self.h1 = None
             self.conn.claims = {}
 
