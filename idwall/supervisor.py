@@ -268,12 +268,13 @@ def supervise(config: Config, workers: int) -> int:
 
 
 async def _serve(config: Config) -> int:
-    running = await start_gateway(config)
-    _settle()
+    # handlers first: a SIGTERM that arrives while the gateway starts still means "drain and exit 0"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    running = await start_gateway(config)
+    _settle()
     await stop.wait()
     event("gateway.stopping", drain_timeout=config.limits.drain_timeout)
     await running.stop()
