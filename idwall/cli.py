@@ -3,7 +3,7 @@
     idwall init --dir D [--admin USER] [--json] [--force] [--port 8443] [--host 127.0.0.1]
     idwall serve [--config FILE] [--workers N]
     idwall keys rotate [--config FILE]
-    idwall audit verify [--config FILE | --export FILE] [--root FINGERPRINT] [--json]
+    idwall audit verify [--config FILE | --export FILE] [--root=FINGERPRINT] [--json]
     idwall audit export [--config FILE] [--after SEQ]
     idwall device enroll --gateway URL --code CODE [--out DIR] [--name NAME] [--ca FILE] [--timeout 600]
     idwall kill (--user U | --device D | --session S | --group G | --all) --reason TEXT [--revoke-devices]
@@ -702,7 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = a.add_mutually_exclusive_group()
     source.add_argument("--config", help="read the ledger from this gateway's store")
     source.add_argument("--export", help="check a JSON-lines export offline")
-    a.add_argument("--root", help="pinned root fingerprint (b64url SHA-256 of the genesis admin's COSE key)")
+    a.add_argument("--root", help="pinned root fingerprint (b64url SHA-256 of the genesis admin's COSE key); "
+                   "write --root=FP: a fingerprint may start with '-'")
     a.add_argument("--ledger-key", help="PEM public (or private) ledger key; default: the config's ledger key, "
                                         "or for --export the key the genesis entry records")
     a.add_argument("--head", help="SEQ[:HASH] the ledger must reach (as an earlier verify printed it): "

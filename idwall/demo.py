@@ -261,7 +261,7 @@ async def _script(demo: Demo, options: DemoOptions) -> None:
     device = await enroll_device(base, ca_pem, info["bootstrap_code"], device_dir, authenticator)
     print(f"  device {device.device_id}: certificate {device.cert_path}, key {device.key_path}")
     if device.root_fingerprint:
-        print(f"  root fingerprint (pin it: idwall audit verify --root ...): {device.root_fingerprint}")
+        print(f"  root fingerprint (pin it: idwall audit verify --root=...): {device.root_fingerprint}")
 
     print("[5/6] passkey login over mTLS with the device certificate, then requests through the gateway")
     ctx = client_ssl_context(device.ca_path, device.cert_path, device.key_path)

@@ -317,7 +317,7 @@ def test_audit_verify_export_and_tampering(gwdir: Path, tmp_path: Path, capsys: 
     assert out.startswith(f"ledger OK: 3 entries, root {root}, head 3:")
     head = out.rsplit("head ", 1)[1]
 
-    assert cli.main(["audit", "verify", "--config", config, "--json", "--root", root]) == 0
+    assert cli.main(["audit", "verify", "--config", config, "--json", f"--root={root}"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] is True and result["entries"] == 3 and result["root"] == root
 
@@ -330,16 +330,19 @@ def test_audit_verify_export_and_tampering(gwdir: Path, tmp_path: Path, capsys: 
 
     export = tmp_path / "ledger.jsonl"
     export.write_text("\n".join(lines) + "\n")
-    assert cli.main(["audit", "verify", "--export", str(export), "--root", root, "--head", head]) == 0
+    assert cli.main(["audit", "verify", "--export", str(export), f"--root={root}", f"--head={head}"]) == 0
     capsys.readouterr()
 
     # A wrong root pin: the whole ledger could have been replaced.
-    assert cli.main(["audit", "verify", "--export", str(export), "--root", b64url_encode(sha256(b"x"))]) == 1
+    assert cli.main(["audit", "verify", "--export", str(export), f"--root={b64url_encode(sha256(b'x'))}"]) == 1
+    assert capsys.readouterr().out.startswith("ledger FAILED at seq 1: ")
+    # One in 64 fingerprints starts with '-': written with '=' it is still a value, not an option.
+    assert cli.main(["audit", "verify", "--export", str(export), "--root=-" + "A" * 42]) == 1
     assert capsys.readouterr().out.startswith("ledger FAILED at seq 1: ")
 
     # Truncation at the end is caught by the head pin.
     export.write_text("\n".join(lines[:2]) + "\n")
-    assert cli.main(["audit", "verify", "--export", str(export), "--head", head]) == 1
+    assert cli.main(["audit", "verify", "--export", str(export), f"--head={head}"]) == 1
     assert capsys.readouterr().out.startswith("ledger FAILED at seq 3: ")
 
     # An edited entry.

@@ -119,7 +119,7 @@ def _ledger(gw: ServedGateway) -> list[dict[str, Any]]:
 
 def _verify_cli(gw: ServedGateway, root: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "idwall", "audit", "verify", "--config", str(gw.config),
-                           "--root", root], capture_output=True, text=True, timeout=60, env=ENV, cwd=REPO)
+                           f"--root={root}"], capture_output=True, text=True, timeout=60, env=ENV, cwd=REPO)
 
 
 @dataclass

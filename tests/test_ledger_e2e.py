@@ -153,12 +153,12 @@ def _fails_at(story: Story, config: Path, seq: int, *, head: str | None = None) 
                                  expected_last_hash=expected_hash)
     assert not result.ok and result.seq == seq, result
     assert result.reason.startswith(f"seq {seq}: "), result.reason
-    pin = ["--head", head] if head else []
-    code, out = _cli("audit", "verify", "--config", str(config), "--root", story.root, *pin)
+    pin = [f"--head={head}"] if head else []
+    code, out = _cli("audit", "verify", "--config", str(config), f"--root={story.root}", *pin)
     assert code == 1 and f"ledger FAILED at seq {seq}:" in out, out
     export = config.parent / "export.jsonl"
     export.write_text("".join(audit.entry_to_jsonl(e) + "\n" for e in entries))
-    code, out = _cli("audit", "verify", "--export", str(export), "--root", story.root, *pin)
+    code, out = _cli("audit", "verify", "--export", str(export), f"--root={story.root}", *pin)
     assert code == 1 and f"ledger FAILED at seq {seq}:" in out, out
 
 
@@ -174,12 +174,12 @@ def _head(story: Story) -> str:
 def test_story_ledger_verifies_with_the_cli_pinned_to_the_bootstrap_root(story: Story) -> None:
     assert [e["type"] for e in story.entries] == STORY_TYPES
     assert [e["seq"] for e in story.entries] == list(range(1, len(STORY_TYPES) + 1))
-    run = _cli_subprocess("audit", "verify", "--config", str(story.dir / "idwall.yaml"), "--root", story.root)
+    run = _cli_subprocess("audit", "verify", "--config", str(story.dir / "idwall.yaml"), f"--root={story.root}")
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"ledger OK: {len(STORY_TYPES)} entries, root {story.root}, head {_head(story)}" in run.stdout
     # ...and the same CLI refuses it when pinned to a different genesis credential
     other = b64url_encode(bytes(32))
-    run = _cli_subprocess("audit", "verify", "--config", str(story.dir / "idwall.yaml"), "--root", other)
+    run = _cli_subprocess("audit", "verify", "--config", str(story.dir / "idwall.yaml"), f"--root={other}")
     assert run.returncode == 1 and "ledger FAILED at seq 1:" in run.stdout, run.stdout + run.stderr
 
 
@@ -200,7 +200,7 @@ def test_exported_ledger_verifies_offline(story: Story, tmp_path: Path) -> None:
     assert audit.entries_from_jsonl(out) == story.entries
     export = tmp_path / "ledger.jsonl"
     export.write_text(out)
-    code, out = _cli("audit", "verify", "--export", str(export), "--root", story.root, "--head", _head(story))
+    code, out = _cli("audit", "verify", "--export", str(export), f"--root={story.root}", f"--head={_head(story)}")
     assert code == 0 and "ledger OK" in out, out
 
 
@@ -289,7 +289,7 @@ def test_deleting_any_entry_fails_at_its_successor_or_against_the_head_pin(story
     # only a head pin kept off the gateway shows it. The verifier then names the missing seq.
     entries = _rows(config)
     assert audit.verify_ledger(entries, root=story.root).ok
-    code, out = _cli("audit", "verify", "--config", str(config), "--root", story.root)
+    code, out = _cli("audit", "verify", "--config", str(config), f"--root={story.root}")
     assert code == 0, out
     _fails_at(story, config, last, head=_head(story))
 

@@ -136,7 +136,7 @@ $status
 <div id="root" hidden>
 <p><strong>Root fingerprint</strong><br><code id="root-fingerprint" class="wrap"></code></p>
 <p>This is the first administrator's passkey: the root of trust of the audit ledger. Write it down somewhere
-safe. <code>idwall audit verify --root FINGERPRINT</code> uses it to prove that nobody replaced the ledger.</p>
+safe. <code>idwall audit verify --root=FINGERPRINT</code> uses it to prove that nobody replaced the ledger.</p>
 </div>
 </div>""")
 
