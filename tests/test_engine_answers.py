@@ -14,7 +14,8 @@ import pytest
 
 from idwall.access import CrossSiteRefused, Misdirected
 from idwall.engine.answers import CONTINUE, PROBLEM_TYPE, problem, redirect, status_error
-from idwall.engine.h1 import END, ResponseHead
+from idwall.engine.h1 import END
+from idwall.engine.h1_upstream import ResponseHead
 from idwall.errors import (
     PROBLEM_BASE,
     BadRequest,

@@ -24,14 +24,12 @@ from idwall.engine.h1 import (
     HeadLimits,
     Refused,
     RequestHead,
-    ResponseHead,
     ServerConnection,
     Upgrade,
-    UpstreamConnection,
     chunk_header,
     request_bytes,
-    response_bytes,
 )
+from idwall.engine.h1_upstream import ResponseHead, UpstreamConnection, response_bytes
 from tests.helpers.engine import (
     HANDSHAKE,
     HOST,

@@ -10,7 +10,8 @@ import base64
 
 import pytest
 
-from idwall.engine.h1 import RequestHead, ResponseHead
+from idwall.engine.h1 import RequestHead
+from idwall.engine.h1_upstream import ResponseHead
 from idwall.engine.websocket import GUID, accept_for, client_problem, upstream_problem
 from tests.helpers.engine import HANDSHAKE, heads, request, server_events, upstream_events, vector_head
 from tests.helpers.http_wire import load_vectors, websocket_accept

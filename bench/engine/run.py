@@ -19,7 +19,6 @@ does around it. Two figures:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import os
 import pstats
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from idwall.config import load_config  # noqa: E402
 from idwall.engine import io as engine_io  # noqa: E402
+from idwall.engine.upstream import UpstreamProtocol  # noqa: E402
 from idwall.testing.fixtures import free_port, init_gateway_dir, register_device_directly  # noqa: E402
 from idwall.web.server import make_node  # noqa: E402
 
@@ -105,7 +105,7 @@ async def measure(*, bind: bool, requests: int, repeats: int, profile: bool) -> 
     client_transport = _Transport({"ssl_object": _TLSObject(der), "peername": ("127.0.0.1", 50000)})
     client.connection_made(client_transport)  # type: ignore[arg-type]
     await node.resolve(client.conn)
-    upstream = engine_io.UpstreamProtocol(engine, engine.destinations["whoami"])
+    upstream = UpstreamProtocol(engine, engine.destinations["whoami"])
     upstream_transport = _Transport({})
     upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
     engine.pool.release(upstream, 0.0)

@@ -3,9 +3,7 @@
     client = ServerConnection(limits)
     for event in client.receive_data(data):      # RequestHead, bytes (body), END, Upgrade, Refused
         ...
-    upstream = UpstreamConnection(limits)
-    upstream.expect(method=b"GET", upgrade=False)
-    for event in upstream.receive_data(data):    # ResponseHead, bytes, END, Upgrade, Refused
+    (the upstream side, in the same shape, is :mod:`idwall.engine.h1_upstream`)
 
 Parsing is llhttp's (through httptools), which already refuses most ambiguous framing: Transfer-Encoding
 with Content-Length, repeated or malformed lengths, obs-fold, bare CR and LF, NUL and other controls,
@@ -32,8 +30,8 @@ import httptools
 
 from . import headers as H
 
-__all__ = ["END", "HeadLimits", "Refused", "RequestHead", "ResponseHead", "ServerConnection", "Upgrade",
-           "UpstreamConnection", "chunk_header", "request_bytes", "response_bytes", "LAST_CHUNK"]
+__all__ = ["END", "HeadLimits", "LAST_CHUNK", "NO_EVENTS", "Refused", "RequestHead", "ServerConnection", "Stop", "Upgrade",
+           "chunk_header", "request_bytes", "tokens", "unlisted"]
 
 
 class _End:
@@ -49,7 +47,7 @@ END = _End()
 LAST_CHUNK = b"0\r\n\r\n"
 #: a connection's event list between two reads: callbacks run only inside receive_data, and an append
 #: outside one would fail loudly on this tuple rather than share state
-_NONE: Any = ()
+NO_EVENTS: Any = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +74,7 @@ class HeadLimits:
     max_fields: int = 100
 
 
-class _Stop(Exception):
+class Stop(Exception):
     """Raised from a parser callback to stop llhttp at once (httptools re-raises it from feed_data)."""
 
 
@@ -122,11 +120,11 @@ class RequestHead:
 _LOOSE_REQUEST_LINE = re.compile(rb"[\r\n]*[A-Za-z]+(?: [ \t]|\t)|[\r\n]*[A-Za-z]+ \S+(?: [ \t]|\t)")
 
 
-def _tokens(value: bytes) -> list[bytes]:
+def tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 
-def _unlisted(lines: list[bytes], listed: list[bytes]) -> list[bytes]:
+def unlisted(lines: list[bytes], listed: list[bytes]) -> list[bytes]:
     """``lines`` without the fields a Connection header named (RFC 9110 §7.6.1), ``_`` read as ``-``."""
     names = {token.replace(b"_", b"-") for token in listed}
     return [line for line in lines if line.split(b":", 1)[0].lower().replace(b"_", b"-") not in names]
@@ -186,7 +184,7 @@ class ServerConnection:
             self._line = line if unfinished else b""
         try:
             self._parser.feed_data(data)
-        except _Stop:
+        except Stop:
             pass
         except httptools.HttpParserUpgrade as exc:
             if not self._dead:
@@ -216,7 +214,7 @@ class ServerConnection:
                 if self._dribbled > self._limits.max_head:
                     what = "request head" if self._in_head else "chunk lines and trailer section"
                     self._refuse(431, f"{what} over {self._limits.max_head} bytes")
-        self._events = _NONE  # an idle connection keeps no event
+        self._events = NO_EVENTS  # an idle connection keeps no event
         return events
 
     def _counted_body(self, data: bytes) -> list[object]:
@@ -242,7 +240,7 @@ class ServerConnection:
 
     def _stop(self, status: int, detail: str) -> None:
         self._refuse(status, detail)
-        raise _Stop
+        raise Stop
 
     # -- llhttp callbacks ---------------------------------------------------------------------------
 
@@ -289,7 +287,7 @@ class ServerConnection:
                 self._stop(400, "Transfer-Encoding other than a single final 'chunked' (RFC 9112 §6.1)")
             return
         elif action == H.CONNECTION:
-            for token in _tokens(value):
+            for token in tokens(value):
                 if token == b"close":
                     head.keep_alive = False
                 elif token == b"upgrade":
@@ -365,7 +363,7 @@ class ServerConnection:
             if head.has_body or head.method != b"GET":
                 self._stop(400, "a WebSocket handshake is a GET without a body (RFC 6455 §4.2.1)")
         if head._listed:
-            head.lines = _unlisted(head.lines, head._listed)
+            head.lines = unlisted(head.lines, head._listed)
         self._events.append(head)
         if head.content_length and not head.chunked:
             self._body_left = head.content_length
@@ -406,250 +404,6 @@ class ServerConnection:
             self._events.append(END)
 
 
-class ResponseHead:
-    """An upstream's response head: status, reason, the fields that reach the client, and its framing."""
-
-    __slots__ = ("status", "reason", "lines", "content_length", "chunked", "keep_alive", "upgrade",
-                 "connection_upgrade", "ws_accept", "_listed")
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.reason = b""
-        self.lines: list[bytes] = []
-        self.content_length: int | None = None
-        self.chunked = False
-        self.keep_alive = True
-        self.upgrade: bytes | None = None
-        self.connection_upgrade = False
-        self.ws_accept: bytes | None = None
-        self._listed: list[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"ResponseHead({self.status} {self.reason!r})"
-
-
-class UpstreamConnection:
-    """The upstream side of one connection: call :meth:`expect` before each request, then feed its bytes."""
-
-    def __init__(self, limits: HeadLimits) -> None:
-        self._limits = limits
-        self._max_fields = 2 * limits.max_fields
-        self._parser = httptools.HttpResponseParser(self)
-        self._events: list[object] = []
-        self._head: ResponseHead | None = None
-        self._head_request = False
-        self._upgrade = False
-        self._in_head = False
-        self._informational = False
-        self._size = 0
-        self._fields = 0
-        self._dead = False
-        self._in_body = False
-        self._bodied = False
-        #: False once this connection cannot carry another request (close, HEAD, close-delimited, upgrade)
-        #: bytes still to come of a Content-Length body that outlived the read of its head
-        self._body_left = 0
-        self.reusable = True
-
-    def close(self) -> None:
-        """As :meth:`ServerConnection.close`."""
-        self._dead = True
-        self.reusable = False
-        self._parser = None
-
-    def expect(self, *, method: bytes, upgrade: bool) -> None:
-        """Get ready for the response to a request with ``method`` (``upgrade``: a validated handshake)."""
-        self._head_request = method == b"HEAD"
-        self._upgrade = upgrade
-        self._head = None
-
-    def receive_data(self, data: bytes) -> list[object]:
-        """Feed bytes from the upstream; return the events they complete."""
-        if self._dead:
-            return []
-        if self._body_left:
-            return self._counted_body(data)
-        events = self._events = []
-        head = self._head
-        self._bodied = False
-        try:
-            self._parser.feed_data(data)
-        except _Stop:
-            pass
-        except httptools.HttpParserUpgrade as exc:
-            if not self._dead:
-                self._dead = True
-                self.reusable = False
-                events.append(Upgrade(data[exc.args[0]:]))
-        except httptools.HttpParserError as exc:
-            self._refuse(f"malformed response from the upstream: {exc}")
-        if (self._in_head or self._in_body) and self._head is head and not self._dead:
-            # as for requests: reads that carry no body byte (head, chunk lines, trailer section) are bounded
-            if self._bodied:
-                self._size = 0
-            else:
-                self._size += len(data)
-                if self._size > 4 * self._limits.max_head:
-                    what = "response head" if self._in_head else "chunk lines and trailer section"
-                    self._refuse(f"{what} over {4 * self._limits.max_head} bytes")
-        self._events = _NONE
-        return events
-
-    def _counted_body(self, data: bytes) -> list[object]:
-        """As the request side's: a Content-Length body's bytes pass as they are, not through llhttp."""
-        left = self._body_left
-        if len(data) < left:
-            self._body_left = left - len(data)
-            return [data]
-        self._body_left = 0
-        self._in_body = False
-        self._parser = httptools.HttpResponseParser(self)
-        if self._upgrade:
-            self.reusable = False  # as on_message_complete: the refused handshake's connection is not reused
-        if len(data) > left:
-            # bytes after the answer, in the read that ended it: never relayed, and the connection not reused
-            self.reusable = False
-            self._dead = True
-            return [data[:left], END]
-        return [data, END]
-
-    def eof(self) -> list[object]:
-        """The upstream closed its side: the end of a close-delimited body, or a truncated answer."""
-        self.reusable = False
-        if self._dead:
-            return []
-        self._dead = True
-        head = self._head
-        if head is not None and self._in_body and head.content_length is None and not head.chunked:
-            return [END]
-        if head is None and not self._in_head:
-            return [Refused(502, "the upstream closed the connection without answering")]
-        return [Refused(502, "the upstream closed the connection in the middle of its answer")]
-
-    def _refuse(self, detail: str) -> None:
-        self.reusable = False
-        if not self._dead:
-            self._dead = True
-            self._events.append(Refused(502, detail))
-
-    def _stop(self, detail: str) -> None:
-        self._refuse(detail)
-        raise _Stop
-
-    # -- llhttp callbacks ---------------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._head is not None and self._head.status >= 200:
-            # a second answer to one request, in the read that ended the first: it is never relayed (the
-            # client would take it for the answer to its next request), and the connection is not reused
-            self.reusable = False
-            self._dead = True
-            raise _Stop
-        self._head = ResponseHead()
-        self._in_head = True
-        self._in_body = False
-        self._size = self._fields = 0
-
-    def on_status(self, reason: bytes) -> None:
-        head = self._head
-        if head is not None:
-            head.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        head = self._head
-        if not self._in_head or head is None:
-            return  # trailer fields are dropped
-        self._fields += 1
-        if self._fields > self._max_fields:
-            self._stop(f"the upstream sent more than {self._max_fields} header fields")
-        lower = name.lower()
-        action = H.RESPONSE_ACTIONS.get(lower)
-        if action is None:
-            if lower[:2] in H.IDENTITY_STARTS and H.is_identity(lower):
-                return
-            head.lines.append(name + b": " + value + b"\r\n")
-            return
-        if action == H.DROP:
-            return
-        if action == H.LENGTH:
-            head.content_length = int(value.strip())
-        elif action == H.CODING:
-            if value.strip().lower() != b"chunked":
-                self._stop(f"the upstream used transfer coding {value[:40]!r}; only chunked is relayed")
-            head.chunked = True
-        elif action == H.CONNECTION:
-            for token in _tokens(value):
-                if token == b"close":
-                    head.keep_alive = False
-                elif token == b"upgrade":
-                    head.connection_upgrade = True
-                elif token != b"keep-alive":
-                    if head._listed is None:
-                        head._listed = []
-                    head._listed.append(token)
-        elif action == H.UPGRADE:
-            head.upgrade = value.strip().lower()
-        elif action == H.WS_ACCEPT:
-            head.ws_accept = value.strip()
-            head.lines.append(name + b": " + value + b"\r\n")
-
-    def on_headers_complete(self) -> None:
-        head = self._head
-        assert head is not None
-        self._in_head = False
-        status = self._parser.get_status_code()
-        head.status = status
-        version = self._parser.get_http_version()
-        if version == "1.0":
-            head.keep_alive = False  # an HTTP/1.0 upstream keeps nothing open that the gateway relies on
-        if head._listed:
-            head.lines = _unlisted(head.lines, head._listed)
-        if status == 101:
-            if not self._upgrade:
-                self._stop("the upstream switched protocols (101) for a request that asked for no upgrade")
-            self._events.append(head)
-            return
-        if 100 <= status < 200:
-            self._informational = True  # 100 Continue, 103 Early Hints: the gateway relays none of them
-            return
-        self._informational = False
-        if not head.keep_alive:
-            self.reusable = False
-        self._events.append(head)
-        if self._head_request:
-            # A response to HEAD has no body whatever its Content-Length says; llhttp cannot be told, so the
-            # message ends here and this connection is not reused.
-            self.reusable = False
-            self._dead = True
-            self._events.append(END)
-            raise _Stop
-        self._in_body = True
-        if head.content_length is None and not head.chunked and status not in (204, 304):
-            self.reusable = False  # delimited by the upstream closing
-        elif head.content_length and status not in (204, 304):
-            self._body_left = head.content_length
-
-    def on_body(self, body: bytes) -> None:
-        self._bodied = True
-        if self._body_left:
-            self._body_left -= len(body)
-        if not self._dead and not self._informational:
-            self._events.append(body)
-
-    def on_message_complete(self) -> None:
-        self._body_left = 0
-        if self._dead:
-            return
-        if self._informational:
-            self._informational = False
-            return
-        self._in_body = False
-        if self._upgrade:
-            # the handshake was refused (an ordinary answer): this connection carried an Upgrade request
-            self.reusable = False
-        self._events.append(END)
-
-
 # -- what the gateway writes ----------------------------------------------------------------------------
 
 
@@ -662,28 +416,6 @@ def request_bytes(head: RequestHead, target: bytes, extra: bytes) -> bytes:
     else:
         framing = b""
     return b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", *head.lines, extra, framing, b"\r\n"))
-
-
-def response_bytes(head: ResponseHead, *, method: bytes, client_version: bytes, close: bool,
-                   extra: bytes = b"") -> tuple[bytes, bool, bool]:
-    """The response head for the client, whether its body is to be sent chunked, and whether to close after.
-
-    A length-delimited body keeps its Content-Length; a chunked or close-delimited one is chunked for an
-    HTTP/1.1 client and close-delimited for an HTTP/1.0 one (which then must be closed after it).
-    """
-    status = head.status
-    chunked = False
-    if head.content_length is not None and status != 204 and status >= 200:  # RFC 9110 §8.6: MUST NOT
-        framing = b"Content-Length: %d\r\n" % head.content_length
-    elif method == b"HEAD" or status in (204, 304) or status < 200:
-        framing = b""
-    elif client_version == b"1.1":
-        framing, chunked = b"Transfer-Encoding: chunked\r\n", True
-    else:
-        framing, close = b"", True
-    connection = b"Connection: close\r\n" if close else b""
-    return (b"".join((b"HTTP/1.1 %d " % status, head.reason, b"\r\n", *head.lines, extra, framing, connection,
-                      b"\r\n")), chunked, close)
 
 
 def chunk_header(size: int) -> bytes:

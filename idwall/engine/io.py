@@ -17,7 +17,7 @@ was made on and a kill can cut the very connection it arrived on after its answe
 that header: the whole ``X-IDWall-*`` namespace is dropped from what they send.
 
 Back-pressure both ways: a peer that does not read pauses reading from the other side. Timeouts are
-checked by one sweep over the connections (``SWEEP_EVERY``), not one timer per request.
+checked by one sweep over the connections (:mod:`idwall.engine.server`), not one timer per request.
 """
 
 from __future__ import annotations
@@ -25,29 +25,22 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import secrets
 import ssl
-from collections import deque
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .. import access, httpnorm
-from ..assertion import canonical_htu
 from ..config import Config, Route
 from ..connections import Conn
 from ..encoding import sha256
 from ..errors import IDWallError, NotFound, PayloadTooLarge, Unavailable, UpstreamError, UpstreamTimeout
 from ..logs import event
 from ..node import Node
-from . import answers, h1, tls, websocket
-from .h1 import END, Refused, RequestHead, ResponseHead, Upgrade
+from . import answers, h1, h1_upstream, tls, websocket
+from .edges import BODY, HEAD, IDLE, UPSTREAM, ClientEdges
+from .h1 import END, Refused, RequestHead, Upgrade
+from .h1_upstream import ResponseHead
+from .upstream import Destination, Pool, UpstreamProtocol, destination
 
-#: how often deadlines are checked (seconds): the resolution of every timeout
-SWEEP_EVERY = 0.25
-#: idle upstream connections kept per destination, and how long each may sit idle (seconds)
-POOL_PER_DESTINATION = 256
-POOL_IDLE = 30.0
 #: seconds a keep-alive connection sits idle before it gives up what it can rebuild (ClientProtocol.compact)
 COMPACT_AFTER = 2.0
 #: client bytes queued while no upstream is ready yet, before reading from the client pauses
@@ -55,28 +48,10 @@ QUEUE_LIMIT = 256 * 1024
 INTERNAL_HEADER = b"X-IDWall-Conn"
 #: connections to the gateway's own app at once (its listen backlog is larger; requests beyond wait)
 INTERNAL_CONNECTIONS = 128
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 _WS_UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
 
-# what a client connection is waiting for, which decides what its deadline means
-IDLE, HEAD, BODY, UPSTREAM, SEND, NONE = range(6)
 
 log = logging.getLogger("idwall.engine")
-
-
-@dataclass(frozen=True, eq=False)
-class Destination:
-    """Where a route's requests go; pooled connections are keyed by this object."""
-
-    name: str
-    host: str = ""
-    port: int = 0
-    unix: str | None = None
-    ssl: ssl.SSLContext | None = None
-    base_path: bytes = b""
-    timeout: float = 30.0
-    #: connections open at once (None: no cap); requests beyond it wait for one to come free
-    max_connections: int | None = None
 
 
 class Exchange:
@@ -109,138 +84,7 @@ class Exchange:
         self.task: asyncio.Task[None] | None = None
 
 
-class Pool:
-    """Idle upstream connections per destination (LIFO: the warmest connection is reused first).
-
-    A destination with ``max_connections`` (the gateway's own app) never has more open at once: requests
-    beyond it wait for a connection to come free, instead of overrunning its listen backlog.
-    """
-
-    def __init__(self) -> None:
-        self._idle: dict[Destination, list[UpstreamProtocol]] = {}
-        self._open: dict[Destination, int] = {}
-        self._waiting: dict[Destination, deque[tuple[ClientProtocol, Exchange]]] = {}
-
-    def acquire(self, dest: Destination) -> UpstreamProtocol | None:
-        idle = self._idle.get(dest)
-        while idle:
-            upstream = idle.pop()
-            if not upstream.transport.is_closing():
-                return upstream
-        return None
-
-    def may_open(self, dest: Destination) -> bool:
-        return dest.max_connections is None or self._open.get(dest, 0) < dest.max_connections
-
-    def wait(self, client: ClientProtocol, ex: Exchange) -> None:
-        self._waiting.setdefault(ex.dest, deque()).append((client, ex))
-
-    def opened(self, dest: Destination) -> None:
-        self._open[dest] = self._open.get(dest, 0) + 1
-
-    def closed(self, dest: Destination) -> None:
-        self._open[dest] = self._open.get(dest, 1) - 1
-        waiter = self._next_waiter(dest)
-        if waiter is not None:
-            client, ex = waiter
-            ex.task = asyncio.ensure_future(client._connect(ex))
-
-    def _next_waiter(self, dest: Destination) -> tuple[ClientProtocol, Exchange] | None:
-        waiting = self._waiting.get(dest)
-        while waiting:
-            client, ex = waiting.popleft()
-            if not client.closed and client.ex is ex:
-                return client, ex
-        return None
-
-    def release(self, upstream: UpstreamProtocol, now: float) -> None:
-        waiter = self._next_waiter(upstream.dest)
-        if waiter is not None:
-            client, ex = waiter
-            ex.reused = True
-            client._attach(ex, upstream)
-            client._flush_up(ex)
-            return
-        idle = self._idle.setdefault(upstream.dest, [])
-        if len(idle) >= POOL_PER_DESTINATION:
-            upstream.transport.close()
-            return
-        upstream.client = None
-        upstream.idle_since = now
-        idle.append(upstream)
-
-    def discard(self, upstream: UpstreamProtocol) -> None:
-        idle = self._idle.get(upstream.dest)
-        if idle and upstream in idle:
-            idle.remove(upstream)
-
-    def sweep(self, now: float) -> None:
-        """Close connections idle for longer than :data:`POOL_IDLE`."""
-        for idle in self._idle.values():
-            while idle and now - idle[0].idle_since > POOL_IDLE:
-                idle.pop(0).transport.close()
-
-    def close(self) -> None:
-        for idle in self._idle.values():
-            for upstream in idle:
-                upstream.transport.close()
-            idle.clear()
-
-
-class UpstreamProtocol(asyncio.Protocol):
-    """One connection to an upstream; carries one exchange at a time for one client connection."""
-
-    def __init__(self, engine: Engine, dest: Destination) -> None:
-        self.engine = engine
-        self.dest = dest
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.h1 = h1.UpstreamConnection(engine.head_limits)
-        self.client: ClientProtocol | None = None
-        self.splice_to: ClientProtocol | None = None
-        self.idle_since = 0.0
-        self.got_bytes = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.engine.pool.opened(self.dest)
-
-    def data_received(self, data: bytes) -> None:
-        peer = self.splice_to
-        if peer is not None:
-            peer.conn.bytes_out += len(data)
-            peer.transport.write(data)
-            return
-        client = self.client
-        if client is None:
-            self.transport.close()  # an idle upstream must not speak; never reuse it
-            return
-        self.got_bytes = True
-        client.upstream_events(self, self.h1.receive_data(data))
-
-    def eof_received(self) -> bool:
-        if self.splice_to is None and self.client is not None:
-            self.client.upstream_events(self, self.h1.eof())
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.engine.pool.discard(self)
-        self.engine.pool.closed(self.dest)
-        peer = self.splice_to or self.client
-        self.splice_to = self.client = None
-        if peer is not None:
-            peer.upstream_lost(self)  # may still read the parser's end of a close-delimited body
-        self.h1.close()
-
-    def pause_writing(self) -> None:
-        if self.client is not None or self.splice_to is not None:
-            (self.client or self.splice_to).pause_reading("upstream")  # type: ignore[union-attr]
-
-    def resume_writing(self) -> None:
-        if self.client is not None or self.splice_to is not None:
-            (self.client or self.splice_to).resume_reading("upstream")  # type: ignore[union-attr]
-
-
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol(ClientEdges, asyncio.Protocol):
     """One client TLS connection (see the module docstring).
 
     It lives as long as the connection, so it is kept small: slots, and no parser while it is idle
@@ -249,7 +93,7 @@ class ClientProtocol(asyncio.Protocol):
 
     __slots__ = ("engine", "node", "transport", "conn", "h1", "pending", "ex", "blocked", "skipping", "splice",
                  "deadline", "waiting", "idle_since", "pauses", "anonymous", "closed", "_host", "_hostname",
-                 "_authority", "_htu_base", "_forwarded")
+                 "_authority", "_htu_base", "_forwarded", "kept")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -274,8 +118,9 @@ class ClientProtocol(asyncio.Protocol):
         self._authority = access.ALLOWED
         self._htu_base = b""
         self._forwarded = b""
-
-    # -- the connection ---------------------------------------------------------------------------------
+        #: the upstream connection of this connection's last exchange, kept for its next request until the
+        #: connection idles (compact) or ends, then returned to the pool
+        self.kept: UpstreamProtocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -300,84 +145,12 @@ class ClientProtocol(asyncio.Protocol):
         self._wait(IDLE, engine.config.limits.head_timeout)
         self.node.metrics.connections.set(len(self.node.registry))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.h1 is not None:
-            self.h1.close()
-            self.h1 = None
-        engine = self.engine
-        engine.clients.discard(self)
-        if self.anonymous is not None:
-            left = engine.anonymous.get(self.anonymous, 1) - 1
-            if left > 0:
-                engine.anonymous[self.anonymous] = left
-            else:
-                engine.anonymous.pop(self.anonymous, None)
-        if self.conn is None:
-            return
-        self.node.registry.remove(self.conn)
-        self.node.metrics.connections.set(len(self.node.registry))
-        ex, self.ex = self.ex, None
-        if ex is not None:
-            if ex.task is not None:
-                ex.task.cancel()
-            if ex.upstream is not None:
-                ex.upstream.client = None
-                ex.upstream.transport.abort()  # never pooled: it may be mid-answer
-        if self.splice is not None:
-            self.splice.splice_to = None
-            self.splice.transport.abort()
-            self.splice = None
-
-    def eof_received(self) -> bool:
-        if self.splice is None and self.ex is None and not self.pending:
-            self.transport.close()
-        return False  # a half-closed client gets its answer, then the connection closes
-
-    def pause_writing(self) -> None:
-        if self.splice is not None:
-            self.splice.transport.pause_reading()
-        elif self.ex is not None and self.ex.upstream is not None:
-            self.ex.upstream.transport.pause_reading()
-            self._wait(SEND, self.engine.config.limits.body_timeout)
-
-    def resume_writing(self) -> None:
-        if self.splice is not None:
-            self.splice.transport.resume_reading()
-        elif self.ex is not None and self.ex.upstream is not None:
-            self.ex.upstream.transport.resume_reading()
-            self._wait(UPSTREAM, self.ex.dest.timeout)
-
-    def pause_reading(self, reason: str) -> None:
-        if not self.pauses and not self.closed:
-            self.transport.pause_reading()
-        if self.pauses is None:
-            self.pauses = set()
-        self.pauses.add(reason)
-
-    def resume_reading(self, reason: str) -> None:
-        if self.pauses is None:
-            return
-        self.pauses.discard(reason)
-        if not self.pauses and not self.closed:
-            self.transport.resume_reading()
-
     def _wait(self, what: int, seconds: float) -> None:
         self.waiting = what
         now = self.engine.loop.time()
         self.deadline = now + seconds if seconds else 0.0
         if what == IDLE:
             self.idle_since = now
-
-    def compact(self) -> None:
-        """Drop what an idle connection can rebuild on its next request: its parser (about 1 KiB) and its
-        prepared assertion claims."""
-        if self.waiting == IDLE and not self.pending and self.ex is None and self.h1 is not None:
-            self.h1.close()
-            self.h1 = None
-            self.conn.claims = {}
-
-    # -- bytes from the client --------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.splice is not None:
@@ -441,8 +214,6 @@ class ClientProtocol(asyncio.Protocol):
         if self.pauses:
             self.resume_reading("queue")
 
-    # -- a request --------------------------------------------------------------------------------------
-
     def _start(self, head: RequestHead) -> None:
         engine, conn = self.engine, self.conn
         if engine.draining:
@@ -473,44 +244,6 @@ class ClientProtocol(asyncio.Protocol):
             asyncio.ensure_future(self._resolve_then(head, route, path, query))
             return
         self._decide(head, route, path, query)
-
-    def _address(self, host: bytes | None) -> None:
-        """Work out, once per host a connection names, what its requests to that host share: the authority
-        verdict (421 or not), the start of their ``htu``, and the forwarding header fields."""
-        node = self.node
-        self._host = host
-        text = host.decode("latin-1") if host is not None else urlsplit(node.config.public_url).netloc
-        try:
-            self._htu_base = canonical_htu("https", text, "/").encode()[:-1]
-            self._hostname = httpnorm.host_without_port(text) if host is not None else None
-        except IDWallError as exc:
-            self._authority = access.Verdict(access.MISDIRECTED, exc)
-            return
-        self._authority = access.authority_verdict(self._hostname, sni=self.conn.sni, cfg=node.access)
-        self._forwarded = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: %s\r\n" % (
-            self.conn.remote.encode(), host or b"")
-
-    async def _resolve_then(self, head: RequestHead, route: Route, path: str, query: bytes) -> None:
-        try:
-            await self.node.resolve(self.conn)
-        except ConnectionResetError:
-            self.transport.abort()
-            return
-        except IDWallError as exc:
-            self.blocked = False
-            self._answer_error(exc, head, close=True)
-            return
-        except Exception as exc:  # the store failed in a way it does not name: fail closed, loudly
-            log.exception("resolving a connection failed")
-            self.blocked = False
-            self._answer_error(Unavailable("the gateway cannot check this device right now",
-                                           log_detail=repr(exc)), head, close=True)
-            return
-        self.blocked = False
-        if self.closed:
-            return
-        self._decide(head, route, path, query)
-        self._pump()
 
     def _decide(self, head: RequestHead, route: Route, path: str, query: bytes) -> None:
         node, conn = self.node, self.conn
@@ -573,6 +306,14 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.write(answers.CONTINUE)
         self._wait(BODY if head.has_body else UPSTREAM,
                    self.engine.config.limits.body_timeout if head.has_body else ex.dest.timeout)
+        kept = self.kept
+        if kept is not None:
+            self.kept = None
+            if kept.dest is ex.dest and not kept.transport.is_closing():
+                ex.reused = True
+                self._attach(ex, kept)
+                return
+            self.engine.pool.release(kept, self.engine.loop.time())
         pool = self.engine.pool
         upstream = pool.acquire(ex.dest)
         if upstream is not None:
@@ -587,7 +328,7 @@ class ClientProtocol(asyncio.Protocol):
         ex.upstream = upstream
         upstream.client = self
         upstream.got_bytes = False
-        upstream.h1.expect(method=ex.head.method, upgrade=self.conn.kind == "websocket" and not ex.internal)
+        upstream.expecting = (ex.head.method, self.conn.kind == "websocket" and not ex.internal)
 
     async def _connect(self, ex: Exchange) -> None:
         dest = ex.dest
@@ -637,8 +378,6 @@ class ClientProtocol(asyncio.Protocol):
             self._wait(UPSTREAM, ex.dest.timeout)
         if ex.status and ex.upstream is None:
             self._finish(ex)  # answered before the body ended (a failure): now the request is over
-
-    # -- bytes from the upstream ------------------------------------------------------------------------
 
     def upstream_events(self, upstream: UpstreamProtocol, events: list[object]) -> None:
         ex = self.ex
@@ -698,69 +437,9 @@ class ClientProtocol(asyncio.Protocol):
         ex.status = head.status
         ex.response_started = True
         close = ex.close or not ex.request_done or self.conn.close_after_answer or self.engine.draining
-        data, ex.chunked_out, ex.close = h1.response_bytes(head, method=ex.head.method,
+        data, ex.chunked_out, ex.close = h1_upstream.response_bytes(head, method=ex.head.method,
                                                            client_version=ex.head.version, close=close, extra=extra)
         return data
-
-    def _splice(self, ex: Exchange, upstream: UpstreamProtocol, rest: bytes) -> None:
-        """After a validated 101: bytes both ways until either side closes (or a kill cuts the client)."""
-        self.ex = None
-        self._count(ex)
-        upstream.client = None
-        upstream.splice_to = self
-        self.splice = upstream
-        self.pending.clear()
-        self._wait(NONE, 0)
-        if rest:
-            self.conn.bytes_out += len(rest)
-            self.transport.write(rest)
-        if ex.ws_rest:
-            upstream.transport.write(ex.ws_rest)
-
-    def upstream_lost(self, upstream: UpstreamProtocol) -> None:
-        if self.splice is upstream:
-            self.splice = None
-            self.transport.close()
-            return
-        ex = self.ex
-        if ex is None or ex.upstream is not upstream:
-            return
-        if (not upstream.got_bytes and ex.reused and not ex.retried and not ex.head.has_body
-                and ex.head.method in _IDEMPOTENT):
-            # a pooled connection the upstream had already closed: the request never reached it, send it again
-            ex.retried, ex.reused, ex.upstream = True, False, None
-            ex.out, ex.queued = [ex.request_bytes], len(ex.request_bytes)
-            ex.task = asyncio.ensure_future(self._connect(ex))
-            return
-        events = upstream.h1.eof()
-        self.upstream_events(upstream, events or [Refused(502, "the upstream closed the connection")])
-
-    # -- answers ----------------------------------------------------------------------------------------
-
-    def _fail(self, ex: Exchange, error: IDWallError, *, upstream_fault: bool = False) -> None:
-        """The exchange cannot go on: answer ``error`` if nothing was sent yet, else cut the connection."""
-        if ex.task is not None:
-            ex.task.cancel()
-            ex.task = None
-        if ex.upstream is not None:
-            ex.upstream.client = None
-            ex.upstream.transport.abort()
-            ex.upstream = None
-        resolved = self.conn.resolved
-        event("upstream.failed" if upstream_fault or error.status >= 500 else "request.refused",
-              level=logging.WARNING, status=error.status, route=ex.route.name if ex.route else "idwall",
-              detail=error.log_detail or error.detail, user=resolved.user.id if resolved else None,
-              device=resolved.device.id if resolved else None, session=self.conn.session_id)
-        if ex.response_started:
-            self.ex = None
-            self._count(ex)
-            self.transport.abort()
-            return
-        ex.status = error.status
-        self.ex = None
-        self._count(ex)
-        self._answer(answers.problem(error, close=True, head=ex.head.method == b"HEAD"), close=True,
-                     status=error.status, counted=True)
 
     def _finish(self, ex: Exchange) -> None:
         self.ex = None
@@ -768,7 +447,10 @@ class ClientProtocol(asyncio.Protocol):
         if upstream is not None:
             upstream.client = None
             if upstream.h1.reusable and ex.request_done and not upstream.transport.is_closing():
-                self.engine.pool.release(upstream, self.engine.loop.time())
+                if ex.dest.max_connections is None:
+                    self.kept = upstream  # the next request of this connection most likely goes there too
+                else:
+                    self.engine.pool.release(upstream, self.engine.loop.time())
             else:
                 upstream.transport.close()
         self.conn.kind = "http"
@@ -784,80 +466,10 @@ class ClientProtocol(asyncio.Protocol):
     def _count(self, ex: Exchange) -> None:
         self.engine.count(ex.route.name if ex.route is not None else None, ex.status)
 
-    def _answer(self, data: bytes, *, close: bool, status: int, route: Route | None = None,
-                counted: bool = False) -> None:
-        if not counted:
-            self.engine.count(route.name if route is not None else None, status)
-        self.transport.write(data)
-        if close or self.engine.draining:
-            self.closed = True
-            self.pending.clear()
-            self.transport.close()
-            return
-        self.skipping = True  # the request's own body (none) and end are still queued
-        self._wait(IDLE, self.engine.config.limits.keepalive_timeout)
-
-    def _answer_error(self, error: IDWallError, head: RequestHead, *, close: bool = False,
-                      route: Route | None = None) -> None:
-        close = close or head.has_body or not head.keep_alive
-        self._answer(answers.problem(error, close=close, head=head.method == b"HEAD"), close=close,
-                     status=error.status, route=route)
-
-    def _answer_verdict(self, head: RequestHead, verdict: access.Verdict, *, route: Route | None = None) -> None:
-        assert verdict.error is not None
-        if verdict.kind == access.DENY:
-            resolved = self.conn.resolved
-            event("policy.deny", user=resolved.user.id if resolved else None,
-                  device=resolved.device.id if resolved else None, session=self.conn.session_id,
-                  route=route.name if route else None)
-        if verdict.location is None:
-            self._answer_error(verdict.error, head, close=verdict.kind == access.MISDIRECTED, route=route)
-            return
-        close = head.has_body or not head.keep_alive
-        if verdict.kind == access.LOGIN and self.conn.resolved is not None:
-            # the login page then says the session ended (expiry, logout, kill) rather than asking afresh
-            self.blocked = True
-            asyncio.ensure_future(self._redirect_to_login(verdict.location, close, route))
-            return
-        self._answer(answers.redirect(verdict.location, close=close), close=close, status=303, route=route)
-
-    async def _redirect_to_login(self, location: str, close: bool, route: Route | None) -> None:
-        resolved, conn = self.conn.resolved, self.conn
-        try:
-            if resolved is not None and conn.cert_sha256 is not None and await self.node.store.had_session(
-                    resolved.device.id, conn.cert_sha256):
-                location += "&reason=expired"
-        except IDWallError:
-            pass  # the plain login page is still right
-        self.blocked = False
-        if not self.closed:
-            self._answer(answers.redirect(location, close=close), close=close, status=303, route=route)
-            self._pump()
-
-    # -- timeouts ---------------------------------------------------------------------------------------
-
-    def timed_out(self) -> None:
-        """The deadline passed: answer what can still be answered, then close."""
-        waiting, ex = self.waiting, self.ex
-        self.deadline = 0.0
-        if waiting in (IDLE, HEAD):
-            if waiting == HEAD:
-                self._answer(answers.problem(answers.status_error(408, "the request head took too long"),
-                                             close=True), close=True, status=408)
-            else:
-                self.closed = True
-                self.transport.close()
-        elif ex is not None and waiting == BODY:
-            self._fail(ex, answers.status_error(408, "the request body stalled (limits.body_timeout)"))
-        elif ex is not None and waiting == UPSTREAM:
-            self._fail(ex, UpstreamTimeout(f"the upstream did not answer within {ex.dest.timeout:g}s"),
-                       upstream_fault=True)
-        else:
-            self.transport.abort()
-
 
 class Engine:
-    """The listener and everything it holds for one gateway process."""
+    """What one gateway process's connections share: the node, routes and destinations, the upstream pool,
+    the live client connections (the listener around it is :class:`idwall.engine.server.Listener`)."""
 
     def __init__(self, node: Node, *, internal_socket: str) -> None:
         self.node = node
@@ -867,7 +479,7 @@ class Engine:
         self.head_limits = h1.HeadLimits(max_line=limits.header_size, max_head=limits.head_size,
                                          max_fields=limits.max_headers)
         self.routes = httpnorm.RouteTable(self.config.routes)
-        self.destinations = {route.name: _destination(route, limits.upstream_timeout) for route in self.config.routes}
+        self.destinations = {route.name: destination(route, limits.upstream_timeout) for route in self.config.routes}
         self.internal_secret = secrets.token_hex(16).encode()
         self.internal = Destination("idwall", unix=internal_socket, timeout=float(limits.upstream_timeout),
                                     max_connections=INTERNAL_CONNECTIONS)
@@ -876,8 +488,6 @@ class Engine:
         self.clients: set[ClientProtocol] = set()
         self.anonymous: dict[str, int] = {}
         self.draining = False
-        self._server: asyncio.Server | None = None
-        self._sweeper: asyncio.Task[None] | None = None
 
     def count(self, route: str | None, status: int) -> None:
         """Count one answered request (``route`` None: the gateway's own endpoints)."""
@@ -892,70 +502,5 @@ class Engine:
             return None
         return self.node.registry.get(int(conn_id))
 
-    async def listen(self, host: str, port: int, *, reuse_port: bool) -> int:
-        """Start accepting TLS connections; return the port."""
-        limits = self.config.limits
-        self._server = await self.loop.create_server(
-            lambda: ClientProtocol(self), host, port, ssl=tls.server_context(self.config), backlog=2048,
-            reuse_address=True, reuse_port=reuse_port, ssl_handshake_timeout=float(limits.handshake_timeout))
-        self._sweeper = asyncio.ensure_future(self._sweep())
-        return int(self._server.sockets[0].getsockname()[1])
 
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_EVERY)
-            now = self.loop.time()
-            for client in list(self.clients):
-                if client.deadline and now > client.deadline:
-                    try:
-                        client.timed_out()
-                    except Exception:  # one connection's failure must not stop the sweep for the others
-                        log.exception("timing out a connection failed")
-                        client.transport.abort()
-                elif client.h1 is not None and client.waiting == IDLE and now - client.idle_since > COMPACT_AFTER:
-                    client.compact()
-            self.pool.sweep(now)
-
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting, close idle connections, let exchanges finish for up to ``timeout``, then cut."""
-        self.draining = True
-        if self._server is not None:
-            self._server.close()
-        deadline = self.loop.time() + timeout
-        while True:
-            for client in list(self.clients):
-                if client.ex is None and client.splice is None and not client.blocked:
-                    client.closed = True
-                    client.transport.close()
-            if not self.clients or self.loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.05)
-        for client in list(self.clients):
-            client.transport.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        self.pool.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-
-
-def _destination(route: Route, default_timeout: int) -> Destination:
-    parts = urlsplit(route.upstream)
-    https = parts.scheme == "https"
-    return Destination(
-        name=route.name, host=parts.hostname or "", port=parts.port or (443 if https else 80),
-        ssl=tls.route_context(route.upstream_tls) if https else None,
-        base_path=parts.path.rstrip("/").encode(), timeout=float(route.timeout or default_timeout))
-
-
-def private_socket_path() -> str:
-    """A path for the gateway's own app's unix socket, in a new directory only this user can enter."""
-    import tempfile
-
-    directory = tempfile.mkdtemp(prefix="idwall-")
-    os.chmod(directory, 0o700)
-    return os.path.join(directory, "app.sock")
-
-
-__all__ = ["Engine", "INTERNAL_HEADER", "private_socket_path"]
+__all__ = ["COMPACT_AFTER", "ClientProtocol", "Engine", "Exchange", "INTERNAL_HEADER"]

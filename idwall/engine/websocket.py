@@ -10,7 +10,8 @@ import base64
 import binascii
 import hashlib
 
-from .h1 import RequestHead, ResponseHead
+from .h1 import RequestHead
+from .h1_upstream import ResponseHead
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -22,7 +22,8 @@ from aiohttp import web
 from ..assertion import KeySet
 from ..cluster import register
 from ..config import Config
-from ..engine.io import Engine, private_socket_path
+from ..engine.io import Engine
+from ..engine.server import Listener, private_socket_path
 from ..logs import event
 from ..node import Node, background_tasks
 from ..pki import load_cert, load_private_key
@@ -59,9 +60,13 @@ class RunningGateway:
     """A started gateway (for ``serve`` and for tests): its URL, state and how to stop it."""
 
     node: Node
-    engine: Engine
+    listener: Listener
     port: int
     _stack: contextlib.AsyncExitStack
+
+    @property
+    def engine(self) -> Engine:
+        return self.listener.engine
 
     @property
     def url(self) -> str:
@@ -70,7 +75,7 @@ class RunningGateway:
     async def stop(self, drain: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish for up to ``drain`` seconds, then close everything."""
         timeout = float(drain if drain is not None else self.node.config.limits.drain_timeout)
-        await self.engine.drain(timeout)
+        await self.listener.drain(timeout)
         await self._stack.aclose()
 
 
@@ -132,15 +137,15 @@ async def start_gateway(config: Config, *, port: int | None = None, node: Node |
             await register(node.store, node.worker, now=node.clock())
         await stack.enter_async_context(_background(node))
         socket_path = private_socket_path()
-        engine = Engine(node, internal_socket=socket_path)
-        await stack.enter_async_context(_own_app(node, engine, socket_path))
-        bound = await engine.listen(config.listen.host, config.listen.port if port is None else port,
-                                    reuse_port=node.worker is not None)
+        listener = Listener(node, internal_socket=socket_path)
+        await stack.enter_async_context(_own_app(node, listener.engine, socket_path))
+        bound = await listener.listen(config.listen.host, config.listen.port if port is None else port,
+                                      reuse_port=node.worker is not None)
     except BaseException:
         await stack.aclose()
         raise
     event("gateway.started", url=f"https://{config.listen.host}:{bound}", routes=len(config.routes))
-    return RunningGateway(node, engine, bound, stack)
+    return RunningGateway(node, listener, bound, stack)
 
 
 __all__ = ["RunningGateway", "ca_bundle_path", "make_node", "start_gateway"]

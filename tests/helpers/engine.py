@@ -19,11 +19,10 @@ from idwall.engine.h1 import (
     HeadLimits,
     Refused,
     RequestHead,
-    ResponseHead,
     ServerConnection,
     Upgrade,
-    UpstreamConnection,
 )
+from idwall.engine.h1_upstream import ResponseHead, UpstreamConnection
 
 from .http_wire import request_bytes
 
