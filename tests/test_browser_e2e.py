@@ -200,7 +200,7 @@ def needs(value: Any, what: str) -> Any:
 async def start_cli_enroll(world: World, code: str, out: Path, name: str) -> tuple[Any, str]:
     """``python -m idwall device enroll`` in a subprocess; returns it and the page URL it printed."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "idwall", "device", "enroll", "--gateway", world.base, "--code", code,
+        sys.executable, "-m", "idwall", "device", "enroll", "--gateway", world.base, f"--code={code}",
         "--out", str(out), "--ca", world.info["ca_pem"], "--name", name, "--timeout", "60",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO))
     assert process.stdout is not None
@@ -290,7 +290,7 @@ async def test_admin_enrolls_with_the_cli_and_a_passkey_in_the_browser(world: Wo
     # the bootstrap code is single use: a second enrollment with it is refused by the gateway, and the CLI says so
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "idwall", "device", "enroll", "--gateway", world.base,
-        "--code", world.info["bootstrap_code"], "--out", str(world.dir / "again"), "--ca", world.info["ca_pem"],
+        f"--code={world.info['bootstrap_code']}", "--out", str(world.dir / "again"), "--ca", world.info["ca_pem"],
         "--timeout", "5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO))
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode != 0
