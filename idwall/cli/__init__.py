@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 from urllib.parse import quote, urlsplit
 
-from .errors import IDWallError
+from ..errors import IDWallError
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from .bootstrap import InitResult
-    from .config import Config
+    from ..bootstrap import InitResult
+    from ..config import Config
 
 DEFAULT_DIR = Path(".idwall")
 DEFAULT_DEVICE_OUT = Path("idwall-device")
@@ -90,7 +90,7 @@ def _config_path(given: str | None) -> Path:
 
 def _load(path: Path) -> Config:
     """load_config, with ConfigError turned into a usage error (exit 2, one line)."""
-    from .config import ConfigError, load_config
+    from ..config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -137,7 +137,7 @@ def _init_summary(result: InitResult, directory: Path, admin: str, out: TextIO) 
 
 
 def _do_init(directory: Path, *, admin: str, port: int, host: str, force: bool) -> InitResult:
-    from .bootstrap import InitRefused, init_directory
+    from ..bootstrap import InitRefused, init_directory
 
     try:
         return init_directory(directory, admin=admin, port=port, force=force, host=host,
@@ -182,8 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         path = result.config_path
     config = _load(path)
 
-    from .logs import setup_logging
-    from .supervisor import run_server
+    from ..logs import setup_logging
+    from ..supervisor import run_server
 
     setup_logging()
     return run_server(config, workers=args.workers)
@@ -193,9 +193,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _append_key_rotation(config: Config, *, kid: str, previous_kid: str) -> int:
-    from .pki import load_private_key
-    from .store import open_store
-    from .store.base import LedgerDraft
+    from ..pki import load_private_key
+    from ..store import open_store
+    from ..store.base import LedgerDraft
 
     store = await open_store(config.store, ledger_key=load_private_key(config.ledger.key))
     try:
@@ -209,8 +209,8 @@ async def _append_key_rotation(config: Config, *, kid: str, previous_kid: str) -
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """``idwall keys rotate``: new assertion key, old one kept for the overlap, ledger entry."""
-    from .assertion import key_id, rotate_keys
-    from .pki import load_private_key
+    from ..assertion import key_id, rotate_keys
+    from ..pki import load_private_key
 
     config = _load(_config_path(args.config))
     _existing_sqlite(config)
@@ -233,7 +233,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 async def _store_entries(config: Config, *, after: int) -> list[dict[str, Any]]:
-    from .store import open_store
+    from ..store import open_store
 
     store = await open_store(config.store, ledger_key=None)
     try:
@@ -249,7 +249,7 @@ async def _store_entries(config: Config, *, after: int) -> list[dict[str, Any]]:
 
 
 def _read_export(path: Path) -> list[dict[str, Any]]:
-    from .audit import entries_from_jsonl
+    from ..audit import entries_from_jsonl
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -265,7 +265,7 @@ def _ledger_public_key(args: argparse.Namespace, config: Config | None) -> Any:
     """The pinned ledger key: --ledger-key, else the config's; None trusts the genesis entry's JWK."""
     from cryptography.hazmat.primitives import serialization
 
-    from .pki import load_private_key
+    from ..pki import load_private_key
 
     if args.ledger_key:
         path = Path(args.ledger_key)
@@ -296,7 +296,7 @@ def _expected_head(text: str | None) -> tuple[int | None, str | None]:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """``idwall audit verify``: exit 0 when the whole ledger verifies, else 1 naming the first bad seq."""
-    from . import audit
+    from .. import audit
 
     config: Config | None = None
     if args.export:
@@ -326,7 +326,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     """``idwall audit export``: the ledger as JSON lines, one entry each, as stored."""
-    from .audit import entry_to_jsonl
+    from ..audit import entry_to_jsonl
 
     if args.after < 0:
         raise _usage(f"--after must be 0 or more, got {args.after}")
@@ -472,7 +472,7 @@ def _install(tmp: Path, out: Path) -> list[Path]:
 async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, tmp: Path) -> None:
     from cryptography import x509
 
-    from . import pki
+    from .. import pki
 
     name = args.name or _clean(socket.gethostname(), 64) or "device"
     key = pki.generate_p256_key()
@@ -661,7 +661,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 def cmd_demo(argv: list[str]) -> int:
     """``idwall demo ARGS``: :mod:`idwall.demo` parses the rest of the command line itself."""
-    from . import demo
+    from .. import demo
 
     return int(demo.main(argv) or 0)
 
