@@ -35,10 +35,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote, urlsplit
 
 from ..errors import IDWallError
+from .output import CONTROL, CLIError, clean, error_text, guarded, usage
 
 if TYPE_CHECKING:
     import aiohttp
@@ -55,25 +56,7 @@ POLL_INTERVAL = 1.0
 PROGRESS_LINE_EVERY = 10
 KILL_ALL_PHRASE = "kill all"
 DEVICE_FILES = ("device.pem", "device-key.pem", "device.p12", "ca.pem")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _ENROLLMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-class CLIError(Exception):
-    """A failure the CLI reports as one line; ``exit_code`` 1 (operation failed) or 2 (usage)."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _usage(message: str) -> CLIError:
-    return CLIError(message, 2)
-
-
-def _clean(text: Any, limit: int = 500) -> str:
-    """One printable line from untrusted text (control characters become spaces)."""
-    return _CONTROL.sub(" ", str(text)).strip()[:limit]
 
 
 # --------------------------------------------------------------------------- config
@@ -95,7 +78,7 @@ def _load(path: Path) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
 
 
 def _existing_sqlite(config: Config) -> None:
@@ -143,9 +126,9 @@ def _do_init(directory: Path, *, admin: str, port: int, host: str, force: bool) 
         return init_directory(directory, admin=admin, port=port, force=force, host=host,
                               now=datetime.now(timezone.utc))
     except InitRefused as exc:
-        raise _usage(exc.detail) from None
+        raise usage(exc.detail) from None
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -171,7 +154,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``idwall serve``: run the gateway until SIGTERM/SIGINT."""
     if args.workers < 1:
-        raise _usage(f"--workers must be at least 1, got {args.workers}")
+        raise usage(f"--workers must be at least 1, got {args.workers}")
     path = _config_path(args.config)
     if not args.config and not os.environ.get("IDWALL_CONFIG") and not path.exists():
         # The one-command first run: dev certificates and a bootstrap code in ./.idwall.
@@ -222,7 +205,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     try:
         seq = asyncio.run(_append_key_rotation(config, kid=kid, previous_kid=previous))
     except IDWallError as exc:
-        raise CLIError(f"the key was rotated (new kid {kid}) but the ledger entry failed: {_error_text(exc)}")
+        raise CLIError(f"the key was rotated (new kid {kid}) but the ledger entry failed: {error_text(exc)}")
     print(kid)
     print(f"key.rotate recorded at ledger seq {seq}; running gateways pick the new key up by themselves",
           file=sys.stderr)
@@ -254,7 +237,7 @@ def _read_export(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _usage(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise usage(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         return entries_from_jsonl(text)
     except IDWallError as exc:
@@ -272,14 +255,14 @@ def _ledger_public_key(args: argparse.Namespace, config: Config | None) -> Any:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise _usage(f"cannot read --ledger-key {path}: {exc.strerror or exc}") from None
+            raise usage(f"cannot read --ledger-key {path}: {exc.strerror or exc}") from None
         try:
             return serialization.load_pem_public_key(data)
         except ValueError:
             try:
                 return load_private_key(path).public_key()
             except ValueError as exc:
-                raise _usage(f"--ledger-key: {exc}") from None
+                raise usage(f"--ledger-key: {exc}") from None
     if config is not None:
         return load_private_key(config.ledger.key).public_key()
     return None
@@ -290,7 +273,7 @@ def _expected_head(text: str | None) -> tuple[int | None, str | None]:
         return None, None
     seq_text, _, digest = text.partition(":")
     if not seq_text.isdigit() or int(seq_text) < 1:
-        raise _usage(f"--head must be SEQ or SEQ:HASH as `audit verify` printed it, got {text!r}")
+        raise usage(f"--head must be SEQ or SEQ:HASH as `audit verify` printed it, got {text!r}")
     return int(seq_text), digest or None
 
 
@@ -310,7 +293,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         result = audit.verify_ledger(entries, root=args.root, ledger_public_key=_ledger_public_key(args, config),
                                      expected_last=last, expected_last_hash=last_hash)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
     # The verifier's reasons read "seq N: why"; the line below names the seq itself.
     reason = re.sub(r"^seq \d+: ", "", result.reason)
     head = f"{result.seq}:{result.head}" if result.ok and result.head else None
@@ -329,7 +312,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from ..audit import entry_to_jsonl
 
     if args.after < 0:
-        raise _usage(f"--after must be 0 or more, got {args.after}")
+        raise usage(f"--after must be 0 or more, got {args.after}")
     config = _load(_config_path(args.config))
     _existing_sqlite(config)
     for entry in asyncio.run(_store_entries(config, after=args.after)):
@@ -345,10 +328,10 @@ def _gateway_url(text: str) -> str:
     """An https origin (optionally with a path prefix) without a trailing slash."""
     parts = urlsplit(text)
     if parts.scheme != "https" or not parts.hostname:
-        raise _usage(f"--gateway must be an https:// URL, got {text!r} "
+        raise usage(f"--gateway must be an https:// URL, got {text!r} "
                      "(codes and tokens never travel over plain HTTP)")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise _usage(f"--gateway must be a plain https://host[:port] URL, got {text!r}")
+        raise usage(f"--gateway must be a plain https://host[:port] URL, got {text!r}")
     return text.rstrip("/")
 
 
@@ -362,7 +345,7 @@ def _ssl_context(ca: str | None) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=path)
     except (OSError, ssl.SSLError) as exc:
         source = "--ca" if ca else "IDWALL_CA"
-        raise _usage(f"{source} {path}: not a readable PEM certificate file ({exc})") from None
+        raise usage(f"{source} {path}: not a readable PEM certificate file ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -379,8 +362,8 @@ class GatewayUnreachable(CLIError):
 
 def problem_line(answer: Answer) -> str:
     """An RFC 9457 problem as one line: ``title: detail (HTTP status)``."""
-    title = _clean(answer.body.get("title") or "error")
-    detail = _clean(answer.body.get("detail") or "")
+    title = clean(answer.body.get("title") or "error")
+    detail = clean(answer.body.get("detail") or "")
     text = f"{title}: {detail}" if detail and detail != title else title
     return f"{text} (HTTP {answer.status})"
 
@@ -395,12 +378,12 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, *,
             raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
             status = resp.status
     except aiohttp.ClientConnectorCertificateError as exc:
-        raise CLIError(f"the gateway's TLS certificate is not trusted ({_clean(exc.certificate_error)}); "
+        raise CLIError(f"the gateway's TLS certificate is not trusted ({clean(exc.certificate_error)}); "
                        "pass --ca with the gateway CA (ca.pem from idwall init) or set IDWALL_CA") from None
     except aiohttp.ClientSSLError as exc:
-        raise CLIError(f"TLS with the gateway failed: {_clean(exc)}") from None
+        raise CLIError(f"TLS with the gateway failed: {clean(exc)}") from None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        reason = _clean(exc) or type(exc).__name__
+        reason = clean(exc) or type(exc).__name__
         raise GatewayUnreachable(f"cannot reach the gateway at {url}: {reason}") from None
     if len(raw) > MAX_RESPONSE_BYTES:
         raise CLIError(f"the gateway answered HTTP {status} with more than {MAX_RESPONSE_BYTES} bytes")
@@ -454,7 +437,7 @@ class _Progress:
 def _check_outputs(out: Path) -> None:
     existing = [name for name in DEVICE_FILES if (out / name).exists()]
     if existing:
-        raise _usage(f"{out} already holds {', '.join(existing)}; choose another --out "
+        raise usage(f"{out} already holds {', '.join(existing)}; choose another --out "
                      "(an enrolled device's key is never overwritten)")
 
 
@@ -474,7 +457,7 @@ async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, t
 
     from .. import pki
 
-    name = args.name or _clean(socket.gethostname(), 64) or "device"
+    name = args.name or clean(socket.gethostname(), 64) or "device"
     key = pki.generate_p256_key()
     # On disk (0600) from the start, in a private temp dir removed on any failure.
     pki.write_private_key(tmp / "device-key.pem", key)
@@ -491,7 +474,7 @@ async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, t
         enroll_url = begun.body.get("enroll_url")
         if not isinstance(enroll_url, str) or not enroll_url.startswith("https://"):
             enroll_url = f"{gateway}/idwall/enroll/{enrollment_id}"
-        print(f"Open {_clean(enroll_url, 2000)} in a browser on this device to create your passkey", flush=True)
+        print(f"Open {clean(enroll_url, 2000)} in a browser on this device to create your passkey", flush=True)
 
         answer = await _wait_for_certificate(session, f"{gateway}/idwall/api/enroll/{quote(enrollment_id)}",
                                              timeout=args.timeout)
@@ -545,7 +528,7 @@ async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, tim
                     if status == "active":
                         return answer.body
                     if status in ("expired", "rejected"):
-                        detail = _clean(answer.body.get("detail") or f"the enrollment was {status}")
+                        detail = clean(answer.body.get("detail") or f"the enrollment was {status}")
                         raise CLIError(f"enrollment {status}: {detail}")
                     if status == "pending_approval" and not said_pending:
                         progress.done()
@@ -563,11 +546,11 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
     """``idwall device enroll``: key + CSR, passkey in the browser, then the certificate files."""
     gateway = _gateway_url(args.gateway)
     if not args.code.strip():
-        raise _usage("--code is empty")
-    if args.name is not None and (not 1 <= len(args.name) <= 64 or _CONTROL.search(args.name)):
-        raise _usage("--name must be 1-64 printable characters")
+        raise usage("--code is empty")
+    if args.name is not None and (not 1 <= len(args.name) <= 64 or CONTROL.search(args.name)):
+        raise usage("--name must be 1-64 printable characters")
     if args.timeout <= 0:
-        raise _usage(f"--timeout must be positive, got {args.timeout}")
+        raise usage(f"--timeout must be positive, got {args.timeout}")
     ctx = _ssl_context(args.ca)
     out = Path(os.path.abspath(Path(args.out).expanduser()))
     _check_outputs(out)
@@ -592,7 +575,7 @@ def _kill_scope(args: argparse.Namespace) -> tuple[str, str | None]:
         value = getattr(args, scope)
         if value is not None:
             if not value.strip():
-                raise _usage(f"--{scope} is empty")
+                raise usage(f"--{scope} is empty")
             return scope, value
     return "all", None
 
@@ -601,11 +584,11 @@ def _read_token(path: str) -> str:
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise _usage(f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise usage(f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not token:
-        raise _usage(f"--token-file {path} is empty")
+        raise usage(f"--token-file {path} is empty")
     if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) == 0x7f for ch in token):
-        raise _usage(f"--token-file {path} must hold one token without spaces or control characters")
+        raise usage(f"--token-file {path} must hold one token without spaces or control characters")
     return token
 
 
@@ -613,11 +596,11 @@ def _confirm_kill_all(args: argparse.Namespace) -> None:
     if args.yes:
         return
     if not sys.stdin.isatty():
-        raise _usage("--all cuts every session of every user; pass --yes to confirm when not at a terminal")
+        raise usage("--all cuts every session of every user; pass --yes to confirm when not at a terminal")
     print(f"This cuts EVERY session of every user. Type {KILL_ALL_PHRASE!r} to go on: ",
           end="", file=sys.stderr, flush=True)
     if sys.stdin.readline().strip() != KILL_ALL_PHRASE:
-        raise _usage("not confirmed; nothing was killed")
+        raise usage("not confirmed; nothing was killed")
 
 
 async def _kill(gateway: str, ctx: ssl.SSLContext, token: str, body: dict[str, Any]) -> Answer:
@@ -632,7 +615,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
     scope, target = _kill_scope(args)
     reason = args.reason.strip()
     if not reason:
-        raise _usage("--reason is empty; the audit ledger records why access was cut")
+        raise usage("--reason is empty; the audit ledger records why access was cut")
     token = _read_token(args.token_file)
     ctx = _ssl_context(args.ca)
     if scope == "all":
@@ -649,7 +632,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         value = answer.body.get(field)
         if isinstance(value, bool) or not isinstance(value, int):
             raise CLIError(f"the gateway's kill answer has no integer {field}; raw answer: "
-                           f"{_clean(json.dumps(answer.body), 300)}")
+                           f"{clean(json.dumps(answer.body), 300)}")
         counts[field] = value
     print(f"cut {counts['connections_closed']} connections: {counts['sessions_revoked']} sessions revoked, "
           f"{counts['devices_revoked']} devices revoked (audit seq {counts['audit_seq']})")
@@ -748,43 +731,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, IDWallError):
-        text = exc.detail + (f" ({exc.log_detail})" if exc.log_detail else "")
-    else:
-        text = str(exc) or type(exc).__name__
-    return _clean(text, 1000)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one ``idwall`` command; returns the exit code (0 ok, 1 failed, 2 usage or config)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
-        return _guarded(lambda: cmd_demo(argv[1:]))
+        return guarded(lambda: cmd_demo(argv[1:]))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    return _guarded(lambda: args.func(args))
-
-
-def _guarded(run: Callable[[], int]) -> int:
-    """Run a command: CLIError as one line, no traceback for anything else unless IDWALL_DEBUG=1."""
-    try:
-        return run()
-    except CLIError as exc:
-        print(f"idwall: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("idwall: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `idwall audit export | head`: the reader left. Point stdout at /dev/null so the
-        # interpreter's final flush does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as exc:
-        if os.environ.get("IDWALL_DEBUG") == "1":
-            raise
-        print(f"idwall: error: {_error_text(exc)}", file=sys.stderr)
-        return 1
+    return guarded(lambda: args.func(args))
