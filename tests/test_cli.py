@@ -470,7 +470,7 @@ def gateway_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def fake(gateway_certs: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGateway]:
-    monkeypatch.setattr(cli, "POLL_INTERVAL", 0.02)
+    monkeypatch.setattr("idwall.cli.client.POLL_INTERVAL", 0.02)
     gateway = FakeGateway(gateway_certs)
     app = web.Application()
     app.router.add_post("/idwall/api/enroll/begin", gateway.begin)
