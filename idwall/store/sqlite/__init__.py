@@ -1,0 +1,22 @@
+"""The embedded SQLite backend: one file, one connection on one thread, every trust change with its ledger
+entry in one ``BEGIN IMMEDIATE`` transaction.
+
+    core       the connection, its thread, transactions, migrations, rows to records, the ledger append
+    trust      invites, users, enrollments, devices, credentials, admins, tokens, signed actions' effects
+    sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
+    workers    the workers table and kill acknowledgements
+"""
+
+from __future__ import annotations
+
+from .core import SQLiteCore, migrate
+from .sessions import KILL_SCOPES, SessionRecords
+from .trust import TrustRecords
+from .workers import WorkerRecords
+
+
+class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SQLiteCore):
+    """The :class:`~idwall.store.base.Store` on one SQLite file."""
+
+
+__all__ = ["KILL_SCOPES", "SQLiteStore", "migrate"]
