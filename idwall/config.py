@@ -42,6 +42,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from .units import DAY, DURATION_HINT, HOUR, MINUTE, SIZE_HINT, parse_duration, parse_size
+
 __all__ = [
     "AdminConfig",
     "AssertionConfig",
@@ -63,67 +65,6 @@ __all__ = [
     "parse_duration",
     "parse_size",
 ]
-
-MINUTE = 60
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-# Far beyond any sane lifetime, and small enough that datetime arithmetic never overflows.
-MAX_DURATION = 100 * 365 * DAY
-
-_DURATION_RE = re.compile(r"([0-9]{1,12})([smhd])")
-_UNITS = {"s": 1, "m": MINUTE, "h": HOUR, "d": DAY}
-_DURATION_HINT = "write a whole number followed by s, m, h or d (90s, 15m, 12h, 30d), or a bare number of seconds"
-
-
-def parse_duration(text: str | int) -> int:
-    """Turn ``"90s"``, ``"15m"``, ``"12h"``, ``"30d"`` or a non-negative int into seconds.
-
-    >>> parse_duration("15m")
-    900
-    >>> parse_duration(90)
-    90
-
-    Anything else (``"10 minutes"``, ``"-5m"``, ``"1.5h"``, ``""``, ``"15M"``, floats, booleans)
-    raises ``ValueError`` saying what arrived and what is accepted.
-    """
-    if isinstance(text, bool) or not isinstance(text, int | str):
-        raise ValueError(f"expected a duration, got {type(text).__name__}; {_DURATION_HINT}")
-    if isinstance(text, int):
-        seconds = text
-    else:
-        match = _DURATION_RE.fullmatch(text)
-        if match is None:
-            raise ValueError(f"{text!r} is not a duration; {_DURATION_HINT}")
-        seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError(f"{text!r} is negative; {_DURATION_HINT}")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{text!r} is longer than 100 years; {_DURATION_HINT}")
-    return seconds
-
-
-_SIZE_RE = re.compile(r"([0-9]{1,12})([kmg]?)")
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
-_SIZE_HINT = "write a whole number of bytes, or one followed by k, m or g (8k, 1m, 64m; binary units)"
-
-
-def parse_size(text: str | int) -> int:
-    """Turn ``"8k"``, ``"1m"``, ``"64m"``, ``"2g"`` (binary units) or a non-negative int into bytes.
-
-    >>> parse_size("64m")
-    67108864
-    """
-    if isinstance(text, bool) or not isinstance(text, int | str):
-        raise ValueError(f"expected a size, got {type(text).__name__}; {_SIZE_HINT}")
-    if isinstance(text, int):
-        if text < 0:
-            raise ValueError(f"{text} is negative; {_SIZE_HINT}")
-        return text
-    match = _SIZE_RE.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a size; {_SIZE_HINT}")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -493,7 +434,7 @@ class _Ctx:
             seconds = parse_duration(value)
         except ValueError:
             shown = repr(value) if isinstance(value, str) else _kind(value)
-            raise self.error(path + (key,), f"{shown} is not a duration", _DURATION_HINT) from None
+            raise self.error(path + (key,), f"{shown} is not a duration", DURATION_HINT) from None
         if seconds < minimum:
             raise self.error(path + (key,), f"{value!r} is too short", f"use at least {minimum}s")
         return seconds
@@ -506,7 +447,7 @@ class _Ctx:
             size = parse_size(value)
         except ValueError:
             shown = repr(value) if isinstance(value, str) else _kind(value)
-            raise self.error(path + (key,), f"{shown} is not a size", _SIZE_HINT) from None
+            raise self.error(path + (key,), f"{shown} is not a size", SIZE_HINT) from None
         if not low <= size <= high:
             raise self.error(path + (key,), f"{value!r} is out of range", f"use from {low} to {high} bytes")
         return size
