@@ -18,12 +18,12 @@ import json
 import re
 from typing import Any, Callable
 
-from .config import parse_duration
 from .encoding import EncodingError, b64url_decode, b64url_encode
 from .enrollment import USER_ID_RE
 from .errors import BadRequest, Forbidden
 from .jsonbody import json_type
 from .store.base import LedgerDraft, Session
+from .units import parse_duration
 
 __all__ = [
     "ACTION_TYPES",

@@ -81,9 +81,9 @@ from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.exceptions import WebAuthnException
 
 from idwall.challenges import LOGIN, action_challenge
-from idwall.config import parse_duration
 from idwall.encoding import EncodingError, b64url_decode, b64url_encode, canonical_json, sha256, unique_members
 from idwall.errors import BadRequest, IDWallError
+from idwall.units import parse_duration
 
 __all__ = [
     "GENESIS_PREV",

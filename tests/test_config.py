@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,91 +16,16 @@ from idwall.config import (
     Route,
     UpstreamTLS,
     config_from_mapping,
-    default_config_text,
     load_config,
-    parse_duration,
 )
+from tests.helpers.config_files import BASE, CERT_FILES, assert_error, config_tree, error, write
 
 REPO = Path(__file__).resolve().parent.parent
-CERT_FILES = ("server.pem", "server-key.pem", "device-ca.pem", "device-ca-key.pem", "assertion-key.pem", "ledger-key.pem")
-
-# Line numbers below refer to this text: 1 public_url, 2 tls, 3 tls.cert, 4 tls.key, 5 device_ca,
-# 6 device_ca.cert, 7 device_ca.key, 8 assertion, 9 assertion.key, 10 ledger, 11 ledger.key,
-# 12 store, 13 routes, 14 routes[0] / name, 15 match, 16 upstream.
-BASE = """\
-public_url: https://localhost:8443
-tls:
-  cert: certs/server.pem
-  key: certs/server-key.pem
-device_ca:
-  cert: certs/device-ca.pem
-  key: certs/device-ca-key.pem
-assertion:
-  key: certs/assertion-key.pem
-ledger:
-  key: certs/ledger-key.pem
-store: sqlite:idwall.db
-routes:
-  - name: app
-    match: {host: App.Example.COM, path: /app}
-    upstream: http://127.0.0.1:9001
-"""
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A config directory whose certs/ holds every file BASE references (content is irrelevant here)."""
-    (tmp_path / "certs").mkdir()
-    for name in CERT_FILES:
-        (tmp_path / "certs" / name).write_text("not checked by config\n")
-    return tmp_path
-
-
-def write(tree: Path, text: str) -> Path:
-    path = tree / "idwall.yaml"
-    path.write_text(text)
-    return path
-
-
-def error(tree: Path, text: str) -> ConfigError:
-    path = write(tree, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return info.value
-
-
-def assert_error(exc: ConfigError, tree: Path, line: int | None, key: str, *fragments: str) -> None:
-    """The one-line form, the attributes, and every fragment (problem and hint) in the message."""
-    text = str(exc)
-    where = f"{tree / 'idwall.yaml'}" + (f":{line}" if line is not None else "")
-    assert text.startswith(f"{where}: {key}: " if key else f"{where}: "), text
-    assert "\n" not in text and "Traceback" not in text
-    assert (exc.line, exc.key) == (line, key)
-    assert "; " in exc.message, "message must say what is wrong and what would be valid"
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
-
-
-# --------------------------------------------------------------------------- durations
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("0s", 0), (60, 60), (0, 0), ("007m", 420)],
-)
-def test_parse_duration_accepts(text: str | int, seconds: int) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["10 minutes", "-5m", "1.5h", "", "15M", "5 m", " 5m", "5m ", "m", "5", "90", "5ms", "1w", "1h30m", "+5m",
-     "５m", "99999999999d", -1, 1.5, True, None, [5], "5\nm"],
-)
-def test_parse_duration_rejects(text: object) -> None:
-    with pytest.raises(ValueError) as info:
-        parse_duration(text)  # type: ignore[arg-type]
-    assert "90s, 15m, 12h, 30d" in str(info.value)
+    return config_tree(tmp_path)
 
 
 # --------------------------------------------------------------------------- a good file
@@ -136,14 +58,6 @@ def test_minimal_file_gets_documented_defaults(tree: Path) -> None:
               allow_groups=None, fresh_auth=None, websockets=False, bind_request=True, audience=None, timeout=None,
               upstream_tls=None),
     )
-
-
-def test_config_is_frozen(tree: Path) -> None:
-    config = load_config(write(tree, BASE))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.store = "sqlite:///tmp/other.db"  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.routes[0].upstream = "http://evil"  # type: ignore[misc]
 
 
 def test_every_field_set(tree: Path) -> None:
@@ -273,33 +187,6 @@ def test_config_from_mapping_without_lines(tree: Path) -> None:
 # --------------------------------------------------------------------------- file-level errors
 
 
-def test_bad_yaml_syntax_names_the_line(tree: Path) -> None:
-    exc = error(tree, BASE.replace("  key: certs/ledger-key.pem", "  key: [certs/ledger-key.pem"))
-    assert_error(exc, tree, 12, "", "invalid YAML", "fix the syntax near this line")
-
-
-def test_bad_indentation_names_the_line(tree: Path) -> None:
-    exc = error(tree, BASE.replace("  key: certs/server-key.pem", "    key: certs/server-key.pem"))
-    assert_error(exc, tree, 4, "", "invalid YAML", "mapping values are not allowed")
-
-
-def test_tab_indentation_names_the_line(tree: Path) -> None:
-    exc = error(tree, BASE.replace("  key: certs/ledger-key.pem", "\tkey: certs/ledger-key.pem"))
-    assert_error(exc, tree, 11, "", "invalid YAML", "'\\t'")
-
-
-@pytest.mark.parametrize(
-    ("text", "line", "key", "fragment"),
-    [
-        (BASE + "store: sqlite:other.db\n", 17, "store", "duplicate key (first on line 12)"),
-        (BASE.replace("  key: certs/server-key.pem", "  key: certs/server-key.pem\n  cert: x"), 5, "tls.cert", "duplicate key (first on line 3)"),
-        (BASE + "  - name: b\n    upstream: http://h\n    upstream: http://i\n", 19, "routes[1].upstream", "duplicate key (first on line 18)"),
-    ],
-)
-def test_duplicate_keys_are_errors(tree: Path, text: str, line: int, key: str, fragment: str) -> None:
-    assert_error(error(tree, text), tree, line, key, fragment, "each key may appear once")
-
-
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
@@ -331,39 +218,6 @@ def test_non_utf8_file_names_the_line(tree: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.line == 17 and "not UTF-8" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "line", "key", "fragment"),
-    [
-        ("<<: {a: 1}\n", 1, "", "not a plain name"),
-        ("1: a\n", 1, "", "key '1' is not a plain name"),
-        ("? [a, b]\n: 1\n", 1, "", "key a sequence is not a plain name"),
-        ("public_url: !!python/object/apply:os.system [true]\n", 1, "public_url", "unsupported tag"),
-        ("public_url: !!python/name:os.system\n", 1, "public_url", "could not determine a constructor"),
-        ("tls: !!set {a, b}\n", 1, "tls", "unsupported tag"),
-        ("routes: !!omap [a: 1]\n", 1, "routes", "unsupported tag"),
-        ("public_url: !custom x\n", 1, "public_url", "could not determine a constructor"),
-        ("a: &x [*x]\n", 1, "a[0]", "refers to itself"),
-    ],
-)
-def test_hostile_yaml_is_refused(tree: Path, text: str, line: int, key: str, fragment: str) -> None:
-    assert_error(error(tree, text), tree, line, key, fragment)
-
-
-def test_alias_bomb_is_refused_quickly(tree: Path) -> None:
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
-    exc = error(tree, "\n".join(lines) + "\n")
-    assert "expands to more than 100000 values" in str(exc)
-
-
-def test_error_is_one_line_even_with_control_characters(tree: Path) -> None:
-    exc = error(tree, BASE + '"evil\\nkey\\r\\u001b[31m": 1\n')
-    assert "\n" not in str(exc) and "\r" not in str(exc) and "\x1b" not in str(exc)
-    assert exc.line == 17 and "unknown key" in str(exc)
-    exc = error(tree, BASE.replace("name: app", 'name: "a\\nb"'))
-    assert "\n" not in str(exc) and "'a\\nb' is not a valid route name" in str(exc)
 
 
 # --------------------------------------------------------------------------- key-level errors
@@ -505,22 +359,6 @@ def test_store_errors_never_echo_a_password(tree: Path) -> None:
     assert "hunter2" not in str(exc)
 
 
-def test_unknown_top_level_key_exact_message(tree: Path) -> None:
-    exc = error(tree, BASE + "routse: []\n")
-    assert str(exc) == (
-        f"{tree / 'idwall.yaml'}:17: routse: unknown key; did you mean 'routes'? valid keys here: public_url, listen, tls, "
-        "device_ca, webauthn, session, assertion, ledger, store, devices, routes, limits, admin"
-    )
-
-
-def test_bad_duration_exact_message(tree: Path) -> None:
-    exc = error(tree, BASE + "session:\n  max_age: 10 minutes\n")
-    assert str(exc) == (
-        f"{tree / 'idwall.yaml'}:18: session.max_age: '10 minutes' is not a duration; write a whole number followed by "
-        "s, m, h or d (90s, 15m, 12h, 30d), or a bare number of seconds"
-    )
-
-
 def test_overlapping_routes_name_both(tree: Path) -> None:
     text = BASE + "  - name: shadow\n    match: {host: app.example.com, path: /app}\n    upstream: http://127.0.0.1:9009\n"
     exc = error(tree, text)
@@ -541,125 +379,7 @@ def test_duplicate_route_names(tree: Path) -> None:
     assert_error(error(tree, text), tree, 17, "routes[1].name", "'app' is already the name of routes[0]", "unique name")
 
 
-@pytest.mark.parametrize(
-    ("key", "file", "line"),
-    [
-        ("tls.cert", "server.pem", 3),
-        ("tls.key", "server-key.pem", 4),
-        ("device_ca.cert", "device-ca.pem", 6),
-        ("device_ca.key", "device-ca-key.pem", 7),
-        ("assertion.key", "assertion-key.pem", 9),
-        ("ledger.key", "ledger-key.pem", 11),
-    ],
-)
-def test_missing_key_and_certificate_files(tree: Path, key: str, file: str, line: int) -> None:
-    target = tree / "certs" / file
-    target.unlink()
-    assert_error(error(tree, BASE), tree, line, key, f"file not found: {target}", f"relative paths are relative to {tree}")
-    target.mkdir()
-    assert_error(error(tree, BASE), tree, line, key, f"{target} is a directory, not a file")
-
-
-def load_as_nobody(path: Path) -> str:
-    """str() of the ConfigError that load_config raises in a forked child running as uid 65534."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                load_config(path)
-                message = "loaded without error"
-            except ConfigError as exc:
-                message = str(exc)
-            os.write(write_end, message.encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return output
-
-
-def test_unreadable_key_file() -> None:
-    tree = Path(tempfile.mkdtemp(prefix="idwall-config-"))
-    try:
-        tree.chmod(0o755)
-        (tree / "certs").mkdir(mode=0o755)
-        for name in CERT_FILES:
-            (tree / "certs" / name).write_text("x")
-            (tree / "certs" / name).chmod(0o644)
-        target = tree / "certs" / "ledger-key.pem"
-        target.chmod(0o600 if os.geteuid() == 0 else 0)
-        write(tree, BASE.replace("sqlite:idwall.db", "sqlite:///tmp/idwall.db")).chmod(0o644)
-        if os.geteuid() == 0:  # root reads any file: check as "nobody"
-            message = load_as_nobody(tree / "idwall.yaml")
-        else:
-            with pytest.raises(ConfigError) as info:
-                load_config(tree / "idwall.yaml")
-            message = str(info.value)
-        assert message.startswith(f"{tree / 'idwall.yaml'}:11: ledger.key: {target} is not readable by this user; "), message
-    finally:
-        shutil.rmtree(tree)
-
-
-def test_missing_upstream_tls_files(tree: Path) -> None:
-    text = BASE.replace("upstream: http://127.0.0.1:9001", "upstream: https://127.0.0.1:9001\n    upstream_tls:\n      ca: certs/nope.pem")
-    assert_error(error(tree, text), tree, 18, "routes[0].upstream_tls.ca", f"file not found: {tree / 'certs' / 'nope.pem'}")
-
-
-# --------------------------------------------------------------------------- the default and example files
-
-
-def test_default_config_text_loads_and_matches_its_arguments(tree: Path) -> None:
-    text = default_config_text(public_url="https://localhost:9443", port=9443, store_path="idwall.db", admin="root-admin")
-    config = load_config(write(tree, text))
-    assert config.public_url == "https://localhost:9443"
-    assert config.listen.port == 9443
-    assert config.webauthn.origins == ("https://localhost:9443",) and config.webauthn.rp_id == "localhost"
-    assert config.sqlite_path == tree / "idwall.db"
-    assert config.routes == (
-        Route(name="whoami", host=None, path="/", upstream="http://127.0.0.1:9001", allow_users=None, allow_groups=None,
-              fresh_auth=None, websockets=True, bind_request=True),
-    )
-    assert "root-admin" in text
-    # annotated: every section has a comment right above it
-    lines = text.splitlines()
-    for section in ("public_url:", "listen:", "tls:", "device_ca:", "webauthn:", "session:", "assertion:", "ledger:", "store:", "devices:", "limits:", "admin:", "routes:"):
-        index = next(i for i, line in enumerate(lines) if line.startswith(section))
-        assert lines[index - 1].startswith("#"), section
-
-
-def test_default_config_text_absolute_store_and_odd_values(tree: Path) -> None:
-    db = tree / "data dir" / "x #1.db"
-    db.parent.mkdir()
-    text = default_config_text(public_url="https://gw.example.com", port=443, store_path=str(db), admin="o'neil: #1")
-    config = load_config(write(tree, text))
-    assert config.sqlite_path == db
-    assert config.public_url == "https://gw.example.com" and config.webauthn.rp_id == "gw.example.com"
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"public_url": "http://localhost:8443"},
-        {"public_url": "https://localhost:8443/x"},
-        {"port": 70000},
-        {"admin": "a\nroutes: []"},
-        {"admin": ""},
-    ],
-)
-def test_default_config_text_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
-    args: dict[str, object] = {"public_url": "https://localhost:8443", "port": 8443, "store_path": "idwall.db", "admin": "admin"}
-    args.update(kwargs)
-    with pytest.raises(ValueError):
-        default_config_text(**args)  # type: ignore[arg-type]
+# --------------------------------------------------------------------------- the example file
 
 
 def test_example_config_parses(tmp_path: Path) -> None:
