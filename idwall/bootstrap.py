@@ -38,7 +38,7 @@ from typing import Awaitable, Callable
 from . import pki
 from .config import ConfigError, default_config_text, load_config
 from .encoding import b64url_encode, sha256
-from .errors import IDWallError
+from .errors import Conflict
 from .store.base import Invite
 from .store.sqlite import SQLiteStore
 
@@ -58,10 +58,10 @@ _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 _DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
-class InitRefused(IDWallError):
+class InitRefused(Conflict):
     """The target directory already holds something and --force was not given."""
 
-    status, slug, title = 409, "init-refused", "Directory not empty"
+    slug, title = "init-refused", "Directory not empty"
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,9 @@ A service behind the gateway reads ``X-IDWall-Assertion`` and checks every claim
     identity = await identity_from_request(verifier, request)   # aiohttp
     identity = await verifier.verify(token, method="GET", url="https://wiki.example/page")
 
-Errors, one tree (each is an :class:`idwall.errors.Unauthenticated`, so it answers 401)::
-
-    InvalidAssertion                 the token cannot be trusted for this request
-    ├── MissingAssertion             no assertion header at all
-    ├── MalformedAssertion           not three base64url JSON parts, duplicate keys, crit header, too long
-    ├── UnsupportedAlgorithm         header alg other than ES256 (none, HS256, RS256, ...) or a non-P-256 key
-    ├── UnknownKey                   kid missing from the JWKS, even after a (rate-limited) refresh
-    ├── BadSignature                 signature does not verify under the key named by kid
-    ├── WrongIssuer / WrongAudience  iss is not exactly the gateway, aud does not name this service
-    ├── Expired / NotYetValid        exp passed, iat or nbf in the future (beyond the leeway)
-    ├── RequestMismatch              htm/htu name another request
-    └── MissingClaim                 a required claim is absent or has the wrong type
-    JWKSUnavailable (503)            the JWKS could not be fetched when it had to be: fail closed
+Every refusal is an :class:`InvalidAssertion` (401), one subclass per reason, and a
+JWKS that cannot be fetched when it must be is :class:`JWKSUnavailable` (503, fail
+closed); the tree is drawn with all the others in :mod:`idwall.errors`.
 
 Request binding: when the token carries ``htm``/``htu`` they must match the
 request. A token without them comes from a ``bind_request: false`` route (one
@@ -89,7 +79,7 @@ class WrongAudience(InvalidAssertion):
     """``aud`` does not name this service."""
 
 
-class Expired(InvalidAssertion):
+class AssertionExpired(InvalidAssertion):
     """``exp`` has passed."""
 
 
@@ -374,7 +364,7 @@ class AssertionVerifier:
             raise WrongAudience(f"expected audience {self.audience!r}, assertion is for {str(aud)[:200]!r}")
 
         if now >= claims["exp"] + self.leeway:
-            raise Expired(f"assertion expired at {claims['exp']}, now is {int(now)} (leeway {self.leeway}s)")
+            raise AssertionExpired(f"assertion expired at {claims['exp']}, now is {int(now)} (leeway {self.leeway}s)")
         if claims["iat"] > now + self.leeway:
             raise NotYetValid(f"assertion issued at {claims['iat']}, in the future of {int(now)} "
                               f"(leeway {self.leeway}s)")
@@ -472,7 +462,7 @@ async def identity_from_request(
 __all__ = [
     "AssertionVerifier",
     "BadSignature",
-    "Expired",
+    "AssertionExpired",
     "InvalidAssertion",
     "JWKSCache",
     "JWKSUnavailable",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import Conflict, Gone, IDWallError, NotFound
+from ..errors import Conflict, Gone, NotFound, TooManyRequests, Unavailable
 
 
-class StoreError(IDWallError):
+class StoreError(Unavailable):
     """The store could not do what was asked (outage, corruption)."""
 
     status, slug, title = 503, "store-unavailable", "Store unavailable"
@@ -204,7 +204,7 @@ class Missing(NotFound):
     """No such record."""
 
 
-class LimitReached(Conflict):
+class LimitReached(TooManyRequests):
     """A bound on pending work (open enrollments, waiting devices) was reached; retry once some ends."""
 
     status, slug, title = 429, "limit-reached", "Too many pending requests"
