@@ -83,7 +83,17 @@ class Gone(IDWallError):
 
 
 class WebAuthnRejected(IDWallError):
+    """``check`` names the check of :func:`idwall.passkeys.verify_assertion` that failed (None for the others)
+    and ``received`` what the response held there, for a caller that explains it in its own words (ledger replay).
+    """
+
     status, slug, title = 400, "webauthn-rejected", "Passkey response rejected"
+
+    def __init__(self, detail: str = "", *, check: str | None = None, received: Any = None,
+                 log_detail: str = "", **extra: Any) -> None:
+        super().__init__(detail, log_detail=log_detail, **extra)
+        self.check = check
+        self.received = received
 
 
 class UpstreamError(IDWallError):
