@@ -24,8 +24,9 @@ the first entry that fails, naming its ``seq`` and why. It checks:
   whose origin is one of the bootstrap's origins, whose ``rpIdHash`` is
   ``H(rp_id)``, with UP (and UV when the bootstrap requires it), signed by a
   credential the ledger registered earlier to the actor, on a device that is
-  active at that point, with a sign count that only goes up; the action names
-  the entry's type and actor, has not expired at the entry's time, its nonce is
+  active at that point, with a sign count that only goes up (checked by
+  :func:`idwall.passkeys.verify_assertion`, as logins and actions are when
+  they happen); the action names the entry's type and actor, has not expired at the entry's time, its nonce is
   used once, and its fields are the entry's effect;
 - roles: admin for ``invite.create``, ``admin.grant``/``admin.revoke``,
   ``token.create``/``token.revoke``, ``device.approve`` and kills by a user;
@@ -69,21 +70,23 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from webauthn.helpers import (
-    decode_credential_public_key,
-    decoded_public_key_to_cryptography,
-    parse_authenticator_data,
-    verify_signature,
-)
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography
 from webauthn.helpers.exceptions import WebAuthnException
 
 from idwall.challenges import LOGIN, action_challenge
 from idwall.config import parse_duration
-from idwall.encoding import EncodingError, b64url_decode, b64url_encode, canonical_json, sha256, unique_members
-from idwall.errors import BadRequest, IDWallError
+from idwall.encoding import (
+    EncodingError,
+    b64url_decode,
+    b64url_encode,
+    canonical_json,
+    is_b64url,
+    sha256,
+    unique_members,
+)
+from idwall.errors import BadRequest, IDWallError, WebAuthnRejected
+from idwall.passkeys import MAX_CREDENTIAL_ID_BYTES, verify_assertion
 
 __all__ = [
     "GENESIS_PREV",
@@ -106,8 +109,6 @@ __all__ = [
 GENESIS_PREV = bytes(32)
 
 ES256, EDDSA, RS256 = -7, -8, -257
-SUPPORTED_ALGS = (ES256, EDDSA, RS256)
-MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn L3 §5.1: longer ids must be refused
 # Several gateway nodes stamp entries with their own clocks, so time may step back a little; more than this
 # would let a ledger-key holder backdate an entry past an invite's or an action's expiry.
 MAX_CLOCK_STEP_BACK = 60
@@ -287,7 +288,7 @@ def public_key_from_jwk(jwk: Any) -> ec.EllipticCurvePublicKey:
         raise ValueError(f"ledger_key must have exactly kty, crv, x, y; got {sorted(jwk)}")
     if jwk["kty"] != "EC" or jwk["crv"] != "P-256":
         raise ValueError(f"ledger_key must be kty EC, crv P-256; got {jwk['kty']!r}, {jwk['crv']!r}")
-    if not (_is_b64(jwk["x"]) and _is_b64(jwk["y"])):
+    if not (is_b64url(jwk["x"]) and is_b64url(jwk["y"])):
         raise ValueError("ledger_key coordinates x and y must be unpadded base64url")
     x, y = b64url_decode(jwk["x"]), b64url_decode(jwk["y"])
     if len(x) != 32 or len(y) != 32:
@@ -342,19 +343,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_b64(value: Any, size: int | None = None, max_size: int | None = None) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        raw = b64url_decode(value)
-    except EncodingError:
-        return False
-    # Only the unpadded, canonical spelling: two strings must never name the same bytes.
-    if b64url_encode(raw) != value or not raw:
-        return False
-    return (size is None or len(raw) == size) and (max_size is None or len(raw) <= max_size)
-
-
 def _is_instant(value: Any) -> bool:
     if _is_int(value):
         return value >= 0
@@ -379,13 +367,13 @@ _ORIGINS: _Check = (
     "a non-empty list of strings",
     lambda v: isinstance(v, list) and bool(v) and all(isinstance(i, str) and i for i in v),
 )
-_B64: _Check = ("non-empty base64url without padding", _is_b64)
-_HASH32: _Check = ("base64url of 32 bytes", lambda v: _is_b64(v, 32))
-_OPT_HASH32: _Check = ("base64url of 32 bytes, or null", lambda v: v is None or _is_b64(v, 32))
-_NONCE: _Check = ("base64url of 32 bytes", lambda v: _is_b64(v, 32))
+_B64: _Check = ("non-empty base64url without padding", is_b64url)
+_HASH32: _Check = ("base64url of 32 bytes", lambda v: is_b64url(v, 32))
+_OPT_HASH32: _Check = ("base64url of 32 bytes, or null", lambda v: v is None or is_b64url(v, 32))
+_NONCE: _Check = ("base64url of 32 bytes", lambda v: is_b64url(v, 32))
 _CRED_ID: _Check = (
     f"base64url of 1 to {MAX_CREDENTIAL_ID_BYTES} bytes",
-    lambda v: _is_b64(v, max_size=MAX_CREDENTIAL_ID_BYTES),
+    lambda v: is_b64url(v, max_size=MAX_CREDENTIAL_ID_BYTES),
 )
 _OBJ: _Check = ("an object", lambda v: isinstance(v, dict))
 _INSTANT: _Check = ("unix seconds (integer) or an RFC 3339 UTC time", _is_instant)
@@ -550,7 +538,6 @@ class CredentialRecord:
     alg: int
     sign_count: int
     seq: int
-    key: PublicKeyTypes = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -600,9 +587,16 @@ class _Envelope:
     approval: dict[str, Any] | None
 
 
-def _decode_cose(public_key: bytes, alg: int) -> PublicKeyTypes:
-    """The cryptography key of a registered COSE key, refusing algorithms and curves we do not accept."""
-    if alg not in SUPPORTED_ALGS:
+_KEY_TYPES: dict[int, type] = {
+    ES256: ec.EllipticCurvePublicKey,
+    EDDSA: ed25519.Ed25519PublicKey,
+    RS256: rsa.RSAPublicKey,
+}
+
+
+def _check_cose_key(public_key: bytes, alg: int) -> None:
+    """Refuse a registered COSE key that does not load, or whose algorithm or curve we do not accept."""
+    if alg not in _KEY_TYPES:
         raise _Reject(f"alg {alg} is not one of ES256 (-7), EdDSA (-8), RS256 (-257)")
     try:
         decoded = decode_credential_public_key(public_key)
@@ -611,14 +605,8 @@ def _decode_cose(public_key: bytes, alg: int) -> PublicKeyTypes:
         raise _Reject(f"public_key is not a usable COSE key: {exc}") from None
     if int(decoded.alg) != alg:
         raise _Reject(f"public_key is a COSE key for alg {int(decoded.alg)}, but alg says {alg}")
-    expected_type = {
-        ES256: ec.EllipticCurvePublicKey,
-        EDDSA: ed25519.Ed25519PublicKey,
-        RS256: rsa.RSAPublicKey,
-    }[alg]
-    if not isinstance(key, expected_type) or (alg == ES256 and not isinstance(key.curve, ec.SECP256R1)):
+    if not isinstance(key, _KEY_TYPES[alg]) or (alg == ES256 and not isinstance(key.curve, ec.SECP256R1)):
         raise _Reject(f"public_key does not fit alg {alg}")
-    return key
 
 
 @dataclass(eq=False)
@@ -706,7 +694,7 @@ class LedgerState:
         return _Envelope(seq, time, entry["type"], entry["actor"], entry["subject"], entry["data"], approval)
 
     def _check_chain(self, entry: dict[str, Any], env: _Envelope) -> bytes:
-        if not _is_b64(entry["prev"], 32) or b64url_decode(entry["prev"]) != self.last_hash:
+        if not is_b64url(entry["prev"], 32) or b64url_decode(entry["prev"]) != self.last_hash:
             if self.last_seq == 0:
                 raise _Reject("prev must be 32 zero bytes for the first entry")
             raise _Reject(f"prev does not match the hash of seq {self.last_seq}")
@@ -721,7 +709,7 @@ class LedgerState:
                 raise _Reject(f"the first entry must be a bootstrap, got {env.type}")
             self._adopt_ledger_key(env.data)
         assert self.ledger_public_key is not None  # set by the bootstrap or pinned by the caller
-        signature = b64url_decode(entry["sig"]) if _is_b64(entry["sig"], 64) else b""
+        signature = b64url_decode(entry["sig"]) if is_b64url(entry["sig"], 64) else b""
         if not _verify_raw(self.ledger_public_key, signature, digest):
             raise _Reject("ledger signature does not verify under the ledger key")
         return digest
@@ -782,7 +770,11 @@ class LedgerState:
     def _verify_assertion(
         self, env: _Envelope, approval: dict[str, Any], challenge: bytes, kind: str
     ) -> CredentialRecord:
-        """Check a WebAuthn assertion against the registered credential; return it with its new sign count."""
+        """Check an approval's assertion against the credential the ledger registered; return it with its new sign count.
+
+        The assertion itself goes through :func:`~idwall.passkeys.verify_assertion`, like a live login or action;
+        :meth:`_assertion_reason` words its refusal for the ledger.
+        """
         credential_id = approval["credential_id"]
         credential = self.credentials.get(credential_id)
         if credential is None:
@@ -795,61 +787,46 @@ class LedgerState:
         if device.status != "active":
             raise _Reject(f"approval credential {credential_id} is on device {device.id}, which is {device.status}")
 
-        client_data_raw = b64url_decode(approval["client_data_json"])
         try:
-            client_data = _loads(client_data_raw)
-        except (ValueError, UnicodeDecodeError):
-            client_data = None
-        if not isinstance(client_data, dict):
-            raise _Reject("approval client_data_json is not a JSON object")
-        if client_data.get("type") != "webauthn.get":
-            raise _Reject(f"approval client_data_json type is {_show(client_data.get('type'))}, expected webauthn.get")
-        if not _is_b64(client_data.get("challenge")) or b64url_decode(client_data["challenge"]) != challenge:
-            raise _Reject(f"approval challenge is not the challenge of this {kind}")
-        if client_data.get("origin") not in self.origins:
-            raise _Reject(
-                f"approval origin {_show(client_data.get('origin'))} is not one of the bootstrap origins "
-                f"{', '.join(self.origins)}"
-            )
-
-        auth_data = b64url_decode(approval["authenticator_data"])
-        if len(auth_data) < 37:
-            raise _Reject(f"approval authenticator_data was {len(auth_data)} bytes, expected at least 37")
-        try:
-            parsed = parse_authenticator_data(auth_data)
-        except (WebAuthnException, ValueError, IndexError) as exc:
-            raise _Reject(f"approval authenticator_data is malformed: {exc}") from None
-        if parsed.rp_id_hash != sha256(self.rp_id.encode("utf-8")):
-            raise _Reject(f"approval rpIdHash is not SHA-256 of the rp_id {self.rp_id}")
-        if parsed.flags.at:
-            raise _Reject("approval authenticator_data carries attested credential data, which an assertion must not")
-        if not parsed.flags.ed and len(auth_data) != 37:
-            raise _Reject(f"approval authenticator_data has {len(auth_data) - 37} bytes left over after the counter")
-        if not parsed.flags.up:
-            raise _Reject("approval authenticator_data lacks the user-present (UP) flag")
-        if self.require_uv and not parsed.flags.uv:
-            raise _Reject("approval authenticator_data lacks the user-verified (UV) flag, which the bootstrap requires")
-
-        try:
-            verify_signature(
-                public_key=credential.key,
-                signature_alg=COSEAlgorithmIdentifier(credential.alg),
+            verified = verify_assertion(
+                credential_id=b64url_decode(credential_id),
+                authenticator_data=b64url_decode(approval["authenticator_data"]),
+                client_data_json=b64url_decode(approval["client_data_json"]),
                 signature=b64url_decode(approval["signature"]),
-                data=auth_data + sha256(client_data_raw),
+                expected_challenge=challenge,
+                rp_id=self.rp_id,
+                origins=self.origins,
+                public_key=credential.public_key,
+                stored_sign_count=credential.sign_count,
+                require_uv=self.require_uv,
             )
-        except (InvalidSignature, WebAuthnException, ValueError):
-            raise _Reject(
-                f"approval signature does not verify under credential {credential_id} of user {credential.user}"
-            ) from None
-
-        received = parsed.sign_count
-        if (received or credential.sign_count) and received <= credential.sign_count:
-            raise _Reject(
-                f"approval sign count {received} does not go past {credential.sign_count} "
-                f"for credential {credential_id} (a cloned authenticator or a replayed assertion)"
-            )
-        credential = self.credentials[credential_id] = replace(credential, sign_count=received)
+        except WebAuthnRejected as exc:
+            raise _Reject(self._assertion_reason(exc, credential, kind)) from None
+        credential = self.credentials[credential_id] = replace(credential, sign_count=verified.new_sign_count)
         return credential
+
+    def _assertion_reason(self, exc: WebAuthnRejected, credential: CredentialRecord, kind: str) -> str:
+        """What :func:`~idwall.passkeys.verify_assertion` refused, in the ledger's words."""
+        match exc.check:
+            case "type":
+                return f"approval client_data_json type is {_show(exc.received)}, expected webauthn.get"
+            case "challenge":
+                return f"approval challenge is not the challenge of this {kind}"
+            case "origin":
+                return (f"approval origin {_show(exc.received)} is not one of the bootstrap origins "
+                        f"{', '.join(self.origins)}")
+            case "rp_id":
+                return f"approval rpIdHash is not SHA-256 of the rp_id {self.rp_id}"
+            case "user_present":
+                return "approval authenticator_data lacks the user-present (UP) flag"
+            case "user_verified":
+                return "approval authenticator_data lacks the user-verified (UV) flag, which the bootstrap requires"
+            case "signature":
+                return f"approval signature does not verify under credential {credential.id} of user {credential.user}"
+            case "sign_count":
+                return (f"approval sign count {exc.received} does not go past {credential.sign_count} for credential "
+                        f"{credential.id} (a cloned authenticator or a replayed assertion)")
+        return f"approval assertion fails verification: {exc.detail}"
 
     def _match(self, action: dict[str, Any], name: str, expected: Any, where: str) -> None:
         if action[name] != expected:
@@ -870,7 +847,7 @@ class LedgerState:
         if cert is not None and cert in self.certificates:
             raise _Reject(f"cert_sha256 {cert} is already the certificate of device {self.certificates[cert]}")
         public_key = b64url_decode(data["public_key"])
-        key = _decode_cose(public_key, data["alg"])
+        _check_cose_key(public_key, data["alg"])
         status = data.get("status", "active")
         self.devices[data["device_id"]] = DeviceRecord(
             data["device_id"], data["user"], enrollment_id, cert, status, env.seq
@@ -879,7 +856,7 @@ class LedgerState:
         if cert is not None:
             self.certificates[cert] = data["device_id"]
         self.credentials[data["credential_id"]] = CredentialRecord(
-            data["credential_id"], data["user"], data["device_id"], public_key, data["alg"], 0, env.seq, key
+            data["credential_id"], data["user"], data["device_id"], public_key, data["alg"], 0, env.seq
         )
 
     def _set_user(self, data: dict[str, Any], seq: int) -> None:
