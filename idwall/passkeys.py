@@ -299,7 +299,7 @@ def _cbor_item(data: bytes, start: int, refusal: str) -> tuple[Any, int]:
 def _check_authenticator_data(data: bytes, what: str, *, assertion: bool = False) -> None:
     """Refuse authenticator data (WebAuthn §6.1) with bytes beyond what its AT and ED flags announce.
 
-    An ``assertion``'s may not carry attested credential data at all (§6.3.3).
+    With ``assertion``, attested credential data is refused outright (§6.3.3: an assertion has none).
     """
     if len(data) < AUTH_DATA_FIXED:
         raise WebAuthnRejected(f"{what} was {len(data)} bytes, expected at least {AUTH_DATA_FIXED} bytes")
