@@ -45,6 +45,25 @@ def b64url_decode(text: str) -> bytes:
         raise EncodingError(f"invalid base64url: {exc}") from None
 
 
+def is_b64url(value: Any, size: int | None = None, max_size: int | None = None) -> bool:
+    """Whether ``value`` is base64url of at least one byte in the one spelling :func:`b64url_encode` writes.
+
+    :func:`b64url_decode` also takes padding and non-zero trailing bits; where a
+    string is hashed, signed or compared, only the unpadded, canonical spelling
+    may pass, so two strings never name the same bytes. ``size`` is the exact
+    decoded length, ``max_size`` the largest.
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        raw = b64url_decode(value)
+    except EncodingError:
+        return False
+    if b64url_encode(raw) != value or not raw:
+        return False
+    return (size is None or len(raw) == size) and (max_size is None or len(raw) <= max_size)
+
+
 class DuplicateKey(ValueError):
     """A JSON object names the member ``key`` twice."""
 

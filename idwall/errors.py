@@ -59,6 +59,7 @@ Errors that never become a problem+json answer: each has its own audience::
     EncodingError                    encoding: bad base64url; callers turn it into BadRequest
     DuplicateKey                     encoding: a JSON object names a key twice; callers turn it into BadRequest
     Stop                             engine.h1: stops llhttp from inside a callback (control flow)
+    Reject                           audit: one check of an entry failed; replay turns it into LedgerViolation
     AuthenticatorError               testing.authenticator: the soft authenticator's DOMException names
     ├── InvalidStateError            testing.authenticator: credential already registered here
     ├── NotAllowedError              testing.authenticator: no matching credential, user declined
@@ -132,7 +133,17 @@ class Gone(IDWallError):
 
 
 class WebAuthnRejected(IDWallError):
+    """``check`` names the check of :func:`idwall.passkeys.verify_assertion` that failed (None for the others)
+    and ``received`` what the response held there, for a caller that explains it in its own words (ledger replay).
+    """
+
     status, slug, title = 400, "webauthn-rejected", "Passkey response rejected"
+
+    def __init__(self, detail: str = "", *, check: str | None = None, received: Any = None,
+                 log_detail: str = "", **extra: Any) -> None:
+        super().__init__(detail, log_detail=log_detail, **extra)
+        self.check = check
+        self.received = received
 
 
 class TooManyRequests(IDWallError):

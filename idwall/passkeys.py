@@ -26,7 +26,10 @@ What this module adds to py_webauthn (see NOTES.md):
   a value it re-encodes longer (a half-precision float) hides as many bytes
   after it. Here every CBOR item is decoded in place, where it starts, and
   ends where its bytes end; duplicate map keys are refused; and nothing may
-  follow what the flags (AT, ED) announce. Failures are
+  follow what the flags (AT, ED) announce; an assertion has no AT, and its
+  ``clientDataJSON`` is parsed like an API body (a repeated member, whose last
+  copy py_webauthn's ``json.loads`` keeps, is refused) with its challenge in
+  the one spelling of its bytes. Failures are
   :class:`~idwall.errors.WebAuthnRejected`, like those of py_webauthn.
 - Whatever py_webauthn raises on a hostile response (its own exceptions, and
   CBOR, key, type or value errors from deeper down) becomes
@@ -36,8 +39,10 @@ What this module adds to py_webauthn (see NOTES.md):
   to ES256, EdDSA and RS256; the public key must be one that can verify later
   (with attestation "none" py_webauthn never loads it, and stores a point off
   the curve, a string where bytes belong or a 512-bit RSA modulus).
-- Authentication: the response must be for the credential the caller expects,
-  and the sign count is checked here, *after* the signature, so
+- Authentication: :func:`verify_assertion` is the one assertion verifier, of
+  logins and signed actions (through :func:`verify_authentication`, which also
+  requires the credential the caller expects) and of ledger replay. The sign
+  count is checked here, *after* the signature, so
   :class:`SignCountRegression` (which the caller records as a possible cloned
   authenticator) can only be caused by someone holding the private key, never
   by a forged response.
@@ -75,7 +80,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from idwall.encoding import EncodingError, b64url_decode, b64url_encode
+from idwall.encoding import EncodingError, b64url_decode, b64url_encode, is_b64url
 from idwall.errors import BadRequest, PayloadTooLarge, WebAuthnRejected
 from idwall.jsonbody import field, json_type, parse_json_object
 
@@ -89,6 +94,7 @@ __all__ = [
     "authentication_options",
     "credential_id_of",
     "registration_options",
+    "verify_assertion",
     "verify_authentication",
     "verify_registration",
 ]
@@ -107,6 +113,18 @@ _REQUIRED_RESPONSE_FIELDS: dict[_Kind, tuple[str, ...]] = {
     "registration": ("clientDataJSON", "attestationObject"),
     "authentication": ("clientDataJSON", "authenticatorData", "signature"),
 }
+# py_webauthn raises one exception type for every failed check of an assertion; its message says which
+# (WebAuthnRejected.check). The checks of clientDataJSON members are named after the member.
+_PY_WEBAUTHN_CHECKS = (
+    ("Unexpected client data type", "type"),
+    ("Client data challenge was not expected challenge", "challenge"),
+    ("Unexpected client data origin", "origin"),
+    ("Unexpected RP ID hash", "rp_id"),
+    ("User was not present", "user_present"),
+    ("User verification is required", "user_verified"),
+    ("Could not verify authentication signature", "signature"),
+)
+_CLIENT_DATA_CHECKS = ("type", "challenge", "origin")
 
 
 class SignCountRegression(WebAuthnRejected):
@@ -119,10 +137,10 @@ class SignCountRegression(WebAuthnRejected):
     def __init__(self, *, stored: int, received: int) -> None:
         super().__init__(
             f"sign count {received} is not greater than the stored count {stored}; "
-            "the authenticator may have been cloned"
+            "the authenticator may have been cloned",
+            check="sign_count", received=received,
         )
         self.stored = stored
-        self.received = received
 
 
 @dataclass(frozen=True)
@@ -278,11 +296,16 @@ def _cbor_item(data: bytes, start: int, refusal: str) -> tuple[Any, int]:
     return value, stream.tell()
 
 
-def _check_authenticator_data(data: bytes, what: str) -> None:
-    """Refuse authenticator data (WebAuthn §6.1) with bytes beyond what its AT and ED flags announce."""
+def _check_authenticator_data(data: bytes, what: str, *, assertion: bool = False) -> None:
+    """Refuse authenticator data (WebAuthn §6.1) with bytes beyond what its AT and ED flags announce.
+
+    With ``assertion``, attested credential data is refused outright (§6.3.3: an assertion has none).
+    """
     if len(data) < AUTH_DATA_FIXED:
         raise WebAuthnRejected(f"{what} was {len(data)} bytes, expected at least {AUTH_DATA_FIXED} bytes")
     flags, end = data[32], AUTH_DATA_FIXED
+    if flags & FLAG_AT and assertion:
+        raise WebAuthnRejected(f"{what} carries attested credential data (flag AT), which an assertion must not")
     if flags & FLAG_AT:
         if len(data) < end + ATTESTED_FIXED:
             raise WebAuthnRejected(f"{what} was {len(data)} bytes, expected at least {end + ATTESTED_FIXED} bytes "
@@ -314,10 +337,10 @@ def _check_attestation_object(raw: bytes) -> None:
     _check_authenticator_data(auth_data, "attestationObject.authData")
 
 
-def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[str, bytes], dict[str, Any]]:
-    """Check the structure; return the raw ID, the decoded response fields and a clean dict for py_webauthn.
+def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[str, bytes]]:
+    """Check the structure; return the raw ID and the decoded response fields py_webauthn needs.
 
-    Fields that influence no decision (``clientExtensionResults``,
+    Fields that influence no decision (``userHandle``, ``clientExtensionResults``,
     ``authenticatorAttachment``, ``transports``...) are type-checked and left out.
     """
     data = _load(credential)
@@ -328,18 +351,33 @@ def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[s
     if not isinstance(response, dict):
         raise BadRequest(f"credential.response must be an object, got {json_type(response)}")
     fields = {key: _b64url_field(response, key, "credential.response") for key in _REQUIRED_RESPONSE_FIELDS[kind]}
-    clean_response = {key: b64url_encode(value) for key, value in fields.items()}
     if kind == "authentication" and response.get("userHandle") is not None:
-        fields["userHandle"] = _b64url_field(response, "userHandle", "credential.response")
-        clean_response["userHandle"] = b64url_encode(fields["userHandle"])
+        _b64url_field(response, "userHandle", "credential.response")
     _check_optional_fields(data, response, kind)
     if kind == "registration":
         _check_attestation_object(fields["attestationObject"])
-    else:
-        _check_authenticator_data(fields["authenticatorData"], "authenticatorData")
+    return raw_id, fields
+
+
+def _for_py_webauthn(raw_id: bytes, fields: dict[str, bytes]) -> dict[str, Any]:
+    """The response py_webauthn gets, rebuilt from the decoded bytes, so the two parsers cannot disagree."""
     encoded_id = b64url_encode(raw_id)
-    clean = {"id": encoded_id, "rawId": encoded_id, "type": "public-key", "response": clean_response}
-    return raw_id, fields, clean
+    return {"id": encoded_id, "rawId": encoded_id, "type": "public-key",
+            "response": {key: b64url_encode(value) for key, value in fields.items()}}
+
+
+def _check_assertion_bytes(authenticator_data: bytes, client_data_json: bytes) -> dict[str, Any]:
+    """Refuse in an assertion what py_webauthn lets through (module docstring); return the parsed client data."""
+    _check_authenticator_data(authenticator_data, "authenticatorData", assertion=True)
+    try:
+        client_data = parse_json_object(client_data_json, max_bytes=MAX_CREDENTIAL_JSON_BYTES, what="clientDataJSON")
+    except BadRequest as exc:
+        raise WebAuthnRejected(exc.detail) from None
+    challenge = client_data.get("challenge")
+    if isinstance(challenge, str) and not is_b64url(challenge):
+        raise WebAuthnRejected(f"clientDataJSON.challenge {challenge[:60]!r} is not unpadded base64url",
+                               check="challenge", received=challenge)
+    return client_data
 
 
 def credential_id_of(credential: dict[str, Any] | str) -> bytes:
@@ -350,7 +388,9 @@ def credential_id_of(credential: dict[str, Any] | str) -> bytes:
     malformed one is refused before the caller spends its single-use challenge.
     Raises ``BadRequest`` or ``WebAuthnRejected`` when malformed.
     """
-    return _parse(credential, "authentication")[0]
+    raw_id, fields = _parse(credential, "authentication")
+    _check_assertion_bytes(fields["authenticatorData"], fields["clientDataJSON"])
+    return raw_id
 
 
 def _describe(exc: BaseException, *, outermost: bool = True) -> str:
@@ -366,8 +406,19 @@ def _describe(exc: BaseException, *, outermost: bool = True) -> str:
     return message
 
 
-def _rejected(exc: Exception) -> WebAuthnRejected:
-    return WebAuthnRejected(_describe(exc), log_detail=f"{type(exc).__name__}: {exc!r}")
+def _rejected(exc: Exception, *, check: str | None = None, received: Any = None) -> WebAuthnRejected:
+    return WebAuthnRejected(_describe(exc), check=check, received=received,
+                            log_detail=f"{type(exc).__name__}: {exc!r}")
+
+
+def _failed_check(exc: Exception) -> str | None:
+    """The check (of ``_PY_WEBAUTHN_CHECKS``) that py_webauthn's exception reports, if any."""
+    if isinstance(exc, WebAuthnException):
+        message = str(exc)
+        for prefix, check in _PY_WEBAUTHN_CHECKS:
+            if message.startswith(prefix):
+                return check
+    return None
 
 
 def _coordinate(key: dict[Any, Any], label: int, name: str, size: int | None) -> bytes:
@@ -426,10 +477,10 @@ def verify_registration(
     one that fails verification. Checking that the credential ID is not already
     registered is the caller's job (the store knows).
     """
-    raw_id, _, clean = _parse(credential, "registration")
+    raw_id, fields = _parse(credential, "registration")
     try:
         verified = verify_registration_response(
-            credential=clean,
+            credential=_for_py_webauthn(raw_id, fields),
             expected_challenge=expected_challenge,
             expected_rp_id=rp_id,
             expected_origin=list(origins),
@@ -470,15 +521,56 @@ def verify_authentication(
     ``public_key`` and ``stored_sign_count`` are that credential's stored
     values. Raises ``BadRequest`` (malformed), ``WebAuthnRejected`` (failed
     verification) or ``SignCountRegression`` (valid signature, counter did not
-    go up while either count is above zero).
+    go up while either count is above zero), as :func:`verify_assertion` does.
     """
-    raw_id, fields, clean = _parse(credential, "authentication")
+    raw_id, fields = _parse(credential, "authentication")
     if raw_id != expected_credential_id:
         raise WebAuthnRejected("the response was made with a different credential than the one expected")
+    return verify_assertion(
+        credential_id=raw_id,
+        authenticator_data=fields["authenticatorData"],
+        client_data_json=fields["clientDataJSON"],
+        signature=fields["signature"],
+        expected_challenge=expected_challenge,
+        rp_id=rp_id,
+        origins=origins,
+        public_key=public_key,
+        stored_sign_count=stored_sign_count,
+        require_uv=require_uv,
+    )
+
+
+def verify_assertion(
+    *,
+    credential_id: bytes,
+    authenticator_data: bytes,
+    client_data_json: bytes,
+    signature: bytes,
+    expected_challenge: bytes,
+    rp_id: str,
+    origins: tuple[str, ...],
+    public_key: bytes,
+    stored_sign_count: int,
+    require_uv: bool,
+) -> VerifiedAuthentication:
+    """Verify one assertion (WebAuthn §7.2), given as raw bytes: a browser's response or a ledger approval.
+
+    After :func:`_check_assertion_bytes`, py_webauthn checks the client data's
+    type (``webauthn.get``), challenge and origin, the rpIdHash, UP, UV when
+    ``require_uv``, and the signature over ``authenticatorData ||
+    H(clientDataJSON)`` under ``public_key`` (COSE); then the sign count must
+    pass ``stored_sign_count``. Raises ``WebAuthnRejected`` with ``check`` one
+    of ``"type"``, ``"challenge"``, ``"origin"`` (``received`` is the client
+    data's value), ``"rp_id"``, ``"user_present"``, ``"user_verified"``,
+    ``"signature"``, or None when something else is wrong; or
+    ``SignCountRegression`` (``check`` is ``"sign_count"``).
+    """
+    client_data = _check_assertion_bytes(authenticator_data, client_data_json)
+    response = {"clientDataJSON": client_data_json, "authenticatorData": authenticator_data, "signature": signature}
     try:
         # The count is checked below, after the signature, so a forged low count is a plain rejection.
         verified = verify_authentication_response(
-            credential=clean,
+            credential=_for_py_webauthn(credential_id, response),
             expected_challenge=expected_challenge,
             expected_rp_id=rp_id,
             expected_origin=list(origins),
@@ -487,14 +579,16 @@ def verify_authentication(
             require_user_verification=require_uv,
         )
     except Exception as exc:  # py_webauthn lets CBOR, key and type errors escape on hostile input
-        raise _rejected(exc) from exc
+        check = _failed_check(exc)
+        raise _rejected(exc, check=check,
+                        received=client_data.get(check) if check in _CLIENT_DATA_CHECKS else None) from exc
     new_count = verified.new_sign_count
     if (stored_sign_count > 0 or new_count > 0) and new_count <= stored_sign_count:
         raise SignCountRegression(stored=stored_sign_count, received=new_count)
-    flags = fields["authenticatorData"][32]
+    flags = authenticator_data[32]
     user_verified = bool(flags & FLAG_UV)
     return VerifiedAuthentication(
-        credential_id=raw_id,
+        credential_id=credential_id,
         new_sign_count=new_count,
         user_verified=user_verified,
         user_present=bool(flags & FLAG_UP),

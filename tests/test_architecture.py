@@ -23,8 +23,10 @@ AIOHTTP_ALLOWED = ("idwall.web", "idwall.cli", "idwall.upstream", "idwall.demo",
 #: pure trust logic: no I/O module of ours, no network library
 PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges", "idwall.encoding",
         "idwall.errors", "idwall.httpnorm", "idwall.engine.h1", "idwall.engine.headers",
-        "idwall.engine.websocket", "idwall.engine.answers", "idwall.engine.h1_upstream", "idwall.actions", "idwall.enrollment",
-        "idwall.tokens")
+        "idwall.engine.websocket", "idwall.engine.answers", "idwall.engine.h1_upstream", "idwall.actions",
+        "idwall.enrollment", "idwall.tokens", "idwall.passkeys", "idwall.jsonbody", "idwall.units", "idwall.pki",
+        "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
+        "idwall.audit.replay", "idwall.audit.verify")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
               "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server", "idwall.web",
               "idwall.supervisor", "idwall.cli")
@@ -197,3 +199,8 @@ async def test_a_proxied_request_crosses_at_most_five_modules(gateway: Any) -> N
     assert "idwall.engine.io" in request_side and "idwall.assertion" in request_side, "the profile saw the request"
     assert len(request_side) <= 5, sorted(request_side)
     assert len(response_side) <= 5, sorted(response_side)
+
+
+def test_no_module_over_600_lines() -> None:
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > 600}
+    assert long == {}

@@ -340,7 +340,7 @@ def test_hand_inserted_enrollment_claiming_an_existing_invite_fails_at_that_seq(
 def test_forged_enrollment_control_only_the_invite_logic_objects(story: Story, tmp_path: Path) -> None:
     """The same forgery copying carol's unused invite exactly passes: the failures above come from the logic.
 
-    This is the documented limit (idwall/audit.py): a device.enroll carries no
+    This is the documented limit (idwall/audit/__init__.py): a device.enroll carries no
     passkey signature, so whoever holds the ledger key can spend an unused
     invite. What stops them is the invite code (only its hash is stored) and the
     head pin / exported copies, not the chain.

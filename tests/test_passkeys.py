@@ -390,6 +390,17 @@ AUTHENTICATION_ATTACKS: list[tuple[str, Callable[[SoftAuthenticator, bytes], dic
     ("clientDataJSON without challenge",
      lambda d, c: edit(d.get(auth_options([c])), "clientDataJSON",
                        lambda _: b'{"type":"webauthn.get","origin":"https://localhost:8443"}'), "clientDataJSON"),
+    # refused by verify_assertion, not by py_webauthn (ledger replay refused them before it shared the verifier)
+    ("clientDataJSON with a repeated member",
+     lambda d, c: edit(d.get(auth_options([c])), "clientDataJSON", lambda b: b[:-1] + b',"challenge":"AAAA"}'),
+     'clientDataJSON has the key "challenge" twice'),
+    ("challenge spelled with padding",
+     lambda d, c: d.get(auth_options([c]), client_data={"challenge": b64url_encode(AUTH_CHALLENGE) + "="}),
+     "is not unpadded base64url"),
+    ("attested credential data in an assertion",
+     lambda d, c: edit(d.get(auth_options([c])), "authenticatorData",
+                       lambda b: b[:32] + bytes([b[32] | 0x40]) + b[33:]),
+     "authenticatorData carries attested credential data (flag AT)"),
 ]
 
 

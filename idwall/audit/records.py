@@ -1,0 +1,78 @@
+"""The records :class:`~idwall.audit.replay.LedgerState` replays: what the ledger knows at some point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user as the ledger knows them at some point."""
+
+    id: str
+    name: str
+    email: str
+    groups: tuple[str, ...]
+    admin: bool
+    seq: int  # the entry that created them
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A device; ``status`` is active, pending_approval or revoked."""
+
+    id: str
+    user: str
+    enrollment_id: str
+    cert_sha256: str | None
+    status: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A registered passkey: its owner, device, COSE key and highest sign count seen."""
+
+    id: str
+    user: str
+    device_id: str
+    public_key: bytes
+    alg: int
+    sign_count: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class InviteRecord:
+    """An invite made by a valid ``invite.create``; ``used_by`` is the enrolling seq."""
+
+    id: str
+    user: str
+    name: str
+    email: str
+    groups: tuple[str, ...]
+    admin: bool
+    expires_at: float
+    seq: int
+    used_by: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token made by a valid ``token.create``."""
+
+    id: str
+    scopes: tuple[str, ...]
+    expires_at: float
+    seq: int
+    revoked_by: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session started by a ``session.login``."""
+
+    id: str
+    user: str
+    device_id: str
+    seq: int

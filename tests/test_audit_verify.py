@@ -1,0 +1,139 @@
+"""idwall.audit.verify: the whole-ledger verifier against every vector, and its pins (root, ledger key, head)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from idwall.audit import entries_from_jsonl, ledger_public_jwk, verify_ledger
+from tests.helpers.ledger import LEDGER_KEY, VECTORS, fails, full_ledger, gen
+
+
+def load_vectors(kind: str) -> list[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+    """The one loader: every ``<kind>/*.jsonl`` with its manifest entry."""
+    manifest = json.loads((VECTORS / kind / "manifest.json").read_text(encoding="utf-8"))
+    files = sorted(p.name for p in (VECTORS / kind).glob("*.jsonl"))
+    assert files == sorted(manifest), f"{kind}: files and manifest.json disagree"
+    return [
+        (name, entries_from_jsonl((VECTORS / kind / name).read_text(encoding="utf-8")), manifest[name])
+        for name in files
+    ]
+
+
+def _pins(expected: dict[str, Any]) -> dict[str, Any]:
+    return {key: expected[key] for key in ("root", "expected_last") if key in expected}
+
+
+def _pins(expected: dict[str, Any]) -> dict[str, Any]:
+    return {key: expected[key] for key in ("root", "expected_last") if key in expected}
+
+
+@pytest.fixture(scope="module")
+def full() -> list[dict[str, Any]]:
+    return full_ledger()
+
+
+# --- the vectors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "entries", "expected"), load_vectors("valid"), ids=lambda v: v if isinstance(v, str) else "")
+def test_valid_vector_verifies(name: str, entries: list[dict[str, Any]], expected: dict[str, Any]) -> None:
+    result = verify_ledger(entries, root=expected["root"])
+    assert result.ok, result.reason
+    assert (result.entries, result.seq, result.root, result.head) == (
+        expected["entries"], expected["entries"], expected["root"], expected["head"])
+    # The same with every pin at once: ledger key, head seq and head hash.
+    pinned = verify_ledger(entries, root=expected["root"], ledger_public_key=entries[0]["data"]["ledger_key"],
+                           expected_last=expected["entries"], expected_last_hash=expected["head"])
+    assert pinned.ok, pinned.reason
+
+
+@pytest.mark.parametrize(("name", "entries", "expected"), load_vectors("invalid"),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_invalid_vector_fails_at_its_seq(name: str, entries: list[dict[str, Any]], expected: dict[str, Any]) -> None:
+    result = verify_ledger(entries, **_pins(expected))
+    assert not result.ok
+    assert result.seq == expected["seq"], result.reason
+    assert result.reason.startswith(f"seq {expected['seq']}: ")
+    assert expected["reason"] in result.reason
+
+
+def test_invalid_set_covers_the_required_attacks() -> None:
+    names = {name.removesuffix(".jsonl") for name, _, _ in load_vectors("invalid")}
+    assert {
+        "data_changed", "entry_deleted", "entries_swapped", "truncated_middle", "approval_moved",
+        "public_key_swapped", "invite_by_non_admin", "challenge_other_action", "other_init", "enroll_inserted",
+        "invite_used_twice", "unknown_credential", "truncated_end",
+    } <= names
+
+
+def test_foreign_ledger_verifies_without_the_root_pin() -> None:
+    # The point of --root: a wholly replaced ledger is internally consistent.
+    [(_, entries, expected)] = [v for v in load_vectors("invalid") if v[0] == "other_init.jsonl"]
+    assert verify_ledger(entries).ok
+    assert not verify_ledger(entries, root=expected["root"]).ok
+
+
+def test_truncation_at_the_end_is_invisible_without_a_head_pin(full: list[dict[str, Any]]) -> None:
+    head = verify_ledger(full).head
+    assert verify_ledger(full[:20]).ok
+    result = verify_ledger(full[:20], expected_last=23, expected_last_hash=head)
+    assert (result.ok, result.seq) == (False, 21)
+    # A pinned head hash catches a rewritten tail of the right length.
+    rewritten = gen.reseal([*full[:22], {**full[22], "data": {**full[22]["data"], "reason": "nothing to see"}}],
+                           LEDGER_KEY, 23)
+    assert verify_ledger(rewritten).ok
+    result = verify_ledger(rewritten, expected_last=23, expected_last_hash=head)
+    assert (result.ok, result.seq) == (False, 23)
+    assert "pinned head hash" in result.reason
+
+
+def test_the_generator_reproduces_a_consistent_vector_set(tmp_path: Path) -> None:
+    gen.generate(tmp_path)  # raises SystemExit when any vector does not verify as its manifest says
+    assert sorted(p.name for p in (tmp_path / "invalid").glob("*.jsonl")) == sorted(
+        p.name for p in (VECTORS / "invalid").glob("*.jsonl"))
+    fresh = entries_from_jsonl((tmp_path / "valid" / "full.jsonl").read_text(encoding="utf-8"))
+    committed = entries_from_jsonl((VECTORS / "valid" / "full.jsonl").read_text(encoding="utf-8"))
+    # Deterministic parts stay put across runs: ledger key, types, times, actors (passkeys are random).
+    assert [(e["type"], e["time"], e["actor"]) for e in fresh] == [
+        (e["type"], e["time"], e["actor"]) for e in committed]
+    assert fresh[0]["data"]["ledger_key"] == committed[0]["data"]["ledger_key"]
+
+
+# --- pins and degenerate ledgers ------------------------------------------------------------------------
+
+
+def test_pinned_ledger_key_must_be_the_bootstraps(full: list[dict[str, Any]]) -> None:
+    stranger = ec.generate_private_key(ec.SECP256R1()).public_key()
+    fails(full, 1, "not the ledger public key given to the verifier", ledger_public_key=stranger)
+    fails(full, 1, "not the ledger public key given", ledger_public_key=ledger_public_jwk(stranger))
+    with pytest.raises(ValueError):
+        verify_ledger(full, ledger_public_key=ec.generate_private_key(ec.SECP384R1()).public_key())
+
+
+def test_a_ledger_key_holder_without_the_pin_can_rebuild_everything_but_the_root(full: list[dict[str, Any]]) -> None:
+    thief = gen.derived_key("ledger/thief")
+    entries = copy.deepcopy(full)
+    entries[0]["data"]["ledger_key"] = ledger_public_jwk(thief)
+    resealed = gen.reseal(entries, thief)
+    assert verify_ledger(resealed).ok  # self-consistent...
+    fails(resealed, 1, "not the ledger public key", ledger_public_key=LEDGER_KEY.public_key())  # ...but not ours
+
+
+@pytest.mark.parametrize(("entries", "seq", "reason"), [
+    ([], 1, "the ledger is empty"),
+    (["not an object"], 1, "an entry must be a JSON object"),
+    ([{"seq": 1}], 1, "entry is missing"),
+])
+def test_degenerate_ledgers(entries: list[Any], seq: int, reason: str) -> None:
+    fails(entries, seq, reason)
+
+
+def test_head_hash_pin_needs_its_seq(full: list[dict[str, Any]]) -> None:
+    with pytest.raises(ValueError):
+        verify_ledger(full, expected_last_hash="x")
