@@ -15,7 +15,7 @@ from idwall.enrollment import INVITE_TTL, invite_id_of
 from idwall.errors import BadRequest
 from idwall.tokens import token_hash
 from idwall.testing.authenticator import SoftAuthenticator
-from test_enroll_api import (
+from tests.helpers.api import (
     begin_enroll,
     bootstrap,
     call,
@@ -308,7 +308,7 @@ async def test_device_recover_needs_the_same_user_with_another_active_passkey(ga
 
 
 async def test_with_admin_approval_policy_a_users_own_passkey_cannot_approve_a_new_device(tmp_path, upstream) -> None:
-    from conftest import start_test_gateway
+    from tests.helpers.gateway import start_test_gateway
 
     gateway = await start_test_gateway(
         tmp_path, upstream.url, edit=lambda text: text.replace("approval: none", "approval: admin"))

@@ -9,7 +9,6 @@ import logging
 import re
 import time
 from html.parser import HTMLParser
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from idwall import tokens
 from idwall.logs import JSONLineFormatter
 from idwall.store.base import LedgerDraft
 from idwall.web.api_admin import CSP
+from tests.helpers.api import call_fresh
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,36 +31,18 @@ async def make_token(gateway, scopes, *, ttl: int = 3600, now: float | None = No
     return issued
 
 
-async def call(gateway, method: str, path: str, *, device=None, token: str | None = None, body: Any = None,
-               headers: dict[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any, Any]:
-    """One request on a fresh connection; returns (status, parsed body or text, headers)."""
-    hdrs = dict(headers or {})
-    if token is not None:
-        hdrs["Authorization"] = f"Bearer {token}"
-    kwargs: dict[str, Any] = {"headers": hdrs, "allow_redirects": False}
-    if body is not None:
-        kwargs["json"] = body
-    if raw is not None:
-        kwargs["data"] = raw
-    async with gateway.session(device) as client:
-        async with client.request(method, gateway.url + path, **kwargs) as resp:
-            text = await resp.text()
-            parsed = json.loads(text) if "json" in (resp.content_type or "") else text
-            return resp.status, parsed, resp.headers
-
-
 KILL_USER = {"scope": "user", "target": "nobody", "reason": "test", "revoke_devices": False}
 
 
 async def test_fresh_admin_session_may_read_kill_and_open_the_console(gateway) -> None:
     admin = await gateway.device("root", admin=True, groups=("sec",))
-    status, body, _ = await call(gateway, "GET", "/idwall/api/admin/sessions", device=admin)
+    status, body, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions", device=admin)
     assert status == 200, body
     assert [s["user"] for s in body["sessions"]] == ["root"]
-    status, body, _ = await call(gateway, "POST", "/idwall/api/admin/kill", device=admin, body=KILL_USER)
+    status, body, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", device=admin, body=KILL_USER)
     assert status == 200, body
     assert body["sessions_revoked"] == 0 and body["connections_closed"] == 0
-    status, page, headers = await call(gateway, "GET", "/idwall/admin", device=admin,
+    status, page, headers = await call_fresh(gateway, "GET", "/idwall/admin", device=admin,
                                        headers={"Accept": "text/html"})
     assert status == 200
     assert headers["Content-Security-Policy"] == CSP
@@ -72,9 +54,9 @@ async def test_fresh_admin_session_may_read_kill_and_open_the_console(gateway) -
     assert "/idwall/static/admin.css" in audit.styles
     assert all(audit.labelled(i) for i in audit.inputs), "every input has a label"
     for name, ctype in (("admin.js", "application/javascript"), ("admin.css", "text/css")):
-        status, text, headers = await call(gateway, "GET", "/idwall/static/" + name)
+        status, text, headers = await call_fresh(gateway, "GET", "/idwall/static/" + name)
         assert status == 200 and headers["Content-Type"].startswith(ctype) and len(text) > 500
-    js = (await call(gateway, "GET", "/idwall/static/admin.js"))[1]
+    js = (await call_fresh(gateway, "GET", "/idwall/static/admin.js"))[1]
     assert "innerHTML" not in js and "eval(" not in js, "attacker-controlled names are written as text only"
 
 
@@ -107,7 +89,7 @@ async def test_console_status_region_is_in_the_page_before_its_first_message(gat
     # A live region that appears together with its text may not be announced: it must be there, empty, from the
     # start, and the script must only change its text.
     admin = await gateway.device("root", admin=True)
-    status, page, _ = await call(gateway, "GET", "/idwall/admin", device=admin, headers={"Accept": "text/html"})
+    status, page, _ = await call_fresh(gateway, "GET", "/idwall/admin", device=admin, headers={"Accept": "text/html"})
     assert status == 200
     finder = StatusRegionFinder()
     finder.feed(page)
@@ -115,11 +97,11 @@ async def test_console_status_region_is_in_the_page_before_its_first_message(gat
     assert finder.attrs.get("role") == "status" and finder.attrs.get("aria-live") == "polite"
     assert "hidden" not in finder.attrs and "aria-hidden" not in finder.attrs, finder.attrs
     assert finder.text.strip() == ""
-    js = (await call(gateway, "GET", "/idwall/static/admin.js"))[1]
+    js = (await call_fresh(gateway, "GET", "/idwall/static/admin.js"))[1]
     say = re.search(r"function say\(message\) \{(.*?)\n  \}", js, re.S)
     assert say is not None and "textContent" in say.group(1)
     assert "hidden" not in say.group(1) and '$("status").hidden' not in js, "only the region's text changes"
-    css = (await call(gateway, "GET", "/idwall/static/admin.css"))[1]
+    css = (await call_fresh(gateway, "GET", "/idwall/static/admin.css"))[1]
     assert not re.search(r"\.status(:empty)?\s*\{[^}]*display:\s*none", css), "an empty region stays in the tree"
 
 
@@ -174,7 +156,7 @@ async def test_a_user_without_the_admin_role_is_forbidden_everywhere(gateway) ->
     for method, path, body in [("GET", "/idwall/api/admin/sessions", None), ("POST", "/idwall/api/admin/kill", KILL_USER),
                                ("GET", "/idwall/api/admin/audit", None), ("GET", "/idwall/api/admin/tokens", None),
                                ("GET", "/idwall/api/admin/kills", None), ("GET", "/idwall/admin", None)]:
-        status, problem, _ = await call(gateway, method, path, device=alice, body=body)
+        status, problem, _ = await call_fresh(gateway, method, path, device=alice, body=body)
         assert status == 403, (path, problem)
         assert problem["type"].endswith("/forbidden")
     assert len(await gateway.store.live_sessions(now=time.time())) == 1
@@ -182,22 +164,22 @@ async def test_a_user_without_the_admin_role_is_forbidden_everywhere(gateway) ->
 
 async def test_an_old_passkey_login_needs_step_up_and_browsers_are_sent_to_login(gateway) -> None:
     stale = await gateway.device("root", admin=True, auth_time=time.time() - gateway.config.admin.fresh_auth - 1)
-    status, problem, _ = await call(gateway, "POST", "/idwall/api/admin/kill", device=stale, body=KILL_USER)
+    status, problem, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", device=stale, body=KILL_USER)
     assert status == 401
     assert problem["step_up"] is True
     assert problem["login_url"] == gateway.url + "/idwall/login?next=/idwall/admin"
-    status, _, headers = await call(gateway, "GET", "/idwall/admin", device=stale,
+    status, _, headers = await call_fresh(gateway, "GET", "/idwall/admin", device=stale,
                                     headers={"Accept": "text/html,application/xhtml+xml"})
     assert status == 303 and headers["Location"] == "/idwall/login?next=/idwall/admin"
-    status, problem, _ = await call(gateway, "GET", "/idwall/admin", device=stale, headers={"Accept": "*/*"})
+    status, problem, _ = await call_fresh(gateway, "GET", "/idwall/admin", device=stale, headers={"Accept": "*/*"})
     assert status == 401 and problem["step_up"] is True
     no_session = await gateway.device("root2", admin=True, with_session=False)
-    status, problem, _ = await call(gateway, "GET", "/idwall/api/admin/sessions", device=no_session)
+    status, problem, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions", device=no_session)
     assert status == 401 and problem["step_up"] is False
 
 
 async def test_without_certificate_or_token_the_answer_points_at_enrollment(gateway) -> None:
-    status, problem, _ = await call(gateway, "GET", "/idwall/api/admin/sessions")
+    status, problem, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions")
     assert status == 403 and problem["type"].endswith("/no-client-certificate")
     assert problem["enroll_url"].endswith("/idwall/enroll")
 
@@ -209,17 +191,17 @@ async def test_scopes_do_not_imply_each_other(gateway) -> None:
     both = await make_token(gateway, ["kill", "read"])
     for path in ("/idwall/api/admin/sessions", "/idwall/api/admin/audit", "/idwall/api/admin/tokens",
                  "/idwall/api/admin/kills"):
-        assert (await call(gateway, "GET", path, token=read.secret))[0] == 200, path
-        assert (await call(gateway, "GET", path, token=both.secret))[0] == 200, path
-        status, problem, _ = await call(gateway, "GET", path, token=kill.secret)
+        assert (await call_fresh(gateway, "GET", path, token=read.secret))[0] == 200, path
+        assert (await call_fresh(gateway, "GET", path, token=both.secret))[0] == 200, path
+        status, problem, _ = await call_fresh(gateway, "GET", path, token=kill.secret)
         assert status == 403 and problem["type"].endswith("/insufficient-scope"), path
-    status, problem, _ = await call(gateway, "POST", "/idwall/api/admin/kill", token=read.secret, body=KILL_USER)
+    status, problem, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=read.secret, body=KILL_USER)
     assert status == 403 and problem["type"].endswith("/insufficient-scope")
-    status, body, _ = await call(gateway, "POST", "/idwall/api/admin/kill", token=kill.secret, body=KILL_USER)
+    status, body, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=kill.secret, body=KILL_USER)
     assert status == 200, body
     entry = (await gateway.store.ledger_entries(after=body["audit_seq"] - 1, limit=1))[0]
     assert entry["type"] == "kill" and entry["actor"] == "token:" + kill.record.id
-    assert (await call(gateway, "GET", "/idwall/admin", token=both.secret))[0] == 403  # the console is for people
+    assert (await call_fresh(gateway, "GET", "/idwall/admin", token=both.secret))[0] == 403  # the console is for people
 
 
 @pytest.mark.parametrize("header", [
@@ -229,7 +211,7 @@ async def test_scopes_do_not_imply_each_other(gateway) -> None:
 async def test_malformed_authorization_is_401_even_over_an_admin_session(gateway, header) -> None:
     admin = await gateway.device("root", admin=True)
     for device in (None, admin):
-        status, problem, _ = await call(gateway, "GET", "/idwall/api/admin/sessions", device=device,
+        status, problem, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions", device=device,
                                         headers={"Authorization": header})
         assert status == 401, problem
         assert problem["type"].endswith("/invalid-token")
@@ -240,22 +222,22 @@ async def test_expired_revoked_and_unknown_tokens_are_refused_alike(gateway) -> 
     expired = await make_token(gateway, ["kill", "read"], ttl=60, now=time.time() - 61)
     revoked = await make_token(gateway, ["kill", "read"])
     unknown = tokens.new_token(name="x", scopes=["kill"], ttl=60, created_by="a", now=time.time())
-    status, body, _ = await call(gateway, "DELETE", f"/idwall/api/admin/tokens/{revoked.record.id}", token=revoked.secret)
+    status, body, _ = await call_fresh(gateway, "DELETE", f"/idwall/api/admin/tokens/{revoked.record.id}", token=revoked.secret)
     assert status == 403, "a token cannot revoke tokens"
-    status, body, _ = await call(gateway, "DELETE", f"/idwall/api/admin/tokens/{revoked.record.id}", device=admin)
+    status, body, _ = await call_fresh(gateway, "DELETE", f"/idwall/api/admin/tokens/{revoked.record.id}", device=admin)
     assert status == 200 and body["revoked"] is True
     entry = (await gateway.store.ledger_entries(after=body["audit_seq"] - 1, limit=1))[0]
     assert (entry["type"], entry["actor"], entry["subject"]) == ("token.revoke", "root", revoked.record.id)
-    assert (await call(gateway, "DELETE", f"/idwall/api/admin/tokens/{revoked.record.id}", device=admin))[0] == 404
+    assert (await call_fresh(gateway, "DELETE", f"/idwall/api/admin/tokens/{revoked.record.id}", device=admin))[0] == 404
     problems = []
     for secret in (expired.secret, revoked.secret, unknown.secret):
-        status, problem, _ = await call(gateway, "POST", "/idwall/api/admin/kill", token=secret,
+        status, problem, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=secret,
                                         body={"scope": "all", "reason": "x", "revoke_devices": False})
         assert status == 401
         problems.append(problem)
     assert problems[0] == problems[1] == problems[2]
     assert len(await gateway.store.live_sessions(now=time.time())) == 1, "nothing was killed"
-    status, listing, _ = await call(gateway, "GET", "/idwall/api/admin/tokens", device=admin)
+    status, listing, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/tokens", device=admin)
     states = {t["id"]: t["status"] for t in listing["tokens"]}
     assert states == {expired.record.id: "expired", revoked.record.id: "revoked"}
     assert "hash" not in json.dumps(listing)
@@ -276,7 +258,7 @@ async def test_tokens_never_reach_the_logs(gateway) -> None:
         await gateway.store.revoke_token(revoked.record.id, now=time.time(),
                                          draft=LedgerDraft("token.revoke", "admin", revoked.record.id, {}))
         for secret in (good.secret, revoked.secret, good.secret + "x"):
-            await call(gateway, "POST", "/idwall/api/admin/kill", token=secret,
+            await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=secret,
                        body={"scope": "user", "target": "alice", "reason": "logs", "revoke_devices": False})
     finally:
         logger.removeHandler(handler)
@@ -291,17 +273,17 @@ async def test_audit_pages_through_the_ledger(gateway) -> None:
     reader = await make_token(gateway, ["read"])
     for _ in range(3):
         await gateway.device("u")
-    status, first, _ = await call(gateway, "GET", "/idwall/api/admin/audit?limit=2", token=reader.secret)
+    status, first, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/audit?limit=2", token=reader.secret)
     assert status == 200
     assert [e["seq"] for e in first["entries"]] == [1, 2] and first["next"] == 2
     assert {"seq", "time", "type", "actor", "subject", "data", "prev", "hash", "sig"} <= set(first["entries"][0])
-    status, rest, _ = await call(gateway, "GET", f"/idwall/api/admin/audit?after={first['next']}&limit=1000",
+    status, rest, _ = await call_fresh(gateway, "GET", f"/idwall/api/admin/audit?after={first['next']}&limit=1000",
                                  token=reader.secret)
     seqs = [e["seq"] for e in rest["entries"]]
     assert seqs == list(range(3, 3 + len(seqs))) and rest["next"] == seqs[-1]
-    status, empty, _ = await call(gateway, "GET", f"/idwall/api/admin/audit?after={rest['next']}", token=reader.secret)
+    status, empty, _ = await call_fresh(gateway, "GET", f"/idwall/api/admin/audit?after={rest['next']}", token=reader.secret)
     assert empty == {"entries": [], "next": rest["next"]}
-    status, default, _ = await call(gateway, "GET", "/idwall/api/admin/audit", token=reader.secret)
+    status, default, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/audit", token=reader.secret)
     assert default["entries"][0]["seq"] == 1
 
 
@@ -309,7 +291,7 @@ async def test_audit_pages_through_the_ledger(gateway) -> None:
                                    "after=1.5", "after=+1", "after=1e3", "limit=%EF%BC%91", "after=" + "9" * 30])
 async def test_audit_refuses_bad_paging(gateway, query) -> None:
     reader = await make_token(gateway, ["read"])
-    status, problem, _ = await call(gateway, "GET", "/idwall/api/admin/audit?" + query, token=reader.secret)
+    status, problem, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/audit?" + query, token=reader.secret)
     assert status == 400 and problem["type"].endswith("/bad-request"), problem
 
 
@@ -322,7 +304,7 @@ async def test_sessions_list_filters_and_counts_connections(gateway) -> None:
         for client in clients:
             async with client.get(gateway.url + "/x", headers={"User-Agent": "kill-test/1"}) as resp:
                 assert resp.status == 200
-        status, body, _ = await call(gateway, "GET", "/idwall/api/admin/sessions", token=reader.secret)
+        status, body, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions", token=reader.secret)
         by_user = {s["user"]: s for s in body["sessions"]}
         assert set(by_user) == {"alice", "bob"}
         a = by_user["alice"]
@@ -334,9 +316,9 @@ async def test_sessions_list_filters_and_counts_connections(gateway) -> None:
         for query, users in [("user=alice", {"alice"}), ("group=ops", {"bob"}), ("group=oncall", {"alice"}),
                              (f"device={bob.device_id}", {"bob"}), ("user=alice&group=ops", set()),
                              ("user=nobody", set())]:
-            status, body, _ = await call(gateway, "GET", "/idwall/api/admin/sessions?" + query, token=reader.secret)
+            status, body, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions?" + query, token=reader.secret)
             assert status == 200 and {s["user"] for s in body["sessions"]} == users, query
-        status, _, _ = await call(gateway, "GET", "/idwall/api/admin/sessions?user=" + "x" * 201, token=reader.secret)
+        status, _, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/sessions?user=" + "x" * 201, token=reader.secret)
         assert status == 400
     finally:
         for client in clients:
@@ -365,7 +347,7 @@ async def test_sessions_list_filters_and_counts_connections(gateway) -> None:
 async def test_bad_kill_bodies_are_400_and_kill_nothing(gateway, raw, ctype) -> None:
     await gateway.device("alice")
     killer = await make_token(gateway, ["kill"])
-    status, problem, headers = await call(gateway, "POST", "/idwall/api/admin/kill", token=killer.secret, raw=raw,
+    status, problem, headers = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=killer.secret, raw=raw,
                                           headers={"Content-Type": ctype})
     assert status == 400, problem
     assert headers["Content-Type"].startswith("application/problem+json")
@@ -379,11 +361,11 @@ async def test_cross_site_requests_cannot_use_an_admin_session(gateway, headers)
     admin = await gateway.device("root", admin=True)
     await gateway.device("alice")
     body = {"scope": "user", "target": "alice", "reason": "csrf", "revoke_devices": True}
-    status, problem, _ = await call(gateway, "POST", "/idwall/api/admin/kill", device=admin, body=body,
+    status, problem, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", device=admin, body=body,
                                     headers=headers)
     assert status == 403, problem
     assert len(await gateway.store.live_sessions(now=time.time())) == 2
-    status, answer, _ = await call(gateway, "POST", "/idwall/api/admin/kill", device=admin, body=body,
+    status, answer, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", device=admin, body=body,
                                    headers={"Origin": gateway.url, "Sec-Fetch-Site": "same-origin"})
     assert status == 200 and answer["sessions_revoked"] == 1 and answer["devices_revoked"] == 1
 
@@ -428,7 +410,7 @@ async def test_recent_kills_say_who_and_how_many_connections(gateway) -> None:
     async with gateway.session(alice) as client:
         async with client.get(gateway.url + "/warm") as resp:
             assert resp.status == 200
-        status, answer, _ = await call(gateway, "POST", "/idwall/api/admin/kill", token=reader.secret,
+        status, answer, _ = await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=reader.secret,
                                        body={"scope": "group", "target": "eng", "reason": "phish",
                                              "revoke_devices": False})
     assert answer["connections_closed"] == 1 and answer["sessions_revoked"] == 2
@@ -436,7 +418,7 @@ async def test_recent_kills_say_who_and_how_many_connections(gateway) -> None:
                                           draft=LedgerDraft("kill", "system", "*", {"scope": "all", "target": None,
                                                                                      "reason": "elsewhere",
                                                                                      "revoke_devices": False}))).audit_seq
-    status, body, _ = await call(gateway, "GET", "/idwall/api/admin/kills", token=reader.secret)
+    status, body, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/kills", token=reader.secret)
     assert status == 200
     newest, older = body["kills"][:2]
     assert newest["audit_seq"] == other_seq and newest["connections_closed"] is None

@@ -40,8 +40,8 @@ from idwall.encoding import b64url_encode
 from idwall.errors import PayloadTooLarge
 from idwall.jsonbody import json_type
 from idwall.testing.authenticator import SoftAuthenticator
-from test_enroll_api import begin_enroll, bootstrap, counts, login, make_csr
-from test_jsonbody import HOSTILE_BODIES, json_values
+from tests.helpers.api import begin_enroll, bootstrap, counts, login, make_csr
+from tests.helpers.hostile_json import HOSTILE_BODIES, json_values
 
 pytestmark = pytest.mark.asyncio
 

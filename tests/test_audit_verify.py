@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from idwall.audit import entries_from_jsonl, ledger_public_jwk, verify_ledger
-from tests.helpers.ledger import LEDGER_KEY, VECTORS, fails, full_ledger, gen
-
-
-def load_vectors(kind: str) -> list[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
-    """The one loader: every ``<kind>/*.jsonl`` with its manifest entry."""
-    manifest = json.loads((VECTORS / kind / "manifest.json").read_text(encoding="utf-8"))
-    files = sorted(p.name for p in (VECTORS / kind).glob("*.jsonl"))
-    assert files == sorted(manifest), f"{kind}: files and manifest.json disagree"
-    return [
-        (name, entries_from_jsonl((VECTORS / kind / name).read_text(encoding="utf-8")), manifest[name])
-        for name in files
-    ]
-
-
-def _pins(expected: dict[str, Any]) -> dict[str, Any]:
-    return {key: expected[key] for key in ("root", "expected_last") if key in expected}
+from tests.helpers.ledger import LEDGER_KEY, LEDGER_VECTORS, fails, full_ledger, gen, ledger_vectors
 
 
 def _pins(expected: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +25,7 @@ def full() -> list[dict[str, Any]]:
 # --- the vectors ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "entries", "expected"), load_vectors("valid"), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(("name", "entries", "expected"), ledger_vectors("valid"), ids=lambda v: v if isinstance(v, str) else "")
 def test_valid_vector_verifies(name: str, entries: list[dict[str, Any]], expected: dict[str, Any]) -> None:
     result = verify_ledger(entries, root=expected["root"])
     assert result.ok, result.reason
@@ -53,7 +37,7 @@ def test_valid_vector_verifies(name: str, entries: list[dict[str, Any]], expecte
     assert pinned.ok, pinned.reason
 
 
-@pytest.mark.parametrize(("name", "entries", "expected"), load_vectors("invalid"),
+@pytest.mark.parametrize(("name", "entries", "expected"), ledger_vectors("invalid"),
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_invalid_vector_fails_at_its_seq(name: str, entries: list[dict[str, Any]], expected: dict[str, Any]) -> None:
     result = verify_ledger(entries, **_pins(expected))
@@ -64,7 +48,7 @@ def test_invalid_vector_fails_at_its_seq(name: str, entries: list[dict[str, Any]
 
 
 def test_invalid_set_covers_the_required_attacks() -> None:
-    names = {name.removesuffix(".jsonl") for name, _, _ in load_vectors("invalid")}
+    names = {name.removesuffix(".jsonl") for name, _, _ in ledger_vectors("invalid")}
     assert {
         "data_changed", "entry_deleted", "entries_swapped", "truncated_middle", "approval_moved",
         "public_key_swapped", "invite_by_non_admin", "challenge_other_action", "other_init", "enroll_inserted",
@@ -74,7 +58,7 @@ def test_invalid_set_covers_the_required_attacks() -> None:
 
 def test_foreign_ledger_verifies_without_the_root_pin() -> None:
     # The point of --root: a wholly replaced ledger is internally consistent.
-    [(_, entries, expected)] = [v for v in load_vectors("invalid") if v[0] == "other_init.jsonl"]
+    [(_, entries, expected)] = [v for v in ledger_vectors("invalid") if v[0] == "other_init.jsonl"]
     assert verify_ledger(entries).ok
     assert not verify_ledger(entries, root=expected["root"]).ok
 
@@ -96,9 +80,9 @@ def test_truncation_at_the_end_is_invisible_without_a_head_pin(full: list[dict[s
 def test_the_generator_reproduces_a_consistent_vector_set(tmp_path: Path) -> None:
     gen.generate(tmp_path)  # raises SystemExit when any vector does not verify as its manifest says
     assert sorted(p.name for p in (tmp_path / "invalid").glob("*.jsonl")) == sorted(
-        p.name for p in (VECTORS / "invalid").glob("*.jsonl"))
+        p.name for p in (LEDGER_VECTORS / "invalid").glob("*.jsonl"))
     fresh = entries_from_jsonl((tmp_path / "valid" / "full.jsonl").read_text(encoding="utf-8"))
-    committed = entries_from_jsonl((VECTORS / "valid" / "full.jsonl").read_text(encoding="utf-8"))
+    committed = entries_from_jsonl((LEDGER_VECTORS / "valid" / "full.jsonl").read_text(encoding="utf-8"))
     # Deterministic parts stay put across runs: ledger key, types, times, actors (passkeys are random).
     assert [(e["type"], e["time"], e["actor"]) for e in fresh] == [
         (e["type"], e["time"], e["actor"]) for e in committed]

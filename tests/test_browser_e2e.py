@@ -34,7 +34,7 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 
-from browser_helpers import (
+from tests.helpers.browser import (
     CHROMIUM, SHOTS, VIEWPORT, WIDE, Console, add_credentials, anonymous_context, credentials_of, device_context,
     launch, state_of, unrelated_certificate, virtual_authenticator,
 )

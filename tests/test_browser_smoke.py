@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import (
+from tests.helpers.browser import (
     CHROMIUM, SHOTS, Console, add_credentials, anonymous_context, credentials_of, device_context, launch,
     state_of, virtual_authenticator, write_device,
 )

@@ -135,7 +135,7 @@ def fake(gateway_certs: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeG
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
         await site.start()
-        gateway.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        gateway.port = runner.addresses[0][1]
         return runner
 
     runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)

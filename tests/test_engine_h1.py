@@ -9,8 +9,6 @@ refusals the engine leaves to a later, also pure, check is in :data:`DECIDED_LAT
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +46,7 @@ from tests.helpers.engine import (
     vector_events,
 )
 from tests.helpers.http_wire import Message, field_key, load_vectors, vector_params
+from tests.helpers.vectors import read_json, vector_files
 
 SMALL = HeadLimits(max_line=256, max_head=1024, max_fields=8)
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -977,13 +976,13 @@ def test_property_arbitrary_upstream_bytes_give_events_or_a_refusal(noise: bytes
 
 # --- the header vector sets (tests/vectors/headers) ------------------------------------------------------
 
-HEADER_VECTORS = Path(__file__).resolve().parent / "vectors" / "headers"
 GATEWAY_FIELDS = (b"X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: wiki.example:8443\r\n"
                   b"X-IDWall-Assertion: gateway.jwt\r\n")
 
 
 def _header_cases(name: str) -> list[Any]:
-    cases = json.loads((HEADER_VECTORS / name).read_text("utf-8"))["cases"]
+    [path] = vector_files("headers", name)
+    cases = read_json(path)["cases"]
     return [pytest.param(case, id=case["id"]) for case in cases]
 
 

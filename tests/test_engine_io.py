@@ -30,7 +30,7 @@ from aiohttp import web
 from idwall import pki
 from idwall.engine import tls as engine_tls
 from idwall.testing.fixtures import DeviceFiles
-from tests.conftest import GatewayUnderTest, start_test_gateway
+from tests.helpers.gateway import GatewayUnderTest, start_test_gateway
 from tests.helpers.http_wire import Message, exchange, field_key, tls_context
 from tests.helpers.process import gateway_process
 from tests.helpers.upstream_app import AppUpstream, serve_app, upstream_app

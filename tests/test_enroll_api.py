@@ -1,164 +1,41 @@
 """Enrollment over the real API: bootstrap, invites, self-service, and every way to get past it failing.
 
-The helpers at the top (enroll, log in, sign an action over real mTLS with a
-software authenticator) are shared with test_login_api.py and test_actions_api.py.
+The flows (enroll, log in, sign an action over real mTLS with a software
+authenticator) are in ``tests/helpers/api.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from idwall import pki
 from idwall.audit import root_fingerprint, verify_ledger
-from idwall.encoding import b64url_decode, b64url_encode, sha256
+from idwall.encoding import b64url_decode, b64url_encode
 from idwall.enrollment import invite_id_of
 from idwall.store.base import Invite
 from idwall.testing.authenticator import SoftAuthenticator
+from tests.helpers.api import (
+    begin_enroll,
+    bootstrap,
+    call,
+    counts,
+    enroll,
+    finish_enroll,
+    invite,
+    ledger_ok,
+    login,
+    make_csr,
+    sign,
+)
 
 pytestmark = pytest.mark.asyncio
-
-TABLES = ("users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies", "tokens", "ledger")
-
-
-# -- shared helpers --------------------------------------------------------------------------------
-
-
-@dataclass
-class Enrolled:
-    """A device enrolled through the API: its files (usable as ``gateway.session(device)``) and passkey."""
-
-    device_id: str
-    user_id: str
-    cert_path: Path
-    key_path: Path
-    auth: SoftAuthenticator
-    cert_sha256: bytes
-    answer: dict[str, Any] = field(default_factory=dict)
-
-
-def make_csr() -> tuple[ec.EllipticCurvePrivateKey, str]:
-    key = pki.generate_p256_key()
-    return key, pki.make_csr(key, "test-device")
-
-
-async def call(session: Any, method: str, url: str, body: Any = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    """One API request; the status and the JSON (or problem+json) body."""
-    if body is not None and "data" not in kwargs:
-        kwargs["json"] = body
-    async with session.request(method, url, **kwargs) as resp:
-        text = await resp.text()
-        if resp.status >= 400:
-            assert resp.content_type == "application/problem+json", (resp.status, text)
-        try:
-            return resp.status, json.loads(text)
-        except ValueError:
-            return resp.status, {"raw": text}
-
-
-async def counts(gateway: Any) -> dict[str, int]:
-    """Rows per table, to show a refused request stored nothing."""
-    def read(conn: Any) -> dict[str, int]:
-        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
-    return await gateway.store.read(read)
-
-
-async def begin_enroll(gateway: Any, *, code: str | None = None, user: str | None = None,
-                       device_name: str = "laptop") -> tuple[ec.EllipticCurvePrivateKey, int, dict[str, Any]]:
-    key, csr = make_csr()
-    body: dict[str, Any] = {"csr_pem": csr, "device_name": device_name}
-    if code is not None:
-        body["code"] = code
-    if user is not None:
-        body["user"] = user
-    async with gateway.session() as anon:
-        status, answer = await call(anon, "POST", gateway.url + "/idwall/api/enroll/begin", body)
-    return key, status, answer
-
-
-async def finish_enroll(gateway: Any, enrollment_id: str, credential: Any) -> tuple[int, dict[str, Any]]:
-    async with gateway.session() as anon:
-        return await call(anon, "POST", gateway.url + "/idwall/api/enroll/finish",
-                          {"enrollment_id": enrollment_id, "credential": credential})
-
-
-def save_device(gateway: Any, key: ec.EllipticCurvePrivateKey, answer: dict[str, Any], user_id: str,
-                auth: SoftAuthenticator) -> Enrolled:
-    out = gateway.dir / "enrolled"
-    out.mkdir(exist_ok=True)
-    cert = x509.load_pem_x509_certificate(answer["certificate_pem"].encode())
-    cert_path, key_path = out / f"{answer['device_id']}.pem", out / f"{answer['device_id']}-key.pem"
-    pki.write_cert(cert_path, cert)
-    pki.write_private_key(key_path, key)
-    return Enrolled(answer["device_id"], user_id, cert_path, key_path, auth,
-                    sha256(cert.public_bytes(serialization.Encoding.DER)), answer)
-
-
-async def enroll(gateway: Any, code: str, *, auth: SoftAuthenticator | None = None,
-                 device_name: str = "laptop") -> Enrolled:
-    """Enroll a device with ``code`` and a (new) software passkey; the device must come out active."""
-    auth = auth or SoftAuthenticator(origin=gateway.url)
-    key, status, begun = await begin_enroll(gateway, code=code, device_name=device_name)
-    assert status == 200, begun
-    status, answer = await finish_enroll(gateway, begun["enrollment_id"], auth.create(begun["options"]))
-    assert status == 200, answer
-    assert answer["status"] == "active", answer
-    user_id = (await gateway.store.get_enrollment(begun["enrollment_id"])).user_id
-    return save_device(gateway, key, answer, user_id, auth)
-
-
-async def bootstrap(gateway: Any) -> Enrolled:
-    return await enroll(gateway, gateway.init["bootstrap_code"])
-
-
-async def login(gateway: Any, device: Enrolled, client: Any = None, **get_kwargs: Any) -> tuple[int, dict[str, Any]]:
-    """Log in over ``client`` (a new mTLS client of ``device`` when None)."""
-    if client is None:
-        async with gateway.session(device) as own:
-            return await login(gateway, device, own, **get_kwargs)
-    status, begun = await call(client, "POST", gateway.url + "/idwall/api/login/begin", {})
-    assert status == 200, begun
-    credential = device.auth.get(begun["options"], **get_kwargs)
-    return await call(client, "POST", gateway.url + "/idwall/api/login/finish", {"credential": credential})
-
-
-async def sign(gateway: Any, device: Enrolled, client: Any, action: dict[str, Any],
-               **get_kwargs: Any) -> tuple[int, dict[str, Any]]:
-    """Begin and finish a signed action over ``client`` (which must have a session)."""
-    status, begun = await call(client, "POST", gateway.url + "/idwall/api/actions/begin", {"action": action})
-    if status != 200:
-        return status, begun
-    credential = device.auth.get(begun["options"], **get_kwargs)
-    return await call(client, "POST", gateway.url + "/idwall/api/actions/finish",
-                      {"action_id": begun["action_id"], "credential": credential})
-
-
-async def invite(gateway: Any, admin: Enrolled, client: Any, user: str, *, groups: list[str] | None = None,
-                 is_admin: bool = False, email: str = "") -> str:
-    status, answer = await sign(gateway, admin, client, {
-        "type": "invite.create", "user": user, "name": user.title(), "email": email or f"{user}@example.com",
-        "groups": groups or [], "admin": is_admin})
-    assert status == 200, answer
-    return str(answer["result"]["code"])
-
-
-async def ledger_ok(gateway: Any) -> list[dict[str, Any]]:
-    """The whole ledger, after checking that the independent verifier accepts every entry."""
-    entries = await gateway.store.ledger_entries()
-    result = verify_ledger(entries)
-    assert result.ok, result.reason
-    return entries
-
 
 # -- bootstrap ------------------------------------------------------------------------------------
 
@@ -502,7 +379,7 @@ async def test_status_while_begun_carries_the_options(gateway) -> None:
 
 
 async def test_approval_policy_holds_invited_devices_until_a_signed_approval(tmp_path, upstream) -> None:
-    from conftest import start_test_gateway
+    from tests.helpers.gateway import start_test_gateway
 
     gateway = await start_test_gateway(
         tmp_path, upstream.url, edit=lambda text: text.replace("approval: none", "approval: admin"))

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from webauthn_client import Passkey, b64u
+from tests.helpers.webauthn_client import Passkey, b64u
 
 pytestmark = pytest.mark.asyncio
 

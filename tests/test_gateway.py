@@ -149,7 +149,7 @@ async def test_ambiguous_paths_are_refused_not_guessed(gateway) -> None:
 
 
 async def test_upstream_down_is_502_problem(tmp_path: Path) -> None:
-    from tests.conftest import start_test_gateway
+    from tests.helpers.gateway import start_test_gateway
     from idwall.testing.fixtures import free_port
 
     gut = await start_test_gateway(tmp_path, f"http://127.0.0.1:{free_port()}")
@@ -208,7 +208,7 @@ async def test_websocket_through_the_gateway_carries_the_assertion(gateway) -> N
 
 
 async def test_websocket_refused_on_a_route_without_websockets(tmp_path: Path, upstream) -> None:
-    from tests.conftest import start_test_gateway
+    from tests.helpers.gateway import start_test_gateway
 
     gut = await start_test_gateway(tmp_path, upstream.url,
                                    edit=lambda text: text.replace("websockets: true", "websockets: false"))
@@ -255,7 +255,8 @@ async def test_rotated_key_signs_proxied_requests_within_a_second_without_a_jwks
 async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_path: Path) -> None:
     from aiohttp import web
 
-    from tests.conftest import start_test_gateway
+    from tests.helpers.gateway import start_test_gateway
+    from tests.helpers.upstream_app import serve_app
 
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(1.0)
@@ -263,11 +264,7 @@ async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_pa
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", slow)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    upstream_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, upstream_port = await serve_app(app)
     gut = await start_test_gateway(tmp_path, f"http://127.0.0.1:{upstream_port}")
     try:
         device = await gut.device("drain")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.conftest import GatewayUnderTest, start_test_gateway
+from tests.helpers.gateway import GatewayUnderTest, start_test_gateway
 from tests.helpers.http_wire import (
     Answer,
     Message,

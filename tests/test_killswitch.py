@@ -27,7 +27,8 @@ from idwall.pki import load_private_key
 from idwall.store.base import LedgerDraft
 from idwall.store.sqlite import SQLiteStore
 from idwall.node import EVENT_POLL
-from tests.conftest import GatewayUnderTest, start_test_gateway
+from tests.helpers.gateway import GatewayUnderTest, start_test_gateway
+from tests.helpers.upstream_app import serve_app
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,11 +109,8 @@ class KillBed:
 @pytest.fixture
 async def bed(tmp_path: Path) -> AsyncIterator[KillBed]:
     up = SlowUpstream()
-    runner = web.AppRunner(_upstream_app(up), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    up.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, port = await serve_app(_upstream_app(up))
+    up.url = f"http://127.0.0.1:{port}"
     gut = await start_test_gateway(tmp_path, up.url)
     yield KillBed(gut, up)
     await gut.running.stop(drain=0.5)

@@ -28,7 +28,7 @@ import pytest
 from idwall import audit
 from idwall.testing.fixtures import client_ssl_context, free_port, init_gateway_dir
 from idwall.testing.authenticator import SoftAuthenticator
-from test_enroll_api import Enrolled, begin_enroll, call, finish_enroll, invite, login, save_device, sign
+from tests.helpers.api import Enrolled, begin_enroll, call, finish_enroll, invite, login, save_device, sign
 
 pytestmark = pytest.mark.asyncio
 

@@ -35,8 +35,8 @@ from idwall import audit, cli
 from idwall.encoding import b64url_decode, b64url_encode
 from idwall.enrollment import invite_id_of
 from idwall.pki import load_private_key
-from test_enroll_api import Enrolled, bootstrap, call, enroll, invite, login, sign
-from conftest import start_test_gateway
+from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
+from tests.helpers.gateway import start_test_gateway
 
 REPO = Path(__file__).resolve().parent.parent
 STORY_TYPES = ["bootstrap", "session.login", "invite.create", "invite.create", "token.create", "device.enroll",

@@ -14,7 +14,7 @@ from idwall import pki
 from idwall.challenges import login_challenge
 from idwall.encoding import b64url_decode, b64url_encode
 from idwall.store.base import LedgerDraft
-from test_enroll_api import Enrolled, bootstrap, call, counts, enroll, invite, ledger_ok, login
+from tests.helpers.api import Enrolled, bootstrap, call, counts, enroll, invite, ledger_ok, login
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,13 +26,13 @@ from idwall.encoding import b64url_decode, b64url_encode, sha256
 from idwall.errors import BadRequest, PayloadTooLarge, WebAuthnRejected
 from idwall.passkeys import SignCountRegression, VerifiedRegistration
 from idwall.testing import EDDSA, ES256, RS256, InvalidStateError, SoftAuthenticator
+from tests.helpers.vectors import read_json, vector_files
 
 ORIGIN = "https://localhost:8443"
 ORIGINS = (ORIGIN, "https://gateway.example:9443")
 RP_ID = "localhost"
 REG_CHALLENGE = sha256(b"registration challenge")
 AUTH_CHALLENGE = sha256(b"authentication challenge")
-VECTORS = Path(__file__).parent / "vectors" / "webauthn"
 
 
 def reg_options(*, challenge: bytes = REG_CHALLENGE, exclude: list[bytes] | None = None,
@@ -823,7 +823,7 @@ def test_fuzz_assertion_bytes_never_verify(data: bytes, field: str) -> None:
 
 # --- recorded vectors ------------------------------------------------------------------------------
 
-VECTOR_FILES = sorted(VECTORS.glob("*/*.json"))
+VECTOR_FILES = vector_files("webauthn", "*/*.json")
 ERRORS = {"BadRequest": BadRequest, "WebAuthnRejected": WebAuthnRejected, "SignCountRegression": SignCountRegression}
 
 
@@ -854,7 +854,7 @@ def test_vector_sets_are_present() -> None:
 
 @pytest.mark.parametrize("path", VECTOR_FILES, ids=[f"{p.parent.name}/{p.stem}" for p in VECTOR_FILES])
 def test_vector(path: Path) -> None:
-    vector = json.loads(path.read_text())
+    vector = read_json(path)
     if path.parent.name == "valid":
         result = run_vector(vector)
         for key, value in vector["result"].items():

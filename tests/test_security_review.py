@@ -17,7 +17,7 @@ from idwall.enrollment import MAX_OPEN_ENROLLMENTS, MAX_PENDING_DEVICES
 from idwall.store.base import LedgerDraft
 from idwall.testing.authenticator import SoftAuthenticator
 from idwall.web.api_login import MAX_OPEN_CEREMONIES
-from test_enroll_api import begin_enroll, bootstrap, call, counts, enroll, finish_enroll, invite, login
+from tests.helpers.api import begin_enroll, bootstrap, call, counts, enroll, finish_enroll, invite, login
 
 pytestmark = pytest.mark.asyncio
 

@@ -23,7 +23,7 @@ from idwall.store.base import LedgerDraft
 from idwall.testing.fixtures import raw_https
 from idwall.config import Limits
 
-from conftest import start_test_gateway
+from tests.helpers.gateway import start_test_gateway
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from jose import jwt as jose_jwt
 from playwright.async_api import async_playwright
 
-from browser_helpers import launch
+from tests.helpers.browser import launch
 from idwall.assertion import AssertionDevice, AssertionSession, AssertionUser, KeySet, build_claims, rotate_keys
 from idwall.encoding import b64url_encode
 from idwall.upstream import (

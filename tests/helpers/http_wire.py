@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +27,13 @@ import pytest
 
 from idwall.testing.fixtures import client_ssl_context
 
+from .vectors import read_jsonl, vector_files
+
 __all__ = [
     "Answer",
     "Message",
     "Received",
     "RecordingUpstream",
-    "VECTORS",
     "exchange",
     "field_key",
     "load_vectors",
@@ -42,8 +42,6 @@ __all__ = [
     "vector_params",
     "websocket_accept",
 ]
-
-VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "http"
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 _HEAD_END = b"\r\n\r\n"
@@ -356,25 +354,21 @@ _KNOWN = frozenset(_REQUIRED) | {
 
 def load_vectors(name: str) -> list[dict[str, Any]]:
     """The rows of ``tests/vectors/http/<name>``, checked: required keys, no unknown key, unique ids, latin-1."""
-    path = VECTORS / name
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path.name}:{number}"
-        row = json.loads(line)
-        missing = [key for key in _REQUIRED if key not in row]
-        unknown = sorted(set(row) - _KNOWN)
-        if missing or unknown:
-            raise ValueError(f"{where}: missing {missing}, unknown {unknown}; keys are {sorted(_KNOWN)}")
-        if row["id"] in seen:
-            raise ValueError(f"{where}: id {row['id']!r} is used twice")
-        seen.add(row["id"])
-        row["request"].encode("latin-1")  # a character above U+00FF has no byte: UnicodeEncodeError names it
-        rows.append(row)
+    for path in vector_files("http", name):
+        for where, row in read_jsonl(path):
+            missing = [key for key in _REQUIRED if key not in row]
+            unknown = sorted(set(row) - _KNOWN)
+            if missing or unknown:
+                raise ValueError(f"{where}: missing {missing}, unknown {unknown}; keys are {sorted(_KNOWN)}")
+            if row["id"] in seen:
+                raise ValueError(f"{where}: id {row['id']!r} is used twice")
+            seen.add(row["id"])
+            row["request"].encode("latin-1")  # a character above U+00FF has no byte: UnicodeEncodeError names it
+            rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no vectors")
+        raise ValueError(f"tests/vectors/http/{name}: no vectors")
     return rows
 
 

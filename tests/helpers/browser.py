@@ -16,7 +16,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 # Screenshots of every page state go to build/screenshots (not tracked); the curated set in docs/screenshots
 # was taken with IDWALL_SCREENSHOTS=docs/screenshots and is refreshed the same way.
-SHOTS = Path(os.environ.get("IDWALL_SCREENSHOTS") or Path(__file__).resolve().parent.parent / "build" / "screenshots")
+SHOTS = Path(os.environ.get("IDWALL_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "build" / "screenshots")
 VIEWPORT = {"width": 400, "height": 760}
 WIDE = {"width": 1200, "height": 800}
 AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
