@@ -846,10 +846,37 @@ def run_vector(vector: dict[str, Any]) -> Any:
     )
 
 
+VECTOR_FIELDS = {"valid": {"description", "source", "ceremony", "expected", "credential", "result"},
+                 "invalid": {"description", "source", "ceremony", "expected", "credential", "error", "message"}}
+EXPECTED_FIELDS = {"registration": {"challenge", "rp_id", "origins", "require_uv"},
+                   "authentication": {"challenge", "rp_id", "origins", "require_uv", "credential_id", "public_key",
+                                      "stored_sign_count"}}
+CHROMIUM_SOURCE = re.compile(r"chromium \d+\.\d+\.\d+\.\d+")  # "chromium <version>", as record_chromium.py writes
+
+
+def _source_of(vector: dict[str, Any]) -> str:
+    """``"generate.py"`` or ``"chromium"`` (any version); anything else as it is."""
+    return "chromium" if CHROMIUM_SOURCE.fullmatch(vector["source"]) else vector["source"]
+
+
 def test_vector_sets_are_present() -> None:
     folders = {path.parent.name for path in VECTOR_FILES}
     assert folders == {"valid", "invalid"}
     assert len(VECTOR_FILES) >= 20
+
+
+def test_every_vector_has_exactly_the_documented_fields() -> None:
+    """test_vector reads only the fields it knows: a misspelt or stray one would be ignored, so none is allowed.
+
+    The ``chromium-`` file prefix is the recorder's (it replaces those files when it records again), so it marks
+    exactly the Chromium vectors.
+    """
+    for path in VECTOR_FILES:
+        vector = read_json(path)
+        assert set(vector) == VECTOR_FIELDS[path.parent.name], path.name
+        assert set(vector["expected"]) == EXPECTED_FIELDS[vector["ceremony"]], path.name
+        assert _source_of(vector) in {"generate.py", "chromium"}, path.name
+        assert path.name.startswith("chromium-") == (_source_of(vector) == "chromium"), path.name
 
 
 @pytest.mark.parametrize("path", VECTOR_FILES, ids=[f"{p.parent.name}/{p.stem}" for p in VECTOR_FILES])

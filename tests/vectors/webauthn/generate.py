@@ -1,13 +1,15 @@
 """Record the WebAuthn vectors of this directory with the software authenticator.
 
 Run ``python tests/vectors/webauthn/generate.py`` (with ``idwall`` importable) to
-record them again (keys are fresh each time; the cases stay the same).
+record them again (keys are fresh each time; the cases stay the same). The
+``chromium-*`` files beside them come from ``record_chromium.py`` (see README.md).
 ``tests/test_passkeys.py::test_vector`` replays every file in ``valid/`` and
 ``invalid/`` through one loader.
 
 Format of one vector::
 
-    {"description": str, "ceremony": "registration" | "authentication",
+    {"description": str, "source": "generate.py" | "chromium <version>",
+     "ceremony": "registration" | "authentication",
      "expected": {"challenge": b64url, "rp_id": str, "origins": [str], "require_uv": bool,
                   # authentication only:
                   "credential_id": b64url, "public_key": b64url, "stored_sign_count": int},
@@ -38,6 +40,7 @@ REG_CHALLENGE = sha256(b"idwall vectors: registration")
 AUTH_CHALLENGE = sha256(b"idwall vectors: authentication")
 OTHER_CHALLENGE = sha256(b"idwall vectors: another ceremony")
 ALG_NAMES = {ES256: "es256", EDDSA: "eddsa", RS256: "rs256"}
+SOURCE = "generate.py"  # record_chromium.py writes "chromium <version>"
 
 
 def _reg_options() -> dict[str, Any]:
@@ -58,6 +61,7 @@ def _expected(challenge: bytes, **extra: Any) -> dict[str, Any]:
 
 
 def _write(folder: str, name: str, vector: dict[str, Any]) -> None:
+    vector = {"description": vector["description"], "source": SOURCE} | vector
     (HERE / folder / f"{name}.json").write_text(json.dumps(vector, indent=2) + "\n")
 
 
