@@ -2,7 +2,11 @@
 
 Each attack test builds a response that is wrong in exactly one way (the
 software authenticator signs it validly unless the test tampers after signing)
-and checks the exact error class and the reason in its message.
+and checks the exact error class and the reason in its message. The committed
+vectors of ``tests/vectors/webauthn`` replay responses from two sources: the
+software authenticator (``generate.py``) and real Chromium with its virtual
+authenticator (``record_chromium.py``), so what a real browser sends is held
+to the same checks.
 """
 
 from __future__ import annotations
@@ -852,6 +856,7 @@ EXPECTED_FIELDS = {"registration": {"challenge", "rp_id", "origins", "require_uv
                    "authentication": {"challenge", "rp_id", "origins", "require_uv", "credential_id", "public_key",
                                       "stored_sign_count"}}
 CHROMIUM_SOURCE = re.compile(r"chromium \d+\.\d+\.\d+\.\d+")  # "chromium <version>", as record_chromium.py writes
+CHROMIUM_VIRTUAL_AAGUID = "01020304-0506-0708-0102-030405060708"  # the AAGUID of Chromium's virtual authenticator
 
 
 def _source_of(vector: dict[str, Any]) -> str:
@@ -863,6 +868,18 @@ def test_vector_sets_are_present() -> None:
     folders = {path.parent.name for path in VECTOR_FILES}
     assert folders == {"valid", "invalid"}
     assert len(VECTOR_FILES) >= 20
+    # Both sources, each with both ceremonies, in both sets: deleting the Chromium recording (or the generated
+    # vectors) fails here rather than leaving test_vector with fewer cases.
+    vectors = [(path.parent.name, read_json(path)) for path in VECTOR_FILES]
+    found = {(folder, _source_of(vector), vector["ceremony"]) for folder, vector in vectors}
+    assert found == {(folder, source, ceremony) for folder in ("valid", "invalid")
+                     for source in ("generate.py", "chromium") for ceremony in ("registration", "authentication")}
+    # Chromium's virtual authenticator makes all three algorithms we accept, and the recording has each;
+    # its AAGUID (not our software authenticator's) shows the credentials did come from Chromium.
+    chromium_registrations = [vector["result"] for folder, vector in vectors if folder == "valid"
+                              and _source_of(vector) == "chromium" and vector["ceremony"] == "registration"]
+    assert {result["alg"] for result in chromium_registrations} == set(passkeys.SUPPORTED_ALGORITHMS)
+    assert {result["aaguid"] for result in chromium_registrations} == {CHROMIUM_VIRTUAL_AAGUID}
 
 
 def test_every_vector_has_exactly_the_documented_fields() -> None:
