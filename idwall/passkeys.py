@@ -340,8 +340,9 @@ def _check_attestation_object(raw: bytes) -> None:
 def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[str, bytes]]:
     """Check the structure; return the raw ID and the decoded response fields py_webauthn needs.
 
-    Fields that influence no decision (``userHandle``, ``clientExtensionResults``,
-    ``authenticatorAttachment``, ``transports``...) are type-checked and left out.
+    A present ``userHandle`` is decoded into the fields (the caller compares it with the owner's); fields
+    that influence no decision (``clientExtensionResults``, ``authenticatorAttachment``, ``transports``...)
+    are type-checked and left out.
     """
     data = _load(credential)
     raw_id = _raw_id(data)
@@ -352,7 +353,7 @@ def _parse(credential: dict[str, Any] | str, kind: _Kind) -> tuple[bytes, dict[s
         raise BadRequest(f"credential.response must be an object, got {json_type(response)}")
     fields = {key: _b64url_field(response, key, "credential.response") for key in _REQUIRED_RESPONSE_FIELDS[kind]}
     if kind == "authentication" and response.get("userHandle") is not None:
-        _b64url_field(response, "userHandle", "credential.response")
+        fields["userHandle"] = _b64url_field(response, "userHandle", "credential.response")
     _check_optional_fields(data, response, kind)
     if kind == "registration":
         _check_attestation_object(fields["attestationObject"])
@@ -515,17 +516,25 @@ def verify_authentication(
     public_key: bytes,
     stored_sign_count: int,
     require_uv: bool,
+    user_handle: bytes,
 ) -> VerifiedAuthentication:
     """Verify an ``AuthenticationResponseJSON`` made with the stored credential ``expected_credential_id``.
 
     ``public_key`` and ``stored_sign_count`` are that credential's stored
-    values. Raises ``BadRequest`` (malformed), ``WebAuthnRejected`` (failed
-    verification) or ``SignCountRegression`` (valid signature, counter did not
-    go up while either count is above zero), as :func:`verify_assertion` does.
+    values, ``user_handle`` its owner's WebAuthn user handle: a response that
+    carries a ``userHandle`` must name that owner (WebAuthn §7.2 step 6), so
+    an authenticator that answers for another account is refused. Raises
+    ``BadRequest`` (malformed), ``WebAuthnRejected`` (failed verification) or
+    ``SignCountRegression`` (valid signature, counter did not go up while
+    either count is above zero), as :func:`verify_assertion` does.
     """
     raw_id, fields = _parse(credential, "authentication")
     if raw_id != expected_credential_id:
         raise WebAuthnRejected("the response was made with a different credential than the one expected")
+    claimed_handle = fields.get("userHandle")
+    if claimed_handle is not None and claimed_handle != user_handle:
+        raise WebAuthnRejected("the response's userHandle names another user than the owner of this passkey",
+                               check="user_handle")
     return verify_assertion(
         credential_id=raw_id,
         authenticator_data=fields["authenticatorData"],

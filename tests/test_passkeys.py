@@ -37,12 +37,13 @@ ORIGINS = (ORIGIN, "https://gateway.example:9443")
 RP_ID = "localhost"
 REG_CHALLENGE = sha256(b"registration challenge")
 AUTH_CHALLENGE = sha256(b"authentication challenge")
+USER_HANDLE = b"user-alice"
 
 
 def reg_options(*, challenge: bytes = REG_CHALLENGE, exclude: list[bytes] | None = None,
                 user_verification: str = "required") -> dict[str, Any]:
     return passkeys.registration_options(
-        rp_id=RP_ID, rp_name="IDWall", user_id=b"user-alice", user_name="alice", display_name="Alice Example",
+        rp_id=RP_ID, rp_name="IDWall", user_id=USER_HANDLE, user_name="alice", display_name="Alice Example",
         challenge=challenge, timeout_ms=300_000, user_verification=user_verification, exclude=exclude or [],
     )
 
@@ -74,6 +75,7 @@ def verify_auth(credential: Any, reg: VerifiedRegistration, *, stored: int = 0, 
         public_key=reg.public_key,
         stored_sign_count=stored,
         require_uv=require_uv,
+        user_handle=USER_HANDLE,
     )
 
 
@@ -321,6 +323,26 @@ def test_uv_not_required_gives_possession_only_amr(device: SoftAuthenticator, re
 def test_counterless_authenticator_is_accepted(device: SoftAuthenticator, reg: VerifiedRegistration) -> None:
     result = verify_auth(device.get(auth_options([reg.credential_id]), sign_count=0), reg, stored=0)
     assert result.new_sign_count == 0
+
+
+def test_user_handle_of_another_user_is_refused(device: SoftAuthenticator, reg: VerifiedRegistration) -> None:
+    """WebAuthn §7.2 step 6: the userHandle is outside the signature, so a valid signature does not vouch for it."""
+    assertion = device.get(auth_options([reg.credential_id]))
+    assert b64url_decode(assertion["response"]["userHandle"]) == USER_HANDLE
+    with pytest.raises(WebAuthnRejected) as info:
+        passkeys.verify_authentication(
+            credential=assertion, expected_challenge=AUTH_CHALLENGE, expected_credential_id=reg.credential_id,
+            rp_id=RP_ID, origins=ORIGINS, public_key=reg.public_key, stored_sign_count=0, require_uv=True,
+            user_handle=b"user-bob")
+    assert (info.value.check, "userHandle names another user" in info.value.detail) == ("user_handle", True)
+
+
+def test_response_without_user_handle_is_judged_by_its_credential(device: SoftAuthenticator,
+                                                                  reg: VerifiedRegistration) -> None:
+    """A non-discoverable credential may answer without a userHandle (it is optional, §5.2.2)."""
+    assertion = device.get(auth_options([reg.credential_id]))
+    del assertion["response"]["userHandle"]
+    assert verify_auth(assertion, reg).new_sign_count == 1
 
 
 @pytest.mark.parametrize(("stored", "received"), [(7, 3), (7, 7), (1, 0), (2**32 - 1, 5)])
@@ -847,6 +869,7 @@ def run_vector(vector: dict[str, Any]) -> Any:
         expected_credential_id=b64url_decode(expected["credential_id"]),
         public_key=b64url_decode(expected["public_key"]),
         stored_sign_count=expected["stored_sign_count"],
+        user_handle=b64url_decode(expected["user_handle"]),
     )
 
 
@@ -854,7 +877,7 @@ VECTOR_FIELDS = {"valid": {"description", "source", "ceremony", "expected", "cre
                  "invalid": {"description", "source", "ceremony", "expected", "credential", "error", "message"}}
 EXPECTED_FIELDS = {"registration": {"challenge", "rp_id", "origins", "require_uv"},
                    "authentication": {"challenge", "rp_id", "origins", "require_uv", "credential_id", "public_key",
-                                      "stored_sign_count"}}
+                                      "stored_sign_count", "user_handle"}}
 CHROMIUM_SOURCE = re.compile(r"chromium \d+\.\d+\.\d+\.\d+")  # "chromium <version>", as record_chromium.py writes
 CHROMIUM_VIRTUAL_AAGUID = "01020304-0506-0708-0102-030405060708"  # the AAGUID of Chromium's virtual authenticator
 

@@ -33,7 +33,7 @@ from ..actions import (
 )
 from ..challenges import action_challenge
 from ..encoding import canonical_json
-from ..enrollment import INVITE_TTL, new_invite_code
+from ..enrollment import INVITE_TTL, new_invite_code, user_handle
 from ..errors import Conflict, Forbidden, Gone, NotFound, WebAuthnRejected
 from ..logs import event
 from ..store.base import (
@@ -214,7 +214,8 @@ async def action_finish(request: web.Request) -> web.Response:
         verified = passkeys.verify_authentication(
             credential=credential, expected_challenge=action_challenge(action), expected_credential_id=stored.id,
             rp_id=webauthn.rp_id, origins=webauthn.origins, public_key=stored.public_key,
-            stored_sign_count=stored.sign_count, require_uv=webauthn.user_verification == "required")
+            stored_sign_count=stored.sign_count, require_uv=webauthn.user_verification == "required",
+            user_handle=user_handle(stored.user_id))
     except passkeys.SignCountRegression as exc:
         await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
                                                     credential_id=stored.id, stored=exc.stored,

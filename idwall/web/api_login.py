@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .. import passkeys
 from ..actions import anomaly_draft, approval_of, claimed_challenge, login_draft, logout_draft
+from ..enrollment import user_handle
 from ..challenges import login_challenge
 from ..encoding import b64url_encode
 from ..errors import Forbidden, NoClientCertificate, WebAuthnRejected
@@ -97,7 +98,8 @@ async def login_finish(request: web.Request) -> web.Response:
         verified = passkeys.verify_authentication(
             credential=credential, expected_challenge=login_challenge(ceremony.nonce, cert_der),
             expected_credential_id=stored.id, rp_id=webauthn.rp_id, origins=webauthn.origins,
-            public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(node))
+            public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(node),
+            user_handle=user_handle(stored.user_id))
     except passkeys.SignCountRegression as exc:
         await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
                                                     credential_id=stored.id, stored=exc.stored,

@@ -12,7 +12,7 @@ Format of one vector::
      "ceremony": "registration" | "authentication",
      "expected": {"challenge": b64url, "rp_id": str, "origins": [str], "require_uv": bool,
                   # authentication only:
-                  "credential_id": b64url, "public_key": b64url, "stored_sign_count": int},
+                  "credential_id": b64url, "public_key": b64url, "stored_sign_count": int, "user_handle": b64url},
      "credential": <RegistrationResponseJSON | AuthenticationResponseJSON, or a raw JSON string>,
      # valid/: the fields of the verified result that are stable across recordings
      "result": {...},
@@ -38,6 +38,7 @@ ORIGIN = "https://localhost:8443"
 RP_ID = "localhost"
 REG_CHALLENGE = sha256(b"idwall vectors: registration")
 AUTH_CHALLENGE = sha256(b"idwall vectors: authentication")
+USER_HANDLE = b"user-alice"  # the user handle every generated credential is registered with
 OTHER_CHALLENGE = sha256(b"idwall vectors: another ceremony")
 ALG_NAMES = {ES256: "es256", EDDSA: "eddsa", RS256: "rs256"}
 SOURCE = "generate.py"  # record_chromium.py writes "chromium <version>"
@@ -45,7 +46,7 @@ SOURCE = "generate.py"  # record_chromium.py writes "chromium <version>"
 
 def _reg_options() -> dict[str, Any]:
     return passkeys.registration_options(
-        rp_id=RP_ID, rp_name="IDWall", user_id=b"user-alice", user_name="alice", display_name="Alice",
+        rp_id=RP_ID, rp_name="IDWall", user_id=USER_HANDLE, user_name="alice", display_name="Alice",
         challenge=REG_CHALLENGE, timeout_ms=300_000, user_verification="required", exclude=[],
     )
 
@@ -96,7 +97,8 @@ def main() -> None:
                        "aaguid": verified.aaguid, "credential_type": "public-key", "backed_up": False},
         })
         auth_expect[alg] = {"credential_id": b64url_encode(verified.credential_id),
-                            "public_key": b64url_encode(verified.public_key), "stored_sign_count": 0}
+                            "public_key": b64url_encode(verified.public_key), "stored_sign_count": 0,
+                            "user_handle": b64url_encode(USER_HANDLE)}
         assertion = device.get(_auth_options(verified.credential_id))
         _write("valid", f"authentication-{name}", {
             "description": f"{name.upper()} assertion, first use (count 0 -> 1), user verified",
@@ -183,6 +185,10 @@ def main() -> None:
     signature[-1] ^= 0x01
     tampered["response"]["signature"] = b64url_encode(bytes(signature))
     invalid_auth("auth-tampered-signature", "last signature byte flipped", tampered, "WebAuthnRejected", "signature")
+    tampered = copy.deepcopy(good)
+    tampered["response"]["userHandle"] = b64url_encode(b"user-mallory")  # outside what the signature covers
+    invalid_auth("auth-user-handle-of-another-user", "userHandle of another user beside a valid signature "
+                 "(WebAuthn 7.2 step 6)", tampered, "WebAuthnRejected", "userHandle names another user")
 
     invalid_reg("reg-wrong-challenge", "registration made for another challenge",
                 SoftAuthenticator(origin=ORIGIN).create(_reg_options() | {"challenge": b64url_encode(OTHER_CHALLENGE)}),

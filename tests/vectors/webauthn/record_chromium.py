@@ -96,6 +96,7 @@ class Registered:
     backed_up: bool
     aaguid: str
     last_count: int = field(init=False)  # the counter of the newest assertion recorded with this credential
+    user_handle: bytes = b""  # the user.id it was created for
 
     def __post_init__(self) -> None:
         self.last_count = self.sign_count
@@ -166,10 +167,14 @@ class Chromium:
         raise LookupError(f"the virtual authenticator holds no credential {b64url_encode(credential_id)}")
 
 
+def _user_handle(user: str) -> bytes:
+    return f"user-{user}".encode()
+
+
 def _reg_options(alg: int, user: str, *, user_verification: str = "required") -> dict[str, Any]:
     """Our registration options, with ``pubKeyCredParams`` narrowed to ``alg`` so Chromium must use it."""
     options = passkeys.registration_options(
-        rp_id=RP_ID, rp_name="IDWall", user_id=f"user-{user}".encode(), user_name=user, display_name=user.title(),
+        rp_id=RP_ID, rp_name="IDWall", user_id=_user_handle(user), user_name=user, display_name=user.title(),
         challenge=REG_CHALLENGE, timeout_ms=300_000, user_verification=user_verification, exclude=[],
     )
     options["pubKeyCredParams"] = [param for param in options["pubKeyCredParams"] if param["alg"] == alg]
@@ -201,13 +206,15 @@ class Recording:
                     "require_uv": True}
         if reg is not None:
             expected |= {"credential_id": b64url_encode(reg.credential_id), "public_key": b64url_encode(reg.public_key),
-                         "stored_sign_count": reg.last_count}
+                         "stored_sign_count": reg.last_count, "user_handle": b64url_encode(reg.user_handle)}
         return expected | extra
 
     async def register(self, alg: int, user: str, *, user_verification: str = "required",
                        origin: str | None = None) -> Registered:
-        return _attested(await self.chromium.create(_reg_options(alg, user, user_verification=user_verification),
-                                                    origin=origin))
+        registered = _attested(await self.chromium.create(_reg_options(alg, user, user_verification=user_verification),
+                                                          origin=origin))
+        registered.user_handle = _user_handle(user)
+        return registered
 
     async def assertion(self, reg: Registered, challenge: bytes = AUTH_CHALLENGE, *,
                         user_verification: str = "required", origin: str | None = None) -> tuple[dict[str, Any], int]:
@@ -363,6 +370,10 @@ async def record_invalid(rec: Recording, registered: dict[int, Registered]) -> N
     signature[-1] ^= 0x01
     rec.invalid("auth-tampered-signature", "recorded assertion, last signature byte flipped",
                 _with_response(good, signature=bytes(signature)), expected, "WebAuthnRejected", "signature")
+    rec.invalid("auth-user-handle-of-another-user", "recorded assertion, userHandle (not covered by the "
+                "signature) replaced by another user's (WebAuthn 7.2 step 6)",
+                _with_response(good, userHandle=b"user-mallory"), expected, "WebAuthnRejected",
+                "userHandle names another user")
     as_create = _replaced(_client_data(good), b'"type":"webauthn.get"', b'"type":"webauthn.create"')
     rec.invalid("auth-type-create", 'recorded assertion, clientDataJSON type set to "webauthn.create" and signed '
                 "again with the credential's private key as exported by the virtual authenticator (CDP "
