@@ -1,6 +1,6 @@
 """idwall.jsonbody: every hostile body is a precise 400 or 413, and nothing else ever escapes.
 
-The hostile bodies are in ``tests/helpers/hostile_json.py``; test_api_input posts each of them to every
+The hostile bodies are in ``tests/helpers/hostile_json.py``; test_web_app posts each of them to every
 JSON endpoint of a running gateway.
 """
 

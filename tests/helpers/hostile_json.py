@@ -1,6 +1,6 @@
 """Hostile JSON bodies: the table every JSON endpoint is tested with, and a strategy for arbitrary JSON values.
 
-``test_jsonbody`` checks the parser refuses each body precisely; ``test_api_input`` posts each of them to every
+``test_jsonbody`` checks the parser refuses each body precisely; ``test_web_app`` posts each of them to every
 JSON endpoint of a running gateway.
 """
 

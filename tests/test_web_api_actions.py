@@ -1,7 +1,12 @@
-"""Signed actions over real mTLS: each grant needs an admin's (or the user's own) passkey over the exact action."""
+"""Signed actions over real mTLS: each grant needs an admin's (or the user's own) passkey over the exact action.
+
+The attack of the adversarial review (two administrators revoking themselves at once) is at the end; its
+docstring says what got through before its fix.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -407,3 +412,34 @@ def test_claimed_challenge_answers_only_bad_request(credential) -> None:  # type
         assert len(claimed_challenge(credential)) == 32
     except BadRequest:
         pass
+
+
+# -- adversarial review: signed actions never leave zero administrators ----------------------------------
+
+
+async def test_two_admins_revoking_themselves_at_once_leave_one_admin(gateway) -> None:
+    """Before: the last-admin check ran before the transaction; two admins revoking themselves concurrently
+    both passed it, and nobody was left who could sign an invite or a grant."""
+    admin = await bootstrap(gateway)
+    async with gateway.session(admin) as client:
+        assert (await login(gateway, admin, client))[0] == 200
+        code = await invite(gateway, admin, client, "second", is_admin=True)
+    second = await enroll(gateway, code)
+    clients = [gateway.session(admin), gateway.session(second)]
+    try:
+        begun = []
+        for device, client in zip((admin, second), clients):
+            assert (await login(gateway, device, client))[0] == 200
+            status, answer = await call(client, "POST", gateway.url + "/idwall/api/actions/begin",
+                                        {"action": {"type": "admin.revoke", "user": device.user_id}})
+            assert status == 200, answer
+            begun.append(answer)
+        results = await asyncio.gather(*(
+            call(client, "POST", gateway.url + "/idwall/api/actions/finish",
+                 {"action_id": b["action_id"], "credential": device.auth.get(b["options"])})
+            for device, client, b in zip((admin, second), clients, begun)))
+    finally:
+        for client in clients:
+            await client.close()
+    assert sorted(status for status, _ in results) == [200, 409], results
+    assert [u.id for u in await gateway.store.list_users() if u.admin] != []

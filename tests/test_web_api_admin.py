@@ -1,4 +1,8 @@
-"""The admin API and the SOC console over real TLS: who may call what, strict inputs, what the answers say."""
+"""The admin API and the SOC console over real TLS: who may call what, strict inputs, what the answers say.
+
+The attacks of the adversarial review (an admin session used from a proxied host's origin, tokens and the
+host, unbounded kill targets) are at the end; each one's docstring says what got through before its fix.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ import re
 import time
 from html.parser import HTMLParser
 
+import aiohttp
 import pytest
 
 from idwall import tokens
 from idwall.logs import JSONLineFormatter
 from idwall.store.base import LedgerDraft
 from idwall.web.api_admin import CSP
-from tests.helpers.api import call_fresh
+from tests.helpers.api import call, call_fresh
 
 pytestmark = pytest.mark.asyncio
 
@@ -425,3 +430,70 @@ async def test_recent_kills_say_who_and_how_many_connections(gateway) -> None:
     assert older == {"audit_seq": answer["audit_seq"], "time": older["time"], "actor": "token:" + reader.record.id,
                      "scope": "group", "target": "eng", "reason": "phish", "revoke_devices": False, "sessions": 2,
                      "devices": 0, "connections_closed": 1}
+
+
+# -- adversarial review: the admin API belongs to the gateway's own origin, not to every proxied host ------
+
+
+def _named(gateway, name: str, device=None) -> aiohttp.ClientSession:
+    """A client that names ``name`` in TLS (SNI) and Host, as a browser on that host does (the test
+    certificate covers only localhost, so the name is not checked against it)."""
+    ctx = gateway.ssl(device)
+    ctx.check_hostname = False
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=1))
+
+
+@pytest.mark.parametrize("path", ["/idwall/api/admin/sessions", "/idwall/api/admin/audit",
+                                  "/idwall/api/admin/tokens", "/idwall/admin"])
+async def test_admin_session_is_not_usable_from_a_proxied_hosts_origin(gateway, path: str) -> None:
+    """Before: /idwall/ is served on every host, so a page of a proxied app (wiki.localhost) could fetch
+    /idwall/api/admin/* same-origin on its own host; the admin's browser presented the client certificate
+    and the app's script read live sessions and the whole ledger."""
+    admin = await gateway.device("root", admin=True)
+    foreign = f"wiki.localhost:{gateway.port}"
+    async with _named(gateway, "wiki.localhost", admin) as client:
+        async with client.get(gateway.url + path, headers={"Host": foreign, "Accept": "application/json"},
+                              server_hostname="wiki.localhost", allow_redirects=False) as resp:
+            assert resp.status == 403, await resp.text()
+            assert resp.content_type == "application/problem+json"
+    async with gateway.session(admin) as client:
+        async with client.get(gateway.url + path, headers={"Host": foreign, "Accept": "application/json"},
+                              allow_redirects=False) as resp:
+            assert resp.status == 421, "a Host other than the connection's TLS server name is misdirected"
+        async with client.get(gateway.url + path, headers={"Accept": "application/json"},
+                              allow_redirects=False) as resp:
+            assert resp.status == 200, await resp.text()
+
+
+async def test_tokens_are_not_bound_to_the_host(gateway) -> None:
+    """A SOAR playbook may address the gateway by any name; only ambient (certificate) sessions are pinned."""
+    issued = tokens.new_token(name="soar", scopes=["read"], ttl=600, created_by="admin", now=time.time())
+    record = issued.record
+    await gateway.store.create_token(record, LedgerDraft("token.create", "admin", record.id, {
+        "token_id": record.id, "name": record.name, "scopes": list(record.scopes),
+        "expires_at": int(record.expires_at)}))
+    async with _named(gateway, "gw.internal") as client:
+        async with client.get(gateway.url + "/idwall/api/admin/sessions", server_hostname="gw.internal",
+                              headers={"Host": "gw.internal", "Authorization": f"Bearer {issued.secret}"}) as resp:
+            assert resp.status == 200, await resp.text()
+
+
+# -- adversarial review: kill, bounded target ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["x" * 5000, "bob\x00", "bob\n{\"forged\": 1}"],
+                         ids=["huge", "NUL", "newline"])
+async def test_kill_target_is_bounded(gateway, target: str) -> None:
+    """Before: a kill target of any length and any characters (up to the 64 KiB body) went into the ledger."""
+    issued = tokens.new_token(name="soar", scopes=["kill"], ttl=600, created_by="admin", now=time.time())
+    record = issued.record
+    await gateway.store.create_token(record, LedgerDraft("token.create", "admin", record.id, {
+        "token_id": record.id, "name": record.name, "scopes": list(record.scopes),
+        "expires_at": int(record.expires_at)}))
+    before = len(await gateway.store.ledger_entries())
+    async with gateway.session() as client:
+        status, problem = await call(client, "POST", gateway.url + "/idwall/api/admin/kill",
+                                     {"scope": "user", "target": target, "reason": "test"},
+                                     headers={"Authorization": f"Bearer {issued.secret}"})
+    assert status == 400, problem
+    assert len(await gateway.store.ledger_entries()) == before

@@ -38,7 +38,7 @@ from idwall.pki import load_private_key
 from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
 from tests.helpers.gateway import start_test_gateway
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/e2e/ is two levels below the repository
 STORY_TYPES = ["bootstrap", "session.login", "invite.create", "invite.create", "token.create", "device.enroll",
                "session.login", "kill", "kill", "session.logout"]
 

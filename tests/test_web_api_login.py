@@ -1,10 +1,15 @@
-"""Login, logout and /me over real mTLS: sessions bound to the connection's certificate, and attacks on them."""
+"""Login, logout and /me over real mTLS: sessions bound to the connection's certificate, and attacks on them.
+
+The attacks of the adversarial review (ceremonies per device, cross-site logout) are at the end; each one's
+docstring says what got through before its fix.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -14,6 +19,7 @@ from idwall import pki
 from idwall.challenges import login_challenge
 from idwall.encoding import b64url_decode, b64url_encode
 from idwall.store.base import LedgerDraft
+from idwall.web.api_login import MAX_OPEN_CEREMONIES
 from tests.helpers.api import Enrolled, bootstrap, call, counts, enroll, invite, ledger_ok, login
 
 pytestmark = pytest.mark.asyncio
@@ -311,3 +317,55 @@ async def test_concurrent_finishes_of_one_ceremony_make_one_session(gateway) -> 
                                               {"credential": credential}) for c in (a, b)))
     assert sorted(status for status, _ in results) == [200, 409]
     assert (await counts(gateway))["sessions"] == 1
+
+
+# -- adversarial review: login ceremonies per device ----------------------------------------------------
+
+
+async def _ceremonies(gateway: Any, device_id: str) -> int:
+    return await gateway.store.read(lambda c: c.execute(
+        "SELECT COUNT(*) FROM ceremonies WHERE device_id = ?", (device_id,)).fetchone()[0])
+
+
+async def test_login_ceremonies_per_device_are_bounded_and_the_newest_still_works(gateway) -> None:
+    """Before: every login/begin stored a ceremony row; one device could hold any number of them."""
+    admin = await bootstrap(gateway)
+    async with gateway.session(admin) as client:
+        begun = []
+        for _ in range(MAX_OPEN_CEREMONIES + 5):
+            status, answer = await call(client, "POST", gateway.url + "/idwall/api/login/begin", {})
+            assert status == 200, answer
+            begun.append(answer)
+        assert await _ceremonies(gateway, admin.device_id) == MAX_OPEN_CEREMONIES
+        # the oldest was dropped: its assertion finds no ceremony
+        status, problem = await call(client, "POST", gateway.url + "/idwall/api/login/finish",
+                                     {"credential": admin.auth.get(begun[0]["options"])})
+        assert status == 409, problem
+        status, answer = await call(client, "POST", gateway.url + "/idwall/api/login/finish",
+                                    {"credential": admin.auth.get(begun[-1]["options"])})
+        assert status == 200, answer
+
+
+# -- adversarial review: cross-site writes to logout ---------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "null"},
+], ids=["foreign origin", "sec-fetch-site cross-site", "opaque origin"])
+async def test_logout_refuses_cross_site_requests(gateway, headers: dict[str, str]) -> None:
+    """Before: logout read no body, so a cross-site <form method=post> (no preflight) ended the session: the
+    browser presents the client certificate to any site's requests."""
+    device = await gateway.device("erin")
+    async with gateway.session(device) as client:
+        status, problem = await call(client, "POST", gateway.url + "/idwall/api/logout",
+                                     data=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                           **headers})
+        assert status == 403, problem
+        session = await gateway.store.get_session(device.session_id)
+        assert session.revoked_at is None
+        # our own page (same origin) still signs out
+        status, answer = await call(client, "POST", gateway.url + "/idwall/api/logout",
+                                    headers={"Origin": gateway.url})
+        assert status == 200, answer

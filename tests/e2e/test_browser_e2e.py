@@ -52,7 +52,7 @@ assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromi
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module")]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/e2e/ is two levels below the repository
 CEREMONY_TIMEOUT = 15_000  # ms; a virtual authenticator answers in well under a second
 DEVICE_FILES = ("device.pem", "device-key.pem", "device.p12", "ca.pem")
 ALICE = {"user": "alice", "name": "Alice Example", "email": "alice@example.com", "groups": ["eng"], "admin": False}

@@ -1,7 +1,9 @@
 """Enrollment over the real API: bootstrap, invites, self-service, and every way to get past it failing.
 
 The flows (enroll, log in, sign an action over real mTLS with a software
-authenticator) are in ``tests/helpers/api.py``.
+authenticator) are in ``tests/helpers/api.py``. The attacks of the adversarial
+review (bounds on what unauthenticated clients can store, the last administrator)
+are at the end; each one's docstring says what got through before its fix.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from idwall import pki
 from idwall.audit import root_fingerprint, verify_ledger
 from idwall.encoding import b64url_decode, b64url_encode
-from idwall.enrollment import invite_id_of
+from idwall.enrollment import MAX_OPEN_ENROLLMENTS, MAX_PENDING_DEVICES, invite_id_of
 from idwall.store.base import Invite
 from idwall.testing.authenticator import SoftAuthenticator
 from tests.helpers.api import (
@@ -403,3 +405,103 @@ async def test_approval_policy_holds_invited_devices_until_a_signed_approval(tmp
         assert [e["type"] for e in entries[-2:]] == ["device.enroll", "device.approve"]
     finally:
         await gateway.running.stop(drain=1)
+
+
+# -- adversarial review: unauthenticated clients cannot fill the store through enroll/begin and enroll/finish
+
+
+async def _enrollments(gateway: Any, *, user: str) -> int:
+    return await gateway.store.read(lambda c: c.execute(
+        "SELECT COUNT(*) FROM enrollments WHERE user_id = ?", (user,)).fetchone()[0])
+
+
+async def test_self_service_begin_is_bounded_per_user(gateway) -> None:
+    """Before: anyone who knew a user id could POST enroll/begin {user} without end, a stored row (CSR included)
+    each time, and expired rows were never removed."""
+    await gateway.device("alice")
+    before = await _enrollments(gateway, user="alice")
+    for _ in range(MAX_OPEN_ENROLLMENTS):
+        _, status, begun = await begin_enroll(gateway, user="alice")
+        assert status == 200, begun
+    _, status, problem = await begin_enroll(gateway, user="alice")
+    assert status == 429, problem
+    assert problem["status"] == 429 and problem["detail"]
+    assert await _enrollments(gateway, user="alice") == before + MAX_OPEN_ENROLLMENTS
+    # once those have expired the user can start again, and long-expired ones are forgotten
+    gw = gateway.running.node
+    real = gw.clock
+    gw.clock = lambda: real() + 2 * 3600  # type: ignore[method-assign]
+    try:
+        _, status, begun = await begin_enroll(gateway, user="alice")
+        assert status == 200, begun
+        assert await _enrollments(gateway, user="alice") == before + 1
+    finally:
+        gw.clock = real  # type: ignore[method-assign]
+
+
+async def test_invite_begin_is_bounded_per_code_and_does_not_block_other_users(gateway) -> None:
+    """The same bound per invite code: a leaked code cannot be used to write rows without end."""
+    code = gateway.init["bootstrap_code"]
+    for _ in range(MAX_OPEN_ENROLLMENTS):
+        assert (await begin_enroll(gateway, code=code))[1] == 200
+    before = await counts(gateway)
+    _, status, problem = await begin_enroll(gateway, code=code)
+    assert status == 429, problem
+    assert await counts(gateway) == before
+    # another user's self-service is not held up by this invite's enrollments
+    await gateway.device("bob")
+    assert (await begin_enroll(gateway, user="bob"))[1] == 200
+
+
+async def test_self_service_finish_is_bounded_in_pending_devices(gateway) -> None:
+    """Before: each finished self-service enrollment added a pending device, a credential and a device.enroll
+    ledger entry (which can never be removed) for any user id, with a software passkey and no secret at all."""
+    await gateway.device("carol")
+    auth = SoftAuthenticator(origin=gateway.url)
+    for _ in range(MAX_PENDING_DEVICES):
+        _, status, begun = await begin_enroll(gateway, user="carol")
+        assert status == 200, begun
+        status, answer = await finish_enroll(gateway, begun["enrollment_id"], auth.create(begun["options"]))
+        assert status == 200 and answer["status"] == "pending_approval", answer
+    before = await counts(gateway)
+    _, status, problem = await begin_enroll(gateway, user="carol")
+    assert status == 429, problem
+    assert await counts(gateway) == before
+
+
+async def test_pending_bound_is_also_enforced_at_finish(gateway) -> None:
+    """The check at begin is advisory; the one that counts runs in the finish transaction."""
+    await gateway.device("dave")
+    auth = SoftAuthenticator(origin=gateway.url)
+    begun_all = []
+    for _ in range(MAX_PENDING_DEVICES + 1):
+        _, status, begun = await begin_enroll(gateway, user="dave")
+        assert status == 200, begun
+        begun_all.append(begun)
+    for begun in begun_all[:MAX_PENDING_DEVICES]:
+        assert (await finish_enroll(gateway, begun["enrollment_id"], auth.create(begun["options"])))[0] == 200
+    before = await counts(gateway)
+    last = begun_all[-1]
+    status, problem = await finish_enroll(gateway, last["enrollment_id"], auth.create(last["options"]))
+    assert status == 429, problem
+    assert await counts(gateway) == before
+    assert (await gateway.store.get_enrollment(last["enrollment_id"])).status == "begun"
+
+
+# -- adversarial review: an enrollment never leaves zero administrators -----------------------------------
+
+
+async def test_an_invite_cannot_demote_the_last_admin(gateway) -> None:
+    """An invite for an existing user overwrites the user's role at finish; it must not leave no admin."""
+    admin = await bootstrap(gateway)
+    async with gateway.session(admin) as client:
+        assert (await login(gateway, admin, client))[0] == 200
+        code = await invite(gateway, admin, client, "admin", is_admin=False)
+    _, status, begun = await begin_enroll(gateway, code=code)
+    assert status == 200, begun
+    before = await counts(gateway)
+    status, problem = await finish_enroll(gateway, begun["enrollment_id"],
+                                          SoftAuthenticator(origin=gateway.url).create(begun["options"]))
+    assert status == 409, problem
+    assert await counts(gateway) == before
+    assert (await gateway.store.get_user("admin")).admin

@@ -32,7 +32,7 @@ from tests.helpers.api import Enrolled, begin_enroll, call, finish_enroll, invit
 
 pytestmark = pytest.mark.asyncio
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/e2e/ is two levels below the repository
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 KILL_AFTER_ANSWERS = 25  # answered 200s before the SIGKILL: well inside the burst, which has no end of its own
 LOGIN_WORKERS_PER_DEVICE, INVITE_WORKERS = 3, 3
