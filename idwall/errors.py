@@ -58,7 +58,9 @@ Errors that never become a problem+json answer: each has its own audience::
     └── GatewayUnreachable           cli: the gateway did not answer (address, TLS, refused)
     EncodingError                    encoding: bad base64url; callers turn it into BadRequest
     DuplicateKey                     encoding: a JSON object names a key twice; callers turn it into BadRequest
+    CoseKeyError                     cose: a passkey's public key is unusable; callers turn it into their refusal
     Stop                             engine.h1: stops llhttp from inside a callback (control flow)
+    NoClientConnection               web.context: a request for no live client connection; dropped unanswered
     Reject                           audit: one check of an entry failed; replay turns it into LedgerViolation
     AuthenticatorError               testing.authenticator: the soft authenticator's DOMException names
     ├── InvalidStateError            testing.authenticator: credential already registered here

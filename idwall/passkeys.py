@@ -35,10 +35,9 @@ What this module adds to py_webauthn (see NOTES.md):
   CBOR, key, type or value errors from deeper down) becomes
   :class:`~idwall.errors.WebAuthnRejected`, never a 500.
 - Registration: the credential ID in ``rawId`` must be the one in the attested
-  credential data (py_webauthn does not compare them); algorithms are limited
-  to ES256, EdDSA and RS256; the public key must be one that can verify later
-  (with attestation "none" py_webauthn never loads it, and stores a point off
-  the curve, a string where bytes belong or a 512-bit RSA modulus).
+  credential data (py_webauthn does not compare them); the public key must pass
+  :func:`idwall.cose.check_public_key` (ES256, EdDSA or RS256, and one that can
+  verify later: with attestation "none" py_webauthn never loads it).
 - Authentication: :func:`verify_assertion` is the one assertion verifier, of
   logins and signed actions (through :func:`verify_authentication`, which also
   requires the credential the caller expects) and of ledger replay. The sign
@@ -62,7 +61,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -80,6 +78,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from idwall.cose import SUPPORTED_ALGORITHMS, CoseKeyError, check_public_key
 from idwall.encoding import EncodingError, b64url_decode, b64url_encode, is_b64url
 from idwall.errors import BadRequest, PayloadTooLarge, WebAuthnRejected
 from idwall.jsonbody import field, json_type, parse_json_object
@@ -99,11 +98,8 @@ __all__ = [
     "verify_registration",
 ]
 
-# Preference order sent to the client: ES256 is what nearly every passkey provider makes.
-SUPPORTED_ALGORITHMS: tuple[int, ...] = (-7, -8, -257)  # ES256, EdDSA (Ed25519), RS256
 MAX_CREDENTIAL_JSON_BYTES = 64 * 1024
 MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn Level 3 §5.1 "credential ID ... at most 1023 bytes"
-MIN_RSA_BITS = 2048
 FLAG_UP, FLAG_UV, FLAG_AT, FLAG_ED = 0x01, 0x04, 0x40, 0x80
 AUTH_DATA_FIXED = 37  # rpIdHash(32) || flags(1) || signCount(4), WebAuthn §6.1
 ATTESTED_FIXED = 18  # aaguid(16) || credentialIdLength(2), WebAuthn §6.5.1
@@ -422,48 +418,6 @@ def _failed_check(exc: Exception) -> str | None:
     return None
 
 
-def _coordinate(key: dict[Any, Any], label: int, name: str, size: int | None) -> bytes:
-    value = key.get(label)
-    if not isinstance(value, bytes) or (size is not None and len(value) != size):
-        expected = f"{size} bytes" if size is not None else "bytes"
-        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
-        raise WebAuthnRejected(f"credential public key {name} (label {label}) is {got}, expected {expected}")
-    return value
-
-
-def _check_public_key(cose: bytes) -> int:
-    """The algorithm of a COSE key (RFC 9053) that loads as a usable public key; ``WebAuthnRejected`` otherwise."""
-    key = cbor2.loads(cose)  # py_webauthn's own re-encoding of a key it already decoded
-    if not isinstance(key, dict):
-        raise WebAuthnRejected(f"credential public key is a CBOR {type(key).__name__}, expected a map")
-    kty, alg, crv = key.get(1), key.get(3), key.get(-1)
-    try:
-        if alg == COSEAlgorithmIdentifier.ECDSA_SHA_256:
-            if (kty, crv) != (2, 1):
-                raise WebAuthnRejected(f"ES256 key has kty {kty!r} and crv {crv!r}, expected EC2 (2) on P-256 (1)")
-            x = _coordinate(key, -2, "x", 32)
-            y = _coordinate(key, -3, "y", 32)
-            point = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1())
-            point.public_key()  # refuses a point that is not on the curve
-        elif alg == COSEAlgorithmIdentifier.EDDSA:
-            if (kty, crv) != (1, 6):
-                raise WebAuthnRejected(f"EdDSA key has kty {kty!r} and crv {crv!r}, expected OKP (1) on Ed25519 (6)")
-            ed25519.Ed25519PublicKey.from_public_bytes(_coordinate(key, -2, "x", 32))
-        elif alg == COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256:
-            if kty != 3:
-                raise WebAuthnRejected(f"RS256 key has kty {kty!r}, expected RSA (3)")
-            n = int.from_bytes(_coordinate(key, -1, "n", None), "big")
-            e = int.from_bytes(_coordinate(key, -2, "e", None), "big")
-            if n.bit_length() < MIN_RSA_BITS:
-                raise WebAuthnRejected(f"RS256 modulus is {n.bit_length()} bits, expected at least {MIN_RSA_BITS}")
-            rsa.RSAPublicNumbers(e, n).public_key()
-        else:
-            raise WebAuthnRejected(f"credential public key alg {alg!r} is not one of {list(SUPPORTED_ALGORITHMS)}")
-    except ValueError as exc:
-        raise WebAuthnRejected(f"credential public key does not load: {exc}") from None
-    return int(alg)
-
-
 def verify_registration(
     *,
     credential: dict[str, Any] | str,
@@ -493,7 +447,10 @@ def verify_registration(
         raise _rejected(exc) from exc
     if verified.credential_id != raw_id:
         raise WebAuthnRejected("credential.rawId differs from the credential ID in the attested credential data")
-    alg = _check_public_key(verified.credential_public_key)
+    try:
+        alg = check_public_key(verified.credential_public_key)
+    except CoseKeyError as exc:
+        raise WebAuthnRejected(str(exc)) from None
     return VerifiedRegistration(
         credential_id=raw_id,
         public_key=verified.credential_public_key,

@@ -12,15 +12,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography
-from webauthn.helpers.exceptions import WebAuthnException
 
 from idwall.audit.sealing import parse_time
+from idwall.cose import SUPPORTED_ALGORITHMS, CoseKeyError, check_public_key
 from idwall.encoding import is_b64url
 from idwall.passkeys import MAX_CREDENTIAL_ID_BYTES
 
-ES256, EDDSA, RS256 = -7, -8, -257
 ENVELOPE_KEYS = frozenset({"seq", "time", "type", "actor", "subject", "data", "prev", "hash", "sig"})
 
 
@@ -201,23 +198,13 @@ def _is_jsonable(value: Any) -> bool:
     return True
 
 
-_KEY_TYPES: dict[int, type] = {
-    ES256: ec.EllipticCurvePublicKey,
-    EDDSA: ed25519.Ed25519PublicKey,
-    RS256: rsa.RSAPublicKey,
-}
-
-
 def check_cose_key(public_key: bytes, alg: int) -> None:
-    """Refuse a registered COSE key that does not load, or whose algorithm or curve we do not accept."""
-    if alg not in _KEY_TYPES:
+    """Refuse a registered COSE key that :func:`idwall.cose.check_public_key` refuses, or of another ``alg``."""
+    if alg not in SUPPORTED_ALGORITHMS:
         raise Reject(f"alg {alg} is not one of ES256 (-7), EdDSA (-8), RS256 (-257)")
     try:
-        decoded = decode_credential_public_key(public_key)
-        key = decoded_public_key_to_cryptography(decoded)
-    except (WebAuthnException, KeyError, ValueError, TypeError, IndexError) as exc:
+        key_alg = check_public_key(public_key)
+    except CoseKeyError as exc:
         raise Reject(f"public_key is not a usable COSE key: {exc}") from None
-    if int(decoded.alg) != alg:
-        raise Reject(f"public_key is a COSE key for alg {int(decoded.alg)}, but alg says {alg}")
-    if not isinstance(key, _KEY_TYPES[alg]) or (alg == ES256 and not isinstance(key.curve, ec.SECP256R1)):
-        raise Reject(f"public_key does not fit alg {alg}")
+    if key_alg != alg:
+        raise Reject(f"public_key is a COSE key for alg {key_alg}, but alg says {alg}")

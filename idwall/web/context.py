@@ -21,12 +21,16 @@ ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 _HEADER = INTERNAL_HEADER.decode()
 
 
+class NoClientConnection(ConnectionResetError):
+    """The request is for no live client connection: not from the engine, or its connection was cut."""
+
+
 def conn_for(request: web.Request) -> Conn:
     """The registry entry of the client connection ``request`` arrived on."""
     conn = request.app[ENGINE].check_internal(request.headers.get(_HEADER))
     if conn is None or conn.killed:
         # not from the engine, or the connection was cut while its request travelled: nothing to answer
-        raise ConnectionResetError("no live client connection behind this request")
+        raise NoClientConnection("no live client connection behind this request")
     conn.last_seen = request.app[NODE].clock()
     return conn
 

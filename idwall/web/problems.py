@@ -16,6 +16,7 @@ from aiohttp import web
 from ..errors import BadRequest, IDWallError, PayloadTooLarge
 from ..jsonbody import field, parse_json_object
 from ..logs import event
+from .context import NoClientConnection
 
 __all__ = ["PROBLEM_TYPE", "field", "problem_middleware", "problem_response", "read_json_object"]
 
@@ -51,7 +52,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         err = IDWallError(exc.reason)
         err.status, err.slug, err.title = exc.status, slug, title
         return problem_response(err, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
-    except (ConnectionResetError, ConnectionError):
+    except NoClientConnection:
+        # Nobody to answer: drop the app-side connection. The response below is never written (aiohttp
+        # finds the transport gone and lets it go quietly), where raising would log a traceback and a 500.
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=400)
+    except ConnectionError:
         raise
     except Exception:
         logging.getLogger("idwall").exception("unhandled error on %s", request.path)
