@@ -26,7 +26,8 @@ from idwall.store.base import LedgerDraft
 from idwall.store.sqlite import migrate
 from idwall.tokens import new_token
 from tests.helpers.records import NOW
-from tests.helpers.store import Clock, draft, dump, opened
+from tests.helpers.clock import Clock
+from tests.helpers.store import draft, dump, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks"}

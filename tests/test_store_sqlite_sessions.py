@@ -22,7 +22,8 @@ from idwall.store import StoreError
 from idwall.store.base import AlreadyUsed, Ceremony, Expired, LedgerDraft, Session
 from idwall.store.sqlite import KILL_SCOPES, SQLiteStore
 from tests.helpers.records import NOW
-from tests.helpers.store import Clock, draft, dump, enroll, login, opened
+from tests.helpers.clock import Clock
+from tests.helpers.store import draft, dump, enroll, login, opened
 
 
 @pytest.fixture

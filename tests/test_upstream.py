@@ -28,6 +28,7 @@ from jose import jwt as jose_jwt
 from playwright.async_api import async_playwright
 
 from tests.helpers.browser import launch
+from tests.helpers.clock import Clock
 from idwall.assertion import AssertionDevice, AssertionSession, AssertionUser, KeySet, build_claims, rotate_keys
 from idwall.encoding import b64url_encode
 from idwall.upstream import (
@@ -389,16 +390,8 @@ async def jwks_server(keys: KeySet) -> AsyncIterator[JWKSServer]:
     await runner.cleanup()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_jwks_refreshes_on_unknown_kid_after_rotation(jwks_server: JWKSServer, key_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = JWKSCache(jwks_server.url, min_refresh_interval=30, clock=clock)
     verifier = AssertionVerifier(keys=cache, issuer=ISS, audience="wiki")
     first = KeySet.load(key_path, now=NOW, overlap=3600)
@@ -417,7 +410,7 @@ async def test_jwks_refreshes_on_unknown_kid_after_rotation(jwks_server: JWKSSer
 
 
 async def test_jwks_refresh_on_unknown_kid_is_rate_limited(jwks_server: JWKSServer, key_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = JWKSCache(jwks_server.url, min_refresh_interval=30, clock=clock)
     verifier = AssertionVerifier(keys=cache, issuer=ISS, audience="wiki")
     attacker_key = private_key_of(key_path)
@@ -445,7 +438,7 @@ async def test_concurrent_misses_share_one_fetch(jwks_server: JWKSServer, keys: 
 
 
 async def test_stale_jwks_is_refetched_and_fails_closed(jwks_server: JWKSServer, keys: KeySet) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     verifier = AssertionVerifier(keys=JWKSCache(jwks_server.url, max_age=3600, clock=clock),
                                  issuer=ISS, audience="wiki")
     token = keys.sign(make_claims())

@@ -1,5 +1,6 @@
 """A real SQLite store on a file of the test's own, for the tests of ``idwall.store``: opened with a fresh ledger
-key and a clock the test moves, the devices and sessions a test writes into it, and everything its tables hold.
+key and a clock the test moves (helpers/clock.py), the devices and sessions a test writes into it, and everything
+its tables hold.
 
 Times are numbers around :data:`~tests.helpers.records.NOW`; nothing here sleeps or reads the wall clock. A
 second store on the same file (:func:`opened` twice) is another connection on another thread, which is how
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -21,21 +21,12 @@ from idwall.encoding import sha256
 from idwall.store.base import Credential, Device, LedgerDraft, NewDevice, Session, User
 from idwall.store.sqlite import SQLiteStore
 
+from .clock import Clock
 from .records import NOW, enrollment
 
-__all__ = ["Clock", "draft", "dump", "enroll", "login", "new_device", "opened"]
+__all__ = ["draft", "dump", "enroll", "login", "new_device", "opened"]
 
 _NEW_KEY: Any = object()
-
-
-@dataclass
-class Clock:
-    """The store's clock (ledger times, ceremony clean-up): ``clock.now = ...`` moves it."""
-
-    now: float = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @asynccontextmanager
