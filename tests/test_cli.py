@@ -2,33 +2,17 @@
 line, parses everything else, and every failure ends in one line on stderr and its exit code.
 
 The commands themselves: test_cli_local.py (init, serve, keys rotate, audit) and test_cli_client.py
-(device enroll and kill, against a gateway double over real TLS).
+(device enroll and kill, against a gateway double over real TLS); the verbs and flags: test_cli_parser.py;
+the one-line errors and exit codes: test_cli_output.py.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from idwall import cli
-from tests.helpers.cli import init_gwdir, run_cli
-
-
-@pytest.fixture
-def gwdir(tmp_path: Path) -> Path:
-    return init_gwdir(tmp_path)
-
-
-def test_unexpected_error_is_one_line_unless_debug(gwdir: Path) -> None:
-    (gwdir / "certs" / "assertion-key.pem").write_text("not a key")
-    proc = run_cli("keys", "rotate", "--config", str(gwdir / "idwall.yaml"))
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("idwall: error: ") and len(proc.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in proc.stderr
-    debug = run_cli("keys", "rotate", "--config", str(gwdir / "idwall.yaml"), env={"IDWALL_DEBUG": "1"})
-    assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
 def test_demo_gets_the_rest_of_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from idwall import cli, pki
 from tests.helpers.cli import unset_idwall_env
+from tests.helpers.upstream_app import serve_app
 
 
 @pytest.fixture(autouse=True)
@@ -131,11 +132,7 @@ def fake(gateway_certs: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeG
     thread.start()
 
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        gateway.port = runner.addresses[0][1]
+        runner, gateway.port = await serve_app(app, ctx)
         return runner
 
     runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)

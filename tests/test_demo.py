@@ -4,10 +4,8 @@ mTLS, signed invite), what it prints, the files it leaves with ``--dir``, and it
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,14 +17,11 @@ from idwall import pki
 from idwall.assertion import KeySet, build_claims
 from idwall.demo import DemoOptions, builtin_whoami_app, parse_args
 from idwall.upstream import AssertionVerifier, JWKSCache
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers.cli import REPO, run_cli
 
 
 def run_demo(*extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "idwall", "demo", "--once", *extra], capture_output=True,
-                          text=True, timeout=120, cwd=REPO, env=env)
+    return run_cli("demo", "--once", *extra, cwd=REPO, timeout=120)
 
 
 def test_demo_once_prints_the_identity_the_upstream_verified() -> None:

@@ -28,6 +28,8 @@ from jose import jwt as jose_jwt
 from playwright.async_api import async_playwright
 
 from tests.helpers.browser import launch
+from tests.helpers.clock import Clock
+from tests.helpers.upstream_app import serve_app
 from idwall.assertion import AssertionDevice, AssertionSession, AssertionUser, KeySet, build_claims, rotate_keys
 from idwall.encoding import b64url_encode
 from idwall.upstream import (
@@ -379,26 +381,14 @@ async def jwks_server(keys: KeySet) -> AsyncIterator[JWKSServer]:
     server = JWKSServer(keys.jwks())
     app = web.Application()
     app.router.add_get("/.well-known/idwall/jwks.json", server.handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_app(app)
     server.url = f"http://127.0.0.1:{port}/.well-known/idwall/jwks.json"
     yield server
     await runner.cleanup()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_jwks_refreshes_on_unknown_kid_after_rotation(jwks_server: JWKSServer, key_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = JWKSCache(jwks_server.url, min_refresh_interval=30, clock=clock)
     verifier = AssertionVerifier(keys=cache, issuer=ISS, audience="wiki")
     first = KeySet.load(key_path, now=NOW, overlap=3600)
@@ -417,7 +407,7 @@ async def test_jwks_refreshes_on_unknown_kid_after_rotation(jwks_server: JWKSSer
 
 
 async def test_jwks_refresh_on_unknown_kid_is_rate_limited(jwks_server: JWKSServer, key_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = JWKSCache(jwks_server.url, min_refresh_interval=30, clock=clock)
     verifier = AssertionVerifier(keys=cache, issuer=ISS, audience="wiki")
     attacker_key = private_key_of(key_path)
@@ -445,7 +435,7 @@ async def test_concurrent_misses_share_one_fetch(jwks_server: JWKSServer, keys: 
 
 
 async def test_stale_jwks_is_refetched_and_fails_closed(jwks_server: JWKSServer, keys: KeySet) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     verifier = AssertionVerifier(keys=JWKSCache(jwks_server.url, max_age=3600, clock=clock),
                                  issuer=ISS, audience="wiki")
     token = keys.sign(make_claims())
@@ -472,11 +462,9 @@ async def test_invalid_jwks_documents_fail_closed(body: bytes, keys: KeySet) -> 
 
     app = web.Application()
     app.router.add_get("/jwks", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, port = await serve_app(app)
     try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/jwks"
+        url = f"http://127.0.0.1:{port}/jwks"
         verifier = AssertionVerifier(keys=JWKSCache(url), issuer=ISS, audience="wiki")
         with pytest.raises(JWKSUnavailable):
             await verify(verifier, keys.sign(make_claims()))
@@ -515,11 +503,9 @@ async def test_jwks_over_tls_trusts_only_the_given_ca(tmp_path: Path, keys: KeyS
     server = JWKSServer(keys.jwks())
     app = web.Application()
     app.router.add_get("/jwks.json", server.handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
+    runner, port = await serve_app(app, server_ctx)
     try:
-        url = f"https://localhost:{runner.addresses[0][1]}/jwks.json"
+        url = f"https://localhost:{port}/jwks.json"
         trusted = AssertionVerifier(keys=JWKSCache(url, ssl_context=ssl.create_default_context(cafile=cert_path)),
                                     issuer=ISS, audience="wiki")
         await verify(trusted, keys.sign(make_claims()))
@@ -547,10 +533,8 @@ def _load_whoami() -> Any:
 async def whoami(verifier: AssertionVerifier) -> AsyncIterator[tuple[str, Callable[..., str]]]:
     """The example service on 127.0.0.1:0, and a helper that signs for a path as the gateway would."""
     module = _load_whoami()
-    runner = web.AppRunner(module.make_app(verifier))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, port = await serve_app(module.make_app(verifier))
+    base = f"http://127.0.0.1:{port}"
     yield base, lambda keys, method, path: keys.sign(make_claims(
         method=method, url=f"https://wiki.localhost:8443{path}", now=_wall_now()))
     await runner.cleanup()

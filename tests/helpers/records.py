@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from idwall.config import Config, config_from_mapping
-from idwall.store.base import Device, Resolved, Session, User
+from idwall.store.base import Device, Enrollment, Invite, Resolved, Session, User
 
-__all__ = ["CERT", "NOW", "device", "gateway_config", "resolved", "session", "user"]
+__all__ = ["CERT", "NOW", "device", "enrollment", "gateway_config", "invite", "resolved", "session", "user"]
 
 NOW = 1_800_000_000.0
 #: the thumbprint of the device certificate on the test connection
@@ -43,6 +43,21 @@ def resolved(*, user_: User | None = None, device_: Device | None = None, sessio
              with_session: bool = True) -> Resolved:
     """alice's active device with a live session (unless told otherwise)."""
     return Resolved(device_ or device(), user_ or user(), (), session_ or (session() if with_session else None))
+
+
+def invite(id: str = "inv-1", *, user_id: str = "bob", groups: tuple[str, ...] = (), admin: bool = False,
+           bootstrap: bool = False, expires_at: float = NOW + 3600, used_at: float | None = None) -> Invite:
+    """An invite alice made a minute ago for ``user_id``."""
+    return Invite(id, user_id, user_id.title(), f"{user_id}@example.com", groups, admin, bootstrap, "alice", NOW - 60,
+                  expires_at, used_at)
+
+
+def enrollment(id: str = "enr-1", *, user_id: str = "bob", invite_id: str | None = None, groups: tuple[str, ...] = (),
+               admin: bool = False, bootstrap: bool = False, status: str = "begun", created_at: float = NOW,
+               expires_at: float = NOW + 300) -> Enrollment:
+    """An enrollment of ``user_id``'s laptop, begun at ``created_at`` (with ``invite_id``'s code when given)."""
+    return Enrollment(id, bytes(32), bytes(range(32)), bytes(32), "csr", "laptop", invite_id, user_id, user_id.title(),
+                      f"{user_id}@example.com", groups, admin, bootstrap, status, None, created_at, expires_at)
 
 
 def gateway_config(directory: Path, *, public_url: str = "https://localhost:8443",

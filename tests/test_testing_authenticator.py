@@ -1,4 +1,4 @@
-"""The software authenticator: its output must be what py_webauthn (and a browser) expects."""
+"""idwall.testing.authenticator: the software authenticator's output must be what py_webauthn (and a browser) expects."""
 
 from __future__ import annotations
 

@@ -1,0 +1,104 @@
+"""A real SQLite store on a file of the test's own, for the tests of ``idwall.store``: opened with a fresh ledger
+key and a clock the test moves (helpers/clock.py), the devices and sessions a test writes into it, and everything
+its tables hold.
+
+Times are numbers around :data:`~tests.helpers.records.NOW`; nothing here sleeps or reads the wall clock. A
+second store on the same file (:func:`opened` twice) is another connection on another thread, which is how
+two worker processes share one node's database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from idwall import pki
+from idwall.encoding import sha256
+from idwall.store.base import Credential, Device, LedgerDraft, NewDevice, Session, User
+from idwall.store.sqlite import SQLiteStore
+
+from .clock import Clock
+from .records import NOW, enrollment
+
+__all__ = ["draft", "dump", "enroll", "login", "new_device", "opened"]
+
+_NEW_KEY: Any = object()
+
+
+@asynccontextmanager
+async def opened(path: Path, *, ledger_key: ec.EllipticCurvePrivateKey | None = _NEW_KEY,
+                 clock: Clock | None = None) -> AsyncIterator[SQLiteStore]:
+    """An open store on ``path`` (created and migrated when new), closed when the block ends."""
+    key = pki.generate_p256_key() if ledger_key is _NEW_KEY else ledger_key
+    store = SQLiteStore(path, ledger_key=key, clock=clock or Clock())
+    try:
+        await store.open()  # inside: a file that fails to open still gets its store thread stopped
+        yield store
+    finally:
+        await store.close()
+
+
+def draft(type: str = "key.rotate", subject: str = "kid-2", **data: Any) -> LedgerDraft:
+    """A ledger draft the store can seal (any known entry type; the store does not check ``data``)."""
+    return LedgerDraft(type, "system", subject, data or {"kind": "assertion", "kid": subject, "previous_kid": "kid-1"})
+
+
+def new_device(user_id: str, device_id: str, enrollment_id: str, *, groups: tuple[str, ...] = (),
+               admin: bool = False, status: str = "active", cert_sha256: bytes | None = None,
+               credential_id: bytes | None = None, now: float = NOW) -> NewDevice:
+    """What finishing an enrollment writes: ``user_id``, their device and its passkey.
+
+    An active device has a certificate (a thumbprint of its own unless given); a pending one has none yet.
+    """
+    if cert_sha256 is None and status == "active":
+        cert_sha256 = sha256(b"cert:" + device_id.encode())
+    return NewDevice(
+        User(user_id, user_id.title(), f"{user_id}@example.com", groups, admin, now),
+        Device(device_id, user_id, "laptop", status, cert_sha256, "PEM" if cert_sha256 else None, now,
+               now + 86400 if cert_sha256 else None, None, None, enrollment_id),
+        Credential(credential_id or f"cred-{device_id}".encode(), user_id, device_id, b"cose", -7, 0, now))
+
+
+async def enroll(store: SQLiteStore, user_id: str = "alice", *, device_id: str | None = None,
+                 groups: tuple[str, ...] = (), admin: bool = False, status: str = "active",
+                 cert_sha256: bytes | None = None, credential_id: bytes | None = None,
+                 invite_id: str | None = None, now: float = NOW) -> NewDevice:
+    """Begin and complete an enrollment of a device of ``user_id``; what it wrote (user, device, credential)."""
+    device_id = device_id or f"dev-{user_id}-{await _next(store, 'devices')}"
+    enrollment_id = f"enr-{device_id}"
+    await store.create_enrollment(enrollment(enrollment_id, user_id=user_id, invite_id=invite_id, groups=groups,
+                                             admin=admin, created_at=now, expires_at=now + 300))
+    new = new_device(user_id, device_id, enrollment_id, groups=groups, admin=admin, status=status,
+                     cert_sha256=cert_sha256, credential_id=credential_id, now=now)
+    await store.complete_enrollment(enrollment_id=enrollment_id, new=new, now=now,
+                                    draft=draft("device.enroll", device_id, user=user_id))
+    return new
+
+
+async def login(store: SQLiteStore, new: NewDevice, *, session_id: str | None = None, sign_count: int = 0,
+                auth_time: float = NOW, expires_at: float = NOW + 3600) -> Session:
+    """A session of ``new``'s device (the compare-and-set from ``sign_count`` to ``sign_count + 1``)."""
+    device = new.device
+    session = Session(session_id or f"ses-{device.id}-{await _next(store, 'sessions')}", device.user_id, device.id,
+                      new.credential.id, device.cert_sha256 or b"", ("hwk", "user"), auth_time, auth_time, expires_at,
+                      auth_time)
+    await store.create_session(session, expected_sign_count=sign_count, new_sign_count=sign_count + 1,
+                               draft=draft("session.login", session.id, user=device.user_id))
+    return session
+
+
+async def _next(store: SQLiteStore, table: str) -> int:
+    return int(await store.read(lambda c: c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])) + 1
+
+
+async def dump(store: SQLiteStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order: two dumps are equal when nothing was written in between."""
+    def read(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                            " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {name: sorted((tuple(row) for row in conn.execute(f"SELECT * FROM {name}")), key=repr) for name in names}
+    return await store.read(read)

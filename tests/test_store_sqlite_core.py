@@ -1,0 +1,203 @@
+"""idwall.store.sqlite.core: one SQLite file, one connection on one thread. A new file is migrated to the latest
+schema and an old one brought up to it, each migration all or nothing; the file is opened in WAL mode with
+``synchronous=FULL`` and foreign keys on; every write is one ``BEGIN IMMEDIATE`` transaction that rolls back
+on any exception; SQLite failures become a StoreError that tells the client nothing changed and keeps SQLite's
+words for the log; and the ledger append seals each entry onto the head of one chain, even when two processes
+write at once.
+
+Tested on real files in ``tmp_path``; a second store on the same file is a second process's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from idwall import pki
+from idwall.audit import GENESIS_PREV, entry_hash, format_time
+from idwall.audit.sealing import verify_raw
+from idwall.encoding import b64url_decode, b64url_encode
+from idwall.store import StoreError
+from idwall.store.base import LedgerDraft
+from idwall.store.sqlite import migrate
+from idwall.tokens import new_token
+from tests.helpers.records import NOW
+from tests.helpers.clock import Clock
+from tests.helpers.store import draft, dump, opened
+
+TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
+          "tokens", "ledger", "events", "workers", "event_acks"}
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                       " AND name NOT LIKE 'sqlite_%'")}
+
+
+def _at_version_1(path: Path) -> sqlite3.Connection:
+    """A database as the first release left it: migration 0001 applied, nothing after."""
+    sql = (resources.files("idwall.store") / "migrations" / "0001_initial.sql").read_text(encoding="utf-8")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(sql)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    conn.execute("INSERT INTO users VALUES ('alice', 'Alice', '', '[]', 1, 0)")
+    return conn
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+async def test_a_new_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> None:
+    async with opened(tmp_path / "idwall.db") as store:
+        assert await store.read(_tables) == TABLES
+        versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
+    assert versions == [1, 2]
+
+
+async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
+    async with opened(tmp_path / "idwall.db") as store:
+        await store.append_ledger(draft())
+        before = await dump(store)
+    conn = sqlite3.connect(tmp_path / "idwall.db", isolation_level=None)
+    assert migrate(conn) == 2
+    conn.close()
+    async with opened(tmp_path / "idwall.db") as store:
+        assert await dump(store) == before
+
+
+async def test_an_old_database_is_brought_up_to_date_and_keeps_its_rows(tmp_path: Path) -> None:
+    _at_version_1(tmp_path / "idwall.db").close()
+    async with opened(tmp_path / "idwall.db") as store:
+        assert await store.read(_tables) == TABLES
+        assert (await store.get_user("alice")).admin is True  # type: ignore[union-attr]
+        assert await store.live_workers(since=0) == []  # the table migration 2 made works
+
+
+async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    conn = _at_version_1(tmp_path / "idwall.db")
+    # migration 2 makes workers, then its index, then event_acks: a table in the way fails its third statement
+    conn.execute("CREATE TABLE event_acks (x)")
+    conn.close()
+    with pytest.raises(StoreError) as info:
+        async with opened(tmp_path / "idwall.db"):
+            pass
+    assert "event_acks already exists" in info.value.log_detail
+    conn = sqlite3.connect(tmp_path / "idwall.db")
+    assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1]
+    assert "workers" not in _tables(conn)  # what the migration had made before it failed is gone
+    assert conn.execute("SELECT id FROM users").fetchall() == [("alice",)]
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+async def test_the_file_is_opened_durable_and_with_foreign_keys(tmp_path: Path) -> None:
+    async with opened(tmp_path / "idwall.db") as store:
+        pragmas = await store.read(lambda c: [c.execute(f"PRAGMA {p}").fetchone()[0]
+                                              for p in ("journal_mode", "synchronous", "foreign_keys")])
+    assert pragmas == ["wal", 2, 1]  # synchronous 2 is FULL: a committed ledger entry survives power loss
+
+
+async def test_what_was_committed_is_there_after_reopening(tmp_path: Path) -> None:
+    key = pki.generate_p256_key()
+    async with opened(tmp_path / "idwall.db", ledger_key=key) as store:
+        await store.append_ledger(draft())
+        entries = await store.ledger_entries()
+    async with opened(tmp_path / "idwall.db", ledger_key=None) as store:
+        assert await store.ledger_entries() == entries
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error_and_stays_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "idwall.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    with pytest.raises(StoreError) as info:
+        async with opened(path):
+            pass
+    body = info.value.problem()
+    assert body["status"] == 503 and body["detail"] == "the store is unavailable; nothing was changed"
+    assert info.value.log_detail.startswith("sqlite: ") and "sqlite" not in str(body)
+    assert path.read_bytes() == b"these are my notes, not a database\n" * 200
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+async def test_a_write_that_raises_leaves_nothing_behind(tmp_path: Path) -> None:
+    async with opened(tmp_path / "idwall.db") as store:
+        before = await dump(store)
+
+        def half(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO events (kind, payload, time) VALUES ('x', '{}', 0)")
+            raise ValueError("the second half failed")
+
+        with pytest.raises(ValueError, match="the second half failed"):  # our own errors pass through as they are
+            await store.write(half)
+        assert await dump(store) == before
+
+        def broken(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO events (kind, payload, time) VALUES ('x', '{}', 0)")
+            conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+        with pytest.raises(StoreError, match="nothing was changed"):
+            await store.write(broken)
+        assert await dump(store) == before
+        await store.write(lambda c: c.execute("INSERT INTO events (kind, payload, time) VALUES ('y', '{}', 0)"))
+        assert [e.kind for e in await store.events_after(0)] == ["y"]  # the connection is still usable
+
+
+@pytest.mark.parametrize("bad", [
+    LedgerDraft("no.such.type", "alice", "x", {}),  # the ledger refuses an unknown type
+    LedgerDraft("token.create", "alice", "x", {"ratio": 0.5}),  # and a value canonical JSON has no form for
+])
+async def test_a_trust_change_whose_ledger_entry_cannot_be_sealed_does_not_happen(tmp_path: Path,
+                                                                                  bad: LedgerDraft) -> None:
+    async with opened(tmp_path / "idwall.db") as store:
+        before = await dump(store)
+        issued = new_token(name="ci", scopes=["kill"], ttl=3600, created_by="alice", now=NOW)
+        with pytest.raises(ValueError):
+            await store.create_token(issued.record, bad)
+        assert await dump(store) == before
+        assert await store.get_token_by_hash(issued.record.hash) is None
+
+
+# --------------------------------------------------------------------------- the ledger chain
+
+
+async def test_each_entry_is_sealed_onto_the_head_of_the_chain(tmp_path: Path) -> None:
+    key, clock = pki.generate_p256_key(), Clock()
+    async with opened(tmp_path / "idwall.db", ledger_key=key, clock=clock) as store:
+        seqs = []
+        for step in range(3):
+            clock.now = NOW + step * 1.5
+            seqs.append(await store.append_ledger(draft(subject=f"kid-{step + 2}")))
+        entries = await store.ledger_entries()
+        hashes = await store.read(lambda c: [bytes(r[0]) for r in c.execute("SELECT hash FROM ledger ORDER BY seq")])
+    assert seqs == [1, 2, 3] == [e["seq"] for e in entries]
+    prev = GENESIS_PREV
+    for step, entry in enumerate(entries):
+        assert entry["prev"] == b64url_encode(prev)
+        digest = entry_hash(prev, entry)
+        assert entry["hash"] == b64url_encode(digest) and hashes[step] == digest
+        assert verify_raw(key.public_key(), b64url_decode(entry["sig"]), digest)
+        assert entry["time"] == format_time(NOW + step * 1.5)
+        assert (entry["type"], entry["actor"], entry["subject"]) == ("key.rotate", "system", f"kid-{step + 2}")
+        prev = digest
+
+
+async def test_two_processes_appending_at_once_never_fork_the_chain(tmp_path: Path) -> None:
+    key = pki.generate_p256_key()
+    async with opened(tmp_path / "idwall.db", ledger_key=key) as one, \
+            opened(tmp_path / "idwall.db", ledger_key=key) as other:
+        seqs = await asyncio.gather(*(store.append_ledger(draft(subject=f"kid-{i}"))
+                                      for i in range(20) for store in (one, other)))
+        entries = await one.ledger_entries()
+    assert sorted(seqs) == list(range(1, 41)) == [e["seq"] for e in entries]
+    prev = GENESIS_PREV
+    for entry in entries:
+        assert entry["prev"] == b64url_encode(prev)
+        prev = entry_hash(prev, entry)
