@@ -94,8 +94,20 @@ def sha256(*parts: bytes) -> bytes:
     return digest.digest()
 
 
+def _check_text(text: str, path: str) -> None:
+    # A lone surrogate has no UTF-8 form: the canonical bytes (and so the hash) would not exist.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError(f"{path}: holds a lone surrogate \\u{ord(text[exc.start]):04x}, "
+                            "which has no UTF-8 form") from None
+
+
 def _check_canonical(value: Any, path: str) -> None:
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, int):
         return
@@ -107,6 +119,7 @@ def _check_canonical(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise EncodingError(f"{path}: object keys must be strings, got {type(key).__name__}")
+            _check_text(key, f"{path} key")
             _check_canonical(item, f"{path}.{key}")
         return
     raise EncodingError(

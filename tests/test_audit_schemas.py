@@ -198,7 +198,7 @@ _P384 = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
     (lambda: cbor2.dumps({1: 2, 3: -7, -1: 1, -2: b"\x01" * 32, -3: b"\x02" * 32}), -7,
      "public_key is not a usable COSE key"),  # a point off the curve
     (lambda: cbor2.dumps({1: 2, 3: -7, -1: 2, -2: _P384.x.to_bytes(48, "big"), -3: _P384.y.to_bytes(48, "big")}),
-     -7, "public_key does not fit alg -7"),  # ES256 means P-256, not P-384
+     -7, "expected EC2 (2) on P-256 (1)"),  # ES256 means P-256, not P-384
 ])
 def test_unusable_registered_keys_are_refused(key: Any, alg: int, problem: str) -> None:
     with pytest.raises(Reject, match=re.escape(problem)):

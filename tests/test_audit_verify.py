@@ -121,3 +121,10 @@ def test_degenerate_ledgers(entries: list[Any], seq: int, reason: str) -> None:
 def test_head_hash_pin_needs_its_seq(full: list[dict[str, Any]]) -> None:
     with pytest.raises(ValueError):
         verify_ledger(full, expected_last_hash="x")
+
+
+def test_a_lone_surrogate_in_an_entry_fails_at_its_seq_instead_of_crashing() -> None:
+    # A string with no UTF-8 form has no canonical bytes, so no hash: the verifier must say so, not raise.
+    entries = full_ledger()
+    entries[1]["data"]["name"] = "Bob\ud800"
+    fails(entries, 2, "$.data.name: holds a lone surrogate \\ud800")

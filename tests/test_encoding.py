@@ -192,6 +192,9 @@ def test_canonical_json_round_trips_and_is_stable(value: Any) -> None:
     ({"a": {None: 1}}, "$.a: object keys must be strings, got NoneType"),
     ({"a": {True: 1}}, "object keys must be strings, got bool"),
     ({"a": object()}, "got object"),
+    ({"name": "Bob\ud800"}, "$.name: holds a lone surrogate \\ud800, which has no UTF-8 form"),
+    ({"a": ["\udfff"]}, "$.a[0]: holds a lone surrogate \\udfff"),
+    ({"\udc00": 1}, "$ key: holds a lone surrogate \\udc00"),
 ])
 def test_canonical_json_refuses_what_has_no_single_form(value: Any, where: str) -> None:
     with pytest.raises(EncodingError, match=re.escape(where)):

@@ -78,3 +78,10 @@ async def test_other_stores_are_refused_before_anything_is_touched(tmp_path: Pat
     assert "is not supported by this build; use sqlite:///path/to/idwall.db" in info.value.detail
     assert (info.value.status, info.value.slug) == (503, "store-unavailable")
     assert list(tmp_path.iterdir()) == []  # no file was created, not even a relative one
+
+
+async def test_a_refused_store_url_is_not_echoed_with_its_password() -> None:
+    with pytest.raises(StoreError) as info:
+        await open_store("postgresql://idwall:hunter2@db.internal/idwall", ledger_key=None)
+    assert "hunter2" not in str(info.value) and "hunter2" not in info.value.detail
+    assert "scheme 'postgresql'" in info.value.detail
