@@ -21,14 +21,20 @@ __all__ = [
     "ConfigError",
     "DeviceCAConfig",
     "DevicesConfig",
+    "IncidentConfig",
+    "IncidentNotice",
     "LedgerConfig",
     "Limits",
     "Listen",
+    "Playbook",
+    "PlaybookStage",
+    "PrivilegedConfig",
     "Route",
     "SessionConfig",
     "TLSConfig",
     "UpstreamTLS",
     "WebAuthnConfig",
+    "WebhookTarget",
 ]
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
@@ -198,6 +204,70 @@ class Route:
 
 
 @dataclass(frozen=True)
+class PrivilegedConfig:
+    """Who counts as privileged beyond administrators: members of these groups (and their tokens)."""
+
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaybookStage:
+    """One stage of a playbook: the steps to take, over whom.
+
+    ``scope`` is ``privileged``, ``all``, ``groups`` (``groups`` names them), ``users`` (``users`` names
+    them) or ``target`` (the users and devices named when the playbook is run). ``fresh_auth`` is the
+    step-up window ``raise_fresh_auth`` imposes, in seconds.
+    """
+
+    scope: str
+    steps: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    fresh_auth: int | None = None
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A named, rehearsed response to a trigger; excluded users and groups are never touched."""
+
+    name: str
+    trigger: str
+    stages: tuple[PlaybookStage, ...]
+    exclude_groups: tuple[str, ...] = ()
+    exclude_users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IncidentNotice:
+    """What the login, enrollment and recovery pages say while an incident is active."""
+
+    title: str
+    body: str
+    contact: str
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where incident stages and kills are announced; ``secret`` is the Standard Webhooks key (raw bytes)."""
+
+    url: str
+    secret: bytes
+
+
+@dataclass(frozen=True)
+class IncidentConfig:
+    """Playbooks by name, the notice shown during an incident, and the webhooks told of each stage."""
+
+    playbooks: tuple[Playbook, ...] = ()
+    notice: IncidentNotice | None = None
+    webhooks: tuple[WebhookTarget, ...] = ()
+
+    def playbook(self, name: str) -> Playbook | None:
+        """The playbook called ``name``, if configured."""
+        return next((p for p in self.playbooks if p.name == name), None)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -215,6 +285,8 @@ class Config:
     routes: tuple[Route, ...]
     limits: Limits
     admin: AdminConfig
+    privileged: PrivilegedConfig = PrivilegedConfig()
+    incident: IncidentConfig = IncidentConfig()
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..units import DAY, HOUR, MINUTE
 from .checks import Ctx, kind
+from .incident import incident_section, privileged_section
 from .model import (
     CONTROL_RE,
     AdminConfig,
@@ -39,7 +40,7 @@ __all__ = ["build_config"]
 
 _TOP_KEYS = (
     "public_url", "listen", "tls", "device_ca", "webauthn", "session", "assertion",
-    "ledger", "store", "devices", "routes", "limits", "admin",
+    "ledger", "store", "devices", "routes", "limits", "admin", "privileged", "incident",
 )
 _ROUTE_KEYS = (
     "name", "match", "upstream", "allow", "fresh_auth", "websockets", "bind_request",
@@ -370,4 +371,6 @@ def build_config(data: Any, ctx: Ctx, source: Path) -> Config:
         routes=_routes(ctx, root.get("routes", [])),
         limits=limits,
         admin=AdminConfig(fresh_auth=ctx.duration(admin_map, ("admin",), "fresh_auth", 15 * MINUTE)),
+        privileged=privileged_section(ctx, root.get("privileged", {})),
+        incident=incident_section(ctx, root.get("incident", {})),
     )

@@ -1,0 +1,1 @@
+"""Incident response: playbook planning (pure, :mod:`.plan`) and webhook signing (:mod:`.webhooks`)."""
