@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "idwall"
 #: the top layer: the command line, the web layer, and what composes them into running processes
 TOP = ("idwall.cli", "idwall.web", "idwall.supervisor", "idwall.demo", "idwall.__main__")
 #: what may import aiohttp: the web layer, the HTTP clients of the command line and of backend services
-AIOHTTP_ALLOWED = ("idwall.web", "idwall.cli", "idwall.upstream", "idwall.demo", "idwall.testing")
+AIOHTTP_ALLOWED = ("idwall.web", "idwall.cli", "idwall.upstream", "idwall.demo", "idwall.testing",
+                   "idwall.incident.delivery")
 #: pure trust logic: no I/O module of ours, no network library
 PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges", "idwall.encoding",
         "idwall.errors", "idwall.httpnorm", "idwall.engine.h1", "idwall.engine.headers",

@@ -1,1 +1,1 @@
-"""Incident response: playbook planning (pure, :mod:`.plan`) and webhook signing (:mod:`.webhooks`)."""
+"""Incident response: playbook planning (pure, :mod:`.plan`), webhook messages (:mod:`.webhooks`) and their delivery (:mod:`.delivery`)."""
