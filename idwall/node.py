@@ -24,6 +24,7 @@ from .cluster import HEARTBEAT_EVERY, Worker
 from .config import Config, Route
 from .connections import Conn, Registry
 from .encoding import b64url_encode
+from .incident.delivery import Webhooks
 from .killswitch import apply_event
 from .logs import event
 from .metrics import Metrics
@@ -54,9 +55,12 @@ class Node:
     worker: "Worker | None" = None
     #: what the access decisions need from the config, prepared once
     access: access.AccessConfig = field(init=False)
+    #: the incident webhooks: kills and incident stages are announced here, never waited for
+    webhooks: Webhooks = field(init=False)
 
     def __post_init__(self) -> None:
         self.access = access.AccessConfig.from_config(self.config)
+        self.webhooks = Webhooks(self.config.incident.webhooks, clock=self.clock)
 
     # -- connections ------------------------------------------------------------------------------
 

@@ -171,7 +171,7 @@ def _modules_on_the_path(entry_class: str) -> tuple[set[str], Any]:
     return seen, profile
 
 
-async def _one_request(port: int, context: Any) -> tuple[set[str], set[str]]:
+async def _steady_requests(port: int, context: Any) -> list[tuple[set[str], set[str]]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
     request = b"GET /some/page?q=1 HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"
 
@@ -182,25 +182,34 @@ async def _one_request(port: int, context: Any) -> tuple[set[str], set[str]]:
         await reader.readexactly(length)
 
     await exchange()  # the first request resolves the connection and prepares its claims: not the steady path
-    request_side, request_profile = _modules_on_the_path("ClientProtocol")
-    response_side, response_profile = _modules_on_the_path("UpstreamProtocol")
-    sys.setprofile(lambda *args: (request_profile(*args), response_profile(*args)))
-    try:
-        await exchange()
-    finally:
-        sys.setprofile(None)
+    sides: list[tuple[set[str], set[str]]] = []
+    # On a loaded machine a request can leave the steady path (its work resumed from another callback,
+    # which the profile does not attribute); a few requests give the steady one a chance to show.
+    for _ in range(3):
+        request_side, request_profile = _modules_on_the_path("ClientProtocol")
+        response_side, response_profile = _modules_on_the_path("UpstreamProtocol")
+        sys.setprofile(lambda *args: (request_profile(*args), response_profile(*args)))
+        try:
+            await exchange()
+        finally:
+            sys.setprofile(None)
+        sides.append((request_side, response_side))
+        if "idwall.engine.io" in request_side and "idwall.assertion" in request_side:
+            break
     writer.close()
-    return request_side, response_side
+    return sides
 
 
 async def test_a_proxied_request_crosses_at_most_five_modules(gateway: Any) -> None:
     """Socket to upstream on a resolved connection, as the issue asked: at most five modules of ``idwall/``."""
     device = await gateway.device("alice")
-    request_side, response_side = await _one_request(gateway.port, gateway.ssl(device))
+    sides = await _steady_requests(gateway.port, gateway.ssl(device))
+    request_side, response_side = sides[-1]
     print(f"\nrequest path: {sorted(request_side)}\nresponse path: {sorted(response_side)}")
     assert "idwall.engine.io" in request_side and "idwall.assertion" in request_side, "the profile saw the request"
-    assert len(request_side) <= 5, sorted(request_side)
-    assert len(response_side) <= 5, sorted(response_side)
+    for request_side, response_side in sides:
+        assert len(request_side) <= 5, sorted(request_side)
+        assert len(response_side) <= 5, sorted(response_side)
 
 
 def test_no_module_over_600_lines() -> None:

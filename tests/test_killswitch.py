@@ -9,7 +9,9 @@ are asserted only loosely (the real figures come from bench/kill/run.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 import ssl
 import statistics
@@ -21,6 +23,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from standardwebhooks import Webhook
 
 from idwall import tokens
 from idwall.pki import load_private_key
@@ -412,3 +415,62 @@ async def test_metrics_count_kills_and_their_latency(bed: KillBed) -> None:
     assert re.search(r"^idwall_kill_latency_seconds_count 1\.0$", text, re.M)
     assert re.search(r'^idwall_kill_latency_seconds_bucket\{le="0\.05"\} 1\.0$', text, re.M), \
         "the cut took longer than 50 ms inside the gateway"
+
+
+async def test_a_kill_is_announced_to_the_webhooks_and_a_hanging_receiver_delays_nothing(tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    (tmp_path / "hook.secret").write_text("whsec_" + base64.b64encode(secret).decode())
+    verified: list[dict] = []
+    release = asyncio.Event()
+
+    async def soar(request: web.Request) -> web.Response:
+        verified.append(Webhook(secret).verify(await request.read(), dict(request.headers)))
+        return web.Response(status=204)
+
+    async def stuck(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=204)
+
+    hooks = web.Application()
+    hooks.router.add_post("/soar", soar)
+    hooks.router.add_post("/stuck", stuck)
+    hook_runner, hook_port = await serve_app(hooks)
+    up = SlowUpstream()
+    runner, port = await serve_app(_upstream_app(up))
+    up.url = f"http://127.0.0.1:{port}"
+    gut = await start_test_gateway(tmp_path, up.url, extra_yaml=f"""
+incident:
+  webhooks:
+    - {{url: "http://127.0.0.1:{hook_port}/stuck", secret_file: {tmp_path / "hook.secret"}}}
+    - {{url: "http://127.0.0.1:{hook_port}/soar", secret_file: {tmp_path / "hook.secret"}}}
+""")
+    bed = KillBed(gut, up)
+    try:
+        killer = await bed.token(["kill"])
+        victim = await Victim.connect(bed, "ivan")
+        try:
+            status, answer, _, _ = await bed.kill(killer, {"scope": "user", "target": "ivan", "reason": "phished",
+                                                           "revoke_devices": False})
+            assert status == 200  # answered while the stuck receiver still holds its request
+            await victim.closed_times()
+        finally:
+            await victim.close()
+        deliveries = gut.running.node.webhooks.deliveries
+        for _ in range(300):
+            if any(d.state == "delivered" for d in deliveries()):
+                break
+            await asyncio.sleep(0.01)
+        [announced] = verified
+        assert announced["type"] == "kill"
+        assert announced["data"]["actor"].startswith("token:tok-")
+        assert {k: announced["data"][k] for k in ("scope", "target", "reason", "connections_closed",
+                                                  "audit_seq")} == {
+            "scope": "user", "target": "ivan", "reason": "phished",
+            "connections_closed": 3, "audit_seq": answer["audit_seq"]}
+        states = {d.url.rsplit("/", 1)[1]: d.state for d in deliveries()}
+        assert states == {"stuck": "pending", "soar": "delivered"}
+    finally:
+        release.set()
+        await gut.running.stop(drain=0.5)
+        await runner.cleanup()
+        await hook_runner.cleanup()

@@ -136,6 +136,7 @@ async def start_gateway(config: Config, *, port: int | None = None, node: Node |
         if node.worker is not None:
             await register(node.store, node.worker, now=node.clock())
         await stack.enter_async_context(_background(node))
+        await stack.enter_async_context(node.webhooks)
         socket_path = private_socket_path()
         listener = Listener(node, internal_socket=socket_path)
         await stack.enter_async_context(_own_app(node, listener.engine, socket_path))
