@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -16,8 +16,11 @@ from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.helpers.gateway import GatewayUnderTest, Upstream, echo_upstream, running_gateway
+from tests.helpers.kill import KillBed, kill_bed
+from tests.helpers.process import Cluster, gateway_process
 from tests.helpers.proxy import Proxy, reset, running_app_upstream, running_proxy
 from tests.helpers.upstream_app import AppUpstream
+from tests.helpers.workers import threaded_echo_upstream
 
 # Hypothesis writes .hypothesis/ (failing examples, and caches) into the working directory unless told
 # otherwise; a test run must not write into the source tree. Keep no examples, and the caches in /tmp.
@@ -39,6 +42,20 @@ async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayUn
     """``idwall init`` + a started gateway whose ``whoami`` route (path ``/``) goes to the echo upstream."""
     async with running_gateway(tmp_path, upstream.url) as gut:
         yield gut
+
+
+@pytest.fixture
+async def bed(tmp_path: Path) -> AsyncIterator[KillBed]:
+    """A gateway in front of a slow stream and a WebSocket echo, for kill tests (``tests/helpers/kill.py``)."""
+    async with kill_bed(tmp_path) as value:
+        yield value
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """``idwall serve --workers 2`` as real processes in front of a threaded echo upstream."""
+    with threaded_echo_upstream() as upstream_url, gateway_process(tmp_path, upstream_url, workers=2) as c:
+        yield c
 
 
 # -- the engine's wire-test bed (tests/helpers/proxy.py): one gateway per test module that asks for it -----

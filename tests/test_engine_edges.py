@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from idwall.config import Limits
 from tests.helpers.gateway import start_test_gateway
 from tests.helpers.http_wire import tls_context
 from tests.helpers.proxy import Proxy, proxy_config
@@ -149,3 +150,46 @@ async def test_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(
         writer.close()
     finally:
         await gateway.running.stop(drain=1)
+
+
+# --- unauthenticated resource use (security review) -----------------------------------------------
+
+
+@pytest.mark.asyncio(loop_scope="function")  # the conftest echo upstream runs on the test's own loop
+async def test_connection_that_never_finishes_a_request_is_closed(tmp_path: Path, upstream) -> None:
+    """aiohttp 3.14 kept an idle or slowly dribbling connection for 3630 s by default (slowloris)."""
+    assert Limits().head_timeout <= 60 and Limits().keepalive_timeout <= 75
+    gut = await start_test_gateway(tmp_path, upstream.url,
+                                   edit=lambda text: text.replace("head_timeout: 30s", "head_timeout: 1s"))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gut.port, ssl=gut.ssl(),
+                                                       server_hostname="localhost")
+        started = time.monotonic()
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
+        await writer.drain()
+        try:
+            rest = await asyncio.wait_for(reader.read(), 4)
+        except (ConnectionError, ssl.SSLError):
+            rest = b""
+        assert time.monotonic() - started < 2.5
+        assert rest == b"" or rest.startswith(b"HTTP/1.1 408 "), rest[:100]
+        writer.close()
+    finally:
+        await gut.running.stop(drain=1)
+
+
+@pytest.mark.asyncio(loop_scope="function")  # the conftest echo upstream runs on the test's own loop
+async def test_keepalive_timeout_does_not_cut_a_quiet_websocket(tmp_path: Path, upstream) -> None:
+    gut = await start_test_gateway(tmp_path, upstream.url, edit=lambda text: text.replace(
+        "keepalive_timeout: 75s", "keepalive_timeout: 1s").replace("upstream_timeout: 30s", "upstream_timeout: 1s"))
+    try:
+        device = await gut.device("alice")
+        async with gut.session(device) as client:
+            async with client.ws_connect(gut.url.replace("https", "wss") + "/ws") as ws:
+                await ws.receive(timeout=5)
+                await asyncio.sleep(1.6)
+                await ws.send_str("still here")
+                msg = await ws.receive(timeout=5)
+                assert msg.data == "echo:still here"
+    finally:
+        await gut.running.stop(drain=1)

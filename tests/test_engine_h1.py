@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from idwall.engine import headers as H
 from idwall.engine.h1 import (
@@ -27,6 +26,7 @@ from idwall.engine.h1 import (
     chunk_header,
     request_bytes,
 )
+from idwall.testing.fixtures import raw_https
 from tests.helpers.engine import (
     BOUNDED,
     HANDSHAKE,
@@ -52,7 +52,7 @@ from tests.helpers.engine import (
     vector_events,
     well_formed,
 )
-from tests.helpers.http_wire import Message, field_key, load_vectors, vector_params
+from tests.helpers.http_wire import Message, field_key, load_vectors, status_of, vector_params
 
 
 def one_head(*reads: bytes, limits: HeadLimits = LIMITS) -> RequestHead:
@@ -704,3 +704,48 @@ def test_request_header_vectors(case: dict[str, Any]) -> None:
     assert [n for n, _ in message.headers if field_key(n).startswith("x-idwall-")] == ["X-IDWall-Assertion"]
     assert not {field_key(n) for n, _ in message.headers} & {k.decode() for k in H.HOP_BY_HOP} - {"transfer-encoding"}
 
+
+# --- on the wire: request targets and smuggled identity (security review) -------------------------
+
+
+@pytest.mark.parametrize("target", [
+    b"https://localhost/app", b"https://other.example/app", b"http://localhost/idwall/api/admin/sessions",
+    b"*", b"//other.example/app",
+])
+async def test_other_request_target_forms_never_reach_the_upstream_unchecked(gateway, target: bytes) -> None:
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(), request, read_timeout=3)
+    assert status_of(answer) in (0, 400, 403, 404), answer[:300]
+    assert b'"raw_path"' not in answer  # the echo upstream never answered
+
+
+@pytest.mark.parametrize("smuggle", [
+    b"X-IDWall-Assertion : forged\r\n",
+    b"X-IDWall-Assertion\t: forged\r\n",
+    b"X-Other: a\r\n X-IDWall-Assertion: forged\r\n",
+    b"X-Other: a\r\n\tX-IDWall-Assertion: forged\r\n",
+    b"X_IDWall_Assertion: forged\r\n",
+    b"x-idwall-assertion: forged\r\nX-IDWALL-ASSERTION: forged\r\n",
+    b"Connection: X-Other\r\nX-Other: forged\r\n",
+    b"Host: other.example\r\n",
+])
+async def test_spoofed_identity_headers_never_reach_the_upstream(gateway, smuggle: bytes) -> None:
+    device = await gateway.device("alice")
+    request = (b"GET /app HTTP/1.1\r\nHost: localhost\r\n" + smuggle + b"Connection: close\r\n\r\n")
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(device), request, read_timeout=3)
+    status = status_of(answer)
+    assert status in (200, 400), answer[:300]
+    if status == 400:
+        assert b'"raw_path"' not in answer  # refused by the parser: the upstream never saw it
+    else:
+        assert b"forged" not in answer
+    assert b"Traceback" not in answer
+
+
+async def test_identity_header_in_chunked_trailers_never_reaches_the_upstream(gateway) -> None:
+    device = await gateway.device("alice")
+    request = (b"POST /app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTrailer: X-IDWall-Assertion\r\n"
+               b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-IDWall-Assertion: forged\r\n\r\n")
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(device), request, read_timeout=3)
+    assert status_of(answer) in (200, 400), answer[:300]
+    assert b"forged" not in answer

@@ -14,6 +14,7 @@ import ssl
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.helpers.process import gateway_process
@@ -79,3 +80,40 @@ async def test_a_thousand_slow_connections_stay_bounded_and_devices_are_served(t
                   f"({before} -> {held} KiB); 20 requests of an enrolled device in {served:.2f} s with them open")
 
     await asyncio.to_thread(scenario)
+
+
+# --- the drain on shutdown ------------------------------------------------------------------------
+
+
+async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.helpers.gateway import start_test_gateway
+    from tests.helpers.upstream_app import serve_app
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text="finished after the stop began")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", slow)
+    runner, upstream_port = await serve_app(app)
+    gut = await start_test_gateway(tmp_path, f"http://127.0.0.1:{upstream_port}")
+    try:
+        device = await gut.device("drain")
+        async with gut.session(device) as client:
+            async def fetch() -> tuple[int, str]:
+                async with client.get(gut.url + "/slow") as resp:
+                    return resp.status, await resp.text()
+
+            in_flight = asyncio.create_task(fetch())
+            await asyncio.sleep(0.3)
+            stopping = asyncio.create_task(gut.running.stop(drain=5))
+            await asyncio.sleep(0.2)
+            async with gut.session(device) as late:
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await late.get(gut.url + "/too-late")
+            assert await in_flight == (200, "finished after the stop began")
+            await stopping
+    finally:
+        await runner.cleanup()

@@ -8,18 +8,23 @@ device revoked since is not served.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
-from idwall import pki
+from idwall import killswitch, pki
 from idwall.engine import tls as engine_tls
+from idwall.testing.fixtures import client_ssl_context
 from tests.helpers.gateway import start_test_gateway
+from tests.helpers.http_wire import status_of
 from tests.helpers.upstream_app import AppUpstream, serve_app, upstream_app
 
 
@@ -110,3 +115,53 @@ async def test_upstream_context_checks_its_inputs(certs: Certs) -> None:
         engine_tls.upstream_context(certs.ca, None, certs.client_key)
     with pytest.raises(ssl.SSLError):
         engine_tls.upstream_context(certs.ca, certs.client_cert, certs.ca)
+
+
+# --- the listener ---------------------------------------------------------------------------------
+
+
+async def test_certificate_from_another_ca_fails_the_handshake(gateway, tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    rogue_key = pki.generate_p256_key()
+    rogue_ca = pki.make_ca("rogue", rogue_key, now=now, days=1)
+    key = pki.generate_p256_key()
+    cert = pki.issue_device_cert(ca_cert=rogue_ca, ca_key=rogue_key, csr=pki.check_csr(pki.make_csr(key, "x")),
+                                 device_id="dev-rogue", now=now, ttl=3600)
+    pki.write_cert(tmp_path / "rogue.pem", cert)
+    pki.write_private_key(tmp_path / "rogue-key.pem", key)
+    ctx = client_ssl_context(gateway.init["ca_pem"], tmp_path / "rogue.pem", tmp_path / "rogue-key.pem")
+    with pytest.raises((ssl.SSLError, aiohttp.ClientError, ConnectionError)):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as client:
+            async with client.get(gateway.url + "/x") as resp:
+                await resp.read()
+
+
+async def test_resumed_tls_session_of_a_revoked_device_is_refused(gateway) -> None:
+    device = await gateway.device("alice")
+    gw = gateway.running.node
+    ctx = gateway.ssl(device)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # a session object is available right after the handshake
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port, ssl=ctx, server_hostname="localhost")
+    tls_session = writer.get_extra_info("ssl_object").session
+    writer.write(b"GET /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    first = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert status_of(first) == 200
+    await killswitch.kill(gw, scope="device", target=device.device_id, reason="review", revoke_devices=True,
+                          actor="test")
+    # a new connection that resumes the TLS session: no certificate is verified in this handshake
+    raw = ctx.wrap_socket(socket.create_connection(("127.0.0.1", gateway.port), timeout=5),
+                          server_hostname="localhost", session=tls_session, do_handshake_on_connect=False)
+    await asyncio.to_thread(raw.do_handshake)
+    assert raw.session_reused, "the gateway did not resume the session; this test proves nothing then"
+    await asyncio.to_thread(raw.sendall, b"GET /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while True:
+        chunk = await asyncio.to_thread(raw.recv, 65536)
+        if not chunk:
+            break
+        answer += chunk
+    raw.close()
+    assert status_of(answer) == 403, answer[:300]
