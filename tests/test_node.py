@@ -3,7 +3,8 @@
 A connection is resolved once and then served from memory; an invalidation that lands while a resolution
 reads the store forces another read. Streams and WebSockets do not outlive their session or their device
 certificate (:meth:`Node.cut_expired_streams`). The background tasks follow trust events committed by other
-processes (a kill arrives through the event poller) and pick up a rotated assertion key.
+processes (a kill arrives through the event poller) and pick up a rotated assertion key. Last-seen times are
+kept in memory and written in batches, and the batch does not grow with every session ever seen.
 """
 
 from __future__ import annotations
@@ -128,3 +129,31 @@ async def test_a_kill_from_another_process_arrives_through_the_event_poller(bed:
         print(f"\nkill committed by another process -> this node's sockets closed: {latency * 1000:.1f} ms "
               f"(event poll interval {EVENT_POLL * 1000:.0f} ms)")
     assert latency < 1.0, "the poller runs every EVENT_POLL; well under 1 s expected, asserted loosely"
+
+
+# --- memory kept off the store ------------------------------------------------------------------------
+
+
+async def test_last_seen_times_are_written_in_a_batch_and_old_ones_forgotten(gateway) -> None:
+    device = await gateway.device("alice")
+    node = gateway.running.node
+    now = time.time()
+    horizon = now - node.config.session.max_age
+    node.last_seen.clear()
+    node.touch(await gateway.store.get_session(device.session_id), now)
+    node.last_seen["ses-long-gone"] = horizon - 10
+    await node.flush_last_seen()
+    assert (await gateway.store.get_session(device.session_id)).last_seen == now
+    assert node.last_seen == {device.session_id: now}, "a time past max_age is written once, then forgotten"
+
+
+async def test_a_connection_without_a_certificate_resolves_to_nothing_without_a_store_read(gateway) -> None:
+    node = gateway.running.node
+    reads: list[float] = []
+    node.clock = lambda: reads.append(time.time()) or reads[-1]  # the clock is read once per store read
+    try:
+        conn = node.registry.add(None, cert_sha256=None, remote="127.0.0.1")
+        assert await node.resolve(conn) is None and reads == []
+    finally:
+        node.clock = time.time
+        node.registry.remove(conn)
