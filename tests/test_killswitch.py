@@ -3,7 +3,9 @@
 Every scenario holds real client connections open (idle keep-alive, a slow
 streaming download, a WebSocket), pulls the switch through the HTTP API with
 a kill token, and watches the sockets. Timings are measured and printed; they
-are asserted only loosely (the real figures come from bench/kill/run.py).
+are asserted only loosely (the real figures come from bench/kill/run.py). A logout
+committed by anyone ends the streams riding on its session too (apply_event).
+The kill bed is tests/helpers/kill.py.
 """
 
 from __future__ import annotations

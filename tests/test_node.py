@@ -23,6 +23,9 @@ from idwall.store.sqlite import SQLiteStore
 from tests.helpers.kill import KillBed, RawConn, Victim, still_served
 
 
+# --- streams and their session --------------------------------------------------------------------
+
+
 async def test_a_websocket_does_not_outlive_its_session(gateway) -> None:
     device = await gateway.device("mona")
     gw = gateway.running.node

@@ -1,5 +1,7 @@
-"""The gateway end to end over real TLS: JWKS, no-certificate answer, proxying with a verified assertion,
-header hygiene against spoofing, unknown certificates, upstream failures."""
+"""The gateway end to end over real TLS, through many modules at once: JWKS and an assertion that PyJWT
+verifies, the answers without a certificate or a session (problem+json for APIs, the login page for
+browsers), header hygiene against spoofing, ambiguous paths, an upstream down, the reserved paths, key
+rotation, WebSockets and a streamed body."""
 
 from __future__ import annotations
 
