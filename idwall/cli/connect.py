@@ -97,9 +97,27 @@ class Connector:
         self.route = route
         self.ctx = ctx
         self.login_timeout = login_timeout
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def handle(self, local_reader: asyncio.StreamReader, local_writer: asyncio.StreamWriter) -> None:
         """Open the tunnel for one local connection (waiting for a login if needed), then splice."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._handle(local_reader, local_writer)
+        except asyncio.CancelledError:
+            local_writer.transport.abort()  # shutting down: the local connection ends with the command
+        finally:
+            self._handlers.discard(task)
+
+    async def close(self) -> None:
+        """End every local connection and its tunnel (on SIGINT/SIGTERM)."""
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, local_reader: asyncio.StreamReader, local_writer: asyncio.StreamWriter) -> None:
         try:
             tunnel = await self._tunnel()
         except (OSError, ssl.SSLError, asyncio.TimeoutError, CLIError) as exc:
@@ -176,6 +194,8 @@ async def _serve(connector: Connector, host: str, port: int) -> None:
     _out(f"idwall connect: {connector.route} listening on {bound[0]}:{bound[1]}")
     async with server:
         await stop.wait()
+        server.close()
+        await connector.close()
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
