@@ -28,7 +28,8 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
         "idwall.audit.replay", "idwall.audit.verify", "idwall.proxy_protocol")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
-              "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server", "idwall.web",
+              "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server",
+              "idwall.engine.tunnel", "idwall.relay", "idwall.web",
               "idwall.supervisor", "idwall.cli")
 
 

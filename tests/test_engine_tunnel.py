@@ -19,6 +19,7 @@ from idwall.testing.fixtures import free_port
 from idwall.upstream import AssertionVerifier, JWKSCache
 from tests.helpers.api import call
 from tests.helpers.gateway import GatewayUnderTest, running_gateway
+from tests.helpers.http_wire import exchange
 from tests.helpers.tcp import Service, closed_within, open_tunnel, tcp_routes, tcp_service
 
 # --------------------------------------------------------------------------- pure rules
@@ -225,6 +226,13 @@ async def test_an_unknown_route_is_404(gw: GatewayUnderTest, service: Service) -
 async def test_a_tunnel_to_an_http_route_is_refused(gw: GatewayUnderTest, upstream: object) -> None:
     tunnel = await open_tunnel(gw.port, gw.ssl(await gw.device("alice")), "whoami")
     assert tunnel.status == 400 and "is an HTTP route" in tunnel.problem["detail"]
+
+
+async def test_a_tunnel_upgrade_on_an_http_route_never_reaches_its_upstream(gw: GatewayUnderTest) -> None:
+    request = (b"GET /page HTTP/1.1\r\nHost: localhost:%d\r\nUpgrade: idwall-tcp\r\nConnection: upgrade\r\n\r\n"
+               % gw.port)
+    answer = await exchange(gw.port, gw.ssl(await gw.device("alice")), request)
+    assert answer.status in (400, 403) and b"WebSocket" in answer.body, answer.describe()
 
 
 async def test_a_plain_http_request_to_a_tcp_route_is_refused(gw: GatewayUnderTest, service: Service) -> None:
