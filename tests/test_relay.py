@@ -89,7 +89,7 @@ async def relay(tmp_path: Path, workload: Service) -> AsyncIterator[RelayUnderTe
 
 
 def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.fields["reason"] for r in caplog.records if r.getMessage() == "relay.refused"]  # type: ignore[attr-defined]
+    return [getattr(r, "fields")["reason"] for r in caplog.records if r.getMessage() == "relay.refused"]
 
 
 # --------------------------------------------------------------------------- accepted
