@@ -175,7 +175,8 @@ class Relay:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple[str, int],
                      header: proxy_protocol.ProxyHeader, rest: bytes, identity: VerifiedIdentity) -> None:
         who = {"user": identity.sub, "device": identity.device.get("id"), "device_name": identity.device.get("name"),
-               "session": identity.sid, "client": header.source[0] if header.source else None,
+               "session": identity.sid, "device_cert": identity.cnf_x5t,
+               "client": header.source[0] if header.source else None,
                "audience": self.verifier.audience}
         settings = self.settings
         try:

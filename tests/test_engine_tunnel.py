@@ -287,3 +287,17 @@ async def test_an_upstream_that_does_not_accept_in_time_is_504(gw: GatewayUnderT
     tunnel = await open_tunnel(gw.port, gw.ssl(await gw.device("alice")), "slow")
     assert tunnel.status == 504 and "within 1s" in tunnel.problem["detail"]
     assert 0.9 < loop.time() - started < 5
+
+
+async def test_a_kill_while_the_tunnel_is_connecting_leaves_nothing_open(gw: GatewayUnderTest) -> None:
+    admin, alice = await gw.device("root", admin=True), await gw.device("alice")
+    opening = asyncio.ensure_future(open_tunnel(gw.port, gw.ssl(alice), "slow"))
+    await asyncio.sleep(0.3)  # the gateway is waiting for the upstream to accept
+    async with gw.session(admin) as client:
+        status, body = await call(client, "POST", gw.url + "/idwall/api/admin/kill",
+                                  {"scope": "user", "target": "alice", "reason": "test", "revoke_devices": False})
+    assert status == 200 and body["connections_closed"] == 1, body
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+        await asyncio.wait_for(opening, 5)  # cut before any answer: neither a 101 nor a 504 comes
+    await asyncio.sleep(1.2)  # past the route's connect timeout: the late failure answers no one
+    assert not [c for c in gw.running.engine.clients if c.conn.user_id == "alice"]

@@ -81,7 +81,7 @@ def start(client: Any, head: RequestHead, path: str) -> None:
     client.blocked = True
     client.pause_reading("tunnel")  # nothing the device sends is read (or lost) until the splice is up
     client._wait(NONE, 0)  # the connect below has its own bound
-    asyncio.ensure_future(_open(client, head, route))
+    asyncio.ensure_future(_guarded(client, head, route))
 
 
 def _refuse(client: Any, head: RequestHead, error: IDWallError, route: Route) -> None:
@@ -89,6 +89,15 @@ def _refuse(client: Any, head: RequestHead, error: IDWallError, route: Route) ->
     client.resume_reading("tunnel")
     if not client.closed:
         client._answer_error(error, head, close=True, route=route)
+
+
+async def _guarded(client: Any, head: RequestHead, route: Route) -> None:
+    try:
+        await _open(client, head, route)
+    except Exception as exc:  # a bug must not leave the connection blocked without a deadline: answer, loudly
+        log.exception("opening a tunnel failed")
+        if client.splice is None:
+            _refuse(client, head, IDWallError("the tunnel could not be opened", log_detail=repr(exc)), route)
 
 
 async def _open(client: Any, head: RequestHead, route: Route) -> None:
