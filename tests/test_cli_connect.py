@@ -67,3 +67,23 @@ async def test_each_local_connection_is_a_tunnel_and_refusals_are_printed(tmp_pa
                 for _, _, spawned in outputs:
                     await spawned.stop()
             assert len(service.received) == 2
+
+
+async def test_without_a_session_it_prints_the_login_page_and_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    async with tcp_service() as service:
+        edit = tcp_routes(f"{{name: db, upstream: 'tcp://127.0.0.1:{service.port}'}}")
+        async with running_gateway(tmp_path, None, edit=edit) as gw:
+            directory = _device_dir(tmp_path, await gw.device("alice", with_session=False), gw.init["ca_pem"])
+            port = free_port()
+            spawned = await spawn_cli("connect", "db", "--gateway", gw.url, "--listen", f"127.0.0.1:{port}",
+                                      "--dir", str(directory), "--timeout", "1.5", output=tmp_path / "connect.log")
+            try:
+                await spawned.wait_for("listening on")
+                reader, _ = await asyncio.open_connection("127.0.0.1", port)
+                await spawned.wait_for(f"open {gw.url}/idwall/login?next=/idwall/tunnel/db")
+                assert not await closed_within(reader, 0.5)  # the local connection waits for the login
+                assert await closed_within(reader, 10)
+                await spawned.wait_for("no login within 1.5s")
+            finally:
+                await spawned.stop()
+            assert service.received == []

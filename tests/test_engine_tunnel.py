@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -301,3 +302,15 @@ async def test_a_kill_while_the_tunnel_is_connecting_leaves_nothing_open(gw: Gat
         await asyncio.wait_for(opening, 5)  # cut before any answer: neither a 101 nor a 504 comes
     await asyncio.sleep(1.2)  # past the route's connect timeout: the late failure answers no one
     assert not [c for c in gw.running.engine.clients if c.conn.user_id == "alice"]
+
+
+async def test_a_tunnel_outliving_its_session_is_cut(gw: GatewayUnderTest, service: Service) -> None:
+    alice = await gw.device("alice")  # a session of one hour
+    tunnel = await open_tunnel(gw.port, gw.ssl(alice), "db")
+    assert tunnel.status == 101
+    node = gw.running.node
+    assert node.cut_expired_streams() == 0
+    node.clock = lambda: time.time() + 3700  # type: ignore[method-assign]
+    assert node.cut_expired_streams() == 1
+    assert await closed_within(tunnel.reader, 2)
+    await asyncio.wait_for(service.closed[0].wait(), 2)
