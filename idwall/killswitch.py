@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
 from .cluster import ACK_POLL, FANOUT_TIMEOUT, STALE_AFTER, Worker, nudge
-from .connections import SCOPES, Conn, Registry
+from .connections import LONG_LIVED, SCOPES, Conn, Registry
 from .errors import BadRequest
 from .logs import event
 from .metrics import Metrics
@@ -215,7 +215,7 @@ def apply_event(node: KillContext, ev: Event) -> int | None:
         node.registry.invalidate(ended)
         node.forget_sessions([payload["session"]])
         # A WebSocket or download in flight never resolves again: it ends with its session (a logout).
-        node.registry.cut({conn for conn in ended if conn.kind in ("websocket", "stream")})
+        node.registry.cut({conn for conn in ended if conn.kind in LONG_LIVED})
     elif ev.kind == "session.login":
         node.registry.invalidate(node.registry.for_ids(devices=[payload["device"]]))
     elif ev.kind in ("user.changed", "device.changed"):

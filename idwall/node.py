@@ -22,7 +22,7 @@ from .access import certificate_expired
 from .assertion import AssertionCache, KeySet, PreparedClaims
 from .cluster import HEARTBEAT_EVERY, Worker
 from .config import Config, Route
-from .connections import Conn, Registry
+from .connections import LONG_LIVED, Conn, Registry
 from .encoding import b64url_encode
 from .incident.delivery import Webhooks
 from .killswitch import apply_event
@@ -100,7 +100,7 @@ class Node:
         """
         now = self.clock()
         doomed = [conn for conn in self.registry
-                  if conn.kind in ("websocket", "stream") and conn.resolved is not None
+                  if conn.kind in LONG_LIVED and conn.resolved is not None
                   and conn.resolved.session is not None
                   and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None
                        or certificate_expired(conn.resolved, now=now))]

@@ -29,9 +29,10 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.enrollment", "idwall.tokens", "idwall.passkeys", "idwall.jsonbody", "idwall.units", "idwall.pki",
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
         "idwall.audit.replay", "idwall.audit.verify", "idwall.incident.plan", "idwall.incident.webhooks",
-        "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report")
+        "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report", "idwall.proxy_protocol")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
-              "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server", "idwall.web",
+              "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server",
+              "idwall.engine.tunnel", "idwall.relay", "idwall.web",
               "idwall.supervisor", "idwall.cli")
 
 

@@ -8,6 +8,9 @@
     idwall device enroll --gateway URL --code CODE [--out DIR] [--name NAME] [--ca FILE] [--timeout 600]
     idwall kill (--user U | --device D | --session S | --group G | --all) --reason TEXT [--revoke-devices]
                 --gateway URL --token-file F [--ca FILE] [--json] [--yes]
+    idwall connect ROUTE --gateway URL [--listen 127.0.0.1:PORT] [--dir DIR] [--ca FILE] [--timeout 600]
+    idwall relay --listen HOST:PORT --upstream tcp://host:port --jwks URL --audience NAME [--allow-from CIDR]...
+                 [--issuer URL] [--htu tcp://host:port] [--ca FILE]
     idwall demo ...
 
 Exit codes: 0 success, 1 the operation failed (gateway refused, ledger did not

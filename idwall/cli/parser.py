@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import connect, relay
 from .client import cmd_device_enroll, cmd_kill
 from .local import cmd_audit_export, cmd_audit_verify, cmd_init, cmd_keys_rotate, cmd_serve
 
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="confirm --all without a prompt")
     p.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
     p.set_defaults(func=cmd_kill)
+
+    connect.add_parser(commands, DEFAULT_DEVICE_OUT)
+    relay.add_parser(commands)
 
     # Listed for --help only: main() hands `idwall demo ...` to idwall.demo before parsing,
     # because argparse cannot pass unknown options through a subcommand.
