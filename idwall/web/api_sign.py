@@ -109,10 +109,17 @@ async def _for_page(request: web.Request, node: Node, body: dict[str, Any]) -> t
     return found, resolved
 
 
+_ENDED = {
+    "opened": "this signing link was already opened once",
+    "signed": "this signing link was already used: its action is signed",
+    "collected": "this signing link was already used: its action is signed",
+    "declined": "this sign request was declined",
+    "refused": "this sign request was cancelled: its link was opened by another session",
+}
+
+
 def _ended(found: SignRequest, what: str) -> Gone:
-    if found.state == "opened":
-        return Gone(f"this signing link was already opened once; {what}")
-    return Gone(f"this sign request is {found.state}; {what}")
+    return Gone(f"{_ENDED.get(found.state, 'this sign request has ended')}; {what}")
 
 
 @routes.post("/idwall/api/sign/open")
