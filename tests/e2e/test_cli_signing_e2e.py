@@ -204,16 +204,16 @@ async def test_invite_create_is_signed_on_the_page_and_only_the_terminal_shows_t
     await enroll(world, "admin", world.cluster.info["bootstrap_code"])
     page = await sign_in(world, "admin")
     process, link, check, printed = await signing(
-        world, "admin", "invite", "create", "--user", "bob", "--name", "Bob Example", "--email", "bob@example.com",
+        world, "admin", "invite", "create", "--user", "bob", "--name", "Bob Exämple", "--email", "bob@example.com",
         "--group", "eng", "--group", "ops")
-    assert "Invite Bob Example <bob@example.com> as user bob, in groups eng, ops." in printed
+    assert "Invite Bob Exämple <bob@example.com> as user bob, in groups eng, ops." in printed
     assert '"type":"invite.create"' in printed and '"actor":"admin"' in printed
     await page.goto(link)
     await page.wait_for_selector("#sign:not([hidden])", timeout=WAIT)
     assert await state_of(page) == "ready"
     assert "#" not in page.url  # the secret left the address bar
     assert await page.text_content("#check-code") == check
-    assert await page.text_content("#summary") == "Invite Bob Example <bob@example.com> as user bob, in groups eng, ops."
+    assert await page.text_content("#summary") == "Invite Bob Exämple <bob@example.com> as user bob, in groups eng, ops."
     assert '"user":"bob"' in (await page.text_content("#canonical") or "")
     await page.screenshot(path=str(SHOTS / "cli-sign-ready.png"), full_page=True)
     await page.click("#sign")
