@@ -129,13 +129,19 @@ async def test_a_link_opened_from_another_users_session_is_refused_and_cancels_t
             assert status == 410 and "cancelled" in problem["detail"]
 
 
+async def _opened_beside_carol(gateway: Any, admin: Any, cli: Any, page: Any) -> tuple[Any, dict, dict]:
+    """A second administrator, carol, signed in on her own device; and a request of admin's, opened on his page."""
+    carol = await _other_user(gateway, admin, cli, "carol", is_admin=True)
+    begun = await _begin(gateway, cli)
+    status, opened = await _page(gateway, page, OPEN, begun)
+    assert status == 200, opened
+    return carol, begun, opened
+
+
 async def test_another_session_cannot_approve_with_the_secret_after_the_owner_opened(gateway) -> None:
     admin = await _admin(gateway)
     async with gateway.session(admin) as cli, gateway.session(admin) as page:
-        carol = await _other_user(gateway, admin, cli, "carol", is_admin=True)
-        begun = await _begin(gateway, cli)
-        status, opened = await _page(gateway, page, OPEN, begun)
-        assert status == 200
+        carol, begun, opened = await _opened_beside_carol(gateway, admin, cli, page)
         # carol signs the same action with her own passkey: her assertion cannot be her signature over it
         async with gateway.session(carol) as theirs:
             status, problem = await _page(gateway, theirs, APPROVE, begun,
@@ -167,9 +173,7 @@ async def test_a_forged_id_or_wrong_secret_is_unknown_and_changes_nothing(gatewa
 async def test_collecting_from_another_session_is_refused_and_leaves_the_assertion(gateway) -> None:
     admin = await _admin(gateway)
     async with gateway.session(admin) as cli, gateway.session(admin) as page:
-        carol = await _other_user(gateway, admin, cli, "carol", is_admin=True)
-        begun = await _begin(gateway, cli)
-        _, opened = await _page(gateway, page, OPEN, begun)
+        carol, begun, opened = await _opened_beside_carol(gateway, admin, cli, page)
         assert (await _page(gateway, page, APPROVE, begun, credential=admin.auth.get(opened["options"])))[0] == 200
         async with gateway.session(carol) as theirs:
             status, problem = await _collect(gateway, theirs, begun)

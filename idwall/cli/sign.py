@@ -30,7 +30,9 @@ from ..action_words import describe
 from ..challenges import action_challenge
 from ..encoding import b64url_encode, canonical_json
 from ..sign_requests import check_code
-from .client import POLL_INTERVAL, GatewayUnreachable, _call, _client, _gateway_url, _Progress, _ssl_context, problem_line
+# the one gateway call, its TLS and URL checks and the waiting line are client.py's, shared by every client verb
+from .client import (POLL_INTERVAL, GatewayUnreachable, _call, _client, _gateway_url, _Progress, _ssl_context,
+                     problem_line)
 from .output import CONTROL, CLIError, clean, usage
 
 DEFAULT_DIR = Path("idwall-device")
