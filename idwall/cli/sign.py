@@ -186,6 +186,9 @@ async def _wait(session: Any, gateway: str, request_id: str, poll_secret: str, s
                 state = answer.body.get("state")
                 if answer.status >= 500:
                     note = f" (gateway error {answer.status}, retrying)"
+                elif answer.status == 401:
+                    # the session ended meanwhile (signed out, idle): the page asks to sign in again, then goes on
+                    note = " (the device's session ended: sign in again on the page)"
                 elif answer.status == 410:
                     raise CLIError(f"the sign request ended: {problem_line(answer)}; nothing was signed")
                 elif not 200 <= answer.status < 300:

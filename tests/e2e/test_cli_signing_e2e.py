@@ -10,7 +10,9 @@ The story (tests share the gateway, the browser and what earlier tests made):
 3. the invited person enrolls (held for approval), and ``idwall device approve`` releases the device;
    ``idwall admin grant`` and ``idwall token create --json`` sign the same way;
 4. the link opened in that person's browser (another user's session) is refused, and the CLI says who;
-5. declined on the page, the CLI stops; a device without a session is told to sign in first.
+5. declined on the page, the CLI stops; a device without a session is told to sign in first;
+6. the session ends after the CLI began: the page asks to sign in, comes back with the link's secret kept
+   for that tab only, and the CLI, which waited, finishes.
 
 With two workers, the page and the CLI are served by whichever process the kernel picks: the hand-off goes
 through the store. Screenshots go to SHOTS as cli-sign-*.png.
@@ -312,3 +314,27 @@ async def test_declined_on_the_page_and_no_session(world: World) -> None:
                         "--dir", str(bob.out))
     status, stdout, stderr = await finished(process)
     assert status == 1 and "has no live session: sign in at" in stderr and "/idwall/login" in stderr, stderr
+
+
+# --------------------------------------------------------------------------- 6
+
+
+async def test_a_session_that_ended_meanwhile_is_renewed_on_the_page_and_the_cli_goes_on(world: World) -> None:
+    admin = needs(world.people["admin"].page, "the admin's browser") and world.people["admin"]
+    process, link, _, _ = await signing(world, "admin", "admin", "revoke", "bob")
+    page = admin.page
+    await page.goto(world.base + "/idwall/login")
+    await page.click("#signout")
+    await page.wait_for_selector("#signin:not([hidden])", timeout=WAIT)
+    await page.goto(link)
+    await page.wait_for_selector('#status[data-state="login"]', timeout=WAIT)
+    await page.screenshot(path=str(SHOTS / "cli-sign-login.png"), full_page=True)
+    await page.click("#status-link")
+    await page.wait_for_selector("#signin:not([hidden])", timeout=WAIT)
+    await page.click("#signin")
+    await page.wait_for_selector("#sign:not([hidden])", timeout=WAIT)  # back on the signing page, link intact
+    assert await page.text_content("#summary") == "Take administrator rights away from bob."
+    await page.click("#sign")
+    await page.wait_for_selector('#status[data-state="signed"]', timeout=WAIT)
+    status, stdout, stderr = await finished(process)
+    assert (status, stdout) == (0, "bob is no longer an administrator.\n"), stderr
