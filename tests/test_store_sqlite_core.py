@@ -30,7 +30,7 @@ from tests.helpers.clock import Clock
 from tests.helpers.store import draft, dump, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
-          "tokens", "ledger", "events", "workers", "event_acks"}
+          "tokens", "ledger", "events", "workers", "event_acks", "sign_requests"}
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -56,7 +56,7 @@ async def test_a_new_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> No
     async with opened(tmp_path / "idwall.db") as store:
         assert await store.read(_tables) == TABLES
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
 
 
 async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
         await store.append_ledger(draft())
         before = await dump(store)
     conn = sqlite3.connect(tmp_path / "idwall.db", isolation_level=None)
-    assert migrate(conn) == 2
+    assert migrate(conn) == 3
     conn.close()
     async with opened(tmp_path / "idwall.db") as store:
         assert await dump(store) == before

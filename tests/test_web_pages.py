@@ -26,7 +26,7 @@ EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-sr
                 "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
                 "form-action 'self'")
 OWN_STATIC = {"idwall.css": "text/css", "idwall.js": "text/javascript", "enroll.js": "text/javascript",
-              "login.js": "text/javascript"}
+              "login.js": "text/javascript", "sign.js": "text/javascript"}
 
 
 class Page(HTMLParser):
@@ -106,7 +106,8 @@ async def add_enrollment(gateway: Any, *, device_name: str, user_id: str = "alic
 
 
 @pytest.mark.parametrize("path", ["/idwall/enroll", "/idwall/enroll/enr-test", "/idwall/enroll/no-such-id",
-                                  "/idwall/login", "/idwall/login?next=/app&reason=expired"])
+                                  "/idwall/login", "/idwall/login?next=/app&reason=expired",
+                                  "/idwall/sign/sgn-AAAAAAAAAAAAAAAAAAAAAA", "/idwall/sign/not-a-request"])
 async def test_pages_are_html_with_strict_csp_and_no_inline_code(gateway, path: str) -> None:
     await add_enrollment(gateway, device_name="laptop")
     device = await gateway.device("carol")
@@ -516,8 +517,33 @@ def test_enroll_script_on_an_unknown_enrollment_hides_the_facts(tmp_path: Path) 
     assert result[".status-detail"]["text"] == "No enrollment has this link."
 
 
-@pytest.mark.parametrize("name", ["idwall.js", "enroll.js", "login.js"])
+@pytest.mark.parametrize("name", ["idwall.js", "enroll.js", "login.js", "sign.js"])
 def test_scripts_parse_as_modules(name: str) -> None:
     out = subprocess.run(["node", "--check", "--input-type=module"],
                          input=(pages.STATIC_DIR / name).read_text(), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+# --------------------------------------------------------------------------- the signing page
+
+
+async def test_the_signing_page_is_a_shell_its_script_fills_from_the_api(gateway) -> None:
+    """The server never sees the link's secret (it is in the fragment): the page holds no action, only the id."""
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, f"{gateway.url}/idwall/sign/sgn-AAAAAAAAAAAAAAAAAAAAAA")
+    assert status == 200
+    page = Page(text)
+    assert page.by_id("main")["data-request-id"] == "sgn-AAAAAAAAAAAAAAAAAAAAAA"
+    assert page.status()[0] == "loading"
+    assert "hidden" in page.by_id("facts") and "hidden" in page.by_id("sign") and "hidden" in page.by_id("decline")
+    assert ("script", {"type": "module", "src": "/idwall/static/sign.js"}) in page.elements
+
+
+@pytest.mark.parametrize("request_id", ["sgn-short", "%3Cscript%3E", "sgn-" + "A" * 23, "enr-AAAAAAAAAAAAAAAAAAAAAA"])
+async def test_a_malformed_signing_link_is_404_without_a_script(gateway, request_id: str) -> None:
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, f"{gateway.url}/idwall/sign/{request_id}")
+    assert status == 404
+    page = Page(text)
+    assert page.status()[0] == "unknown" and page.by_id("main")["data-request-id"] == ""
+    assert not any(tag == "script" for tag, _ in page.elements)

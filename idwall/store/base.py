@@ -120,6 +120,25 @@ class Ceremony:
 
 
 @dataclass(frozen=True)
+class SignRequest:
+    """A signed action begun on the command line, waiting for the passkey on a one-time page (idwall.sign_requests)."""
+
+    id: str
+    link_hash: bytes
+    poll_hash: bytes
+    binding: bytes  # cert_sha256 of the connection that began it
+    user_id: str
+    device_id: str
+    action_id: str  # the action ceremony's id: b64url(challenge)
+    action: str  # canonical JSON of the action the passkey signs
+    state: str  # waiting | opened | signed | declined | refused | collected
+    credential: str | None  # the page's assertion (JSON) until the command line collects it
+    detail: str | None  # why it was refused
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class Token:
     id: str
     name: str
@@ -233,6 +252,10 @@ class Store(Protocol):
     async def resolve_certificate(self, cert_sha256: bytes, *, now: float) -> Resolved | None: ...
     async def create_ceremony(self, ceremony: Ceremony, *, max_per_device: int | None = None) -> None: ...
     async def consume_ceremony(self, ceremony_id: str, *, kind: str, now: float) -> Ceremony: ...
+    async def create_sign_request(self, request: SignRequest, *, max_per_device: int) -> None: ...
+    async def get_sign_request(self, request_id: str) -> SignRequest | None: ...
+    async def move_sign_request(self, request_id: str, *, expect: tuple[str, ...], state: str,
+                                credential: str | None, detail: str | None, now: float) -> SignRequest: ...
     async def create_session(self, session: Session, *, expected_sign_count: int, new_sign_count: int,
                              draft: LedgerDraft) -> int: ...
     async def record_anomaly(self, draft: LedgerDraft) -> int: ...

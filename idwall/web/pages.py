@@ -1,4 +1,5 @@
-"""The end-user pages: how to enroll, the enrollment passkey page, the login page, and their static files.
+"""The end-user pages: how to enroll, the enrollment passkey page, the login page, the signing page (an action
+the command line began), and their static files.
 
 Every page is a small HTML document rendered with :class:`string.Template`;
 every value that goes into it is escaped with :func:`html.escape` on the way in
@@ -31,6 +32,7 @@ from typing import Mapping
 from aiohttp import web
 
 from .. import policy
+from ..sign_requests import REQUEST_ID_RE
 from ..store.base import Resolved
 from .context import NODE, conn_for
 
@@ -55,6 +57,7 @@ STATIC_FILES: Mapping[str, str] = {
     "idwall.js": "text/javascript; charset=utf-8",
     "enroll.js": "text/javascript; charset=utf-8",
     "login.js": "text/javascript; charset=utf-8",
+    "sign.js": "text/javascript; charset=utf-8",
 }
 # Names are not content-hashed, so a browser revalidates after a short while (a cheap 304 by ETag).
 STATIC_CACHE_CONTROL = "public, max-age=300, must-revalidate"
@@ -319,6 +322,40 @@ async def login_page(request: web.Request) -> web.Response:
     status = 403 if state.state in ("no-certificate", "unknown-device", "revoked") else 200
     return _page(request, title="Sign in", script="login.js", body=body, status=status,
                  data={"page": "login", "next": next_path, "state": state.state, "reason": reason or ""})
+
+
+# --------------------------------------------------------------------------- signing from the command line
+
+
+SIGN_PAGE = string.Template("""<p>A command on your device asks your passkey to sign the action below. Nothing happens unless you
+sign it, and the result goes back to that command only.</p>
+<dl class="facts" id="facts" hidden>
+<dt>Action</dt><dd id="summary"></dd>
+<dt>Signed by</dt><dd id="actor"></dd>
+<dt>Check code</dt><dd><code id="check-code"></code> (the terminal shows the same)</dd>
+<dt>Sign before</dt><dd id="expires"></dd>
+</dl>
+<details id="exact" hidden><summary>The exact action the passkey signs</summary>
+<pre><code id="canonical" class="wrap"></code></pre></details>
+$status
+<p class="actions">
+<button type="button" id="sign" class="primary" hidden>Sign with passkey</button>
+<button type="button" id="decline" hidden>Decline</button>
+</p>""")
+
+
+@routes.get("/idwall/sign/{request_id}")
+async def sign_page(request: web.Request) -> web.Response:
+    """The one-time page where the passkey signs an action the command line began (its script opens it)."""
+    request_id = request.match_info["request_id"]
+    if REQUEST_ID_RE.fullmatch(request_id):
+        state, status = State("loading", "Opening the signing request…", "", ""), 200
+    else:
+        state, status = State("unknown", "Unknown signing link.", "No sign request has this address.",
+                              "Open the exact link the terminal printed, or run the command again."), 404
+        request_id = ""
+    return _page(request, title="Sign an action", script="sign.js" if status == 200 else None, status=status,
+                 body=render(SIGN_PAGE, status=_status(state)), data={"page": "sign", "request-id": request_id})
 
 
 # --------------------------------------------------------------------------- static files

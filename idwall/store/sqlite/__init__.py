@@ -5,17 +5,19 @@ entry in one ``BEGIN IMMEDIATE`` transaction.
     trust      invites, users, enrollments, devices, credentials, admins, tokens, signed actions' effects
     sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
     workers    the workers table and kill acknowledgements
+    signing    sign requests (an action begun on the command line, signed on a page)
 """
 
 from __future__ import annotations
 
 from .core import SQLiteCore, migrate
 from .sessions import KILL_SCOPES, SessionRecords
+from .signing import SignRequestRecords
 from .trust import TrustRecords
 from .workers import WorkerRecords
 
 
-class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SQLiteCore):
+class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SignRequestRecords, SQLiteCore):
     """The :class:`~idwall.store.base.Store` on one SQLite file."""
 
 
