@@ -24,6 +24,7 @@ from idwall.encoding import b64url_decode, b64url_encode
 from idwall.store import StoreError
 from idwall.store.base import LedgerDraft
 from idwall.store.sqlite import migrate
+from idwall.store.sqlite.core import migration_files
 from idwall.tokens import new_token
 from tests.helpers.records import NOW
 from tests.helpers.clock import Clock
@@ -91,6 +92,22 @@ async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(tmp
     assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1]
     assert "workers" not in _tables(conn)  # what the migration had made before it failed is gone
     assert conn.execute("SELECT id FROM users").fetchall() == [("alice",)]
+
+
+def test_two_migrations_claiming_one_version_are_refused(tmp_path: Path) -> None:
+    # Before, the second file was silently skipped: a merged branch's schema change would never have run.
+    (tmp_path / "0001_initial.sql").write_text("CREATE TABLE a (x);\n")
+    (tmp_path / "0002_workers.sql").write_text("CREATE TABLE b (x);\n")
+    (tmp_path / "0002_sign_requests.sql").write_text("CREATE TABLE c (x);\n")
+    with pytest.raises(StoreError, match="migrations 0002_sign_requests.sql and 0002_workers.sql both claim version 2"):
+        migration_files(tmp_path)
+    (tmp_path / "0002_sign_requests.sql").rename(tmp_path / "0003_sign_requests.sql")
+    assert [version for version, _ in migration_files(tmp_path)] == [1, 2, 3]
+
+
+def test_the_shipped_migrations_have_one_file_per_version() -> None:
+    versions = [version for version, _ in migration_files()]
+    assert versions == list(range(1, len(versions) + 1))
 
 
 # --------------------------------------------------------------------------- the connection

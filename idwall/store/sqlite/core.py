@@ -28,13 +28,19 @@ from ..base import Credential, Device, Enrollment, Invite, LedgerDraft, Session,
 T = TypeVar("T")
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("idwall.store") / "migrations"
-    found = []
+def migration_files(folder: Any = None) -> list[tuple[int, str]]:
+    """Every ``NNNN_name.sql`` in order; two files claiming one version is refused (one would never run)."""
+    folder = folder if folder is not None else resources.files("idwall.store") / "migrations"
+    found: dict[int, tuple[str, str]] = {}
     for item in folder.iterdir():
         if item.name.endswith(".sql"):
-            found.append((int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8")))
-    return sorted(found)
+            version = int(item.name.split("_", 1)[0])
+            if version in found:
+                names = sorted((found[version][0], item.name))
+                raise StoreError(f"migrations {names[0]} and {names[1]} both claim version {version}; "
+                                 "renumber one of them")
+            found[version] = (item.name, item.read_text(encoding="utf-8"))
+    return sorted((version, sql) for version, (_, sql) in found.items())
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -42,7 +48,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     current = row[0] or 0
-    for version, sql in _migrations():
+    for version, sql in migration_files():
         if version <= current:
             continue
         conn.execute("BEGIN IMMEDIATE")
