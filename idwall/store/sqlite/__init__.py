@@ -5,17 +5,19 @@ entry in one ``BEGIN IMMEDIATE`` transaction.
     trust      invites, users, enrollments, devices, credentials, admins, tokens, signed actions' effects
     sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
     workers    the workers table and kill acknowledgements
+    directory  the admin console's reads: users with devices and passkeys, devices by status, ledger search
 """
 
 from __future__ import annotations
 
 from .core import SQLiteCore, migrate
+from .directory import DirectoryRecords
 from .sessions import KILL_SCOPES, SessionRecords
 from .trust import TrustRecords
 from .workers import WorkerRecords
 
 
-class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SQLiteCore):
+class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, DirectoryRecords, SQLiteCore):
     """The :class:`~idwall.store.base.Store` on one SQLite file."""
 
 
