@@ -73,12 +73,19 @@ async def test_the_ledger_is_searched_by_type_and_by_user(store: SQLiteStore) ->
     await store.append_ledger(draft("admin.grant", "bob", user="bob"))
     await store.append_ledger(draft("key.rotate", "kid-2"))
     everything = await store.search_ledger()
+    assert everything == await store.ledger_entries()  # as stored, hash and signature included
     assert [e["seq"] for e in everything] == [1, 2, 3]
+    assert await store.search_ledger(type="no.such") == []
     assert [e["type"] for e in await store.search_ledger(type="admin.grant")] == ["admin.grant"]
     assert [e["seq"] for e in await store.search_ledger(user="alice")] == [1]
     assert [e["seq"] for e in await store.search_ledger(user="bob")] == [2]  # the subject
     assert [e["seq"] for e in await store.search_ledger(user="system")] == [1, 2, 3]  # the actor
     assert await store.search_ledger(type="admin.grant", user="alice") == []
     assert [e["seq"] for e in await store.search_ledger(after=1, limit=1)] == [2]
-    assert await store.search_ledger(type="no.such") == []
-    assert everything == await store.ledger_entries()  # as stored, hash and signature included
+    # entries that name only one of alice's devices are hers too; another user's device is not
+    await enroll(store, "bob", device_id="dev-2")
+    await store.append_ledger(draft("device.approve", "dev-1", device_id="dev-1"))
+    await store.append_ledger(draft("kill", "", scope="device", target="dev-1"))
+    await store.append_ledger(draft("device.approve", "dev-2", device_id="dev-2"))
+    assert [e["seq"] for e in await store.search_ledger(user="alice")] == [1, 5, 6]
+    assert [e["seq"] for e in await store.search_ledger(user="bob")] == [2, 4, 7]

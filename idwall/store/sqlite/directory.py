@@ -89,7 +89,8 @@ class DirectoryRecords(SQLiteCore):
         """Ledger entries after seq ``after``, oldest first, at most ``limit``, as stored.
 
         ``type`` keeps entries of exactly that type; ``user`` keeps entries that user acted in or was the
-        subject of (as ``actor``, ``subject`` or ``data.user``).
+        subject or target of (``actor``, ``subject``, ``data.user``, ``data.target``), and those about one of the
+        user's devices (its id as ``subject``, ``data.device_id`` or ``data.target``).
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
@@ -98,9 +99,13 @@ class DirectoryRecords(SQLiteCore):
             where.append("json_extract(entry, '$.type') = ?")
             args.append(type)
         if user is not None:
-            where.append("(json_extract(entry, '$.actor') = ? OR json_extract(entry, '$.subject') = ?"
-                         " OR json_extract(entry, '$.data.user') = ?)")
-            args += [user, user, user]
+            # the user by name, or one of their devices (approvals, renewals and kills name the device)
+            where.append("(? IN (json_extract(entry, '$.actor'), json_extract(entry, '$.subject'),"
+                         " json_extract(entry, '$.data.user'), json_extract(entry, '$.data.target'))"
+                         " OR EXISTS (SELECT 1 FROM devices d WHERE d.user_id = ? AND d.id IN"
+                         " (json_extract(entry, '$.subject'), json_extract(entry, '$.data.device_id'),"
+                         " json_extract(entry, '$.data.target'))))")
+            args += [user, user]
         sql = f"SELECT entry FROM ledger WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
         rows = await self.read(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [json.loads(row["entry"]) for row in rows]
