@@ -7,6 +7,7 @@ software passkey); the devices written straight into the store (``gateway.device
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -255,3 +256,18 @@ async def test_revocation_from_another_site_or_by_a_non_admin_is_refused(gateway
     assert await gateway.store.ledger_entries() == before
     assert (await call_fresh(gateway, "POST", "/idwall/api/admin/kill", token=kill["token"], body={
         "scope": "user", "target": "nobody", "reason": "still works", "revoke_devices": False}))[0] == 200
+
+
+async def test_concurrent_verifications_share_one_replay_and_leave_nothing_behind(gateway) -> None:
+    admin = await signed_in_admin(gateway)
+    read = await token(gateway, admin, ["read"])
+    roots = [None] + [("A" * 42) + c for c in "ABCD"]
+    answers = await asyncio.gather(*(
+        call_fresh(gateway, "GET", "/idwall/api/admin/audit/verify" + (f"?root={r}" if r else ""), token=read["token"])
+        for r in roots for _ in range(3)))
+    assert all(status == 200 for status, _, _ in answers)
+    unpinned = [body for status, body, _ in answers[:3]]
+    assert unpinned[0]["ok"] is True and unpinned.count(unpinned[0]) == 3
+    assert all(body["ok"] is False and body["seq"] == 1 for _, body, _ in answers[3:])
+    # every finished verification is forgotten: asking with ever new roots cannot pile up state
+    assert all(not running for running in api_directory._running.values()), dict(api_directory._running)

@@ -23,6 +23,7 @@ request open; ``idwall audit verify`` checks a ledger of any size offline.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import time
 import weakref
@@ -36,7 +37,7 @@ from ..audit import VerifyResult, verify_ledger
 from ..encoding import b64url_encode
 from ..errors import BadRequest
 from ..node import Node
-from ..store.base import DirectoryDevice, DirectoryUser
+from ..store.base import DirectoryDevice, DirectoryUser, StoreError
 from . import api_admin
 from .context import NODE
 
@@ -221,8 +222,13 @@ class _Verification:
                 self.stopped = True
                 return
             # the store belongs to the event loop's thread: read each page there
-            page = asyncio.run_coroutine_threadsafe(
-                self.node.store.ledger_entries(after=after, limit=VERIFY_PAGE), self.loop).result()
+            pending = asyncio.run_coroutine_threadsafe(
+                self.node.store.ledger_entries(after=after, limit=VERIFY_PAGE), self.loop)
+            try:
+                page = pending.result(timeout=VERIFY_BUDGET)
+            except concurrent.futures.TimeoutError:
+                pending.cancel()
+                raise StoreError("the store did not answer while the ledger was being verified") from None
             if not page:
                 return
             yield from page
@@ -250,8 +256,10 @@ async def verify_audit(request: web.Request) -> web.Response:
     root = root_param(request.query.get("root"))
     running = _running.setdefault(request.app, {})
     task = running.get(root)
-    if task is None or task.done():
+    if task is None:
         task = running[root] = asyncio.ensure_future(_verify(node, root))
+        # forgotten once done: the next request verifies afresh, and roots never asked again take no memory
+        task.add_done_callback(lambda _: running.pop(root, None))
     # shielded: a client that goes away does not cancel the verification others may be waiting for
     return web.json_response(await asyncio.shield(task))
 

@@ -456,7 +456,7 @@ async def test_the_ledger_shows_every_entry_with_its_approval_and_the_chain_veri
     await page.click("#verify-form button[type=submit]")
     await page.wait_for_selector('#verify-result[data-state="failed"]')
     assert "Chain NOT verified at seq 1" in (await page.text_content("#verify-result") or "")
-    await shots(page, "ledger-wrong-root")
+    await shots(page, "ledger-wrong-root", full_page=False)
 
     # searched by type, then by user
     await page.fill("#ledger-type", "device.approve")

@@ -50,10 +50,21 @@ function approval(entry) {
   return "no passkey needed (" + entry.actor + ")";
 }
 
+// what a person reads first about an entry; everything else is one click away
+const SUMMARY_FIELDS = ["user", "name", "device_name", "scope", "target", "reason", "scopes", "status", "admin", "groups"];
+
 function details(entry) {
   const data = entry.data || {};
-  const parts = Object.entries(data).map(([k, v]) => k + ": " + (typeof v === "object" ? JSON.stringify(v) : v));
-  return el("span", parts.join("; ").slice(0, 300), { class: "details" });
+  const shown = SUMMARY_FIELDS.filter((k) => k in data).slice(0, 4).map((k) => {
+    const text = typeof data[k] === "object" ? JSON.stringify(data[k]) : String(data[k]);
+    return k + ": " + (text.length > 40 ? text.slice(0, 40) + "…" : text);
+  });
+  const box = el("div", null, { class: "details" });
+  box.append(el("span", shown.join("; ") || "—"));
+  const all = el("details");
+  all.append(el("summary", "All fields of entry " + entry.seq), el("pre", JSON.stringify(data, null, 2)));
+  box.append(all);
+  return box;
 }
 
 function entryRow(e) {
