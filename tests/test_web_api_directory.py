@@ -18,6 +18,7 @@ from idwall.testing.authenticator import SoftAuthenticator
 from idwall.web import api_directory
 from tests.helpers.api import (begin_enroll, bootstrap, call_fresh, enroll, finish_enroll, invite, ledger_ok, login,
                                sign)
+from tests.helpers.gateway import running_gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -184,6 +185,23 @@ async def test_the_whole_chain_is_verified_in_the_gateway(gateway) -> None:
                                        device=admin)
     assert status == 200 and body["ok"] is False and body["seq"] == 1
     assert "genesis credential fingerprint does not match" in body["reason"] and body["head"] is None
+
+
+async def test_the_configured_root_is_pinned(tmp_path, upstream) -> None:
+    # a root pinned in the configuration that the ledger's genesis does not match: a wholly replaced ledger
+    other_root = "A" * 43
+    def edit(text: str) -> str:
+        return text.replace("  key: certs/ledger-key.pem", f"  key: certs/ledger-key.pem\n  root: {other_root}")
+
+    async with running_gateway(tmp_path, upstream.url, edit=edit) as gateway:
+        assert gateway.config.ledger.root == other_root
+        admin = await signed_in_admin(gateway)
+        status, body, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/audit/verify", device=admin)
+        assert status == 200 and body["ok"] is False and body["seq"] == 1 and body["pinned_root"] is True
+        assert other_root in body["reason"]
+        real = verify_ledger(await gateway.store.ledger_entries()).root
+        status, body, _ = await call_fresh(gateway, "GET", f"/idwall/api/admin/audit/verify?root={real}", device=admin)
+        assert body["ok"] is True and body["root"] == real
 
 
 async def test_a_tampered_entry_is_named(gateway) -> None:

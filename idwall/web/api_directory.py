@@ -13,8 +13,8 @@ the answer's ``next`` is what to pass as ``after`` for the following page, or nu
 Nothing here answers a certificate, a public key, a token or a token's hash.
 
 Verifying the ledger replays every stored entry with :func:`idwall.audit.verify_ledger` (what
-``idwall audit verify`` runs), pinning the ledger key from the configuration and, when the request names
-one, the root fingerprint. It is bounded: entries are read a page at a time and replayed in a worker
+``idwall audit verify`` runs), pinning the ledger key from the configuration and the root fingerprint that
+the request names, else the configured one (``ledger.root``), so a ledger replaced as a whole fails. It is bounded: entries are read a page at a time and replayed in a worker
 thread, one verification at a time per root (concurrent requests share it), and a replay that takes longer
 than :data:`VERIFY_BUDGET` stops and says how far it got (``complete: false``) instead of holding the
 request open; ``idwall audit verify`` checks a ledger of any size offline.
@@ -249,11 +249,12 @@ _running: "weakref.WeakKeyDictionary[web.Application, dict[str | None, asyncio.T
 
 @routes.get("/idwall/api/admin/audit/verify")
 async def verify_audit(request: web.Request) -> web.Response:
-    """Verify the whole stored chain as ``idwall audit verify`` does; ``?root=`` pins the genesis credential."""
+    """Verify the whole stored chain as ``idwall audit verify`` does, pinned to ``?root=`` or ``ledger.root``."""
     node = request.app[NODE]
     await api_admin.require_admin(request, scope="read")
     _check_known(request, ("root",))
-    root = root_param(request.query.get("root"))
+    # a root named in the request is checked instead of the configured pin (ledger.root), never neither
+    root = root_param(request.query.get("root")) or node.config.ledger.root
     running = _running.setdefault(request.app, {})
     task = running.get(root)
     if task is None:
