@@ -36,7 +36,7 @@ def test_minimal_file_gets_documented_defaults(tree: Path) -> None:
     assert (config.webauthn.rp_name, config.webauthn.user_verification, config.webauthn.timeout) == ("IDWall", "required", 300)
     assert (config.session.max_age, config.session.idle_timeout) == (43200, 3600)
     assert config.assertion == AssertionConfig(header="X-IDWall-Assertion", key=tree / "certs" / "assertion-key.pem", ttl=60, overlap=604800)
-    assert config.ledger.key == tree / "certs" / "ledger-key.pem"
+    assert config.ledger.key == tree / "certs" / "ledger-key.pem" and config.ledger.root is None
     assert config.store == f"sqlite://{tree}/idwall.db"
     assert config.sqlite_path == tree / "idwall.db"
     assert config.devices.approval == "none"
@@ -193,6 +193,11 @@ def test_postgresql_store_is_kept_as_written(tree: Path) -> None:
         ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X-IDWall-", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
         ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X_IDWall_Assertion", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
         ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: 'X-IDWall-A B'", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
+        # the ledger's pinned root
+        ("  key: certs/ledger-key.pem", "  key: certs/ledger-key.pem\n  root: not-a-fingerprint", 12, "ledger.root",
+         ("'not-a-fingerprint' is not a root fingerprint", "43 characters of base64url")),
+        ("  key: certs/ledger-key.pem", "  key: certs/ledger-key.pem\n  root: 42", 12, "ledger.root",
+         ("expected a non-empty string",)),
         # store
         ("store: sqlite:idwall.db", "store: mysql://root:hunter2@db/idwall", 12, "store", ("store URL scheme 'mysql:' is not supported", "sqlite:relative.db, sqlite:///abs/path.db or postgresql://")),
         ("store: sqlite:idwall.db", "store: idwall.db", 12, "store", ("a value without a scheme is not supported",)),
@@ -207,6 +212,12 @@ def test_errors_name_file_line_key_and_fix(tree: Path, old: str, new: str, line:
     assert old in BASE
     assert_error(error(tree, BASE.replace(old, new, 1)), tree, line, key, *fragments)
 
+
+
+def test_the_ledger_root_is_pinned_as_written(tree: Path) -> None:
+    pin = "xO4vCG_me9ZI_NrC1pLp2W098MpE_bOUJ01-bf09Axw"
+    config = load_config(write(tree, BASE.replace("  key: certs/ledger-key.pem", f"  key: certs/ledger-key.pem\n  root: {pin}")))
+    assert config.ledger.root == pin
 
 
 def test_store_errors_never_echo_a_password(tree: Path) -> None:

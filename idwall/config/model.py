@@ -117,9 +117,12 @@ class AssertionConfig:
 
 @dataclass(frozen=True)
 class LedgerConfig:
-    """The key that signs audit ledger entries."""
+    """The key that signs audit ledger entries, and the pinned root fingerprint once the operator has written it."""
 
     key: Path
+    #: base64url(SHA-256(COSE key of the genesis admin credential)), printed at bootstrap; the console's ledger
+    #: verification pins it (None: not pinned yet)
+    root: str | None = None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ _RESERVED_PREFIXES = ("/idwall", "/.well-known/idwall")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_PREFIX = "x-idwall-"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9-]+")
+#: base64url without padding of a SHA-256 (audit.root_fingerprint)
+_ROOT_FINGERPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def _public_url(ctx: Ctx, data: Mapping[str, Any]) -> str:
@@ -401,8 +403,13 @@ def build_config(data: Any, ctx: Ctx, source: Path) -> Config:
         max_age=ctx.duration(session_map, ("session",), "max_age", 12 * HOUR),
         idle_timeout=ctx.duration(session_map, ("session",), "idle_timeout", 1 * HOUR),
     )
-    ledger_map = ctx.mapping(root["ledger"], ("ledger",), ("key",), required=("key",))
-    ledger = LedgerConfig(key=ctx.file(ledger_map, ("ledger",), "key", "the ledger signing key (idwall init writes certs/ledger-key.pem)"))
+    ledger_map = ctx.mapping(root["ledger"], ("ledger",), ("key", "root"), required=("key",))
+    root_hint = "write the root fingerprint printed when the first administrator enrolled (43 characters of base64url)"
+    root_pin = ctx.string(ledger_map, ("ledger",), "root", None, hint=root_hint)
+    if root_pin is not None and not _ROOT_FINGERPRINT.fullmatch(root_pin):
+        raise ctx.error(("ledger", "root"), f"{root_pin[:50]!r} is not a root fingerprint", root_hint)
+    ledger = LedgerConfig(key=ctx.file(ledger_map, ("ledger",), "key", "the ledger signing key (idwall init writes certs/ledger-key.pem)"),
+                          root=root_pin)
     devices_map = ctx.mapping(root.get("devices", {}), ("devices",), ("approval",))
     limits = _limits(ctx, root.get("limits", {}))
     admin_map = ctx.mapping(root.get("admin", {}), ("admin",), ("fresh_auth",))

@@ -233,6 +233,43 @@ class LastAdmin(Conflict):
     """The change would leave no administrator, and nobody could sign an invite or a grant again."""
 
 
+@dataclass(frozen=True)
+class DirectoryDevice:
+    """A device as the admin console lists it (no certificate, no key material)."""
+
+    id: str
+    user_id: str
+    user_name: str
+    name: str
+    status: str
+    enrolled_at: float
+    not_after: float | None
+    approved_by: str | None
+    revoked_at: float | None
+    credentials: int
+
+
+@dataclass(frozen=True)
+class DirectoryCredential:
+    """A passkey as the admin console lists it: which device it is bound to, never its public key."""
+
+    id: bytes
+    device_id: str
+    created_at: float
+    sign_count: int
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    """A user with everything the People page shows: manager, devices, passkeys, last passkey login."""
+
+    user: User
+    manager: str | None
+    devices: tuple[DirectoryDevice, ...]
+    credentials: tuple[DirectoryCredential, ...]
+    last_login: float | None
+
+
 class Store(Protocol):
     """The storage interface (SQLite now; PostgreSQL for several nodes)."""
 
@@ -280,6 +317,13 @@ class Store(Protocol):
     async def get_credential(self, credential_id: bytes) -> Credential | None: ...
     async def perform_action(self, *, signer: Signer, effect: ActionEffect, now: float,
                              draft: LedgerDraft) -> int: ...
+
+    # the admin console's directory (idwall.store.sqlite.directory): pages ordered by id, ``after`` exclusive
+    async def directory_users(self, *, after: str = "", limit: int = 100) -> list[DirectoryUser]: ...
+    async def directory_devices(self, *, status: str | None = None, after: str = "",
+                                limit: int = 100) -> list[DirectoryDevice]: ...
+    async def search_ledger(self, *, type: str | None = None, user: str | None = None, after: int = 0,
+                            limit: int = 100) -> list[dict[str, Any]]: ...
 
 
 # -- signed actions (the effect of a verified passkey signature, committed with its sign count) -------

@@ -6,18 +6,20 @@ entry in one ``BEGIN IMMEDIATE`` transaction.
     sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
     workers    the workers table and kill acknowledgements
     signing    sign requests (an action begun on the command line, signed on a page)
+    directory  the admin console's reads: users with devices and passkeys, devices by status, ledger search
 """
 
 from __future__ import annotations
 
 from .core import SQLiteCore, migrate
+from .directory import DirectoryRecords
 from .sessions import KILL_SCOPES, SessionRecords
 from .signing import SignRequestRecords
 from .trust import TrustRecords
 from .workers import WorkerRecords
 
 
-class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SignRequestRecords, SQLiteCore):
+class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SignRequestRecords, DirectoryRecords, SQLiteCore):
     """The :class:`~idwall.store.base.Store` on one SQLite file."""
 
 
