@@ -26,7 +26,7 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.engine.websocket", "idwall.engine.answers", "idwall.engine.h1_upstream", "idwall.actions",
         "idwall.enrollment", "idwall.tokens", "idwall.passkeys", "idwall.jsonbody", "idwall.units", "idwall.pki",
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
-        "idwall.audit.replay", "idwall.audit.verify")
+        "idwall.audit.replay", "idwall.audit.replay_devices", "idwall.audit.verify", "idwall.renewal")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
               "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server", "idwall.web",
               "idwall.supervisor", "idwall.cli")

@@ -66,14 +66,15 @@ def test_foreign_ledger_verifies_without_the_root_pin() -> None:
 def test_truncation_at_the_end_is_invisible_without_a_head_pin(full: list[dict[str, Any]]) -> None:
     head = verify_ledger(full).head
     assert verify_ledger(full[:20]).ok
-    result = verify_ledger(full[:20], expected_last=23, expected_last_hash=head)
+    result = verify_ledger(full[:20], expected_last=len(full), expected_last_hash=head)
     assert (result.ok, result.seq) == (False, 21)
-    # A pinned head hash catches a rewritten tail of the right length.
-    rewritten = gen.reseal([*full[:22], {**full[22], "data": {**full[22]["data"], "reason": "nothing to see"}}],
-                           LEDGER_KEY, 23)
+    # A pinned head hash catches a rewritten tail of the right length: seq 23 is a kill, which carries no
+    # passkey signature, so a ledger-key holder can reword it and reseal everything after it.
+    rewritten = gen.reseal([*full[:22], {**full[22], "data": {**full[22]["data"], "reason": "nothing to see"}},
+                            *full[23:]], LEDGER_KEY, 23)
     assert verify_ledger(rewritten).ok
-    result = verify_ledger(rewritten, expected_last=23, expected_last_hash=head)
-    assert (result.ok, result.seq) == (False, 23)
+    result = verify_ledger(rewritten, expected_last=len(full), expected_last_hash=head)
+    assert (result.ok, result.seq) == (False, len(full))
     assert "pinned head hash" in result.reason
 
 

@@ -55,6 +55,7 @@ STATIC_FILES: Mapping[str, str] = {
     "idwall.js": "text/javascript; charset=utf-8",
     "enroll.js": "text/javascript; charset=utf-8",
     "login.js": "text/javascript; charset=utf-8",
+    "renew.js": "text/javascript; charset=utf-8",
 }
 # Names are not content-hashed, so a browser revalidates after a short while (a cheap 304 by ETag).
 STATIC_CACHE_CONTROL = "public, max-age=300, must-revalidate"
