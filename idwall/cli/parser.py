@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .client import cmd_device_enroll, cmd_kill
 from .local import cmd_audit_export, cmd_audit_verify, cmd_init, cmd_keys_rotate, cmd_serve
+from .renew import add_parser as add_device_renew
 
 DEFAULT_DEVICE_OUT = Path("idwall-device")
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ca", help="CA file for the gateway's certificate (default: $IDWALL_CA, else the system store)")
     d.add_argument("--timeout", type=float, default=600, help="seconds to wait for the passkey (default: 600)")
     d.set_defaults(func=cmd_device_enroll)
+    add_device_renew(device_cmds)
 
     p = commands.add_parser("kill", help="cut a user, device, session, group or everyone off now")
     target = p.add_mutually_exclusive_group(required=True)
