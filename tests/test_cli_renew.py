@@ -5,11 +5,8 @@ browser page does), and the files it leaves behind."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -17,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from idwall import pki
 from tests.helpers.api import Enrolled, bootstrap, call, login, sign
-from tests.helpers.cli import REPO, run_cli
+from tests.helpers.cli import run_cli, start_cli_until_url
 
 
 def _device_dir(gateway, device: Enrolled, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
@@ -31,17 +28,8 @@ def _device_dir(gateway, device: Enrolled, tmp_path: Path) -> Path:  # type: ign
 
 
 async def _start(gateway, directory: Path, *extra: str):  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDWALL_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "idwall", "device", "renew", "--gateway", gateway.url, "--dir", str(directory), *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO), env=env)
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 60)
-    found = re.search(rb"Open (https://\S+) in a browser that uses this device's certificate", line)
-    if not found:
-        _, err = await process.communicate()
-        raise AssertionError(f"no page URL printed: {line!r} {err!r}")
-    return process, found.group(1).decode()
+    return await start_cli_until_url("device", "renew", "--gateway", gateway.url, "--dir", str(directory), *extra,
+                                     printed=b"in a browser that uses this device's certificate")
 
 
 async def test_device_renew_writes_a_new_key_and_certificate_that_keep_the_session(gateway, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ RENEW_PAGE = string.Template("""<dl class="facts" id="facts"$facts_hidden>
 <dt>User</dt><dd id="who">$user</dd>
 <dt>Device</dt><dd id="device"><code>$device_id</code></dd>
 <dt>New key</dt><dd><code id="new-key" class="wrap">$new_key</code></dd>
-<dt>Expires</dt><dd id="expires">$expires</dd>
+<dt>Link expires</dt><dd id="expires">$expires</dd>
 </dl>
 $status
 <p id="signing" hidden>Your passkey will sign: <strong>renew the certificate of device <code>$device_id</code> for

@@ -102,3 +102,15 @@ async def device_context(browser: Any, base: str, cert_path: Path, key_path: Pat
     """A context whose connections to ``base`` present this device certificate."""
     return await browser.new_context(viewport=viewport or VIEWPORT, client_certificates=[
         {"origin": base, "certPath": str(cert_path), "keyPath": str(key_path)}])
+
+
+async def device_page(browser: Any, base: str, cert_path: Path, key_path: Path, passkeys: list[dict[str, Any]],
+                      console: Console) -> tuple[Any, Any, Any, str]:
+    """A context presenting this device certificate, and a page in it whose virtual authenticator holds
+    ``passkeys`` (made elsewhere, e.g. at enrollment); returns (context, page, CDP session, authenticator id)."""
+    context = await device_context(browser, base, cert_path, key_path)
+    page = await context.new_page()
+    console.attach(page)
+    cdp, authenticator_id = await virtual_authenticator(context, page)
+    await add_credentials(cdp, authenticator_id, passkeys)
+    return context, page, cdp, authenticator_id

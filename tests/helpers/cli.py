@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +17,7 @@ from idwall import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["REPO", "init_gwdir", "run_cli", "unset_idwall_env"]
+__all__ = ["REPO", "init_gwdir", "run_cli", "start_cli_until_url", "unset_idwall_env"]
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -25,6 +28,22 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "idwall", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+async def start_cli_until_url(*args: str, printed: bytes) -> tuple[Any, str]:
+    """``python -m idwall ARGS`` as an asyncio subprocess (so a gateway in this loop keeps serving), read until it
+    prints ``Open URL <printed>``; returns the running process and the URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDWALL_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "idwall", *args, cwd=str(REPO), env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    found = re.search(rb"Open (https://\S+) " + re.escape(printed), line)
+    if not found:
+        _, err = await process.communicate()
+        raise AssertionError(f"idwall {' '.join(args)} printed no page URL: {line!r} {err!r}")
+    return process, found.group(1).decode()
 
 
 def unset_idwall_env(monkeypatch: pytest.MonkeyPatch) -> None:
