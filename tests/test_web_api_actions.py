@@ -668,7 +668,7 @@ async def test_the_manager_rejects_a_pending_device(managed) -> None:
     assert device.status == "revoked" and device.revoked_at is not None
     async with gateway.session() as anon:
         _, view = await call(anon, "GET", gateway.url + "/idwall/api/enroll/" + enrollment_id)
-    assert view["status"] == "revoked" and "certificate_pem" not in view
+    assert view["status"] == "rejected" and "certificate_pem" not in view
     entry = (await ledger_ok(gateway))[-1]
     assert (entry["type"], entry["actor"], entry["data"]["status"]) == ("device.reject", "bob", "revoked")
 
