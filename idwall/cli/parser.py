@@ -12,6 +12,7 @@ from . import connect, relay
 from .client import cmd_device_enroll, cmd_kill
 from .local import cmd_audit_export, cmd_audit_verify, cmd_init, cmd_keys_rotate, cmd_serve
 from .sign import add_device_approve, add_sign_verbs
+from .renew import add_parser as add_device_renew
 
 DEFAULT_DEVICE_OUT = Path("idwall-device")
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=600, help="seconds to wait for the passkey (default: 600)")
     d.set_defaults(func=cmd_device_enroll)
     add_device_approve(device_cmds)
+    add_device_renew(device_cmds)
 
     p = commands.add_parser("kill", help="cut a user, device, session, group or everyone off now")
     target = p.add_mutually_exclusive_group(required=True)

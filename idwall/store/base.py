@@ -27,6 +27,7 @@ class User:
     groups: tuple[str, ...]
     admin: bool
     created_at: float
+    manager: str | None = None  # the user who may approve this user's devices (devices.approval: manager)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class Invite:
     created_at: float
     expires_at: float
     used_at: float | None = None
+    manager: str | None = None  # becomes the user's manager when the invite is used
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,26 @@ class SignRequest:
     detail: str | None  # why it was refused
     created_at: float
     expires_at: float
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A device's request for a certificate for a new key, begun over its own mTLS connection.
+
+    The polling CLI reads it by id; ``device.renew`` (signed by the user's passkey on that device) fills in
+    ``cert_pem`` and ``not_after`` and sets ``status`` to ``renewed``.
+    """
+
+    id: str
+    device_id: str
+    user_id: str
+    csr_pem: str
+    spki_sha256: bytes
+    status: str  # begun | renewed
+    created_at: float
+    expires_at: float
+    cert_pem: str | None = None
+    not_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +346,9 @@ class Store(Protocol):
                                 limit: int = 100) -> list[DirectoryDevice]: ...
     async def search_ledger(self, *, type: str | None = None, user: str | None = None, after: int = 0,
                             limit: int = 100) -> list[dict[str, Any]]: ...
+    # certificate renewal: the rendezvous of the device that asked and the passkey that signs
+    async def create_renewal(self, renewal: Renewal, *, max_open: int, forget_before: float) -> None: ...
+    async def get_renewal(self, renewal_id: str) -> Renewal | None: ...
 
 
 # -- signed actions (the effect of a verified passkey signature, committed with its sign count) -------
@@ -338,6 +363,8 @@ class Signer:
     expected_sign_count: int
     new_sign_count: int
     must_be_admin: bool
+    #: with ``must_be_admin``: this user's manager may sign too (device approvals under ``devices.approval: manager``)
+    or_manager_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -369,4 +396,38 @@ class ActivateEffect:
     approved_by: str
 
 
-ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect
+@dataclass(frozen=True)
+class RejectEffect:
+    """A pending device refused: it is revoked and its enrollment rejected."""
+
+    device_id: str
+    enrollment_id: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ManagerEffect:
+    """A user's manager set (or cleared, ``manager`` None)."""
+
+    user_id: str
+    manager: str | None
+
+
+@dataclass(frozen=True)
+class RenewEffect:
+    """An active device's certificate replaced by one for a new key; its live sessions move to the new one.
+
+    ``old_cert_sha256`` is a compare-and-set: the renewal happens only while the device still has the
+    certificate it was signed over.
+    """
+
+    device_id: str
+    user_id: str
+    old_cert_sha256: bytes
+    cert_sha256: bytes
+    cert_pem: str
+    not_after: float
+    spki_sha256: bytes
+
+
+ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect | RejectEffect | ManagerEffect | RenewEffect

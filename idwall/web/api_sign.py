@@ -41,7 +41,7 @@ from ..sign_requests import (
     sign_link,
 )
 from ..store.base import AlreadyUsed, SignRequest
-from .api_actions import _precheck
+from .api_actions import precheck
 from .api_login import MAX_OPEN_CEREMONIES, new_ceremony
 from .context import NODE, from_own_pages, with_session
 from .problems import field, read_json_object
@@ -65,7 +65,7 @@ async def sign_begin(request: web.Request) -> web.Response:
     signer, now, timeout = resolved.user, node.clock(), node.config.webauthn.timeout
     nonce = os.urandom(32)
     action = build_action(validate_action(raw), actor=signer.id, nonce=nonce, now=now, timeout=timeout)
-    await _precheck(node, action, signer)
+    await precheck(node, action, signer, conn)
     challenge = action_challenge(action)
     canonical = canonical_json(action).decode("utf-8")
     ceremony = new_ceremony("action", challenge, nonce, conn.cert_sha256, resolved, payload=canonical,

@@ -65,6 +65,7 @@ STATIC_FILES: Mapping[str, str] = {
     "devices.js": "text/javascript; charset=utf-8",
     "tokens.js": "text/javascript; charset=utf-8",
     "ledger.js": "text/javascript; charset=utf-8",
+    "renew.js": "text/javascript; charset=utf-8",
 }
 
 @dataclass(frozen=True)

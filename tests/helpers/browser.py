@@ -120,3 +120,15 @@ async def tab_order(page: Any, count: int) -> list[str]:
         focused = page.locator(":focus")
         order.append(await focused.get_attribute("id") or (await focused.text_content() or "").strip())
     return order
+
+
+async def device_page(browser: Any, base: str, cert_path: Path, key_path: Path, passkeys: list[dict[str, Any]],
+                      console: Console) -> tuple[Any, Any, Any, str]:
+    """A context presenting this device certificate, and a page in it whose virtual authenticator holds
+    ``passkeys`` (made elsewhere, e.g. at enrollment); returns (context, page, CDP session, authenticator id)."""
+    context = await device_context(browser, base, cert_path, key_path)
+    page = await context.new_page()
+    console.attach(page)
+    cdp, authenticator_id = await virtual_authenticator(context, page)
+    await add_credentials(cdp, authenticator_id, passkeys)
+    return context, page, cdp, authenticator_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from idwall import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["REPO", "Spawned", "init_gwdir", "run_cli", "spawn_cli", "unset_idwall_env"]
+__all__ = ["REPO", "Spawned", "init_gwdir", "run_cli", "spawn_cli", "start_cli_until_url", "unset_idwall_env"]
 
 
 def _env(env: dict[str, str] | None) -> dict[str, str]:
@@ -79,6 +80,20 @@ async def spawn_cli(*args: str, output: Path, env: dict[str, str] | None = None)
                                                        stdout=sink, stderr=subprocess.STDOUT,
                                                        stdin=subprocess.DEVNULL)
     return Spawned(process, output)
+
+
+async def start_cli_until_url(*args: str, printed: bytes) -> tuple[Any, str]:
+    """``python -m idwall ARGS`` as an asyncio subprocess (so a gateway in this loop keeps serving), read until it
+    prints ``Open URL <printed>``; returns the running process and the URL."""
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "idwall", *args, cwd=str(REPO), env=_env(None),
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    found = re.search(rb"Open (https://\S+) " + re.escape(printed), line)
+    if not found:
+        _, err = await process.communicate()
+        raise AssertionError(f"idwall {' '.join(args)} printed no page URL: {line!r} {err!r}")
+    return process, found.group(1).decode()
 
 
 def unset_idwall_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,8 @@
 entry in one ``BEGIN IMMEDIATE`` transaction.
 
     core       the connection, its thread, transactions, migrations, rows to records, the ledger append
-    trust      invites, users, enrollments, devices, credentials, admins, tokens, signed actions' effects
+    trust      invites, users, enrollments, devices, credentials, admins, managers, tokens, signed actions' effects
+    renewals   certificate renewal requests, and a renewal's effect (new certificate, sessions carried over)
     sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
     workers    the workers table and kill acknowledgements
     signing    sign requests (an action begun on the command line, signed on a page)

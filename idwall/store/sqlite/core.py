@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ... import audit
 from ...encoding import b64url_decode
-from ..base import Credential, Device, Enrollment, Invite, LedgerDraft, Session, StoreError, Token, User
+from ..base import Credential, Device, Enrollment, Invite, LedgerDraft, Renewal, Session, StoreError, Token, User
 
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ def groups_from_json(text: str) -> tuple[str, ...]:
 
 def user_from_row(row: sqlite3.Row) -> User:
     return User(row["id"], row["name"], row["email"], groups_from_json(row["groups_json"]), bool(row["admin"]),
-                row["created_at"])
+                row["created_at"], row["manager"])
 
 
 def device_from_row(row: sqlite3.Row) -> Device:
@@ -93,7 +93,7 @@ def session_from_row(row: sqlite3.Row) -> Session:
 def invite_from_row(row: sqlite3.Row) -> Invite:
     return Invite(row["id"], row["user_id"], row["name"], row["email"], groups_from_json(row["groups_json"]),
                   bool(row["admin"]), bool(row["bootstrap"]), row["created_by"], row["created_at"],
-                  row["expires_at"], row["used_at"])
+                  row["expires_at"], row["used_at"], row["manager"])
 
 
 def enrollment_from_row(row: sqlite3.Row) -> Enrollment:
@@ -101,6 +101,11 @@ def enrollment_from_row(row: sqlite3.Row) -> Enrollment:
                       row["csr_pem"], row["device_name"], row["invite_id"], row["user_id"], row["name"],
                       row["email"], groups_from_json(row["groups_json"]), bool(row["admin"]), bool(row["bootstrap"]),
                       row["status"], row["device_id"], row["created_at"], row["expires_at"])
+
+
+def renewal_from_row(row: sqlite3.Row) -> Renewal:
+    return Renewal(row["id"], row["device_id"], row["user_id"], row["csr_pem"], bytes(row["spki_sha256"]),
+                   row["status"], row["created_at"], row["expires_at"], row["cert_pem"], row["not_after"])
 
 
 def token_from_row(row: sqlite3.Row) -> Token:
