@@ -90,6 +90,8 @@ def test_example_config_parses(tmp_path: Path) -> None:
     for name in CERT_FILES + ("wiki-ca.pem", "wiki-client.pem", "wiki-client-key.pem"):
         (tmp_path / "certs" / name).write_text("x")
     config = load_config(tmp_path / "idwall.yaml")
+    assert [p.name for p in config.incident.playbooks] == ["org-wide-reset", "one-user", "lost-device", "ransomware"]
+    assert config.privileged.groups == ("sre",) and config.incident.notice is not None
     whoami, wiki = config.routes
     assert (whoami.name, whoami.websockets, whoami.path) == ("whoami", True, "/")
     assert (wiki.host, wiki.allow_users, wiki.allow_groups, wiki.fresh_auth, wiki.bind_request) == (

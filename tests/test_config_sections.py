@@ -198,6 +198,17 @@ def test_postgresql_store_is_kept_as_written(tree: Path) -> None:
          ("'not-a-fingerprint' is not a root fingerprint", "43 characters of base64url")),
         ("  key: certs/ledger-key.pem", "  key: certs/ledger-key.pem\n  root: 42", 12, "ledger.root",
          ("expected a non-empty string",)),
+        # listen.proxy_protocol: only named load balancers may say who the client is
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nlisten: {proxy_protocol: {trusted: []}}", 2,
+         "listen.proxy_protocol.trusted", ("an empty list would trust nobody", "remove proxy_protocol")),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nlisten: {proxy_protocol: {trusted: [10.0.0.10/24]}}", 2,
+         "listen.proxy_protocol.trusted[0]", ("'10.0.0.10/24' is not a network", "has host bits set", "10.0.0.10/32")),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nlisten: {proxy_protocol: {trusted: [lb.internal]}}", 2,
+         "listen.proxy_protocol.trusted[0]", ("'lb.internal' is not a network",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nlisten: {proxy_protocol: {}}", 2,
+         "listen.proxy_protocol.trusted", ("missing required key",)),
+        ("public_url: https://localhost:8443", "public_url: https://localhost:8443\nlisten: {proxy_protocol: {trust: [10.0.0.10/32]}}", 2,
+         "listen.proxy_protocol.trust", ("unknown key", "did you mean 'trusted'?")),
         # store
         ("store: sqlite:idwall.db", "store: mysql://root:hunter2@db/idwall", 12, "store", ("store URL scheme 'mysql:' is not supported", "sqlite:relative.db, sqlite:///abs/path.db or postgresql://")),
         ("store: sqlite:idwall.db", "store: idwall.db", 12, "store", ("a value without a scheme is not supported",)),
@@ -295,3 +306,9 @@ def test_tcp_route_errors_name_file_line_key_and_fix(tree: Path, tail: str, line
                                                      fragments: tuple[str, ...]) -> None:
     exc = error(tree, BASE + "  - name: db\n" + tail)
     assert_error(exc, tree, line, key, *fragments)
+
+
+def test_trusted_load_balancers_are_normalised_networks(tree: Path) -> None:
+    text = BASE.replace("public_url: https://localhost:8443",
+                        "public_url: https://localhost:8443\nlisten: {proxy_protocol: {trusted: [10.0.0.10/32, '2001:db8::/32']}}")
+    assert load_config(write(tree, text)).listen == Listen(proxy_trusted=("10.0.0.10/32", "2001:db8::/32"))

@@ -63,10 +63,15 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Listen:
-    """Where the gateway accepts TLS connections; port 0 lets the OS choose."""
+    """Where the gateway accepts TLS connections; port 0 lets the OS choose.
+
+    ``proxy_trusted``: the networks (load balancers) whose connections must begin with a PROXY protocol v2
+    header naming the real client; everybody else's connections are TLS from the first byte.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8443
+    proxy_trusted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ at least ``header_size``, route names and matches unique, origins on the RP ID.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,10 +70,27 @@ def _public_url(ctx: Ctx, data: Mapping[str, Any]) -> str:
 
 def _listen(ctx: Ctx, value: Any) -> Listen:
     path: KeyPath = ("listen",)
-    m = ctx.mapping(value, path, ("host", "port"))
+    m = ctx.mapping(value, path, ("host", "port", "proxy_protocol"))
     host = ctx.string(m, path, "host", Listen.host, hint="write an address to bind, e.g. 127.0.0.1 or 0.0.0.0")
     port = ctx.integer(m, path, "port", Listen.port, low=0, high=65535, unit=" (0 picks a free port)")
-    return Listen(host=host, port=port)
+    return Listen(host=host, port=port, proxy_trusted=_proxy_trusted(ctx, m.get("proxy_protocol"), path))
+
+
+def _proxy_trusted(ctx: Ctx, value: Any, path: KeyPath) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    where = path + ("proxy_protocol",)
+    m = ctx.mapping(value, where, ("trusted",), required=("trusted",))
+    hint = "list the load balancers' networks, e.g. [10.0.0.10/32]; only they may say who the client is"
+    networks = ctx.string_list(m, where, "trusted")
+    if not networks:
+        raise ctx.error(where + ("trusted",), "an empty list would trust nobody", hint + ", or remove proxy_protocol")
+    for index, text in enumerate(networks):
+        try:
+            ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            raise ctx.error(where + ("trusted", index), f"{text!r} is not a network ({exc})", hint) from None
+    return tuple(str(ipaddress.ip_network(text)) for text in networks)
 
 
 def _webauthn(ctx: Ctx, value: Any, public_url: str) -> WebAuthnConfig:

@@ -93,10 +93,12 @@ class ClientProtocol(ClientEdges, asyncio.Protocol):
 
     __slots__ = ("engine", "node", "transport", "conn", "h1", "pending", "ex", "blocked", "skipping", "splice",
                  "deadline", "waiting", "idle_since", "pauses", "anonymous", "closed", "_host", "_hostname",
-                 "_authority", "_htu_base", "_forwarded", "kept")
+                 "_authority", "_htu_base", "_forwarded", "kept", "_remote")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, remote: str | None = None) -> None:
         self.engine = engine
+        #: the client's address when a trusted load balancer told it (PROXY v2); else the socket's peer
+        self._remote = remote
         self.node = engine.node
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.conn: Conn = None  # type: ignore[assignment]
@@ -128,7 +130,7 @@ class ClientProtocol(ClientEdges, asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         peer = transport.get_extra_info("peername")
-        remote = peer[0] if peer else ""
+        remote = self._remote or (peer[0] if peer else "")
         if der is None:
             count = engine.anonymous.get(remote, 0)
             if count >= engine.config.limits.connections_without_certificate:

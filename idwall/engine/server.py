@@ -15,6 +15,7 @@ from ..node import Node
 from . import tls
 from .edges import IDLE
 from .io import COMPACT_AFTER, ClientProtocol, Engine
+from .proxied import ProxiedListener
 
 #: how often deadlines are checked (seconds): the resolution of every timeout
 SWEEP_EVERY = 0.25
@@ -28,11 +29,21 @@ class Listener:
     def __init__(self, node: Node, *, internal_socket: str) -> None:
         self.engine = Engine(node, internal_socket=internal_socket)
         self._server: asyncio.Server | None = None
+        self._proxied: ProxiedListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def listen(self, host: str, port: int, *, reuse_port: bool) -> int:
-        """Start accepting TLS connections; return the port."""
+        """Start accepting TLS connections (after a PROXY v2 header from trusted balancers); return the port."""
         limits = self.engine.config.limits
+        trusted = self.engine.config.listen.proxy_trusted
+        if trusted:
+            engine = self.engine
+            self._proxied = ProxiedListener(engine.loop, lambda remote: ClientProtocol(engine, remote),
+                                            tls.server_context(engine.config), trusted=trusted,
+                                            handshake_timeout=float(limits.handshake_timeout))
+            bound = self._proxied.listen(host, port, reuse_port=reuse_port)
+            self._sweeper = asyncio.ensure_future(self._sweep())
+            return bound
         self._server = await self.engine.loop.create_server(
             lambda: ClientProtocol(self.engine), host, port, ssl=tls.server_context(self.engine.config), backlog=2048,
             reuse_address=True, reuse_port=reuse_port, ssl_handshake_timeout=float(limits.handshake_timeout))
@@ -60,6 +71,8 @@ class Listener:
         engine.draining = True
         if self._server is not None:
             self._server.close()
+        if self._proxied is not None:
+            self._proxied.close()
         deadline = self.engine.loop.time() + timeout
         while True:
             for client in list(self.engine.clients):
@@ -77,6 +90,8 @@ class Listener:
         self.engine.pool.close()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._proxied is not None:
+            await self._proxied.wait_closed()
 
 
 def private_socket_path() -> str:
