@@ -304,3 +304,19 @@ def test_no_test_module_imports_another_test_module() -> None:
                           if name.startswith(".") or name.split(".")[0] in test_modules
                           or (name.split(".")[0] == "tests" and not name.startswith("tests.helpers"))]
     assert offenders == []
+
+
+def test_the_architecture_map_names_every_module() -> None:
+    """docs/architecture.md must match the tree: each module is named by its path, or by its file name in the row
+    of its package (``idwall/web/`` ... ``api_admin.py``)."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = doc.splitlines()
+    unnamed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        package = path.parent.relative_to(PACKAGE.parent).as_posix() + "/"
+        if rel in doc or (path.name == "__init__.py" and f"`{package}`" in doc):
+            continue
+        if not any(f"`{package}`" in row and path.name in row for row in rows):
+            unnamed.append(rel)
+    assert unnamed == []
