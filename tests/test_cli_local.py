@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import signal
 import stat
@@ -19,11 +20,13 @@ import pytest
 
 from idwall import audit, cli, pki
 from idwall.assertion import KeySet, key_id
+from idwall.cli.local import listen_address
 from idwall.config import load_config
 from idwall.encoding import b64url_decode, b64url_encode, sha256
 from idwall.store import open_store
 from idwall.store.base import LedgerDraft
-from tests.helpers.cli import REPO, init_gwdir, run_cli, unset_idwall_env
+from idwall.testing.fixtures import free_port
+from tests.helpers.cli import REPO, init_gwdir, run_cli, spawn_cli, unset_idwall_env
 
 
 @pytest.fixture(autouse=True)
@@ -325,3 +328,34 @@ def test_audit_verify_tampered_store(gwdir: Path, capsys: pytest.CaptureFixture[
     capsys.readouterr()
     assert cli.main(["audit", "verify", "--config", str(gwdir / "idwall.yaml")]) == 1
     assert capsys.readouterr().out.startswith("ledger FAILED at seq 2: ")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1:8443", ("127.0.0.1", 8443)), ("0.0.0.0:0", ("0.0.0.0", 0)), ("[::1]:9443", ("::1", 9443)),
+    ("gw.internal:8443", ("gw.internal", 8443)),
+])
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert listen_address(text) == expected
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("8443", "is not HOST:PORT"), (":8443", "is not HOST:PORT"), ("::1:8443", "is not HOST:PORT"),
+    ("127.0.0.1:http", "port 'http' is not a number"), ("127.0.0.1:70000", "port '70000'"),
+    ("bad host:1", "host 'bad host' is not an address or a name"),
+])
+def test_a_bad_listen_address_is_a_usage_error(text: str, problem: str) -> None:
+    with pytest.raises(cli.output.CLIError, match=re.escape(problem)):
+        listen_address(text)
+
+
+async def test_serve_listen_overrides_the_config(tmp_path: Path, gwdir: Path) -> None:
+    port = free_port()
+    served = await spawn_cli("serve", "--config", str(gwdir / "idwall.yaml"), "--listen", f"127.0.0.1:{port}",
+                             output=tmp_path / "serve.txt")
+    try:
+        await served.wait_for("gateway.started")
+        assert f"https://127.0.0.1:{port}" in served.output.read_text()
+    finally:
+        await served.stop()
+    assert served.process.returncode == 0
+    assert run_cli("serve", "--config", str(gwdir / "idwall.yaml"), "--listen", "nowhere").returncode == 2

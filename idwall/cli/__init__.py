@@ -1,7 +1,7 @@
 """The ``idwall`` command line (DESIGN.md "Command line").
 
     idwall init --dir D [--admin USER] [--json] [--force] [--port 8443] [--host 127.0.0.1]
-    idwall serve [--config FILE] [--workers N]
+    idwall serve [--config FILE] [--listen HOST:PORT] [--workers N]
     idwall keys rotate [--config FILE]
     idwall audit verify [--config FILE | --export FILE] [--root=FINGERPRINT] [--json]
     idwall audit export [--config FILE] [--after SEQ]

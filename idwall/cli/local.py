@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -123,6 +125,23 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- serve
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as ``--listen`` takes it; a usage error names what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    valid = "write HOST:PORT, e.g. 127.0.0.1:8443, 0.0.0.0:8443 or [::]:8443"
+    if not sep or not host or ":" in host and not text.startswith("["):
+        raise usage(f"--listen {text!r} is not HOST:PORT; {valid}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+            raise usage(f"--listen host {host!r} is not an address or a name; {valid}") from None
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise usage(f"--listen port {port!r} is not a number from 0 to 65535; {valid}")
+    return host, int(port)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``idwall serve``: run the gateway until SIGTERM/SIGINT."""
     if args.workers < 1:
@@ -136,6 +155,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("", flush=True)
         path = result.config_path
     config = _load(path)
+    if args.listen is not None:
+        host, port = listen_address(args.listen)
+        config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, host=host, port=port))
 
     from ..logs import setup_logging
     from ..supervisor import run_server

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
     p.add_argument("--config", help="config file (default: $IDWALL_CONFIG, else ./.idwall/idwall.yaml, "
                                     "created by init on first run)")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to accept on, overriding the config's listen (e.g. 10.0.0.21:8443, [::]:8443)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     p.set_defaults(func=cmd_serve)
 
