@@ -295,7 +295,7 @@ async def test_the_administrator_creates_a_token(story: ManagerStory) -> None:
 
 
 async def test_the_ledger_shows_every_entry_with_its_signer_and_the_chain_verified(story: ManagerStory) -> None:
-    assert len(story.seqs) == 8, story.seqs
+    assert len(story.seqs) == 7, story.seqs
     page = page_of(story, "admin")
     await page.goto(story.base + "/idwall/admin/ledger")
     await page.wait_for_selector('#verify-result[data-state="ok"]', timeout=CEREMONY_TIMEOUT)
