@@ -583,10 +583,10 @@ async def test_a_malformed_signing_link_is_404_without_a_script(gateway, request
 # --------------------------------------------------------------------------- the admin console's pages
 
 
-@pytest.mark.parametrize("path", CONSOLE_PAGES)
-async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, path: str) -> None:
-    admin = await gateway.device("root", admin=True)
-    async with gateway.session(admin) as client:
+async def console_shell_page(gateway: Any, device: Any, path: str) -> Page:
+    """A page in the console's shell, fetched by ``device``'s browser: strict headers, no inline code, labelled
+    controls, the live and alert regions in place (empty before their first message, so it is announced)."""
+    async with gateway.session(device) as client:
         status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
@@ -596,8 +596,14 @@ async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, pa
     assert_no_inline_code(page)
     assert not page.unlabelled, page.unlabelled
     assert page.by_id("status")["role"] == "status" and page.by_id("status")["aria-live"] == "polite"
-    assert page.text_by_id["status"] == ""  # in the page before its first message, so it is announced
+    assert page.text_by_id["status"] == ""
     assert page.by_id("alert")["role"] == "alert"
+    return page
+
+
+@pytest.mark.parametrize("path", CONSOLE_PAGES)
+async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, path: str) -> None:
+    page = await console_shell_page(gateway, await gateway.device("root", admin=True), path)
     current = [a for tag, a in page.elements if tag == "a" and a.get("aria-current") == "page"]
     assert [a["href"] for a in current] == [path]
     assert sum(tag == "h1" for tag, _ in page.elements) == 1
@@ -664,18 +670,7 @@ async def test_tokens_open_no_console_page_and_unknown_pages_are_404(gateway) ->
 ])
 async def test_the_approvals_page_is_strict_labelled_and_for_any_passkey_session(
         gateway, admin: bool, nav: str, links: list[str]) -> None:
-    device = await gateway.device("dave", admin=admin)
-    async with gateway.session(device) as client:
-        status, headers, text = await fetch(client, gateway.url + "/idwall/approvals", headers={"Accept": "text/html"})
-    assert status == 200
-    assert headers["Content-Type"] == "text/html; charset=utf-8"
-    assert headers["Content-Security-Policy"] == EXPECTED_CSP and headers["X-Frame-Options"] == "DENY"
-    assert headers["Cache-Control"] == "no-store"
-    page = Page(text)
-    assert_no_inline_code(page)
-    assert not page.unlabelled, page.unlabelled
-    assert page.by_id("status")["role"] == "status" and page.by_id("status")["aria-live"] == "polite"
-    assert page.text_by_id["status"] == "" and page.by_id("alert")["role"] == "alert"
+    page = await console_shell_page(gateway, await gateway.device("dave", admin=admin), "/idwall/approvals")
     assert sum(tag == "h1" for tag, _ in page.elements) == 1 and "Approvals" in page.text
     assert [a.get("aria-label") for tag, a in page.elements if tag == "nav"] == [nav]
     hrefs = [a["href"] for tag, a in page.elements if tag == "a" and a.get("href", "").startswith("/idwall/")]

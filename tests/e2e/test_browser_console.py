@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -34,7 +34,7 @@ import pytest_asyncio
 from tests.helpers.api import call_fresh
 from tests.helpers.browser import (
     BEGIN_ACTION_JS, CEREMONY_TIMEOUT, CHROMIUM, SHOT_WIDE, VIEWPORT, BrowserDevice, Browsing, Story, enroll_in_browser,
-    enrollment_answer, fits, needs, sign_dialog, sign_in, status_says, story_of, tab_order,
+    enrollment_answer, fits, ledger_verified, needs, sign_dialog, sign_in, status_says, story_of, tab_order,
 )
 
 # a missing browser must fail the suite, never skip it
@@ -64,11 +64,9 @@ async def story(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Conso
 
 
 @pytest.fixture(autouse=True)
-def clean_console(story: ConsoleStory) -> Any:
+def clean_console(story: ConsoleStory) -> Iterator[None]:
     """No test may leave a CSP violation or a script error in any page."""
-    story.console.lines.clear()
-    yield
-    story.console.assert_clean()
+    yield from story.console.watched()
 
 
 # --------------------------------------------------------------------------- 1-2: the administrator invites
@@ -280,12 +278,7 @@ async def test_the_ledger_shows_every_entry_with_its_approval_and_the_chain_veri
     browsing = needs(story.admin, "the administrator's console")
     assert set(story.seqs) == {"invite.create", "device.approve", "kill", "token.create", "token.revoke"}, story.seqs
     page = browsing.page
-    await page.goto(story.base + "/idwall/admin/ledger")
-    await page.wait_for_selector('#verify-result[data-state="ok"]', timeout=CEREMONY_TIMEOUT)
-    entries = await story.ledger()
-    verdict = await page.text_content("#verify-result") or ""
-    assert f"Chain verified: {len(entries)} entries up to seq {entries[-1]['seq']}" in verdict, verdict
-    assert story.root in verdict
+    await ledger_verified(story, page)
     for kind, seq in story.seqs.items():
         row = page.locator(f'#ledger-body tr[data-seq="{seq}"]')
         text = await row.text_content() or ""

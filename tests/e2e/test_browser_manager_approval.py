@@ -24,15 +24,15 @@ import asyncio
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 
 from tests.helpers.approvals import MANAGER_POLICY
 from tests.helpers.browser import (
-    BEGIN_ACTION_JS, CEREMONY_TIMEOUT, CHROMIUM, BrowserDevice, Browsing, Story, enroll_in_browser, enrollment_answer,
-    needs, sign_dialog, sign_in, status_says, story_of,
+    BEGIN_ACTION_JS, CHROMIUM, BrowserDevice, Browsing, Story, enroll_in_browser, enrollment_answer,
+    ledger_verified, needs, sign_dialog, sign_in, status_says, story_of, tab_order,
 )
 from tests.helpers.cli import run_cli
 
@@ -61,11 +61,9 @@ async def story(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Manag
 
 
 @pytest.fixture(autouse=True)
-def clean_console(story: ManagerStory) -> Any:
+def clean_console(story: ManagerStory) -> Iterator[None]:
     """No test may leave a CSP violation or a script error in any page."""
-    story.console.lines.clear()
-    yield
-    story.console.assert_clean()
+    yield from story.console.watched()
 
 
 def page_of(story: ManagerStory, who: str) -> Any:
@@ -204,7 +202,22 @@ async def test_dave_not_an_administrator_approves_carols_device_with_his_passkey
 async def test_carols_second_device_waits_for_dave(story: ManagerStory) -> None:
     phone = await enroll_in_browser(story, "carol-phone", "Carol phone", user="carol")
     story.waiting["carol-phone"] = phone
-    assert await listed(page_of(story, "dave")) == [phone.device_id]
+    page = page_of(story, "dave")
+    assert await listed(page) == [phone.device_id]
+    # keyboard only: the skip link, the pages, then the row's buttons; Escape cancels and nothing is signed
+    assert await tab_order(page, 5) == ["Skip to approvals", "Approvals", "Sign-in page", "Approve…", "Reject…"]
+    assert await page.get_attribute("#approvals-body button >> nth=0", "aria-label") == "Approve… Carol phone of carol"
+    before = await story.ledger()
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#sign[open]")
+    assert await page.evaluate("document.activeElement.id") == "sign-ok"
+    await page.keyboard.press("Escape")
+    await page.wait_for_selector("#sign[open]", state="detached")
+    await status_says(page, "Cancelled: nothing was signed")
+    assert await page.evaluate("document.activeElement.getAttribute('aria-label')") == "Approve… Carol phone of carol"
+    assert await story.ledger() == before
+    assert await page.get_by_role("status").count() == 1 and await page.get_by_role("heading", level=1).count() == 1
 
 
 async def test_erin_who_manages_nobody_sees_nothing_and_her_approval_is_refused(story: ManagerStory) -> None:
@@ -297,12 +310,7 @@ async def test_the_administrator_creates_a_token(story: ManagerStory) -> None:
 async def test_the_ledger_shows_every_entry_with_its_signer_and_the_chain_verified(story: ManagerStory) -> None:
     assert len(story.seqs) == 7, story.seqs
     page = page_of(story, "admin")
-    await page.goto(story.base + "/idwall/admin/ledger")
-    await page.wait_for_selector('#verify-result[data-state="ok"]', timeout=CEREMONY_TIMEOUT)
-    entries = await story.ledger()
-    verdict = await page.text_content("#verify-result") or ""
-    assert f"Chain verified: {len(entries)} entries up to seq {entries[-1]['seq']}" in verdict, verdict
-    assert story.root in verdict
+    entries = await ledger_verified(story, page)
     signers = {"invite dave": "admin", "admin approves dave": "admin", "invite carol": "admin",
                "dave approves carol": "dave", "dave approves carol's phone": "dave", "token.create": "admin"}
     where = {"admin": "Admin laptop of admin", "dave": "Dave laptop of dave"}

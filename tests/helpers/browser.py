@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, TypeVar
+from typing import Any, AsyncIterator, Iterator, TypeVar
 
 import playwright.async_api as playwright_api
 import pytest
@@ -45,6 +45,13 @@ class Console:
     def assert_clean(self) -> None:
         bad = [line for line in self.lines if "Content Security Policy" in line or line.startswith("pageerror")]
         assert not bad, bad
+
+    def watched(self) -> Iterator[None]:
+        """A fixture's body: forget what earlier tests logged, then fail if this test left a CSP violation or a
+        script error in any page."""
+        self.lines.clear()
+        yield
+        self.assert_clean()
 
 
 async def launch(pw: Any) -> Any:
@@ -310,3 +317,15 @@ async def status_says(page: Any, pattern: str) -> str:
                                  arg=pattern, timeout=CEREMONY_TIMEOUT)
     assert await page.is_hidden("#alert"), await page.text_content("#alert")
     return await page.text_content("#status") or ""
+
+
+async def ledger_verified(story: Story, page: Any) -> list[dict[str, Any]]:
+    """Open the console's Ledger page on ``page``: the whole chain verified in the gateway against the story's root,
+    as many entries as the store holds. Returns those entries."""
+    await page.goto(story.base + "/idwall/admin/ledger")
+    await page.wait_for_selector('#verify-result[data-state="ok"]', timeout=CEREMONY_TIMEOUT)
+    entries = await story.ledger()
+    verdict = await page.text_content("#verify-result") or ""
+    assert f"Chain verified: {len(entries)} entries up to seq {entries[-1]['seq']}" in verdict, verdict
+    assert story.root and story.root in verdict, (story.root, verdict)
+    return entries
