@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from idwall.store.base import LedgerDraft, ManagerEffect, Signer
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
 from tests.helpers.store import draft, dump, enroll, login, opened
@@ -89,3 +90,35 @@ async def test_the_ledger_is_searched_by_type_and_by_user(store: SQLiteStore) ->
     await store.append_ledger(draft("device.approve", "dev-2", device_id="dev-2"))
     assert [e["seq"] for e in await store.search_ledger(user="alice")] == [1, 5, 6]
     assert [e["seq"] for e in await store.search_ledger(user="bob")] == [2, 4, 7]
+
+
+async def _set_manager(store: SQLiteStore, admin: Signer, user: str, manager: str | None) -> None:
+    await store.perform_action(signer=admin, effect=ManagerEffect(user, manager), now=NOW,
+                               draft=LedgerDraft("user.set_manager", admin.user_id, user, {}, {"signature": "sig"}))
+
+
+async def test_a_manager_sees_the_pending_devices_of_the_people_they_manage_and_no_others(store: SQLiteStore) -> None:
+    admin = await enroll(store, "admin", admin=True)
+    for name in ("dave", "carol", "bob", "erin"):
+        await enroll(store, name)
+    root = Signer("admin", admin.credential.id, 0, 1, True)
+    await _set_manager(store, root, "carol", "dave")
+    await _set_manager(store, Signer("admin", admin.credential.id, 1, 2, True), "bob", "dave")
+    await enroll(store, "carol", device_id="dev-c2", status="pending_approval")
+    await enroll(store, "bob", device_id="dev-b2", status="pending_approval")
+    await enroll(store, "carol", device_id="dev-c3", status="pending_approval")
+    await enroll(store, "erin", device_id="dev-e2", status="pending_approval")  # nobody manages erin
+    assert await store.reports_of("dave") == ["bob", "carol"]
+    assert await store.reports_of("erin") == [] and await store.reports_of("nobody") == []
+    waiting = await store.pending_of_reports("dave")
+    assert [(d.id, d.user_id, d.status) for d in waiting] == [
+        ("dev-b2", "bob", "pending_approval"), ("dev-c2", "carol", "pending_approval"),
+        ("dev-c3", "carol", "pending_approval")]
+    assert [d.id for d in await store.pending_of_reports("dave", after="dev-b2", limit=1)] == ["dev-c2"]
+    assert await store.pending_of_reports("erin") == []
+    # a manager changed: the former manager sees nothing of that user's at once
+    await _set_manager(store, Signer("admin", admin.credential.id, 2, 3, True), "carol", "erin")
+    assert [d.id for d in await store.pending_of_reports("dave")] == ["dev-b2"]
+    assert [d.id for d in await store.pending_of_reports("erin")] == ["dev-c2", "dev-c3"]
+    with pytest.raises(ValueError, match="limit"):
+        await store.pending_of_reports("dave", limit=0)

@@ -21,6 +21,7 @@ from idwall import pki, tokens
 from idwall.store.base import Enrollment, LedgerDraft
 from idwall.testing.fixtures import client_ssl_context, raw_https
 from idwall.web import pages
+from tests.helpers.approvals import enroll_waiting
 
 EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                 "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
@@ -28,7 +29,7 @@ EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-sr
 OWN_STATIC = {"idwall.css": "text/css", "idwall.js": "text/javascript", "enroll.js": "text/javascript",
               "login.js": "text/javascript", "sign.js": "text/javascript", "console.js": "text/javascript",
               "people.js": "text/javascript", "devices.js": "text/javascript", "tokens.js": "text/javascript",
-              "ledger.js": "text/javascript"}
+              "ledger.js": "text/javascript", "approvals.js": "text/javascript"}
 CONSOLE_PAGES = ("/idwall/admin/people", "/idwall/admin/devices", "/idwall/admin/tokens", "/idwall/admin/ledger")
 
 
@@ -343,6 +344,23 @@ async def test_login_signed_in_shows_owner_and_sign_out(gateway) -> None:
     assert "hidden" not in page.by_id("signout")
     assert "hidden" not in page.by_id("continue")
     assert "hidden" not in page.by_id("signin")  # a fresh passkey check stays possible (step-up)
+    assert "hidden" in page.by_id("approvals-link")  # frank approves nothing
+
+
+async def test_login_signed_in_links_to_the_devices_waiting_for_this_persons_approval(gateway) -> None:
+    admin = await gateway.device("root", admin=True)
+    await gateway.device("alice")
+    await enroll_waiting(gateway, user="alice", device_name="Alice phone")  # self-service: it waits
+    async with gateway.session(admin) as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/login")
+    page = Page(text)
+    assert page.status()[0] == "signed-in" and "hidden" not in page.by_id("approvals-link")
+    assert " ".join(page.text_by_id["approvals-link"].split()) == "1 device waits for your approval: review and sign"
+    assert [a["href"] for tag, a in page.elements if tag == "a" and a.get("href") == "/idwall/approvals"]
+    no_session = await gateway.device("root", admin=True, with_session=False)
+    async with gateway.session(no_session) as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/login")
+    assert "hidden" in Page(text).by_id("approvals-link")  # only a signed-in person is told
 
 
 async def test_login_without_session_and_expired_reason(gateway) -> None:
@@ -565,10 +583,10 @@ async def test_a_malformed_signing_link_is_404_without_a_script(gateway, request
 # --------------------------------------------------------------------------- the admin console's pages
 
 
-@pytest.mark.parametrize("path", CONSOLE_PAGES)
-async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, path: str) -> None:
-    admin = await gateway.device("root", admin=True)
-    async with gateway.session(admin) as client:
+async def console_shell_page(gateway: Any, device: Any, path: str) -> Page:
+    """A page in the console's shell, fetched by ``device``'s browser: strict headers, no inline code, labelled
+    controls, the live and alert regions in place (empty before their first message, so it is announced)."""
+    async with gateway.session(device) as client:
         status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
@@ -578,8 +596,14 @@ async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, pa
     assert_no_inline_code(page)
     assert not page.unlabelled, page.unlabelled
     assert page.by_id("status")["role"] == "status" and page.by_id("status")["aria-live"] == "polite"
-    assert page.text_by_id["status"] == ""  # in the page before its first message, so it is announced
+    assert page.text_by_id["status"] == ""
     assert page.by_id("alert")["role"] == "alert"
+    return page
+
+
+@pytest.mark.parametrize("path", CONSOLE_PAGES)
+async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, path: str) -> None:
+    page = await console_shell_page(gateway, await gateway.device("root", admin=True), path)
     current = [a for tag, a in page.elements if tag == "a" and a.get("aria-current") == "page"]
     assert [a["href"] for a in current] == [path]
     assert sum(tag == "h1" for tag, _ in page.elements) == 1
@@ -587,7 +611,7 @@ async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, pa
 
 
 async def test_console_scripts_write_text_never_markup() -> None:
-    for name in ("console.js", "people.js", "devices.js", "tokens.js", "ledger.js"):
+    for name in ("console.js", "people.js", "devices.js", "tokens.js", "ledger.js", "approvals.js"):
         script = (pages.STATIC_DIR / name).read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert sink not in script, (name, sink)
@@ -635,3 +659,45 @@ async def test_tokens_open_no_console_page_and_unknown_pages_are_404(gateway) ->
             status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
             assert status in (400, 404), (path, status)
             assert "<table" not in text
+
+
+# --------------------------------------------------------------------------- the approvals page
+
+
+@pytest.mark.parametrize(("admin", "nav", "links"), [
+    (False, "Your pages", ["/idwall/approvals", "/idwall/login"]),
+    (True, "Console pages", [href for href, _ in pages.CONSOLE_NAV]),
+])
+async def test_the_approvals_page_is_strict_labelled_and_for_any_passkey_session(
+        gateway, admin: bool, nav: str, links: list[str]) -> None:
+    page = await console_shell_page(gateway, await gateway.device("dave", admin=admin), "/idwall/approvals")
+    assert sum(tag == "h1" for tag, _ in page.elements) == 1 and "Approvals" in page.text
+    assert [a.get("aria-label") for tag, a in page.elements if tag == "nav"] == [nav]
+    hrefs = [a["href"] for tag, a in page.elements if tag == "a" and a.get("href", "").startswith("/idwall/")]
+    assert hrefs == links
+    current = [a["href"] for tag, a in page.elements if tag == "a" and a.get("aria-current") == "page"]
+    assert current == ["/idwall/approvals"]
+    assert page.by_id("approvals-heading")["tabindex"] == "-1"  # focus returns there after each signature
+    assert [a["src"] for tag, a in page.elements if tag == "script"] == ["/idwall/static/approvals.js"]
+    # the sign dialog says in words what will be signed before the passkey prompt
+    assert {"sign", "sign-words", "sign-json", "sign-ok", "sign-cancel"} <= set(page.text_by_id)
+    await assert_assets_served(gateway, page)
+
+
+async def test_the_console_nav_links_to_the_approvals_page(gateway) -> None:
+    admin = await gateway.device("root", admin=True)
+    async with gateway.session(admin) as client:
+        _, _, text = await fetch(client, gateway.url + "/idwall/admin/devices", headers={"Accept": "text/html"})
+    assert ("a", {"href": "/idwall/approvals"}) in Page(text).elements
+
+
+async def test_the_approvals_page_sends_browsers_without_a_session_to_the_passkey_login(gateway) -> None:
+    no_session = await gateway.device("dave", with_session=False)
+    for device in (no_session, None):
+        async with gateway.session(device) as client:
+            status, headers, _ = await fetch(client, gateway.url + "/idwall/approvals",
+                                             headers={"Accept": "text/html,application/xhtml+xml"})
+            assert status == 303 and headers["Location"] == "/idwall/login?next=/idwall/approvals"
+            status, headers, text = await fetch(client, gateway.url + "/idwall/approvals")
+            assert status in (401, 403) and headers["Content-Type"].startswith("application/problem+json"), text
+

@@ -1,5 +1,7 @@
 """The end-user pages (how to enroll, the enrollment passkey page, the login page, the signing page for an action
-the command line began), the admin console's pages (People, Devices, Admins & tokens, Ledger), and their static files.
+the command line began), the admin console's pages (People, Devices, Admins & tokens, Ledger), the approvals page of
+anyone who approves devices (administrators, and managers under ``devices.approval: manager``), and their static
+files.
 
 Every page is a small HTML document rendered with :class:`string.Template`;
 every value that goes into it is escaped with :func:`html.escape` on the way in
@@ -32,11 +34,11 @@ from typing import Mapping
 from aiohttp import web
 
 from .. import policy
-from ..errors import Forbidden, Unauthenticated
+from ..errors import Forbidden, IDWallError, Unauthenticated
 from ..sign_requests import REQUEST_ID_RE
 from ..store.base import Resolved
-from . import api_admin
-from .context import NODE, conn_for
+from . import api_admin, api_approvals
+from .context import NODE, conn_for, with_session
 
 routes = web.RouteTableDef()
 
@@ -66,6 +68,7 @@ STATIC_FILES: Mapping[str, str] = {
     "tokens.js": "text/javascript; charset=utf-8",
     "ledger.js": "text/javascript; charset=utf-8",
     "renew.js": "text/javascript; charset=utf-8",
+    "approvals.js": "text/javascript; charset=utf-8",
 }
 
 @dataclass(frozen=True)
@@ -86,10 +89,13 @@ CONSOLE_PAGES: Mapping[str, ConsolePage] = {
     "tokens": ConsolePage("Admins & tokens", "tokens.js", "admins-heading"),
     "ledger": ConsolePage("Ledger", "ledger.js", "ledger-heading"),
 }
-#: the console's navigation, the SOC console's live sessions first (admin.html holds the same list)
+#: the console's navigation, the SOC console's live sessions first (admin.html holds the first five), then the
+#: approvals page that managers who are not administrators use too
 CONSOLE_NAV = (("/idwall/admin", "Sessions"), ("/idwall/admin/people", "People"),
                ("/idwall/admin/devices", "Devices"), ("/idwall/admin/tokens", "Admins & tokens"),
-               ("/idwall/admin/ledger", "Ledger"))
+               ("/idwall/admin/ledger", "Ledger"), ("/idwall/approvals", "Approvals"))
+#: the approvals page's navigation for someone who is not an administrator (the console would refuse them)
+OWN_NAV = (("/idwall/approvals", "Approvals"), ("/idwall/login", "Sign-in page"))
 # Names are not content-hashed, so a browser revalidates after a short while (a cheap 304 by ETag).
 STATIC_CACHE_CONTROL = "public, max-age=300, must-revalidate"
 
@@ -184,7 +190,8 @@ $status
 <button type="button" id="signin" class="primary"$signin_hidden>Sign in with passkey</button>
 <a id="continue" class="button primary" href="$next"$continue_hidden>Continue</a>
 <button type="button" id="signout"$signout_hidden>Sign out</button>
-</p>""")
+</p>
+<p id="approvals-link"$approvals_hidden><a href="/idwall/approvals">$approvals_text</a></p>""")
 
 
 @dataclass(frozen=True)
@@ -346,10 +353,12 @@ async def login_page(request: web.Request) -> web.Response:
         session_text = (f"signed in {_when(session.auth_time)}, ends {_when(session.expires_at)}"
                         if session is not None else "not signed in")
     can_sign_in = state.state in ("ready", "expired", "signed-in")
+    waiting = await _waiting_text(request, resolved) if session is not None else ""
     body = render(LOGIN_PAGE, user=user, device_name=device_name, session=session_text, status=_status(state),
                   next=next_path, identity_hidden=_hidden(resolved is None),
                   signin_hidden=_hidden(not can_sign_in), continue_hidden=_hidden(session is None),
-                  signout_hidden=_hidden(session is None))
+                  signout_hidden=_hidden(session is None), approvals_hidden=_hidden(not waiting),
+                  approvals_text=waiting)
     status = 403 if state.state in ("no-certificate", "unknown-device", "revoked") else 200
     return _page(request, title="Sign in", script="login.js", body=body, status=status,
                  data={"page": "login", "next": next_path, "state": state.state, "reason": reason or ""})
@@ -395,10 +404,11 @@ async def sign_page(request: web.Request) -> web.Response:
 NAV_ITEM = string.Template('    <li><a href="$href"$current>$label</a></li>')
 
 
-def _console_nav(path: str) -> Markup:
-    items = [render(NAV_ITEM, href=href, label=label, current=Markup(' aria-current="page"' if href == path else ""))
-             for href, label in CONSOLE_NAV]
-    return Markup('<nav aria-label="Console pages">\n  <ul class="nav">\n' + "\n".join(items) + "\n  </ul>\n</nav>")
+def _console_nav(path: str, links: tuple[tuple[str, str], ...] = CONSOLE_NAV, label: str = "Console pages") -> Markup:
+    items = [render(NAV_ITEM, href=href, label=text, current=Markup(' aria-current="page"' if href == path else ""))
+             for href, text in links]
+    nav = render(string.Template('<nav aria-label="$label">\n  <ul class="nav">\n'), label=label)
+    return Markup(nav + "\n".join(items) + "\n  </ul>\n</nav>")
 
 
 _console_cache: dict[str, bytes] = {}
@@ -442,6 +452,48 @@ async def console_page(request: web.Request) -> web.Response:
         return _page(request, title="Administrators only", script=None, body=_status(state), status=403,
                      data={"page": "console-forbidden"})
     return web.Response(body=console_html(name), content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+async def _waiting_text(request: web.Request, resolved: Resolved | None) -> str:
+    """The login page's link text when devices wait for this signed-in user's approval, else ""."""
+    if resolved is None:
+        return ""
+    waiting = await api_approvals.waiting_for(request.app[NODE], resolved.user, limit=100)
+    count = len(waiting.devices)
+    if not count:
+        return ""
+    return (f"{count}{'+' if count == 100 else ''} device{'s wait' if count > 1 else ' waits'} for your approval: "
+            "review and sign")
+
+
+@routes.get("/idwall/approvals")
+async def approvals_page(request: web.Request) -> web.Response:
+    """The devices waiting for the signed-in person's approval, approved or rejected there with their passkey.
+
+    For any passkey session (what is listed comes from ``/idwall/api/approvals``, which answers only what
+    this person may approve); a browser without one is sent to the passkey login and back here.
+    """
+    browser = "text/html" in request.headers.get("Accept", "")
+    try:
+        _, resolved, _ = await with_session(request)
+    except IDWallError as exc:
+        # the login page says what is wrong with this browser's certificate or session, then comes back
+        if browser and exc.status in (401, 403):
+            raise web.HTTPSeeOther(location=policy.login_redirect(request.path)) from None
+        raise
+    admin = resolved.user.admin
+    body = _console_cache.get(f"approvals:{admin}")
+    if body is None:
+        shell = string.Template((STATIC_DIR / "console.html").read_text(encoding="utf-8"))
+        fragment = Markup((STATIC_DIR / "approvals.html").read_text(encoding="utf-8"))
+        nav = _console_nav("/idwall/approvals") if admin else _console_nav("/idwall/approvals", OWN_NAV, "Your pages")
+        body = _console_cache[f"approvals:{admin}"] = render(
+            shell, title="Approvals", script="approvals.js", skip="approvals-heading", skip_text="approvals",
+            nav=nav, body=fragment).encode("utf-8")
+    return web.Response(body=body, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
 
 
 # --------------------------------------------------------------------------- static files

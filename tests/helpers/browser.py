@@ -1,15 +1,24 @@
 """Shared pieces of the real-browser tests: launching Debian's Chromium through Playwright, browser contexts that
 trust the gateway (through Playwright's TLS proxy, never ``ignore_https_errors``), CDP virtual passkeys, and the
-checks every page gets (no CSP violations, no script errors)."""
+checks every page gets (no CSP violations, no script errors); and the story of the console suites (a gateway, a
+browser, devices enrolled on the enrollment page, signing in, the signing dialog, screenshots of each state)."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Iterator, TypeVar
+
+import playwright.async_api as playwright_api
+import pytest
 
 from idwall import pki
+
+from .api import begin_enroll, call_fresh
+from .gateway import GatewayUnderTest, start_test_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -36,6 +45,13 @@ class Console:
     def assert_clean(self) -> None:
         bad = [line for line in self.lines if "Content Security Policy" in line or line.startswith("pageerror")]
         assert not bad, bad
+
+    def watched(self) -> Iterator[None]:
+        """A fixture's body: forget what earlier tests logged, then fail if this test left a CSP violation or a
+        script error in any page."""
+        self.lines.clear()
+        yield
+        self.assert_clean()
 
 
 async def launch(pw: Any) -> Any:
@@ -132,3 +148,184 @@ async def device_page(browser: Any, base: str, cert_path: Path, key_path: Path, 
     cdp, authenticator_id = await virtual_authenticator(context, page)
     await add_credentials(cdp, authenticator_id, passkeys)
     return context, page, cdp, authenticator_id
+
+
+# --------------------------------------------------------------------------- the console suites' story
+
+#: the wide screenshots (the narrow ones are VIEWPORT)
+SHOT_WIDE = {"width": 1280, "height": 900}
+CEREMONY_TIMEOUT = 15_000  # ms; a virtual authenticator answers in well under a second
+LIGHT = {"color_scheme": "light"}
+# From a page of the gateway's origin: begin a signed action, and answer the status and body of the refusal.
+BEGIN_ACTION_JS = """async (action) => {
+  const response = await fetch("/idwall/api/actions/begin", {method: "POST", body: JSON.stringify({action}),
+    headers: {"Content-Type": "application/json", Accept: "application/json"}});
+  return [response.status, await response.json()];
+}"""
+
+
+@dataclass
+class BrowserDevice:
+    """A device enrolled through the enrollment page: its key and certificate files, and its owner's passkeys."""
+
+    device_id: str
+    enrollment_id: str
+    cert: Path
+    key: Path
+    credentials: list[dict[str, Any]]
+
+
+@dataclass
+class Browsing:
+    """A browser context presenting a device certificate, signed in, on a page."""
+
+    context: Any
+    page: Any
+
+
+@dataclass
+class Story:
+    """One gateway and one browser that a module's tests share, in order; screenshots are ``prefix``-NAME-WIDTH.png."""
+
+    gw: GatewayUnderTest
+    browser: Any
+    console: Console
+    prefix: str
+    devices: dict[str, BrowserDevice] = field(default_factory=dict)
+    root: str | None = None
+    seqs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return self.gw.url
+
+    async def page_in(self, context: Any) -> Any:
+        page = await context.new_page()
+        self.console.attach(page)
+        return page
+
+    async def ledger(self) -> list[dict[str, Any]]:
+        return await self.gw.store.ledger_entries()
+
+    async def shots(self, page: Any, name: str, *, full_page: bool = True) -> None:
+        """SHOTS/``prefix``-``name``-1280.png and -400.png, light; the page is left at 1280 px."""
+        await page.set_viewport_size(SHOT_WIDE)
+        await page.screenshot(path=str(SHOTS / f"{self.prefix}-{name}-1280.png"), full_page=full_page)
+        await page.set_viewport_size(VIEWPORT)
+        await fits(page, VIEWPORT["width"])
+        await page.screenshot(path=str(SHOTS / f"{self.prefix}-{name}-400.png"), full_page=full_page)
+        await page.set_viewport_size(SHOT_WIDE)
+
+
+S = TypeVar("S", bound=Story)
+
+
+@asynccontextmanager
+async def story_of(kind: type[S], directory: Path, prefix: str, **gateway: Any) -> AsyncIterator[S]:
+    """``idwall init`` in ``directory`` and a started gateway (``gateway`` goes to start_test_gateway), Chromium
+    trusting its CA through Playwright's TLS proxy; a ``kind`` story of both, stopped when the block ends."""
+    gw = await start_test_gateway(directory, None, **gateway)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("NODE_EXTRA_CA_CERTS", gw.init["ca_pem"])
+            async with playwright_api.async_playwright() as pw:
+                browser = await launch(pw)
+                try:
+                    yield kind(gw, browser, Console(), prefix)
+                finally:
+                    await browser.close()
+    finally:
+        await gw.running.stop(drain=1)
+
+
+def needs(value: Any, what: str) -> Any:
+    """``value``, or the test fails saying that an earlier test of the story did not make it."""
+    if value is None:
+        pytest.fail(f"{what} is missing: an earlier test of this module failed")
+    return value
+
+
+async def enrollment_answer(story: Story, enrollment_id: str) -> dict[str, Any]:
+    """What the polling CLI reads of an enrollment (status, and the certificate once approved)."""
+    status, answer, _ = await call_fresh(story.gw, "GET", f"/idwall/api/enroll/{enrollment_id}")
+    assert status == 200, answer
+    return answer
+
+
+async def enroll_in_browser(story: Story, who: str, device_name: str, *, code: str | None = None,
+                            user: str | None = None, shot: str | None = None) -> BrowserDevice:
+    """Begin an enrollment with a new device key, create the passkey on its page in Chromium, keep the files."""
+    key, status, begun = await begin_enroll(story.gw, code=code, user=user, device_name=device_name)
+    assert status == 200, begun
+    context = await anonymous_context(story.browser, story.gw.running.node, story.gw.dir / f"{who}-anon", SHOT_WIDE,
+                                      **LIGHT)
+    try:
+        page = await story.page_in(context)
+        cdp, authenticator_id = await virtual_authenticator(context, page)
+        await page.goto(begun["enroll_url"])
+        await page.wait_for_selector("#create:not([hidden])")
+        await page.click("#create")
+        await page.wait_for_selector('#status[data-state="success"], #status[data-state="pending"]',
+                                     timeout=CEREMONY_TIMEOUT)
+        if await page.is_visible("#root-fingerprint"):
+            story.root = (await page.text_content("#root-fingerprint") or "").strip()
+        if shot:
+            await story.shots(page, shot)
+        credentials = await credentials_of(cdp, authenticator_id)
+    finally:
+        await context.close()
+    answer = await enrollment_answer(story, begun["enrollment_id"])
+    cert, key_path = write_device(story.gw.dir / "devices", who, answer.get("certificate_pem"), key)
+    device = BrowserDevice(answer["device_id"], begun["enrollment_id"], cert, key_path, credentials)
+    story.devices[who] = device
+    return device
+
+
+async def sign_in(story: Story, device: BrowserDevice, target: str) -> Browsing:
+    """A light context with the device's certificate and passkeys: ``target`` sends it to the passkey login, and
+    the browser comes back to ``target`` signed in."""
+    context = await device_context(story.browser, story.base, device.cert, device.key, SHOT_WIDE, **LIGHT)
+    page = await story.page_in(context)
+    cdp, authenticator_id = await virtual_authenticator(context, page)
+    await add_credentials(cdp, authenticator_id, device.credentials)
+    await page.goto(story.base + target)
+    assert page.url.startswith(story.base + "/idwall/login?next="), page.url
+    await page.wait_for_selector("#signin:not([hidden])")
+    async with page.expect_navigation(url=story.base + target, timeout=CEREMONY_TIMEOUT):
+        await page.click("#signin")
+    return Browsing(context, page)
+
+
+async def sign_dialog(story: Story, page: Any, words: list[str], shot: str | None = None) -> str:
+    """The signing dialog is open and says ``words``; press Sign with passkey. Returns what it said."""
+    await page.wait_for_selector("#sign[open]")
+    said = await page.text_content("#sign-words") or ""
+    for part in words:
+        assert part in said, (part, said)
+    assert '"nonce"' in (await page.text_content("#sign-json") or "")  # the exact action, as JSON
+    if shot:
+        await story.shots(page, shot, full_page=False)  # a modal's backdrop covers the viewport only
+    await page.click("#sign-ok")
+    await page.wait_for_selector("#sign[open]", state="detached", timeout=CEREMONY_TIMEOUT)
+    return said
+
+
+async def status_says(page: Any, pattern: str) -> str:
+    """Wait until the page's live region says something matching ``pattern``; what it says."""
+    await page.wait_for_function("(p) => new RegExp(p).test(document.getElementById('status').textContent)",
+                                 arg=pattern, timeout=CEREMONY_TIMEOUT)
+    assert await page.is_hidden("#alert"), await page.text_content("#alert")
+    return await page.text_content("#status") or ""
+
+
+async def ledger_verified(story: Story, page: Any) -> list[dict[str, Any]]:
+    """Open the console's Ledger page on ``page``: the whole chain verified in the gateway against the story's root,
+    as many entries as the store holds. Returns those entries."""
+    await page.goto(story.base + "/idwall/admin/ledger")
+    await page.wait_for_selector('#verify-result[data-state="ok"]', timeout=CEREMONY_TIMEOUT)
+    entries = await story.ledger()
+    verdict = await page.text_content("#verify-result") or ""
+    assert f"Chain verified: {len(entries)} entries up to seq {entries[-1]['seq']}" in verdict, verdict
+    assert story.root and story.root in verdict, (story.root, verdict)
+    return entries

@@ -1,5 +1,6 @@
 """The admin console's reads, in SQLite: users with their devices, passkeys and last login; devices by status;
-ledger entries searched by type and user.
+ledger entries searched by type and user; and the approvals page's: the users one person manages and their
+devices waiting for approval.
 
 Every list is a page ordered by a unique key (user id, device id, ledger seq) and continued with ``after``
 (exclusive), so a page costs the same however long the list grows and no row is skipped or shown twice
@@ -82,6 +83,25 @@ class DirectoryRecords(SQLiteCore):
             args.append(status)
         rows = await self.read(lambda c: c.execute(f"{_DEVICE_COLUMNS} WHERE {where} ORDER BY d.id LIMIT ?",
                                                    (*args, limit)).fetchall())
+        return [_device(row) for row in rows]
+
+    async def reports_of(self, manager: str) -> list[str]:
+        """The ids of the users whose manager is ``manager``, in order."""
+        rows = await self.read(lambda c: c.execute("SELECT id FROM users WHERE manager = ? ORDER BY id",
+                                                   (manager,)).fetchall())
+        return [row["id"] for row in rows]
+
+    async def pending_of_reports(self, manager: str, *, after: str = "", limit: int = 100) -> list[DirectoryDevice]:
+        """Up to ``limit`` devices waiting for approval (ids after ``after``) whose owner's manager is ``manager``.
+
+        The owner's manager is read now, in the same query: a ``user.set_manager`` that committed earlier is
+        already seen, so a former manager is not shown a device they could no longer approve.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        rows = await self.read(lambda c: c.execute(
+            f"{_DEVICE_COLUMNS} WHERE d.status = 'pending_approval' AND u.manager = ? AND d.id > ?"
+            " ORDER BY d.id LIMIT ?", (manager, after, limit)).fetchall())
         return [_device(row) for row in rows]
 
     async def search_ledger(self, *, type: str | None = None, user: str | None = None, after: int = 0,
