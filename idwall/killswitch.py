@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Protocol
 
 from .cluster import ACK_POLL, FANOUT_TIMEOUT, STALE_AFTER, Worker, nudge
 from .connections import LONG_LIVED, SCOPES, Conn, Registry
+from .encoding import b64url_decode
 from .errors import BadRequest
 from .logs import event
 from .metrics import Metrics
@@ -221,4 +222,9 @@ def apply_event(node: KillContext, ev: Event) -> int | None:
     elif ev.kind in ("user.changed", "device.changed"):
         node.registry.invalidate(node.registry.for_ids(users=[payload.get("user", "")],
                                                    devices=[payload.get("device", "")]))
+        if payload.get("retired_cert"):
+            # A renewed device's old certificate: requests on it no longer resolve (invalidated above), and
+            # what never comes back to be resolved (a WebSocket, a download, a tunnel) ends here.
+            retired = node.registry.by_cert(b64url_decode(payload["retired_cert"]))
+            node.registry.cut({conn for conn in retired if conn.kind in LONG_LIVED})
     return None

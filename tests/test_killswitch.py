@@ -24,7 +24,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from idwall import tokens
-from idwall.store.base import LedgerDraft
+from idwall.store.base import LedgerDraft, RenewEffect, Signer
 from tests.helpers.kill import KillBed, RawConn, Victim, kill_bed, still_served
 from tests.helpers.upstream_app import serve_app
 
@@ -183,6 +183,30 @@ async def test_websocket_ends_with_its_session_on_logout(gateway) -> None:
                                             draft=LedgerDraft("session.logout", "alice", device.session_id, {}))
             msg = await ws.receive(timeout=3)
             assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+
+
+async def test_a_renewal_committed_elsewhere_ends_the_websocket_on_the_old_certificate(gateway) -> None:
+    """Another process renewed the device: this one must not keep relaying a WebSocket over the retired
+    certificate (it never comes back to be resolved), and a request on an old keep-alive connection is
+    refused instead of served."""
+    device = await gateway.device("alice")
+    keepalive = await RawConn.open(gateway, device)
+    assert (await keepalive.get("/before"))[0] == 200
+    async with gateway.session(device) as client:
+        async with client.ws_connect(gateway.url.replace("https", "wss") + "/ws") as ws:
+            await ws.receive(timeout=5)
+            [credential] = await gateway.store.user_credentials("alice")
+            signer = Signer("alice", credential.id, credential.sign_count, credential.sign_count + 1, False)
+            effect = RenewEffect(device.device_id, "alice", device.cert_sha256, b"N" * 32, "PEM", time.time() + 3600,
+                                 b"K" * 32)
+            # what the renewing process commits; this process hears it only through the event
+            await gateway.store.perform_action(signer=signer, effect=effect, now=time.time(),
+                                               draft=LedgerDraft("device.renew", "alice", device.device_id, {}))
+            msg = await ws.receive(timeout=3)
+            assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+    status, _ = await keepalive.get("/after")
+    keepalive.close()
+    assert status == 403
 
 
 async def test_a_kill_is_announced_to_the_webhooks_and_a_hanging_receiver_delays_nothing(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from idwall.encoding import b64url_encode
 from idwall.store.base import AlreadyUsed, LedgerDraft, LimitReached, Renewal, RenewEffect, Signer
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
@@ -69,7 +70,7 @@ async def test_a_renewal_replaces_the_certificate_and_carries_the_session_over(s
     answered = await store.get_renewal("ren-1")
     assert (answered.status, answered.cert_pem, answered.not_after) == ("renewed", "PEM-NEW", NOW + 86400)  # type: ignore[union-attr]
     assert [e.payload for e in await store.events_after(0) if e.kind == "device.changed"][-1] == {
-        "device": device.id, "user": "alice"}
+        "device": device.id, "user": "alice", "retired_cert": b64url_encode(device.cert_sha256)}
     # signed over the old certificate, it cannot happen twice (nor after a concurrent renewal)
     before = await dump(store)
     with pytest.raises(AlreadyUsed, match="no longer has the certificate this renewal was signed over"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ...encoding import b64url_encode
 from ..base import AlreadyUsed, LimitReached, Renewal, RenewEffect
 from .core import SQLiteCore, renewal_from_row
 
@@ -56,4 +57,6 @@ class RenewalRecords(SQLiteCore):
         conn.execute("UPDATE renewals SET status = 'renewed', cert_pem = ?, not_after = ? WHERE device_id = ?"
                      " AND spki_sha256 = ? AND status = 'begun'",
                      (effect.cert_pem, effect.not_after, effect.device_id, effect.spki_sha256))
-        self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        # retired_cert: every process cuts the WebSockets, streams and tunnels still riding on the old certificate
+        self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id,
+                                             "retired_cert": b64url_encode(effect.old_cert_sha256)}, now)
