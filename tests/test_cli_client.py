@@ -85,6 +85,8 @@ class FakeGateway:
             scenario = "active"
         if scenario == "rejected":
             return web.json_response({"status": "rejected", "detail": "an administrator rejected this device"})
+        if scenario == "revoked":  # a kill with revoke_devices while the device waited
+            return web.json_response({"status": "revoked"})
         if scenario == "gone":
             return _problem(410, "Expired or already used", "the enrollment expired")
         ca_cert = pki.load_cert(self.certs / "device-ca.pem")
@@ -185,6 +187,7 @@ def test_device_enroll_waits_through_pending_approval(fake: FakeGateway, tmp_pat
 
 @pytest.mark.parametrize("scenario, message", [
     ("rejected", "enrollment rejected: an administrator rejected this device"),
+    ("revoked", "enrollment revoked: the enrollment was revoked"),
     ("gone", "Expired or already used: the enrollment expired (HTTP 410)"),
     ("wrong_key", "different key"),
 ])

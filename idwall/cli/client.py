@@ -249,7 +249,7 @@ async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, tim
                     status = answer.body.get("status")
                     if status == "active":
                         return answer.body
-                    if status in ("expired", "rejected"):
+                    if status in ("expired", "rejected", "revoked"):
                         detail = clean(answer.body.get("detail") or f"the enrollment was {status}")
                         raise CLIError(f"enrollment {status}: {detail}")
                     if status == "pending_approval" and not said_pending:
