@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.helpers.gateway import GatewayUnderTest, Upstream, echo_upstream, running_gateway
+from tests.helpers.store import postgres_database
 
 # Hypothesis writes .hypothesis/ (failing examples, and caches) into the working directory unless told
 # otherwise; a test run must not write into the source tree. Keep no examples, and the caches in /tmp.
@@ -36,3 +37,10 @@ async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayUn
     """``idwall init`` + a started gateway whose ``whoami`` route (path ``/``) goes to the echo upstream."""
     async with running_gateway(tmp_path, upstream.url) as gut:
         yield gut
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own (``idwall_test_<random>``), dropped when it ends."""
+    with postgres_database() as url:
+        yield url

@@ -1,0 +1,182 @@
+"""The PostgreSQL backend's plumbing: a pool of asyncpg connections, serialised write transactions, migrations
+under a lock, the ledger append.
+
+Several gateway nodes share one database, so nothing here may rely on being the only process: every trust
+write takes one transaction-scoped advisory lock (:data:`WRITE_LOCK`) before it reads anything, as SQLite's
+``BEGIN IMMEDIATE`` takes its write lock. Writers are therefore serialised *in the database*: two nodes cannot
+both read the ledger head and fork the chain, event ids commit in id order (a reader that has seen event N
+never misses one below it), and a check made inside a write (the last admin, a sign count) cannot be raced.
+Liveness writes (heartbeats, acknowledgements, ``last_seen``) skip the lock: they are not trust state.
+
+Every database failure (server down, connection lost, a constraint) becomes a :class:`StoreError` that tells
+the client nothing changed (503, fail closed) and keeps the driver's words for the log; the URL, which may
+carry a password, appears in neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+import json
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ... import audit
+from ...encoding import b64url_decode
+from ..base import LedgerDraft, StoreError
+
+T = TypeVar("T")
+Conn = asyncpg.Connection
+
+# Advisory lock keys (any bigint; these spell "IDWL" + a purpose). Transaction-scoped: released at commit or
+# rollback, and by the server when a connection dies, so a crashed node never leaves the lock held.
+WRITE_LOCK = 0x4944574C_00000001
+MIGRATE_LOCK = 0x4944574C_00000002
+
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection (the pool's, or a new one after an outage)
+COMMAND_TIMEOUT = 30.0  # seconds any statement may take; a hung server fails the call instead of the request
+DEFAULT_POOL_SIZE = 10
+UNAVAILABLE = "the store is unavailable; nothing was changed"
+# What a failing call can raise from below: the server's errors, the driver's, the network's, a timeout.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The PostgreSQL migrations, ``(version, sql)`` in order; versions mean what SQLite's of that number do."""
+    folder = resources.files("idwall.store") / "migrations" / "postgres"
+    found = [(int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
+             for item in folder.iterdir() if item.name.endswith(".sql")]
+    return sorted(found)
+
+
+async def migrate(conn: Conn) -> int:
+    """Apply every migration newer than the database's version; return the version reached.
+
+    Each migration is one transaction that first takes :data:`MIGRATE_LOCK` and then re-reads the version, so
+    two nodes starting at once apply each migration exactly once: the second waits, then finds it done.
+    """
+    current = 0
+    for version, sql in migrations():
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+            # inside the lock: two concurrent CREATE TABLE IF NOT EXISTS can both try to create it
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            if version <= current:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            current = version
+    return current
+
+
+def rowcount(status: str) -> int:
+    """The number of rows an ``UPDATE``/``DELETE``/``INSERT`` touched, from asyncpg's status string."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _log_detail(exc: BaseException) -> str:
+    # The driver's words, never the DSN: asyncpg's messages name host and port at most, not the password.
+    return f"postgresql: {type(exc).__name__}: {exc}"
+
+
+class PostgresCore:
+    """One PostgreSQL database: the pool, transactions, and the ledger append every change uses."""
+
+    def __init__(self, url: str, *, ledger_key: ec.EllipticCurvePrivateKey | None,
+                 clock: Callable[[], float] | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        self._url = url  # private: it may hold a password, so it is never shown (not even in repr)
+        self._ledger_key = ledger_key
+        self._clock = clock or time.time
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} pool_size={self._pool_size}>"
+
+    async def open(self) -> None:
+        """Connect the pool and bring the schema up to date (under the migration lock)."""
+        try:
+            pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
+                                             timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+        except _DB_ERRORS as exc:
+            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc)) from None
+        except ValueError as exc:  # a DSN asyncpg cannot parse; its message may quote the DSN, so drop it
+            raise StoreError("the postgresql store URL cannot be parsed; write postgresql://user@host:port/db",
+                             log_detail=f"postgresql: {type(exc).__name__}") from None
+        self._pool = pool
+        try:
+            await self._run(migrate)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every connection of the pool (waiting at most a few seconds for calls in flight)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+            except (asyncio.TimeoutError, *_DB_ERRORS):
+                pool.terminate()
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` on a pooled connection; database failures become a StoreError, ours pass through."""
+        if self._pool is None:
+            raise StoreError(UNAVAILABLE, log_detail="postgresql: the store is not open")
+        try:
+            async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                return await fn(conn)
+        except _DB_ERRORS as exc:
+            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc)) from None
+
+    async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` (reads only) on a pooled connection."""
+        return await self._run(fn)
+
+    async def write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` in one transaction holding :data:`WRITE_LOCK`; roll back on any exception."""
+
+        async def tx(conn: Conn) -> T:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                return await fn(conn)
+
+        return await self._run(tx)
+
+    async def write_volatile(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """A write of liveness state (heartbeats, acks): one transaction, without the trust write lock."""
+
+        async def tx(conn: Conn) -> T:
+            async with conn.transaction():
+                return await fn(conn)
+
+        return await self._run(tx)
+
+    async def _append(self, conn: Conn, draft: LedgerDraft) -> int:
+        """Seal ``draft`` onto the head of the chain; must run inside :meth:`write` (the lock orders appends)."""
+        if self._ledger_key is None:
+            raise StoreError("this store was opened without the ledger key; it cannot record trust changes")
+        row = await conn.fetchrow("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+        seq, prev = (row["seq"] + 1, bytes(row["hash"])) if row else (1, audit.GENESIS_PREV)
+        entry = audit.new_entry(seq=seq, time=self._clock(), type=draft.type, actor=draft.actor,
+                                subject=draft.subject, data=draft.data, approval=draft.approval)
+        sealed = audit.seal(entry, prev=prev, key=self._ledger_key)
+        await conn.execute("INSERT INTO ledger (seq, hash, entry) VALUES ($1, $2, $3)",
+                           seq, b64url_decode(sealed["hash"]), json.dumps(sealed, sort_keys=True))
+        return seq
+
+    @staticmethod
+    async def _event(conn: Conn, kind: str, payload: dict[str, Any], now: float) -> None:
+        """Record a trust event; must run inside :meth:`write`, so ids commit in order."""
+        await conn.execute("INSERT INTO events (kind, payload, time) VALUES ($1, $2, $3)",
+                           kind, json.dumps(payload, sort_keys=True), now)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self._run(lambda conn: conn.fetchrow(sql, *args))
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._run(lambda conn: conn.fetch(sql, *args))
