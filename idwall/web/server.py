@@ -48,7 +48,8 @@ def ca_bundle_path(config: Config) -> Path:
 async def make_node(config: Config) -> Node:
     """Open the store and load every key the gateway needs."""
     ledger_key = load_private_key(config.ledger.key)
-    store = await open_store(config.store, ledger_key=ledger_key)  # type: ignore[arg-type]
+    store = await open_store(config.store, ledger_key=ledger_key,  # type: ignore[arg-type]
+                             pool_size=config.cluster.pool_size)
     keys = KeySet.load(config.assertion.key, now=time.time(), overlap=config.assertion.overlap)
     return Node(config=config, store=store, keys=keys, ledger_key=ledger_key,  # type: ignore[arg-type]
                 device_ca_cert=load_cert(config.device_ca.cert),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 import secrets
+import socket
 import sqlite3
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -36,13 +37,22 @@ from idwall.store.sqlite import SQLiteStore
 from .clock import Clock
 from .records import NOW, enrollment
 
-__all__ = ["BACKENDS", "POSTGRES_SERVER", "AnyStore", "draft", "dump", "enroll", "login", "new_device", "opened",
+__all__ = ["BACKENDS", "POSTGRES_SERVER", "AnyStore", "closed_port", "draft", "dump", "enroll", "login", "new_device", "opened",
            "place", "postgres_database"]
 
 _NEW_KEY: Any = object()
 BACKENDS = ("sqlite", "postgres")
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"  # the machine's server (trust auth); CI starts it
 AnyStore = SQLiteStore | PostgresStore
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections while the block runs: bound (so nobody else takes it) but
+    never listening, as a database server that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @contextmanager

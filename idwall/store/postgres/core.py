@@ -20,6 +20,7 @@ from importlib import resources
 import json
 import time
 from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -78,9 +79,19 @@ def rowcount(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _log_detail(exc: BaseException) -> str:
-    # The driver's words, never the DSN: asyncpg's messages name host and port at most, not the password.
-    return f"postgresql: {type(exc).__name__}: {exc}"
+def _log_detail(exc: BaseException, password: str | None) -> str:
+    """The driver's words for the log, with the URL's password (should a message ever quote it) blotted out."""
+    text = f"postgresql: {type(exc).__name__}: {exc}"
+    for spelling in {password, unquote(password)} if password else ():
+        text = text.replace(spelling, "***")
+    return text
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:  # an unparseable port: asyncpg refuses the URL too, and the caller shows none of it
+        return None
 
 
 class PostgresCore:
@@ -89,6 +100,7 @@ class PostgresCore:
     def __init__(self, url: str, *, ledger_key: ec.EllipticCurvePrivateKey | None,
                  clock: Callable[[], float] | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self._url = url  # private: it may hold a password, so it is never shown (not even in repr)
+        self._password = _password(url)
         self._ledger_key = ledger_key
         self._clock = clock or time.time
         self._pool_size = pool_size
@@ -103,7 +115,7 @@ class PostgresCore:
             pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
                                              timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
         except _DB_ERRORS as exc:
-            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc)) from None
+            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc, self._password)) from None
         except ValueError as exc:  # a DSN asyncpg cannot parse; its message may quote the DSN, so drop it
             raise StoreError("the postgresql store URL cannot be parsed; write postgresql://user@host:port/db",
                              log_detail=f"postgresql: {type(exc).__name__}") from None
@@ -131,7 +143,7 @@ class PostgresCore:
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc)) from None
+            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc, self._password)) from None
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``fn`` (reads only) on a pooled connection."""
