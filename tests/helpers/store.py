@@ -37,8 +37,8 @@ from idwall.store.sqlite import SQLiteStore
 from .clock import Clock
 from .records import NOW, enrollment
 
-__all__ = ["BACKENDS", "POSTGRES_SERVER", "AnyStore", "closed_port", "draft", "dump", "enroll", "login", "new_device", "opened",
-           "place", "postgres_database"]
+__all__ = ["BACKENDS", "POSTGRES_SERVER", "AnyStore", "Relay", "closed_port", "draft", "dump", "enroll", "login",
+           "new_device", "new_schema", "opened", "place", "postgres_database"]
 
 _NEW_KEY: Any = object()
 BACKENDS = ("sqlite", "postgres")
@@ -53,6 +53,50 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to the PostgreSQL server: a store connected through it loses its database when the
+    relay is cut (listener closed, every relayed connection aborted), without touching the shared server."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        """Listen (again, on the same port once it has one) and relay each connection to the server."""
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Stop listening and abort every relayed connection: to the store, the database is gone."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    def url(self, database: str) -> str:
+        """``database`` (a URL on :data:`POSTGRES_SERVER`) as reached through this relay."""
+        return database.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}", 1)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
 
 
 @contextmanager
@@ -84,7 +128,11 @@ async def place(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     the session's PostgreSQL database (a URL whose ``search_path`` names it)."""
     if request.param == "sqlite":
         return tmp_path / "idwall.db"
-    database = request.getfixturevalue("postgres_url")
+    return await new_schema(request.getfixturevalue("postgres_url"))
+
+
+async def new_schema(database: str) -> str:
+    """A new, empty schema in ``database``: the URL of a store of its own (``search_path`` names the schema)."""
     schema = f"t_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(database, timeout=10)
     try:
