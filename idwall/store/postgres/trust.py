@@ -69,6 +69,29 @@ class TrustRecords(PostgresCore):
 
         return await self.write(tx)
 
+    async def create_bootstrap_invite(self, invite: Invite, *, replace: bool) -> None:
+        """Make this database a new gateway's: store its bootstrap invite (``idwall init --store``).
+
+        Refused with :class:`AlreadyUsed` when the database already holds a gateway (any user, invite or ledger
+        entry) unless ``replace``, which first deletes every row of the old one, ledger included: a new gateway
+        has a new ledger key, and its chain cannot continue another's. Check and write are one transaction under
+        the write lock, so two ``init`` runs at once cannot both claim the database.
+        """
+
+        async def tx(conn: Conn) -> None:
+            held = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM invites)"
+                                       " OR EXISTS (SELECT 1 FROM ledger)")
+            if held and not replace:
+                raise AlreadyUsed("this database already holds a gateway; use --force to replace it "
+                                  "(its users, devices and ledger are deleted)")
+            if held:
+                tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                                          " AND tablename != 'schema_version'")
+                await conn.execute("TRUNCATE " + ", ".join(f'"{r[0]}"' for r in tables) + " RESTART IDENTITY")
+            await _insert_invite(conn, invite)
+
+        await self.write(tx)
+
     async def get_invite(self, invite_id: str) -> Invite | None:
         row = await self._fetchrow("SELECT * FROM invites WHERE id = $1", invite_id)
         return invite_from_row(row) if row else None
