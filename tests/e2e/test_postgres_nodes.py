@@ -1,0 +1,117 @@
+"""Two gateway nodes on one PostgreSQL database, end to end over real mTLS.
+
+``idwall init --store postgresql://…`` makes one directory; each node runs from a copy of it on a port of its
+own (both origins are WebAuthn origins, as both sit behind one load balancer in production). The administrator
+enrolls through node A and logs in through both; a kill sent to node A cuts the keep-alive connection the same
+user holds on node B (B follows the shared database's events) and leaves every session of that user dead on
+both nodes; signed actions made at once on both nodes leave one ledger chain that the independent verifier,
+``idwall audit verify`` included, accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import AsyncIterator
+
+from idwall import cli
+from idwall.audit import verify_ledger
+from idwall.bootstrap import init_directory
+from idwall.config import load_config
+from idwall.testing.fixtures import free_port
+from idwall.web.server import start_gateway
+from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
+from tests.helpers.gateway import GatewayUnderTest, Upstream
+from tests.helpers.store import new_schema
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, upstream: Upstream, store: str) -> AsyncIterator[tuple[GatewayUnderTest, ...]]:
+    """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process."""
+    ports = free_port(), free_port()
+    origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
+    made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
+                                   now=datetime.now(timezone.utc), store=store)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same certificates and keys on every node
+    nodes = []
+    async with contextlib.AsyncExitStack() as stack:
+        for name, port in zip("ab", ports):
+            path = tmp_path / name / "idwall.yaml"
+            text = path.read_text().replace("http://127.0.0.1:9001", upstream.url)
+            text = text.replace(f"https://localhost:{ports[0]}", f"https://localhost:{port}")
+            text = text.replace(f"port: {ports[0]}", f"port: {port}")
+            path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]"))
+            config = load_config(path)
+            running = await start_gateway(config)
+            stack.push_async_callback(running.stop, 1)
+            info = {"config": str(path), "bootstrap_code": made.bootstrap_code, "ca_pem": str(made.ca_pem),
+                    "public_url": config.public_url}
+            nodes.append(GatewayUnderTest(tmp_path / name, info, config, running))
+        yield tuple(nodes)
+
+
+async def _connected(node: GatewayUnderTest, device: Enrolled) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A keep-alive mTLS connection of ``device`` to ``node`` that has been served once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port, ssl=node.ssl(device),  # type: ignore[arg-type]
+                                                   server_hostname="localhost")
+    writer.write(b"GET /warm HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    await reader.readexactly(length)
+    return reader, writer
+
+
+async def test_a_kill_on_one_node_cuts_the_user_on_the_other(tmp_path: Path, upstream: Upstream,
+                                                              postgres_url: str) -> None:
+    async with two_nodes(tmp_path, upstream, await new_schema(postgres_url)) as (a, b):
+        admin = await bootstrap(a)
+        for node in (a, b):  # the ceremony begun on a node finishes there; the passkey works on both
+            status, answer = await login(node, admin)
+            assert status == 200, answer
+        reader, writer = await _connected(b, admin)
+        try:
+            async with a.session(admin) as client:
+                status, answer = await call(client, "POST", a.url + "/idwall/api/admin/kill", {
+                    "scope": "user", "target": "admin", "reason": "drill", "revoke_devices": False})
+            assert status == 200, answer
+            assert answer["sessions_revoked"] == 2  # both nodes' sessions, in one transaction
+            cut_at = time.monotonic()
+            assert await asyncio.wait_for(reader.read(65536), 10) == b""  # node B closed it
+            assert time.monotonic() - cut_at < 10
+        finally:
+            writer.close()
+        for node in (a, b):
+            async with node.session(admin) as client:
+                async with client.get(node.url + "/after", headers={"Accept": "application/json"}) as resp:
+                    assert resp.status == 401  # dead on both nodes
+
+
+async def test_signed_actions_on_both_nodes_at_once_leave_one_chain_that_verifies(
+        tmp_path: Path, upstream: Upstream, postgres_url: str) -> None:
+    async with two_nodes(tmp_path, upstream, await new_schema(postgres_url)) as (a, b):
+        admin = await bootstrap(a)
+        assert (await login(a, admin))[0] == 200
+        async with a.session(admin) as on_a:
+            code = await invite(a, admin, on_a, "ops", is_admin=True)
+            ops = await enroll(b, code)  # a second administrator, enrolled through the other node
+            assert (await login(b, ops))[0] == 200
+            async with b.session(ops) as on_b:
+
+                async def invites(node: GatewayUnderTest, signer: Enrolled, client: object) -> list[int]:
+                    return [(await sign(node, signer, client, {
+                        "type": "invite.create", "user": f"{node.dir.name}-{i}", "name": "N", "email": "n@example.com",
+                        "groups": [], "admin": False}))[0] for i in range(8)]
+
+                done = await asyncio.gather(invites(a, admin, on_a), invites(b, ops, on_b))
+        assert done == [[200] * 8, [200] * 8]
+        entries = await b.store.ledger_entries()
+        assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+        assert sum(e["type"] == "invite.create" for e in entries) == 1 + 16
+        assert verify_ledger(entries).ok
+    assert await asyncio.to_thread(cli.main, ["audit", "verify", "--config", str(tmp_path / "b" / "idwall.yaml")]) == 0
