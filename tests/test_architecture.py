@@ -29,6 +29,7 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
         "idwall.audit.replay", "idwall.audit.verify", "idwall.incident.plan", "idwall.incident.webhooks")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
+              "idwall.store.postgres",
               "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server", "idwall.web",
               "idwall.supervisor", "idwall.cli")
 

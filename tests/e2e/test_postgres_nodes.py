@@ -5,7 +5,9 @@ own (both origins are WebAuthn origins, as both sit behind one load balancer in 
 enrolls through node A and logs in through both; a kill sent to node A cuts the keep-alive connection the same
 user holds on node B (B follows the shared database's events) and leaves every session of that user dead on
 both nodes; signed actions made at once on both nodes leave one ledger chain that the independent verifier,
-``idwall audit verify`` included, accepts.
+``idwall audit verify`` included, accepts. A worker process of a node hears another node's kill through
+PostgreSQL ``LISTEN/NOTIFY`` alone: with its poll slowed to a minute and no nudge from the killer (the kill is
+committed straight into the database, as another host would), it still cuts the connection at once.
 """
 
 from __future__ import annotations
@@ -18,20 +20,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import AsyncIterator
 
+import pytest
+
 from idwall import cli
 from idwall.audit import verify_ledger
 from idwall.bootstrap import init_directory
 from idwall.config import load_config
 from idwall.testing.fixtures import free_port
-from idwall.web.server import start_gateway
+from idwall import node as node_module
+from idwall.cluster import Worker
+from idwall.store.base import LedgerDraft
+from idwall.web.server import make_node, start_gateway
 from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
 from tests.helpers.gateway import GatewayUnderTest, Upstream
-from tests.helpers.store import new_schema
+from tests.helpers.store import new_schema, opened
 
 
 @contextlib.asynccontextmanager
-async def two_nodes(tmp_path: Path, upstream: Upstream, store: str) -> AsyncIterator[tuple[GatewayUnderTest, ...]]:
-    """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process."""
+async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *,
+                    b_worker: Worker | None = None) -> AsyncIterator[tuple[GatewayUnderTest, ...]]:
+    """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (B as the
+    worker process ``b_worker`` when given)."""
     ports = free_port(), free_port()
     origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
     made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
@@ -46,7 +55,10 @@ async def two_nodes(tmp_path: Path, upstream: Upstream, store: str) -> AsyncIter
             text = text.replace(f"port: {ports[0]}", f"port: {port}")
             path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]"))
             config = load_config(path)
-            running = await start_gateway(config)
+            node = await make_node(config)
+            if name == "b" and b_worker is not None:
+                node.worker = b_worker
+            running = await start_gateway(config, node=node)
             stack.push_async_callback(running.stop, 1)
             info = {"config": str(path), "bootstrap_code": made.bootstrap_code, "ca_pem": str(made.ca_pem),
                     "public_url": config.public_url}
@@ -115,3 +127,28 @@ async def test_signed_actions_on_both_nodes_at_once_leave_one_chain_that_verifie
         assert sum(e["type"] == "invite.create" for e in entries) == 1 + 16
         assert verify_ledger(entries).ok
     assert await asyncio.to_thread(cli.main, ["audit", "verify", "--config", str(tmp_path / "b" / "idwall.yaml")]) == 0
+
+
+async def test_a_worker_hears_a_kill_committed_elsewhere_through_listen_notify(
+        tmp_path: Path, upstream: Upstream, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await new_schema(postgres_url)
+    worker = Worker(0, host="node-b")
+    worker.listen()
+    try:
+        async with two_nodes(tmp_path, upstream, store, b_worker=worker) as (a, b):
+            admin = await bootstrap(a)
+            assert (await login(b, admin))[0] == 200
+            reader, writer = await _connected(b, admin)
+            monkeypatch.setattr(node_module, "EVENT_POLL", 60.0)  # B's poller now waits for a wake-up
+            await asyncio.sleep(0.2)  # let the poller's current wait end and the long one begin
+            try:
+                async with opened(store) as elsewhere:  # another host: it nudges no worker here
+                    await elsewhere.kill(scope="user", target="admin", revoke_devices=False, now=time.time(),
+                                         draft=LedgerDraft("kill", "admin", "admin", {
+                                             "scope": "user", "target": "admin", "reason": "drill",
+                                             "revoke_devices": False}))
+                assert await asyncio.wait_for(reader.read(65536), 10) == b""  # cut long before a 60 s poll
+            finally:
+                writer.close()
+    finally:
+        worker.close()

@@ -6,11 +6,16 @@ lock, so the nodes share one ledger chain.
     trust      invites, users, enrollments, devices, credentials, admins, tokens, signed actions' effects
     sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
     workers    the workers table and kill acknowledgements
+    listen     LISTEN for every node's trust events, and a replay on every reconnect
 """
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
 from .core import DEFAULT_POOL_SIZE, migrate
+from .listen import EventListener
 from .sessions import SessionRecords
 from .trust import TrustRecords
 from .workers import WorkerRecords
@@ -19,5 +24,16 @@ from .workers import WorkerRecords
 class PostgresStore(TrustRecords, SessionRecords, WorkerRecords):
     """The :class:`~idwall.store.base.Store` on one PostgreSQL database, shared by every node."""
 
+    @asynccontextmanager
+    async def listening(self, on_event: Callable[[], None]) -> AsyncIterator[EventListener]:
+        """Hear every node's trust events while the block runs: ``on_event()`` at each notification and after
+        every (re)connect (then the caller reads :meth:`events_after` its cursor, missing nothing)."""
+        listener = EventListener(self._url, on_event=on_event, password=self._password)
+        listener.start()
+        try:
+            yield listener
+        finally:
+            await listener.close()
 
-__all__ = ["DEFAULT_POOL_SIZE", "PostgresStore", "migrate"]
+
+__all__ = ["DEFAULT_POOL_SIZE", "EventListener", "PostgresStore", "migrate"]

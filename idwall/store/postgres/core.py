@@ -40,9 +40,11 @@ MIGRATE_LOCK = 0x4944574C_00000002
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection (the pool's, or a new one after an outage)
 COMMAND_TIMEOUT = 30.0  # seconds any statement may take; a hung server fails the call instead of the request
 DEFAULT_POOL_SIZE = 10
+#: the channel every trust event is notified on at commit (see idwall.store.postgres.listen)
+EVENTS_CHANNEL = "idwall_events"
 UNAVAILABLE = "the store is unavailable; nothing was changed"
 # What a failing call can raise from below: the server's errors, the driver's, the network's, a timeout.
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -79,7 +81,7 @@ def rowcount(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _log_detail(exc: BaseException, password: str | None) -> str:
+def log_detail(exc: BaseException, password: str | None) -> str:
     """The driver's words for the log, with the URL's password (should a message ever quote it) blotted out."""
     text = f"postgresql: {type(exc).__name__}: {exc}"
     for spelling in {password, unquote(password)} if password else ():
@@ -114,8 +116,8 @@ class PostgresCore:
         try:
             pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
                                              timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
-        except _DB_ERRORS as exc:
-            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc, self._password)) from None
+        except DB_ERRORS as exc:
+            raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._password)) from None
         except ValueError as exc:  # a DSN asyncpg cannot parse; its message may quote the DSN, so drop it
             raise StoreError("the postgresql store URL cannot be parsed; write postgresql://user@host:port/db",
                              log_detail=f"postgresql: {type(exc).__name__}") from None
@@ -132,7 +134,7 @@ class PostgresCore:
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
-            except (asyncio.TimeoutError, *_DB_ERRORS):
+            except (asyncio.TimeoutError, *DB_ERRORS):
                 pool.terminate()
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
@@ -142,8 +144,8 @@ class PostgresCore:
         try:
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
                 return await fn(conn)
-        except _DB_ERRORS as exc:
-            raise StoreError(UNAVAILABLE, log_detail=_log_detail(exc, self._password)) from None
+        except DB_ERRORS as exc:
+            raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._password)) from None
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``fn`` (reads only) on a pooled connection."""
@@ -183,9 +185,11 @@ class PostgresCore:
 
     @staticmethod
     async def _event(conn: Conn, kind: str, payload: dict[str, Any], now: float) -> None:
-        """Record a trust event; must run inside :meth:`write`, so ids commit in order."""
-        await conn.execute("INSERT INTO events (kind, payload, time) VALUES ($1, $2, $3)",
-                           kind, json.dumps(payload, sort_keys=True), now)
+        """Record a trust event and notify every node at commit; must run inside :meth:`write`, so ids commit
+        in order. The notification only wakes the nodes (they read the table), so it carries just the id."""
+        await conn.execute("WITH made AS (INSERT INTO events (kind, payload, time) VALUES ($1, $2, $3) RETURNING id)"
+                           " SELECT pg_notify($4, id::text) FROM made",
+                           kind, json.dumps(payload, sort_keys=True), now, EVENTS_CHANNEL)
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self._run(lambda conn: conn.fetchrow(sql, *args))
