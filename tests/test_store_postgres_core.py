@@ -26,6 +26,7 @@ from idwall.store import PostgresStore, Store, StoreError
 from idwall.store.base import LedgerDraft
 from idwall.store.postgres.core import MIGRATE_LOCK, migrations
 from idwall.store.sqlite import SQLiteStore
+from idwall.tokens import new_token
 from tests.helpers.ledger import gen
 from tests.helpers.records import NOW
 from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, new_schema, opened
@@ -160,6 +161,59 @@ async def test_a_node_starting_while_another_migrates_waits_for_it(url: str) -> 
             await store.close()
     finally:
         await holder.close()
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+async def test_a_write_that_raises_leaves_nothing_behind(url: str) -> None:
+    async with opened(url) as store:
+        before = await dump(store)
+
+        async def half(conn: asyncpg.Connection) -> None:
+            await conn.execute("INSERT INTO events (kind, payload, time) VALUES ('x', '{}', 0)")
+            raise ValueError("the second half failed")
+
+        with pytest.raises(ValueError, match="the second half failed"):  # our own errors pass through as they are
+            await store.write(half)
+        assert await dump(store) == before
+
+        async def broken(conn: asyncpg.Connection) -> None:
+            await conn.execute("INSERT INTO events (kind, payload, time) VALUES ('x', '{}', 0)")
+            await conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+        with pytest.raises(StoreError, match="nothing was changed") as info:
+            await store.write(broken)
+        assert 'relation "no_such_table" does not exist' in info.value.log_detail
+        assert await dump(store) == before
+        await store.write(lambda c: c.execute("INSERT INTO events (kind, payload, time) VALUES ('y', '{}', 0)"))
+        assert [e.kind for e in await store.events_after(0)] == ["y"]  # the pool is still usable
+
+
+@pytest.mark.parametrize("bad", [
+    LedgerDraft("no.such.type", "alice", "x", {}),  # the ledger refuses an unknown type
+    LedgerDraft("token.create", "alice", "x", {"ratio": 0.5}),  # and a value canonical JSON has no form for
+])
+async def test_a_trust_change_whose_ledger_entry_cannot_be_sealed_does_not_happen(url: str, bad: LedgerDraft) -> None:
+    async with opened(url) as store:
+        before = await dump(store)
+        issued = new_token(name="ci", scopes=["kill"], ttl=3600, created_by="alice", now=NOW)
+        with pytest.raises(ValueError):
+            await store.create_token(issued.record, bad)
+        assert await dump(store) == before
+        assert await store.get_token_by_hash(issued.record.hash) is None
+
+
+async def test_a_store_opened_without_the_ledger_key_reads_but_records_no_trust_change(url: str) -> None:
+    key = pki.generate_p256_key()
+    async with opened(url, ledger_key=key) as store:
+        await store.append_ledger(draft())
+        entries = await store.ledger_entries()
+    async with opened(url, ledger_key=None) as store:
+        assert await store.ledger_entries() == entries  # what was committed is there after reopening
+        with pytest.raises(StoreError, match="opened without the ledger key"):
+            await store.append_ledger(draft())
+        assert await store.ledger_entries() == entries
 
 
 # --------------------------------------------------------------------------- one chain across nodes
