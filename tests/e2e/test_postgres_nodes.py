@@ -7,13 +7,16 @@ user holds on node B (B follows the shared database's events) and leaves every s
 both nodes; signed actions made at once on both nodes leave one ledger chain that the independent verifier,
 ``idwall audit verify`` included, accepts. A worker process of a node hears another node's kill through
 PostgreSQL ``LISTEN/NOTIFY`` alone: with its poll slowed to a minute and no nudge from the killer (the kill is
-committed straight into the database, as another host would), it still cuts the connection at once.
+committed straight into the database, as another host would), it still cuts the connection at once. A node
+that loses its database resolves no new connection (503 problem+json, fail closed) and serves again once the
+database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import time
 from datetime import datetime, timezone
@@ -33,14 +36,14 @@ from idwall.store.base import LedgerDraft
 from idwall.web.server import make_node, start_gateway
 from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
 from tests.helpers.gateway import GatewayUnderTest, Upstream
-from tests.helpers.store import new_schema, opened
+from tests.helpers.store import Relay, new_schema, opened
 
 
 @contextlib.asynccontextmanager
-async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *,
+async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: str | None = None,
                     b_worker: Worker | None = None) -> AsyncIterator[tuple[GatewayUnderTest, ...]]:
     """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (B as the
-    worker process ``b_worker`` when given)."""
+    worker process ``b_worker`` when given, and reaching the database at ``b_store`` when given)."""
     ports = free_port(), free_port()
     origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
     made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
@@ -53,6 +56,8 @@ async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *,
             text = path.read_text().replace("http://127.0.0.1:9001", upstream.url)
             text = text.replace(f"https://localhost:{ports[0]}", f"https://localhost:{port}")
             text = text.replace(f"port: {ports[0]}", f"port: {port}")
+            if name == "b" and b_store is not None:
+                text = text.replace(json.dumps(store), json.dumps(b_store))
             path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]"))
             config = load_config(path)
             node = await make_node(config)
@@ -152,3 +157,24 @@ async def test_a_worker_hears_a_kill_committed_elsewhere_through_listen_notify(
                 writer.close()
     finally:
         worker.close()
+
+
+async def test_a_node_cut_off_from_the_database_resolves_no_new_connection(tmp_path: Path, upstream: Upstream,
+                                                                            postgres_url: str) -> None:
+    store, relay = await new_schema(postgres_url), Relay()
+    await relay.start()
+    async with two_nodes(tmp_path, upstream, store, b_store=relay.url(store)) as (a, b):
+        admin = await bootstrap(a)
+        assert (await login(b, admin))[0] == 200
+        await relay.cut()
+        async with b.session(admin) as client:
+            async with client.get(b.url + "/new", headers={"Accept": "application/json"}) as resp:
+                assert resp.status == 503  # a new connection is not resolved from what B cannot read
+                problem = json.loads(await resp.text())
+                assert (resp.content_type, problem["status"]) == ("application/problem+json", 503), problem
+                assert problem["detail"] == "the store is unavailable; nothing was changed"
+                assert "postgres" not in json.dumps(problem).lower()  # no driver words, no URL
+        await relay.start()
+        async with b.session(admin) as client:
+            async with client.get(b.url + "/again", headers={"Accept": "application/json"}) as resp:
+                assert resp.status == 200  # the pool reconnected by itself
