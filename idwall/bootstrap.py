@@ -208,6 +208,8 @@ def _build(tmp: Path, *, admin: str, port: int, host: str, now: datetime, store:
     if host != "127.0.0.1":
         text = _set_listen_host(text, host)
     (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
+    if store is not None and shown_store(store) != store:
+        os.chmod(tmp / CONFIG_NAME, 0o600)  # it holds the database password (a passfile or PGPASSWORD keeps it out)
     # Validate what we wrote before anything moves into place: a config that
     # init writes and serve refuses would be a broken first run.
     try:

@@ -309,6 +309,7 @@ async def test_a_postgresql_store_is_migrated_and_holds_only_the_bootstrap_invit
     assert load_config(result.config_path).store == with_password  # the config keeps what the nodes need
     assert sorted(p.name for p in (tmp_path / "gw").iterdir()) == ["certs", "idwall.yaml"]  # no idwall.db
     assert result.store == pg_url.replace("postgres@", "postgres:***@")  # what is printed hides the password
+    assert stat.S_IMODE(result.config_path.stat().st_mode) == 0o600  # the file that holds it is the owner's
     rows = await _pg_rows(pg_url)
     assert [r[0] for r in rows["invites"]] == [bootstrap_invite_id(result.bootstrap_code)]
     assert rows["ledger"] == rows["users"] == [] and rows["schema_version"] == [(1,), (2,)]
