@@ -41,9 +41,10 @@ from tests.helpers.store import Relay, new_schema, opened
 
 @contextlib.asynccontextmanager
 async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: str | None = None,
+                    a_worker: Worker | None = None,
                     b_worker: Worker | None = None) -> AsyncIterator[tuple[GatewayUnderTest, ...]]:
     """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (B as the
-    worker process ``b_worker`` when given, and reaching the database at ``b_store`` when given)."""
+    worker processes ``a_worker``, ``b_worker`` when given, B reaching the database at ``b_store`` when given)."""
     ports = free_port(), free_port()
     origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
     made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
@@ -61,8 +62,7 @@ async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: 
             path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]"))
             config = load_config(path)
             node = await make_node(config)
-            if name == "b" and b_worker is not None:
-                node.worker = b_worker
+            node.worker = a_worker if name == "a" else b_worker
             running = await start_gateway(config, node=node)
             stack.push_async_callback(running.stop, 1)
             info = {"config": str(path), "bootstrap_code": made.bootstrap_code, "ca_pem": str(made.ca_pem),
@@ -178,3 +178,29 @@ async def test_a_node_cut_off_from_the_database_resolves_no_new_connection(tmp_p
         async with b.session(admin) as client:
             async with client.get(b.url + "/again", headers={"Accept": "application/json"}) as resp:
                 assert resp.status == 200  # the pool reconnected by itself
+
+
+async def test_the_kill_answer_counts_what_a_worker_of_the_other_node_cut(tmp_path: Path, upstream: Upstream,
+                                                                          postgres_url: str) -> None:
+    workers = Worker(0, host="node-a"), Worker(0, host="node-b")  # two hosts: no nudge crosses between them
+    for worker in workers:
+        worker.listen()
+    try:
+        async with two_nodes(tmp_path, upstream, await new_schema(postgres_url), a_worker=workers[0],
+                             b_worker=workers[1]) as (a, b):
+            admin = await bootstrap(a)
+            assert (await login(a, admin))[0] == 200 and (await login(b, admin))[0] == 200
+            reader, writer = await _connected(b, admin)
+            try:
+                async with a.session(admin) as client:
+                    status, answer = await call(client, "POST", a.url + "/idwall/api/admin/kill", {
+                        "scope": "user", "target": "admin", "reason": "drill", "revoke_devices": False})
+                assert status == 200, answer
+                assert answer["workers"] == {"reached": 2, "unreached": []}  # A's worker, and B's acknowledged
+                assert answer["connections_closed"] == 2  # the request's own (closed after the answer) and B's
+                assert await asyncio.wait_for(reader.read(65536), 10) == b""
+            finally:
+                writer.close()
+    finally:
+        for worker in workers:
+            worker.close()
