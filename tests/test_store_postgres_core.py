@@ -366,3 +366,32 @@ async def test_an_unparseable_url_is_refused_without_quoting_it() -> None:
         await store.open()
     assert "cannot be parsed" in info.value.detail
     assert "hunter2" not in f"{info.value} {info.value.log_detail}"
+
+
+# --------------------------------------------------------------------------- this process's own events
+
+
+async def test_a_poller_never_sees_an_event_before_the_write_that_made_it_returns(url: str) -> None:
+    """A kill marks itself this process's own once ``store.kill`` returns; a poller of the same process that got
+    the event first would take it for another process's kill and cut the connection the answer is due on."""
+    async with opened(url, pool_size=4) as store:
+        early: list[int] = []
+        for round in range(15):
+            done = asyncio.Event()
+            cursor = await store.last_event_id()
+
+            async def poll() -> None:
+                while not done.is_set():
+                    events = await store.events_after(cursor)
+                    if events and not done.is_set():
+                        early.append(events[0].id)
+                    await asyncio.sleep(0)
+
+            poller = asyncio.create_task(poll())
+            await asyncio.sleep(0.01)
+            await store.kill(scope="all", target=None, revoke_devices=False, now=NOW,
+                             draft=LedgerDraft("kill", "alice", "*", {"round": round}))
+            done.set()  # at once, as killswitch.kill marks the kill its own: no await in between
+            await poller
+            assert [e.kind for e in await store.events_after(cursor)] == ["kill"]  # and now it is there
+    assert early == []

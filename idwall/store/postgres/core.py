@@ -16,6 +16,7 @@ carry a password, appears in neither.
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from importlib import resources
 import json
 import time
@@ -30,6 +31,8 @@ from ...encoding import b64url_decode
 from ..base import LedgerDraft, StoreError
 
 T = TypeVar("T")
+# the events one write (one task) has made so far, so it can release exactly those when it returns
+_WRITE_EVENTS: ContextVar[list[int]] = ContextVar("idwall_pg_write_events")
 Conn = asyncpg.Connection
 
 # Advisory lock keys (any bigint; these spell "IDWL" + a purpose). Transaction-scoped: released at commit or
@@ -107,6 +110,7 @@ class PostgresCore:
         self._clock = clock or time.time
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._in_flight: set[int] = set()  # events written by this process's writes that have not returned yet
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pool_size={self._pool_size}>"
@@ -159,7 +163,13 @@ class PostgresCore:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
                 return await fn(conn)
 
-        return await self._run(tx)
+        made: list[int] = []
+        token = _WRITE_EVENTS.set(made)
+        try:
+            return await self._run(tx)
+        finally:  # committed or rolled back, and back with the caller: pollers of this process may see them
+            _WRITE_EVENTS.reset(token)
+            self._in_flight.difference_update(made)
 
     async def write_volatile(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """A write of liveness state (heartbeats, acks): one transaction, without the trust write lock."""
@@ -183,13 +193,25 @@ class PostgresCore:
                            seq, b64url_decode(sealed["hash"]), json.dumps(sealed, sort_keys=True))
         return seq
 
-    @staticmethod
-    async def _event(conn: Conn, kind: str, payload: dict[str, Any], now: float) -> None:
+    async def _event(self, conn: Conn, kind: str, payload: dict[str, Any], now: float) -> None:
         """Record a trust event and notify every node at commit; must run inside :meth:`write`, so ids commit
         in order. The notification only wakes the nodes (they read the table), so it carries just the id."""
-        await conn.execute("WITH made AS (INSERT INTO events (kind, payload, time) VALUES ($1, $2, $3) RETURNING id)"
-                           " SELECT pg_notify($4, id::text) FROM made",
-                           kind, json.dumps(payload, sort_keys=True), now, EVENTS_CHANNEL)
+        event_id = await conn.fetchval(
+            "WITH made AS (INSERT INTO events (kind, payload, time) VALUES ($1, $2, $3) RETURNING id)"
+            " SELECT pg_notify($4, id::text), id FROM made", kind, json.dumps(payload, sort_keys=True), now,
+            EVENTS_CHANNEL, column=1)
+        _WRITE_EVENTS.get().append(event_id)
+        self._in_flight.add(event_id)
+
+    def _visible(self, event_ids: list[int]) -> int:
+        """How many of ``event_ids`` (ascending) this process may apply now: those below the first event a write
+        of this process has committed but not yet returned to its caller. The writer acts on its own change
+        first (a kill cuts this process's connections and marks the kill its own); a poller that applied it
+        before would take it for another process's and cut the connection the kill's answer is still due on."""
+        if not self._in_flight:
+            return len(event_ids)
+        first = min(self._in_flight)
+        return next((i for i, event_id in enumerate(event_ids) if event_id >= first), len(event_ids))
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self._run(lambda conn: conn.fetchrow(sql, *args))

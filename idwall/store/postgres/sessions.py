@@ -181,7 +181,10 @@ class SessionRecords(PostgresCore):
         return await self.write(tx)
 
     async def events_after(self, event_id: int) -> list[Event]:
+        """The events after ``event_id``, in order; up to (not including) one a write of this process has
+        committed but not yet returned (the poller reads it next time, after the writer acted on it)."""
         rows = await self._fetch("SELECT * FROM events WHERE id > $1 ORDER BY id", event_id)
+        rows = rows[:self._visible([r["id"] for r in rows])]
         return [Event(r["id"], r["kind"], json.loads(r["payload"]), r["time"]) for r in rows]
 
     async def last_event_id(self) -> int:
