@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.helpers.gateway import GatewayUnderTest, Upstream, echo_upstream, running_gateway
-from tests.helpers.store import postgres_database
+from tests.helpers.store import new_schema, postgres_database
 
 # Hypothesis writes .hypothesis/ (failing examples, and caches) into the working directory unless told
 # otherwise; a test run must not write into the source tree. Keep no examples, and the caches in /tmp.
@@ -44,3 +44,9 @@ def postgres_url() -> Iterator[str]:
     """A PostgreSQL database of this test session's own (``idwall_test_<random>``), dropped when it ends."""
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+async def pg_url(postgres_url: str) -> str:
+    """A fresh, empty schema of this test's own in the session's PostgreSQL database, as a store URL."""
+    return await new_schema(postgres_url)

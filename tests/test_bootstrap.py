@@ -25,7 +25,7 @@ from idwall.bootstrap import (
 from idwall.config import load_config
 from idwall.store import StoreError
 from idwall.store.sqlite import SQLiteStore
-from tests.helpers.store import closed_port, draft, dump, enroll, new_schema, opened
+from tests.helpers.store import closed_port, draft, dump, enroll, opened
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 KEY_FILES = ("ca-key.pem", "server-key.pem", "device-ca-key.pem", "assertion-key.pem", "ledger-key.pem")
@@ -290,12 +290,6 @@ async def test_init_works_inside_a_running_event_loop(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- --store postgresql://
-
-
-@pytest.fixture
-async def pg_url(postgres_url: str) -> str:
-    """A fresh, empty PostgreSQL store of this test's own (a schema in the session's database)."""
-    return await new_schema(postgres_url)
 
 
 async def _pg_rows(url: str) -> dict[str, list[tuple[object, ...]]]:

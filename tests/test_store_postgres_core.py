@@ -29,16 +29,11 @@ from idwall.store.sqlite import SQLiteStore
 from idwall.tokens import new_token
 from tests.helpers.ledger import gen
 from tests.helpers.records import NOW
-from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, new_schema, opened
+from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks"}
 
-
-@pytest.fixture
-async def url(postgres_url: str) -> str:
-    """A fresh schema of this test's own."""
-    return await new_schema(postgres_url)
 
 
 async def _tables(conn: asyncpg.Connection) -> set[str]:
@@ -49,10 +44,10 @@ async def _versions(store: PostgresStore) -> list[int]:
     return [r[0] for r in await store.read(lambda c: c.fetch("SELECT version FROM schema_version ORDER BY version"))]
 
 
-async def _at_version_1(url: str) -> None:
+async def _at_version_1(pg_url: str) -> None:
     """A database as the first release left it: migration 0001 applied, nothing after."""
     sql = (resources.files("idwall.store") / "migrations" / "postgres" / "0001_initial.sql").read_text("utf-8")
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(sql)
         await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version"
@@ -92,36 +87,36 @@ def test_the_migrations_have_the_version_numbers_sqlite_has() -> None:
 # --------------------------------------------------------------------------- migrations
 
 
-async def test_a_new_database_is_migrated_to_the_latest_schema(url: str) -> None:
-    async with opened(url) as store:
+async def test_a_new_database_is_migrated_to_the_latest_schema(pg_url: str) -> None:
+    async with opened(pg_url) as store:
         assert await store.read(_tables) == TABLES
         assert await _versions(store) == [1, 2]
 
 
-async def test_migrating_again_changes_nothing(url: str) -> None:
-    async with opened(url) as store:
+async def test_migrating_again_changes_nothing(pg_url: str) -> None:
+    async with opened(pg_url) as store:
         await store.append_ledger(draft())
         before = await dump(store)
-    async with opened(url) as store:
+    async with opened(pg_url) as store:
         assert await dump(store) == before
 
 
-async def test_an_old_database_is_brought_up_to_date_and_keeps_its_rows(url: str) -> None:
-    await _at_version_1(url)
-    async with opened(url) as store:
+async def test_an_old_database_is_brought_up_to_date_and_keeps_its_rows(pg_url: str) -> None:
+    await _at_version_1(pg_url)
+    async with opened(pg_url) as store:
         assert await store.read(_tables) == TABLES
         assert (await store.get_user("alice")).admin is True  # type: ignore[union-attr]
         assert await store.live_workers(since=0) == []  # the table migration 2 made works
         assert await _versions(store) == [1, 2]
 
 
-async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(url: str) -> None:
-    await _at_version_1(url)
-    conn = await asyncpg.connect(url)
+async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(pg_url: str) -> None:
+    await _at_version_1(pg_url)
+    conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute("CREATE TABLE event_acks (x INTEGER)")  # migration 2's third statement fails on it
         with pytest.raises(StoreError) as info:
-            async with opened(url):
+            async with opened(pg_url):
                 pass
         assert 'relation "event_acks" already exists' in info.value.log_detail
         assert info.value.problem()["status"] == 503 and "postgres" not in str(info.value.problem())
@@ -132,8 +127,8 @@ async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(url
         await conn.close()
 
 
-async def test_nodes_starting_at_once_migrate_once(url: str) -> None:
-    stores = [PostgresStore(url, ledger_key=None, pool_size=1) for _ in range(6)]
+async def test_nodes_starting_at_once_migrate_once(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url, ledger_key=None, pool_size=1) for _ in range(6)]
     try:
         await asyncio.gather(*(store.open() for store in stores))
         assert await _versions(stores[0]) == [1, 2]  # each migration recorded once
@@ -142,13 +137,13 @@ async def test_nodes_starting_at_once_migrate_once(url: str) -> None:
         await asyncio.gather(*(store.close() for store in stores))
 
 
-async def test_a_node_starting_while_another_migrates_waits_for_it(url: str) -> None:
-    holder = await asyncpg.connect(url)  # stands for a node in the middle of a migration
+async def test_a_node_starting_while_another_migrates_waits_for_it(pg_url: str) -> None:
+    holder = await asyncpg.connect(pg_url)  # stands for a node in the middle of a migration
     try:
         tx = holder.transaction()
         await tx.start()
         await holder.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-        store = PostgresStore(url, ledger_key=None, pool_size=1)
+        store = PostgresStore(pg_url, ledger_key=None, pool_size=1)
         opening = asyncio.create_task(store.open())
         await asyncio.sleep(0.5)
         assert not opening.done()  # it waits for the lock rather than migrating beside the other node
@@ -166,8 +161,8 @@ async def test_a_node_starting_while_another_migrates_waits_for_it(url: str) -> 
 # --------------------------------------------------------------------------- transactions
 
 
-async def test_a_write_that_raises_leaves_nothing_behind(url: str) -> None:
-    async with opened(url) as store:
+async def test_a_write_that_raises_leaves_nothing_behind(pg_url: str) -> None:
+    async with opened(pg_url) as store:
         before = await dump(store)
 
         async def half(conn: asyncpg.Connection) -> None:
@@ -194,8 +189,8 @@ async def test_a_write_that_raises_leaves_nothing_behind(url: str) -> None:
     LedgerDraft("no.such.type", "alice", "x", {}),  # the ledger refuses an unknown type
     LedgerDraft("token.create", "alice", "x", {"ratio": 0.5}),  # and a value canonical JSON has no form for
 ])
-async def test_a_trust_change_whose_ledger_entry_cannot_be_sealed_does_not_happen(url: str, bad: LedgerDraft) -> None:
-    async with opened(url) as store:
+async def test_a_trust_change_whose_ledger_entry_cannot_be_sealed_does_not_happen(pg_url: str, bad: LedgerDraft) -> None:
+    async with opened(pg_url) as store:
         before = await dump(store)
         issued = new_token(name="ci", scopes=["kill"], ttl=3600, created_by="alice", now=NOW)
         with pytest.raises(ValueError):
@@ -204,12 +199,12 @@ async def test_a_trust_change_whose_ledger_entry_cannot_be_sealed_does_not_happe
         assert await store.get_token_by_hash(issued.record.hash) is None
 
 
-async def test_a_store_opened_without_the_ledger_key_reads_but_records_no_trust_change(url: str) -> None:
+async def test_a_store_opened_without_the_ledger_key_reads_but_records_no_trust_change(pg_url: str) -> None:
     key = pki.generate_p256_key()
-    async with opened(url, ledger_key=key) as store:
+    async with opened(pg_url, ledger_key=key) as store:
         await store.append_ledger(draft())
         entries = await store.ledger_entries()
-    async with opened(url, ledger_key=None) as store:
+    async with opened(pg_url, ledger_key=None) as store:
         assert await store.ledger_entries() == entries  # what was committed is there after reopening
         with pytest.raises(StoreError, match="opened without the ledger key"):
             await store.append_ledger(draft())
@@ -219,9 +214,9 @@ async def test_a_store_opened_without_the_ledger_key_reads_but_records_no_trust_
 # --------------------------------------------------------------------------- one chain across nodes
 
 
-async def test_two_nodes_appending_at_once_never_fork_the_chain(url: str) -> None:
+async def test_two_nodes_appending_at_once_never_fork_the_chain(pg_url: str) -> None:
     key = pki.generate_p256_key()
-    async with opened(url, ledger_key=key) as one, opened(url, ledger_key=key) as other:
+    async with opened(pg_url, ledger_key=key) as one, opened(pg_url, ledger_key=key) as other:
         seqs = await asyncio.gather(*(store.append_ledger(draft(subject=f"kid-{i}"))
                                       for i in range(25) for store in (one, other)))
         entries = await other.ledger_entries()
@@ -242,9 +237,9 @@ def _bootstrap(key: pki.ec.EllipticCurvePrivateKey) -> LedgerDraft:
         "ledger_key": ledger_public_jwk(key)})
 
 
-async def test_concurrent_actions_on_two_nodes_leave_one_chain_that_verifies(url: str) -> None:
+async def test_concurrent_actions_on_two_nodes_leave_one_chain_that_verifies(pg_url: str) -> None:
     key = pki.generate_p256_key()
-    async with opened(url, ledger_key=key, pool_size=3) as one, opened(url, ledger_key=key, pool_size=3) as other:
+    async with opened(pg_url, ledger_key=key, pool_size=3) as one, opened(pg_url, ledger_key=key, pool_size=3) as other:
         await one.append_ledger(_bootstrap(key))
 
         def kill(store: PostgresStore, i: int):  # type: ignore[no-untyped-def]
@@ -263,8 +258,8 @@ async def test_concurrent_actions_on_two_nodes_leave_one_chain_that_verifies(url
     assert (result.entries, result.seq) == (51, 51)
 
 
-async def test_a_session_killed_on_two_nodes_at_once_is_cut_once(url: str) -> None:
-    async with opened(url) as one, opened(url) as other:
+async def test_a_session_killed_on_two_nodes_at_once_is_cut_once(pg_url: str) -> None:
+    async with opened(pg_url) as one, opened(pg_url) as other:
         victims = [await login(one, await enroll(one, f"user-{i}")) for i in range(6)]
         results = await asyncio.gather(*(store.kill(
             scope="user", target=v.user_id, revoke_devices=True, now=NOW,
@@ -279,16 +274,16 @@ async def test_a_session_killed_on_two_nodes_at_once_is_cut_once(url: str) -> No
 # --------------------------------------------------------------------------- the pool
 
 
-async def test_the_pool_never_opens_more_connections_than_its_size(url: str) -> None:
-    async with opened(url, pool_size=2) as store:
+async def test_the_pool_never_opens_more_connections_than_its_size(pg_url: str) -> None:
+    async with opened(pg_url, pool_size=2) as store:
         pids = await asyncio.gather(*(store.read(lambda c: c.fetchval("SELECT pg_backend_pid() FROM pg_sleep(0.05)"))
                                       for _ in range(12)))
         assert len(set(pids)) <= 2  # twelve calls at once shared two connections; none was refused
 
 
-async def test_writes_from_one_store_do_not_wait_on_each_other_for_a_connection_forever(url: str) -> None:
+async def test_writes_from_one_store_do_not_wait_on_each_other_for_a_connection_forever(pg_url: str) -> None:
     key = pki.generate_p256_key()
-    async with opened(url, ledger_key=key, pool_size=1) as store:  # the smallest pool still serves every call
+    async with opened(pg_url, ledger_key=key, pool_size=1) as store:  # the smallest pool still serves every call
         seqs = await asyncio.gather(*(store.append_ledger(draft(subject=f"kid-{i}")) for i in range(10)))
     assert sorted(seqs) == list(range(1, 11))
 
@@ -308,8 +303,8 @@ async def test_a_database_that_is_not_there_is_a_503_store_error() -> None:
         await store.get_user("alice")
 
 
-async def test_a_connection_lost_inside_a_write_changes_nothing_and_the_store_recovers(url: str) -> None:
-    async with opened(url) as store:
+async def test_a_connection_lost_inside_a_write_changes_nothing_and_the_store_recovers(pg_url: str) -> None:
+    async with opened(pg_url) as store:
         before = await dump(store)
 
         async def dies(conn: asyncpg.Connection) -> None:
@@ -322,11 +317,11 @@ async def test_a_connection_lost_inside_a_write_changes_nothing_and_the_store_re
         assert await store.append_ledger(draft()) == 1  # a new connection: the store works again
 
 
-async def test_a_database_cut_off_is_a_store_error_until_it_is_back(url: str) -> None:
+async def test_a_database_cut_off_is_a_store_error_until_it_is_back(pg_url: str) -> None:
     relay = Relay()
     await relay.start()
     key = pki.generate_p256_key()
-    async with opened(relay.url(url), ledger_key=key, pool_size=2) as store:
+    async with opened(relay.url(pg_url), ledger_key=key, pool_size=2) as store:
         assert await store.append_ledger(draft(subject="kid-a")) == 1
         await relay.cut()
         for call in (lambda: store.append_ledger(draft(subject="kid-b")), lambda: store.get_user("alice"),
@@ -342,14 +337,14 @@ async def test_a_database_cut_off_is_a_store_error_until_it_is_back(url: str) ->
 # --------------------------------------------------------------------------- the password
 
 
-async def test_the_password_of_the_url_is_in_no_error_log_detail_or_repr(url: str) -> None:
+async def test_the_password_of_the_url_is_in_no_error_log_detail_or_repr(pg_url: str) -> None:
     with closed_port() as port:
         store = PostgresStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/idwall", ledger_key=None)
         with pytest.raises(StoreError) as info:
             await store.open()
     assert "hunter2" not in f"{info.value} {info.value.detail} {info.value.log_detail} {store!r}"
     # trust auth takes any password, so a real connection shows it is carried and still never shown
-    with_password = url.replace("postgresql://postgres@", "postgresql://postgres:hunter2@")
+    with_password = pg_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2@")
     async with opened(with_password) as store:
         async def fails(conn: asyncpg.Connection) -> None:
             await conn.execute("SELECT 'hunter2'::integer")  # a server error quoting the password's text
@@ -371,10 +366,10 @@ async def test_an_unparseable_url_is_refused_without_quoting_it() -> None:
 # --------------------------------------------------------------------------- this process's own events
 
 
-async def test_a_poller_never_sees_an_event_before_the_write_that_made_it_returns(url: str) -> None:
+async def test_a_poller_never_sees_an_event_before_the_write_that_made_it_returns(pg_url: str) -> None:
     """A kill marks itself this process's own once ``store.kill`` returns; a poller of the same process that got
     the event first would take it for another process's kill and cut the connection the answer is due on."""
-    async with opened(url, pool_size=4) as store:
+    async with opened(pg_url, pool_size=4) as store:
         early: list[int] = []
         for round in range(15):
             done = asyncio.Event()

@@ -17,12 +17,8 @@ import pytest
 from idwall.store import PostgresStore
 from idwall.store.postgres import EventListener
 from tests.helpers.records import NOW
-from tests.helpers.store import Relay, draft, enroll, login, new_schema, opened
+from tests.helpers.store import Relay, draft, enroll, login, opened
 
-
-@pytest.fixture
-async def url(postgres_url: str) -> str:
-    return await new_schema(postgres_url)
 
 
 class Follower:
@@ -59,8 +55,8 @@ class Follower:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def test_an_event_committed_on_one_node_wakes_the_other(url: str) -> None:
-    async with opened(url) as one, opened(url) as other:
+async def test_an_event_committed_on_one_node_wakes_the_other(pg_url: str) -> None:
+    async with opened(pg_url) as one, opened(pg_url) as other:
         follower = Follower(other)
         async with other.listening(follower.on_event) as listener:
             await listener.wait_connected(15)
@@ -72,8 +68,8 @@ async def test_an_event_committed_on_one_node_wakes_the_other(url: str) -> None:
         await follower.stop()
 
 
-async def test_a_write_that_rolls_back_notifies_nobody(url: str) -> None:
-    async with opened(url) as one, opened(url) as other:
+async def test_a_write_that_rolls_back_notifies_nobody(pg_url: str) -> None:
+    async with opened(pg_url) as one, opened(pg_url) as other:
         follower = Follower(other)
         async with other.listening(follower.on_event) as listener:
             await listener.wait_connected(15)
@@ -92,12 +88,12 @@ async def test_a_write_that_rolls_back_notifies_nobody(url: str) -> None:
         await follower.stop()
 
 
-async def test_events_committed_while_a_node_was_cut_off_are_replayed_when_it_hears_again(url: str) -> None:
+async def test_events_committed_while_a_node_was_cut_off_are_replayed_when_it_hears_again(pg_url: str) -> None:
     relay = Relay()
     await relay.start()
-    async with opened(url) as one, opened(url) as other:
+    async with opened(pg_url) as one, opened(pg_url) as other:
         follower = Follower(other)
-        listener = EventListener(relay.url(url), on_event=follower.on_event)  # only the listener goes via the relay
+        listener = EventListener(relay.url(pg_url), on_event=follower.on_event)  # only the listener goes via the relay
         listener.start()
         try:
             await listener.wait_connected(15)
@@ -116,12 +112,12 @@ async def test_events_committed_while_a_node_was_cut_off_are_replayed_when_it_he
         await follower.stop()
 
 
-async def test_a_listener_that_cannot_reach_the_database_keeps_trying_and_reports_it(url: str) -> None:
+async def test_a_listener_that_cannot_reach_the_database_keeps_trying_and_reports_it(pg_url: str) -> None:
     relay = Relay()
     await relay.start()
     await relay.cut()  # the database is unreachable when the node starts
     heard: list[int] = []
-    listener = EventListener(relay.url(url), on_event=lambda: heard.append(1))
+    listener = EventListener(relay.url(pg_url), on_event=lambda: heard.append(1))
     listener.start()
     try:
         await asyncio.sleep(0.3)
