@@ -9,7 +9,8 @@ both nodes; signed actions made at once on both nodes leave one ledger chain tha
 PostgreSQL ``LISTEN/NOTIFY`` alone: with its poll slowed to a minute and no nudge from the killer (the kill is
 committed straight into the database, as another host would), it still cuts the connection at once. A node
 that loses its database resolves no new connection (503 problem+json, fail closed) and serves again once the
-database is back.
+database is back. Nodes run as ``idwall serve`` processes, each a worker in the shared table, so a kill on one
+is acknowledged by the other, and a node that cannot write its acknowledgement is named in the kill's answer.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
 
 import pytest
 
@@ -30,7 +39,7 @@ from idwall.audit import verify_ledger
 from idwall.bootstrap import init_directory
 from idwall.config import load_config
 from idwall.testing.fixtures import free_port
-from idwall import node as node_module
+from idwall import killswitch, node as node_module
 from idwall.cluster import Worker
 from idwall.store.base import LedgerDraft
 from idwall.web.server import make_node, start_gateway
@@ -41,10 +50,11 @@ from tests.helpers.store import Relay, new_schema, opened
 
 @contextlib.asynccontextmanager
 async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: str | None = None,
-                    a_worker: Worker | None = None,
-                    b_worker: Worker | None = None) -> AsyncIterator[tuple[GatewayUnderTest, ...]]:
+                    a_worker: Worker | None = None, b_worker: Worker | None = None,
+                    start_b: bool = True) -> AsyncIterator[tuple[Any, ...]]:
     """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (B as the
-    worker processes ``a_worker``, ``b_worker`` when given, B reaching the database at ``b_store`` when given)."""
+    worker processes ``a_worker``, ``b_worker`` when given, B reaching the database at ``b_store`` when given).
+    Without ``start_b``, B's config is yielded in its place, for a process of its own."""
     ports = free_port(), free_port()
     origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
     made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
@@ -61,6 +71,9 @@ async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: 
                 text = text.replace(json.dumps(store), json.dumps(b_store))
             path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]"))
             config = load_config(path)
+            if name == "b" and not start_b:
+                nodes.append(config)
+                continue
             node = await make_node(config)
             node.worker = a_worker if name == "a" else b_worker
             running = await start_gateway(config, node=node)
@@ -204,3 +217,86 @@ async def test_the_kill_answer_counts_what_a_worker_of_the_other_node_cut(tmp_pa
     finally:
         for worker in workers:
             worker.close()
+
+
+async def test_a_node_that_cannot_acknowledge_is_named_in_the_kill_answer(
+        tmp_path: Path, upstream: Upstream, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, relay = await new_schema(postgres_url), Relay()
+    await relay.start()
+    workers = Worker(0, host="node-a"), Worker(0, host="node-b")
+    for worker in workers:
+        worker.listen()
+    monkeypatch.setattr(killswitch, "STALE_AFTER", 600.0)  # B's last heartbeat stays fresh: A must wait for it
+    try:
+        async with two_nodes(tmp_path, upstream, store, b_store=relay.url(store), a_worker=workers[0],
+                             b_worker=workers[1]) as (a, b):
+            admin = await bootstrap(a)
+            assert (await login(a, admin))[0] == 200
+            await relay.cut()  # B hears nothing and can write nothing
+            async with a.session(admin) as client:
+                status, answer = await call(client, "POST", a.url + "/idwall/api/admin/kill", {
+                    "scope": "user", "target": "admin", "reason": "drill", "revoke_devices": False})
+            assert status == 200, answer
+            assert answer["workers"] == {"reached": 1, "unreached": [workers[1].id]}  # named, never hidden
+            await relay.start()
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+@dataclass
+class ServeProcess:
+    """Node B as ``idwall serve`` in a process of its own: what the API helpers need to talk to it."""
+
+    url: str
+    port: int
+    ssl: Callable[..., Any]
+    process: subprocess.Popen[bytes]
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def session(self, device: Any = None) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl(device), limit=1))
+
+    def read_logs(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            with contextlib.suppress(ValueError):
+                self.logs.append(json.loads(raw))
+
+
+async def test_two_serve_processes_on_one_database_acknowledge_each_others_kills(
+        tmp_path: Path, upstream: Upstream, postgres_url: str) -> None:
+    store = await new_schema(postgres_url)
+    worker = Worker(0, host="node-a")
+    worker.listen()
+    try:
+        async with two_nodes(tmp_path, upstream, store, a_worker=worker, start_b=False) as (a, b_config):
+            command = [sys.executable, "-m", "idwall", "serve", "--config", str(b_config.source)]
+            process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=tmp_path,
+                                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])))
+            b = ServeProcess(b_config.public_url, b_config.listen.port, a.ssl, process)
+            threading.Thread(target=b.read_logs, daemon=True).start()
+            try:
+                deadline = time.monotonic() + 30
+                while not any(line.get("event") == "gateway.started" for line in b.logs):
+                    assert process.poll() is None and time.monotonic() < deadline, b.logs
+                    await asyncio.sleep(0.05)
+                admin = await bootstrap(a)
+                assert (await login(a, admin))[0] == 200 and (await login(b, admin))[0] == 200
+                reader, writer = await _connected(b, admin)  # type: ignore[arg-type]
+                try:
+                    async with a.session(admin) as client:
+                        status, answer = await call(client, "POST", a.url + "/idwall/api/admin/kill", {
+                            "scope": "user", "target": "admin", "reason": "drill", "revoke_devices": False})
+                    assert status == 200, answer
+                    assert answer["workers"] == {"reached": 2, "unreached": []}  # node B's process acknowledged
+                    assert answer["connections_closed"] == 2  # the request's own and B's
+                    assert await asyncio.wait_for(reader.read(65536), 10) == b""
+                finally:
+                    writer.close()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(process.wait, 15) == 0
+            assert [w.id for w in await a.store.live_workers(since=0)] == [worker.id]  # B deregistered on exit
+    finally:
+        worker.close()
