@@ -39,13 +39,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from . import pki
 from .config import ConfigError, default_config_text, load_config
 from .encoding import b64url_encode, sha256
 from .errors import Conflict
-from .store import PostgresStore, SQLiteStore, is_postgres
+from .store import SQLiteStore, is_postgres, open_store, shown_url
 from .store.base import AlreadyUsed, Invite
 
 CONFIG_NAME = "idwall.yaml"
@@ -159,28 +158,13 @@ async def _create_store(db_path: Path, invite: Invite) -> None:
 
 
 async def _claim_database(url: str, invite: Invite, *, force: bool) -> None:
-    store = PostgresStore(url, ledger_key=None, pool_size=1)
-    await store.open()  # migrates it, under the migration lock
+    store = await open_store(url, ledger_key=None, pool_size=1)  # migrates it, under the migration lock
     try:
-        await store.create_bootstrap_invite(invite, replace=force)
+        await store.create_bootstrap_invite(invite, replace=force)  # type: ignore[union-attr]
     except AlreadyUsed as exc:
         raise InitRefused(exc.detail) from None
     finally:
         await store.close()
-
-
-def shown_store(url: str) -> str:
-    """A store URL as it may be printed: any password replaced by ``***`` (the config file keeps it)."""
-    parts = urlsplit(url)
-    try:
-        password = parts.password
-    except ValueError:
-        password = None
-    if password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 async def _call(coro_factory: Callable[[], Awaitable[None]]) -> None:
@@ -208,7 +192,7 @@ def _build(tmp: Path, *, admin: str, port: int, host: str, now: datetime, store:
     if host != "127.0.0.1":
         text = _set_listen_host(text, host)
     (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
-    if store is not None and shown_store(store) != store:
+    if store is not None and shown_url(store) != store:
         os.chmod(tmp / CONFIG_NAME, 0o600)  # it holds the database password (a passfile or PGPASSWORD keeps it out)
     # Validate what we wrote before anything moves into place: a config that
     # init writes and serve refuses would be a broken first run.
@@ -302,5 +286,5 @@ def init_directory(dir: Path, *, admin: str, port: int, force: bool, now: dateti
         ca_pem=certs / "ca.pem",
         device_ca_pem=certs / "device-ca.pem",
         public_url=public_url,
-        store=shown_store(store) if store is not None else str(directory / DB_NAME),
+        store=shown_url(store) if store is not None else str(directory / DB_NAME),
     )

@@ -24,7 +24,7 @@ from idwall.audit import GENESIS_PREV, entry_hash, ledger_public_jwk, verify_led
 from idwall.encoding import b64url_encode, sha256
 from idwall.store import PostgresStore, Store, StoreError
 from idwall.store.base import LedgerDraft
-from idwall.store.postgres.core import MIGRATE_LOCK, migrations
+from idwall.store.postgres.core import MIGRATE_LOCK, migrations, shown_url, url_secrets
 from idwall.store.sqlite import SQLiteStore
 from idwall.tokens import new_token
 from tests.helpers.ledger import gen
@@ -353,6 +353,28 @@ async def test_the_password_of_the_url_is_in_no_error_log_detail_or_repr(pg_url:
             await store.write(fails)
         assert "hunter2" not in f"{info.value} {info.value.log_detail} {store!r}"
         assert "***" in info.value.log_detail
+
+
+@pytest.mark.parametrize(("url", "shown", "secrets"), [
+    ("postgresql://idwall:postgres@db:5432/idwall", "postgresql://idwall:***@db:5432/idwall", {"postgres"}),
+    ("postgresql://idwall@db/idwall?password=s%40x&sslmode=require",
+     "postgresql://idwall@db/idwall?password=***&sslmode=require", {"s%40x", "s@x"}),
+    ("postgresql://idwall:p%2Fq@db/idwall?search_path=t", "postgresql://idwall:***@db/idwall?search_path=t",
+     {"p%2Fq", "p/q"}),
+    ("postgresql://idwall@db/idwall", "postgresql://idwall@db/idwall", set()),
+])
+def test_every_spelling_of_a_password_is_known_and_never_shown(url: str, shown: str, secrets: set[str]) -> None:
+    assert shown_url(url) == shown and url_secrets(url) == secrets
+
+
+async def test_a_password_given_as_a_query_parameter_is_not_logged_either(pg_url: str) -> None:
+    async with opened(f"{pg_url}&password=hunter2") as store:  # trust auth: any password connects
+        async def fails(conn: asyncpg.Connection) -> None:
+            await conn.execute("SELECT 'hunter2'::integer")
+
+        with pytest.raises(StoreError) as info:
+            await store.write(fails)
+    assert "hunter2" not in info.value.log_detail and info.value.log_detail.startswith("postgresql: ")
 
 
 async def test_an_unparseable_url_is_refused_without_quoting_it() -> None:

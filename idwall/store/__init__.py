@@ -8,10 +8,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .base import Store, StoreError
-from .postgres import DEFAULT_POOL_SIZE, PostgresStore
+from .postgres import DEFAULT_POOL_SIZE, PostgresStore, shown_url
 from .sqlite import SQLiteStore
 
-__all__ = ["Store", "StoreError", "PostgresStore", "SQLiteStore", "is_postgres", "open_store", "sqlite_path"]
+__all__ = ["Store", "StoreError", "PostgresStore", "SQLiteStore", "is_postgres", "open_store", "shown_url",
+           "sqlite_path"]
 
 _POSTGRES_PREFIX = "postgresql://"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
-from .core import DEFAULT_POOL_SIZE, migrate
+from .core import DEFAULT_POOL_SIZE, migrate, shown_url
 from .listen import EventListener
 from .sessions import SessionRecords
 from .trust import TrustRecords
@@ -28,7 +28,7 @@ class PostgresStore(TrustRecords, SessionRecords, WorkerRecords):
     async def listening(self, on_event: Callable[[], None]) -> AsyncIterator[EventListener]:
         """Hear every node's trust events while the block runs: ``on_event()`` at each notification and after
         every (re)connect (then the caller reads :meth:`events_after` its cursor, missing nothing)."""
-        listener = EventListener(self._url, on_event=on_event, password=self._password)
+        listener = EventListener(self._url, on_event=on_event, secrets=self._secrets)
         listener.start()
         try:
             yield listener
@@ -36,4 +36,4 @@ class PostgresStore(TrustRecords, SessionRecords, WorkerRecords):
             await listener.close()
 
 
-__all__ = ["DEFAULT_POOL_SIZE", "EventListener", "PostgresStore", "migrate"]
+__all__ = ["DEFAULT_POOL_SIZE", "EventListener", "PostgresStore", "migrate", "shown_url"]

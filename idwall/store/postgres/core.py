@@ -21,7 +21,7 @@ from importlib import resources
 import json
 import time
 from typing import Any, Awaitable, Callable, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -84,19 +84,40 @@ def rowcount(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def log_detail(exc: BaseException, password: str | None) -> str:
+def log_detail(exc: BaseException, secrets: frozenset[str]) -> str:
     """The driver's words for the log, with the URL's password (should a message ever quote it) blotted out."""
-    text = f"postgresql: {type(exc).__name__}: {exc}"
-    for spelling in {password, unquote(password)} if password else ():
-        text = text.replace(spelling, "***")
-    return text
+    text = f"{type(exc).__name__}: {exc}"
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return f"postgresql: {text}"
 
 
-def _password(url: str) -> str | None:
+def url_secrets(url: str) -> frozenset[str]:
+    """Every spelling of the password a URL carries: in ``user:password@`` or as ``?password=`` (asyncpg takes
+    both), raw and percent-decoded."""
     try:
-        return urlsplit(url).password
+        parts = urlsplit(url)
+        found = [parts.password or ""]
     except ValueError:  # an unparseable port: asyncpg refuses the URL too, and the caller shows none of it
-        return None
+        return frozenset()
+    found += [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if key == "password"]
+    found += [part.partition("=")[2] for part in parts.query.split("&") if part.startswith("password=")]
+    return frozenset(spelling for secret in found if secret for spelling in (secret, unquote(secret)) if spelling)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: its password, in ``user:password@`` or ``?password=``, shown as ``***``."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return "a postgresql:// URL that cannot be parsed"
+    netloc = parts.netloc
+    if has_password:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join("password=***" if p.startswith("password=") else p for p in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
 class PostgresCore:
@@ -105,7 +126,7 @@ class PostgresCore:
     def __init__(self, url: str, *, ledger_key: ec.EllipticCurvePrivateKey | None,
                  clock: Callable[[], float] | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self._url = url  # private: it may hold a password, so it is never shown (not even in repr)
-        self._password = _password(url)
+        self._secrets = url_secrets(url)
         self._ledger_key = ledger_key
         self._clock = clock or time.time
         self._pool_size = pool_size
@@ -121,7 +142,7 @@ class PostgresCore:
             pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
                                              timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
         except DB_ERRORS as exc:
-            raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._password)) from None
+            raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._secrets)) from None
         except ValueError as exc:  # a DSN asyncpg cannot parse; its message may quote the DSN, so drop it
             raise StoreError("the postgresql store URL cannot be parsed; write postgresql://user@host:port/db",
                              log_detail=f"postgresql: {type(exc).__name__}") from None
@@ -149,7 +170,7 @@ class PostgresCore:
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
                 return await fn(conn)
         except DB_ERRORS as exc:
-            raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._password)) from None
+            raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._secrets)) from None
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``fn`` (reads only) on a pooled connection."""

@@ -34,10 +34,10 @@ class EventListener:
     """A dedicated connection that ``LISTEN``s on :data:`~.core.EVENTS_CHANNEL` and calls ``on_event`` for each notification,
     and once after every (re)connect so the node replays what it may have missed."""
 
-    def __init__(self, url: str, *, on_event: Callable[[], None], password: str | None = None,
+    def __init__(self, url: str, *, on_event: Callable[[], None], secrets: frozenset[str] = frozenset(),
                  check_every: float = CHECK_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         self._url = url
-        self._password = password
+        self._secrets = secrets
         self._on_event = on_event
         self._check_every = check_every
         self._clock = clock
@@ -75,7 +75,7 @@ class EventListener:
             try:
                 conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
             except DB_ERRORS as exc:
-                event("store.listen_failed", level=logging.WARNING, error=log_detail(exc, self._password),
+                event("store.listen_failed", level=logging.WARNING, error=log_detail(exc, self._secrets),
                       retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -84,7 +84,7 @@ class EventListener:
             try:
                 await self._listen(conn)
             except DB_ERRORS as exc:
-                event("store.listen_lost", level=logging.WARNING, error=log_detail(exc, self._password))
+                event("store.listen_lost", level=logging.WARNING, error=log_detail(exc, self._secrets))
             finally:
                 self.connected = False
                 self._up.clear()
