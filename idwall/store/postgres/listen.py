@@ -97,6 +97,7 @@ class EventListener:
         self.connected, self.heard_at = True, self._clock()
         self.connects += 1
         self._up.set()
+        event("store.listening", channel=EVENTS_CHANNEL, connects=self.connects)
         # LISTEN is in place: whatever committed while we could not hear is read now, the rest is notified
         self._on_event()
         while not lost.is_set():
