@@ -31,16 +31,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
-
 import pytest
 
-from idwall import cli
+from idwall import cli, killswitch, node as node_module
 from idwall.audit import verify_ledger
 from idwall.bootstrap import init_directory
+from idwall.cluster import Worker
 from idwall.config import load_config
 from idwall.testing.fixtures import free_port
-from idwall import killswitch, node as node_module
-from idwall.cluster import Worker
 from idwall.store.base import LedgerDraft
 from idwall.web.server import make_node, start_gateway
 from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
@@ -52,9 +50,9 @@ from tests.helpers.store import Relay, new_schema, opened
 async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: str | None = None,
                     a_worker: Worker | None = None, b_worker: Worker | None = None,
                     start_b: bool = True) -> AsyncIterator[tuple[Any, ...]]:
-    """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (B as the
-    worker processes ``a_worker``, ``b_worker`` when given, B reaching the database at ``b_store`` when given).
-    Without ``start_b``, B's config is yielded in its place, for a process of its own."""
+    """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (as the
+    worker processes ``a_worker`` and ``b_worker`` when given; B reaching the database at ``b_store`` when
+    given). Without ``start_b``, B's config is yielded in its place, for a process of its own."""
     ports = free_port(), free_port()
     origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
     made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
