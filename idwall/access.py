@@ -140,13 +140,14 @@ class AccessConfig:
     def from_config(cls, config: Config) -> AccessConfig:
         own = (config.public_url, *config.webauthn.origins)
         own_hosts = frozenset(urlsplit(url).hostname or "" for url in own) - {""}
-        route_hosts = {r.host for r in config.routes if r.host is not None}
+        http_routes = [r for r in config.routes if not r.is_tcp]  # a TCP route is reached on the gateway's host
+        route_hosts = {r.host for r in http_routes if r.host is not None}
         return cls(
             public_url=config.public_url.rstrip("/"),
             own_origins=frozenset(_origin(url) for url in own),
             own_hosts=own_hosts,
             served_hosts=own_hosts | route_hosts,
-            any_host=any(r.host is None for r in config.routes),
+            any_host=any(r.host is None for r in http_routes),
             idle_timeout=config.session.idle_timeout,
             admin_fresh_auth=config.admin.fresh_auth,
             enroll_url=config.public_url.rstrip("/") + "/idwall/enroll",

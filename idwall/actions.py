@@ -9,7 +9,14 @@ exactly this action and nothing else.
 
 Fields are refused rather than ignored when unknown: the ledger verifier
 checks an action's fields exactly, and a field the gateway ignored but the
-signer saw would make the signature say more than the effect.
+signer saw would make the signature say more than the effect. An optional
+field a client leaves out (``invite.create``'s ``manager``) is filled in with
+its default, so the action shown and signed always says it.
+
+Roles: every type but ``device.recover`` and ``device.renew`` (the user's own
+business) needs an administrator; ``device.approve`` and ``device.reject`` may
+also be signed by the device owner's manager when ``devices.approval`` is
+``manager`` (:func:`manages`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, Callable
 from .encoding import EncodingError, b64url_decode, b64url_encode
 from .enrollment import USER_ID_RE
 from .errors import BadRequest, Forbidden
+from .pki import check_csr
 from .jsonbody import json_type
 from .store.base import LedgerDraft, Session
 from .units import parse_duration
@@ -28,6 +36,7 @@ from .units import parse_duration
 __all__ = [
     "ACTION_TYPES",
     "ADMIN_ACTIONS",
+    "MANAGER_ACTIONS",
     "MAX_TOKEN_TTL",
     "TOKEN_SCOPES",
     "action_draft",
@@ -38,6 +47,7 @@ __all__ = [
     "claimed_challenge",
     "login_draft",
     "logout_draft",
+    "manages",
     "token_ttl",
     "validate_action",
 ]
@@ -74,6 +84,17 @@ def _user(value: Any, name: str = "user") -> str:
 def _ident(value: Any, name: str) -> str:
     if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise BadRequest(f"action.{name} must be an id of 1-128 characters of [A-Za-z0-9._-]")
+    return value
+
+
+def _manager(value: Any) -> str | None:
+    return None if value is None else _user(value, "manager")
+
+
+def _csr(value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"action.csr_pem must be a PEM string, got {type(value).__name__}")
+    check_csr(value)
     return value
 
 
@@ -133,17 +154,25 @@ def _ttl_field(value: Any) -> str:
 
 _FIELDS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "invite.create": {"user": _user, "name": lambda v: _text(v, "name", limit=MAX_NAME, allow_empty=False),
-                      "email": _email, "groups": _groups, "admin": lambda v: _bool(v, "admin")},
+                      "email": _email, "groups": _groups, "admin": lambda v: _bool(v, "admin"),
+                      "manager": _manager},
     "admin.grant": {"user": _user},
     "admin.revoke": {"user": _user},
     "token.create": {"name": lambda v: _text(v, "name", limit=MAX_TOKEN_NAME, allow_empty=False), "scopes": _scopes,
                      "ttl": lambda v: _ttl_field(v)},
     "device.approve": {"device_id": lambda v: _ident(v, "device_id")},
+    "device.reject": {"device_id": lambda v: _ident(v, "device_id")},
     "device.recover": {"enrollment_id": lambda v: _ident(v, "enrollment_id")},
+    "device.renew": {"device_id": lambda v: _ident(v, "device_id"), "csr_pem": _csr},
+    "user.set_manager": {"user": _user, "manager": _manager},
 }
+#: fields a client may leave out, and what they then are (clients written before the field existed keep working)
+_DEFAULTS: dict[str, dict[str, Any]] = {"invite.create": {"manager": None}}
 ACTION_TYPES = tuple(_FIELDS)
-#: who may sign what: everything but recovery (which is the user's own business) needs an administrator
-ADMIN_ACTIONS = frozenset(ACTION_TYPES) - {"device.recover"}
+#: who may sign what: everything but the user's own business (recovery, renewal) needs an administrator
+ADMIN_ACTIONS = frozenset(ACTION_TYPES) - {"device.recover", "device.renew"}
+#: what the device owner's manager may sign instead of an administrator, under ``devices.approval: manager``
+MANAGER_ACTIONS = frozenset({"device.approve", "device.reject"})
 
 
 def validate_action(raw: Any) -> dict[str, Any]:
@@ -163,10 +192,15 @@ def validate_action(raw: Any) -> dict[str, Any]:
     if extra:
         raise BadRequest(f"action {kind} has unexpected field(s) {', '.join(extra)[:200]}; "
                          f"it takes exactly {', '.join(schema)}")
+    raw = {**_DEFAULTS.get(kind, {}), **raw}
     missing = [name for name in schema if name not in raw]
     if missing:
         raise BadRequest(f"action {kind} is missing {', '.join(missing)}")
-    return {"type": kind, **{name: check(raw[name]) for name, check in schema.items()}}
+    action = {"type": kind, **{name: check(raw[name]) for name, check in schema.items()}}
+    if "manager" in action and action["manager"] == action["user"]:
+        raise BadRequest(f"action.manager must be another user than action.user; {action['user']} cannot be "
+                         "their own manager")
+    return action
 
 
 def build_action(fields: dict[str, Any], *, actor: str, nonce: bytes, now: float, timeout: int) -> dict[str, Any]:
@@ -176,10 +210,26 @@ def build_action(fields: dict[str, Any], *, actor: str, nonce: bytes, now: float
     return {**fields, "actor": actor, "nonce": b64url_encode(nonce), "not_after": int(now) + timeout}
 
 
-def check_role(action: dict[str, Any], *, signer_admin: bool) -> None:
-    """Refuse (403) an action the signer's role does not allow."""
-    if action["type"] in ADMIN_ACTIONS and not signer_admin:
-        raise Forbidden(f"{action['type']} must be signed by an administrator; {action['actor']} is not one")
+def manages(*, approval: str, owner_manager: str | None, signer: str) -> bool:
+    """Whether ``signer`` may approve or reject a device as its owner's manager: only with
+    ``devices.approval: manager``, and only while the owner's manager (``owner_manager``) is the signer."""
+    return approval == "manager" and owner_manager is not None and owner_manager == signer
+
+
+def check_role(action: dict[str, Any], *, signer_admin: bool, signer_manages_owner: bool = False) -> None:
+    """Refuse (403) an action the signer's role does not allow.
+
+    ``signer_manages_owner`` is :func:`manages` for the device a ``device.approve``/``device.reject`` names.
+    """
+    kind = action["type"]
+    if kind not in ADMIN_ACTIONS or signer_admin:
+        return
+    if kind in MANAGER_ACTIONS:
+        if signer_manages_owner:
+            return
+        raise Forbidden(f"{kind} must be signed by an administrator or, with devices.approval: manager, by the "
+                        f"device owner's manager; {action['actor']} is neither")
+    raise Forbidden(f"{kind} must be signed by an administrator; {action['actor']} is not one")
 
 
 def claimed_challenge(credential: Any) -> bytes:

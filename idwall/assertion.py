@@ -45,7 +45,7 @@ RETIRED_INDEX = "retired.json"
 _KID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # b64url of a SHA-256 digest: also keeps kids out of path tricks
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 # A WebSocket handshake is an HTTP request over the same scheme, so ws/wss bind like http/https.
-_SCHEME_ALIASES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_SCHEME_ALIASES = {"http": "http", "https": "https", "ws": "http", "wss": "https", "tcp": "tcp"}
 _REG_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9_])?$")
 _IPV6_RE = re.compile(r"^\[[0-9a-f:.]+\]$")
 # Stateless, so one of each serves every signature instead of being rebuilt per request.
@@ -150,7 +150,7 @@ def canonical_htu(scheme: str, host_header: str, path: str) -> str:
 
     Scheme and host are lowercased, the default port (443 for https, 80 for http)
     is dropped, ``ws``/``wss`` count as ``http``/``https`` (the WebSocket handshake
-    is an HTTP request). ``path`` is kept exactly as given, percent-encoding
+    is an HTTP request), and ``tcp`` is ``tcp://host:port`` alone (a TCP route's upstream). ``path`` is kept exactly as given, percent-encoding
     included: it must be the raw path as forwarded to the upstream, which the
     upstream sees as its raw request target. Any query or fragment is cut off.
 
@@ -159,8 +159,12 @@ def canonical_htu(scheme: str, host_header: str, path: str) -> str:
     """
     canon_scheme = _SCHEME_ALIASES.get(scheme.lower())
     if canon_scheme is None:
-        raise InvalidRequestURL(f"scheme {scheme!r} is not one of http, https, ws, wss")
+        raise InvalidRequestURL(f"scheme {scheme!r} is not one of http, https, ws, wss, tcp")
     host, port = _split_host(host_header)
+    if canon_scheme == "tcp":  # a tunnel's upstream (DESIGN.md "TCP services"): host and port, no path
+        if port is None:
+            raise InvalidRequestURL("a tcp:// htu needs a port")
+        return f"tcp://{host}:{port}"
     path = path.split("#", 1)[0].split("?", 1)[0]
     if not path:
         path = "/"

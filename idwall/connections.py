@@ -26,6 +26,8 @@ from .assertion import PreparedClaims
 from .store.base import Resolved
 
 SCOPES = ("session", "device", "user", "group", "all")
+#: what a connection does that outlives a request, so it is cut when its session ends or expires
+LONG_LIVED = frozenset({"websocket", "stream", "tunnel"})
 
 
 class Conn:
@@ -50,7 +52,7 @@ class Conn:
         self.resolved: Resolved | None = None
         self.stale = True
         self.killed = False
-        #: http | stream | websocket: what it is doing now, for the console and for the session expiry cut
+        #: http | stream | websocket | tunnel: what it is doing now, for the console and the session expiry cut
         self.kind = "http"
         #: incremented by every invalidation, so a resolution in flight when one arrives is done again
         self.epoch = 0

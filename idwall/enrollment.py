@@ -160,11 +160,13 @@ def initial_status(*, bootstrap: bool, invited: bool, approval: str) -> str:
 
 
 def public_status(enrollment: Enrollment, *, now: float) -> str:
-    """What ``GET /idwall/api/enroll/{id}`` reports: begun, pending_approval, active or expired."""
+    """What ``GET /idwall/api/enroll/{id}`` reports: begun, pending_approval, active, rejected or expired.
+
+    A rejection (a signed ``device.reject``) is told as such, so the waiting ``idwall device enroll`` stops
+    and says so instead of waiting for an approval that will not come.
+    """
     if enrollment.status == "begun":
         return "expired" if enrollment.expires_at <= now else "begun"
-    if enrollment.status == "rejected":
-        return "expired"
     return enrollment.status
 
 

@@ -62,6 +62,8 @@ Errors that never become a problem+json answer: each has its own audience::
     Stop                             engine.h1: stops llhttp from inside a callback (control flow)
     NoClientConnection               web.context: a request for no live client connection; dropped unanswered
     Reject                           audit: one check of an entry failed; replay turns it into LedgerViolation
+    ProxyHeaderError                 proxy_protocol: not one well-formed PROXY v2 header; the relay closes it
+    Replayed                         relay: an assertion's jti came a second time; the relay closes the connection
     AuthenticatorError               testing.authenticator: the soft authenticator's DOMException names
     ├── InvalidStateError            testing.authenticator: credential already registered here
     ├── NotAllowedError              testing.authenticator: no matching credential, user declined

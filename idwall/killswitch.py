@@ -17,10 +17,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from .cluster import ACK_POLL, FANOUT_TIMEOUT, STALE_AFTER, Worker, nudge
-from .connections import SCOPES, Conn, Registry
+from .connections import LONG_LIVED, SCOPES, Conn, Registry
 from .errors import BadRequest
 from .logs import event
 from .metrics import Metrics
@@ -37,6 +37,12 @@ class KillStore(Protocol):
     async def event_acks(self, event_id: int) -> dict[str, int]: ...
 
 
+class Announcer(Protocol):
+    """Where a kill is announced (the incident webhooks); ``announce`` must return at once."""
+
+    def announce(self, event_type: str, data: Mapping[str, Any]) -> None: ...
+
+
 class KillContext(Protocol):
     """What a kill needs from the node it runs on (:class:`idwall.node.Node` is one)."""
 
@@ -50,6 +56,8 @@ class KillContext(Protocol):
     def local_kills(self) -> set[int]: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def webhooks(self) -> Announcer: ...
     def clock(self) -> float: ...
     def forget_sessions(self, session_ids: Iterable[str]) -> None:
         """Drop what is cached about these sessions (assertions, last-seen times)."""
@@ -152,6 +160,10 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
           workers_reached=fanout.reached, workers_unreached=list(fanout.unreached))
     if fanout.unreached:
         event("kill.unreached", level=logging.ERROR, audit_seq=result.audit_seq, workers=list(fanout.unreached))
+    node.webhooks.announce("kill", {"actor": actor, "scope": scope, "target": target, "reason": reason,
+                                    "revoke_devices": revoke_devices, "sessions_revoked": len(result.sessions),
+                                    "devices_revoked": len(result.devices), "connections_closed": closed,
+                                    "audit_seq": result.audit_seq, "workers_unreached": list(fanout.unreached)})
     return KillOutcome(len(result.sessions), len(result.devices), closed, result.audit_seq, latency, spared,
                        fanout)
 
@@ -203,7 +215,7 @@ def apply_event(node: KillContext, ev: Event) -> int | None:
         node.registry.invalidate(ended)
         node.forget_sessions([payload["session"]])
         # A WebSocket or download in flight never resolves again: it ends with its session (a logout).
-        node.registry.cut({conn for conn in ended if conn.kind in ("websocket", "stream")})
+        node.registry.cut({conn for conn in ended if conn.kind in LONG_LIVED})
     elif ev.kind == "session.login":
         node.registry.invalidate(node.registry.for_ids(devices=[payload["device"]]))
     elif ev.kind in ("user.changed", "device.changed"):

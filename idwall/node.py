@@ -22,8 +22,9 @@ from .access import certificate_expired
 from .assertion import AssertionCache, KeySet, PreparedClaims
 from .cluster import HEARTBEAT_EVERY, Worker
 from .config import Config, Route
-from .connections import Conn, Registry
+from .connections import LONG_LIVED, Conn, Registry
 from .encoding import b64url_encode
+from .incident.delivery import Webhooks
 from .killswitch import apply_event
 from .logs import event
 from .metrics import Metrics
@@ -54,9 +55,12 @@ class Node:
     worker: "Worker | None" = None
     #: what the access decisions need from the config, prepared once
     access: access.AccessConfig = field(init=False)
+    #: the incident webhooks: kills and incident stages are announced here, never waited for
+    webhooks: Webhooks = field(init=False)
 
     def __post_init__(self) -> None:
         self.access = access.AccessConfig.from_config(self.config)
+        self.webhooks = Webhooks(self.config.incident.webhooks, clock=self.clock)
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -96,7 +100,7 @@ class Node:
         """
         now = self.clock()
         doomed = [conn for conn in self.registry
-                  if conn.kind in ("websocket", "stream") and conn.resolved is not None
+                  if conn.kind in LONG_LIVED and conn.resolved is not None
                   and conn.resolved.session is not None
                   and (conn.resolved.session.expires_at <= now or conn.resolved.session.revoked_at is not None
                        or certificate_expired(conn.resolved, now=now))]

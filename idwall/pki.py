@@ -166,6 +166,13 @@ def cert_thumbprint(der: bytes) -> bytes:
     return sha256(der)
 
 
+def cert_spki_sha256(der: bytes) -> bytes:
+    """SHA-256 of the DER SubjectPublicKeyInfo of a DER certificate: its key, as :class:`CSRInfo` hashes a CSR's."""
+    cert = x509.load_der_x509_certificate(der)
+    return sha256(cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
 def device_id_from_cert(cert: x509.Certificate) -> str | None:
     """The device id in the certificate's ``urn:idwall:device:`` SAN, or None.
 

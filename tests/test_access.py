@@ -3,11 +3,12 @@
 The connection is the real :class:`idwall.connections.Conn` (made by a :class:`Registry`, without a
 transport: the decisions never touch it), so rebinding and invalidation are the registry's own. The
 configuration is validated from a mapping the way ``idwall.yaml`` is. The cross-site and host vector files
-run here through the parser and the decision, the pure counterpart of tests/test_http_vectors.py.
+run here through the parser and the decision, the pure counterpart of tests/e2e/test_http_vectors_e2e.py.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -465,7 +466,7 @@ def test_host_vector(cfg: AccessConfig, row: dict[str, object]) -> None:
 
 # --------------------------------------------------------------------------- cross-site
 
-#: each row names its route as the wire runner (tests/test_http_vectors.py) configures it, and so does ROUTES
+#: each row names its route as the wire runner (tests/e2e/test_http_vectors_e2e.py) configures it, and so does ROUTES
 CROSS_SITE_ROWS = vector_params("cross_site.jsonl")
 
 
@@ -559,3 +560,36 @@ def test_the_login_location_is_always_a_safe_same_origin_path(cfg: AccessConfig,
                                                               target: bytes, location: str) -> None:
     verdict = decide(connect(with_session=False), routes["app"], facts(b"GET", target, accept=HTML), cfg)
     assert verdict.location == location and "\r" not in verdict.location and "\n" not in verdict.location
+
+
+# --- certificate expiry on the wire (security review) ---------------------------------------------
+
+
+async def test_device_certificate_that_expired_since_the_handshake_is_not_served(gateway) -> None:
+    """TLS checks validity only at the handshake (and not at all on resumption): the gateway must too."""
+    device = await gateway.device("alice", cert_ttl=60)
+    gw = gateway.running.node
+    async with gateway.session(device) as client:
+        async with client.get(gateway.url + "/app") as resp:
+            assert resp.status == 200
+        # the session (1 h) outlives the certificate (60 s); the same keep-alive connection asks again
+        gw.clock = lambda: time.time() + 120
+        async with client.get(gateway.url + "/app") as resp:
+            assert resp.status == 403, await resp.text()
+            body = await resp.json()
+    assert "expired" in body["detail"]
+    assert "/idwall/enroll" in body["enroll_url"]
+
+
+async def test_login_begin_refuses_a_device_whose_certificate_has_expired(gateway) -> None:
+    device = await gateway.device("olga", with_session=False, cert_ttl=60)
+    gw = gateway.running.node
+    async with gateway.session(device) as client:
+        gw.clock = lambda: time.time() + 120
+        try:
+            async with client.post(gateway.url + "/idwall/api/login/begin", json={}) as resp:
+                assert resp.status == 403
+                body = await resp.json()
+        finally:
+            gw.clock = time.time
+    assert "expired" in body["detail"] and body["enroll_url"].endswith("/idwall/enroll")

@@ -14,10 +14,12 @@ import re
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from idwall.actions import (ACTION_TYPES, ADMIN_ACTIONS, MAX_TOKEN_TTL, action_draft, anomaly_draft, approval_of,
-                            build_action, check_role, claimed_challenge, login_draft, logout_draft, token_ttl,
-                            validate_action)
+from idwall import pki
+from idwall.actions import (ACTION_TYPES, ADMIN_ACTIONS, MANAGER_ACTIONS, MAX_TOKEN_TTL, action_draft, anomaly_draft,
+                            approval_of, build_action, check_role, claimed_challenge, login_draft, logout_draft,
+                            manages, token_ttl, validate_action)
 from idwall.audit.schemas import ACTION_APPROVAL, ACTION_SCHEMAS, DATA_SCHEMAS, LOGIN_APPROVAL, check_fields
 from idwall.encoding import b64url_encode
 from idwall.errors import BadRequest, Forbidden
@@ -26,13 +28,19 @@ from tests.helpers.records import NOW, session
 #: a valid request of every type: each test changes one thing
 VALID: dict[str, dict[str, Any]] = {
     "invite.create": {"type": "invite.create", "user": "bob", "name": "Bob", "email": "bob@example.com",
-                      "groups": ["eng", "ops:read"], "admin": False},
+                      "groups": ["eng", "ops:read"], "admin": False, "manager": "carol"},
     "admin.grant": {"type": "admin.grant", "user": "bob"},
     "admin.revoke": {"type": "admin.revoke", "user": "bob"},
     "token.create": {"type": "token.create", "name": "soar playbook", "scopes": ["kill"], "ttl": "30d"},
     "device.approve": {"type": "device.approve", "device_id": "dev-0123456789abcdef"},
     "device.recover": {"type": "device.recover", "enrollment_id": "enr-AbC_12-x"},
+    "device.reject": {"type": "device.reject", "device_id": "dev-0123456789abcdef"},
+    "device.renew": {"type": "device.renew", "device_id": "dev-0123456789abcdef",
+                     "csr_pem": pki.make_csr(pki.generate_p256_key(), "laptop")},
+    "user.set_manager": {"type": "user.set_manager", "user": "bob", "manager": None},
 }
+#: the fields a client may leave out, and what the action then says
+DEFAULTS = {("invite.create", "manager"): None}
 NONCE = bytes(range(32))
 
 
@@ -61,7 +69,7 @@ def test_a_valid_request_comes_back_as_exactly_its_fields(kind: str) -> None:
     ("invite.create", "action must be an object, got str"),
     (None, "action must be an object, got NoneType"),
     ({}, "action.type must be one of invite.create, admin.grant, admin.revoke, token.create, device.approve, "
-         "device.recover; got null"),
+         "device.reject, device.recover, device.renew, user.set_manager; got null"),
     ({"type": "Invite.Create"}, "got 'Invite.Create'"),
     ({"type": "invite.create "}, "got 'invite.create '"),
     ({"type": "x" * 1000}, "got '" + "x" * 60 + "'"),  # shown cut short
@@ -83,15 +91,47 @@ def test_a_field_the_type_does_not_take_is_refused(kind: str, extra: str) -> Non
 @pytest.mark.parametrize("kind", ACTION_TYPES)
 def test_every_field_is_required(kind: str) -> None:
     for name in VALID[kind]:
-        if name != "type":
+        if name != "type" and (kind, name) not in DEFAULTS:
             refused({k: v for k, v in VALID[kind].items() if k != name}, f"action {kind} is missing {name}")
+
+
+def test_an_invite_without_a_manager_says_so_in_the_signed_action() -> None:
+    """Clients written before managers keep working, and the signer still sees "manager: null"."""
+    raw = {k: v for k, v in VALID["invite.create"].items() if k != "manager"}
+    assert validate_action(raw) == {**raw, "manager": None}
+
+
+@pytest.mark.parametrize("kind", ["invite.create", "user.set_manager"])
+def test_nobody_is_their_own_manager(kind: str) -> None:
+    refused({**VALID[kind], "manager": "bob"}, "action.manager must be another user than action.user; bob cannot be "
+                                               "their own manager")
+
+
+@pytest.mark.parametrize("kind", ["invite.create", "user.set_manager"])
+@pytest.mark.parametrize(("manager", "shown"), [("Carol", "'Carol'"), ("", "''"), (7, "int"), (["carol"], "list")])
+def test_a_manager_is_a_user_id_or_null(kind: str, manager: Any, shown: str) -> None:
+    refused({**VALID[kind], "manager": manager}, "action.manager must match ^[a-z0-9][a-z0-9._-]{0,63}$, got " + shown)
+
+
+@pytest.mark.parametrize(("csr", "problem"), [
+    (7, "action.csr_pem must be a PEM string, got int"),
+    ("", "expected a PEM block '-----BEGIN CERTIFICATE REQUEST-----'"),
+    ("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "CSR is not a valid PEM"),
+])
+def test_a_renewal_holds_a_csr_that_enrollment_would_accept(csr: Any, problem: str) -> None:
+    refused({**VALID["device.renew"], "csr_pem": csr}, problem)
+
+
+def test_a_renewal_csr_must_be_for_an_ec_key() -> None:
+    rsa_csr = pki.make_csr(rsa.generate_private_key(public_exponent=65537, key_size=2048), "laptop")
+    refused({**VALID["device.renew"], "csr_pem": rsa_csr}, "expected EC P-256 or P-384")
 
 
 _USERS = [("", "'"), ("Bob", "'Bob'"), ("-bob", "'-bob'"), ("b" * 65, "'bbbb"), ("bob\n", "'bob\\n'"),
           (7, "int"), (None, "NoneType"), (["bob"], "list")]
 
 
-@pytest.mark.parametrize("kind", ["invite.create", "admin.grant", "admin.revoke"])
+@pytest.mark.parametrize("kind", ["invite.create", "admin.grant", "admin.revoke", "user.set_manager"])
 @pytest.mark.parametrize(("user", "shown"), _USERS)
 def test_user_fields_must_be_user_ids(kind: str, user: Any, shown: str) -> None:
     refused({**VALID[kind], "user": user}, "action.user must match ^[a-z0-9][a-z0-9._-]{0,63}$, got " + shown)
@@ -156,7 +196,8 @@ def test_token_fields(field: str, value: Any, problem: str) -> None:
     refused({**VALID["token.create"], field: value}, problem)
 
 
-@pytest.mark.parametrize(("kind", "field"), [("device.approve", "device_id"), ("device.recover", "enrollment_id")])
+@pytest.mark.parametrize(("kind", "field"), [("device.approve", "device_id"), ("device.recover", "enrollment_id"),
+                                             ("device.reject", "device_id"), ("device.renew", "device_id")])
 @pytest.mark.parametrize("value", ["", "x" * 129, "dev 1", "dev/1", "dév", "dev\n", 12, None])
 def test_ids_of_devices_and_enrollments(kind: str, field: str, value: Any) -> None:
     refused({**VALID[kind], field: value}, f"action.{field} must be an id of 1-128 characters of [A-Za-z0-9._-]")
@@ -187,15 +228,39 @@ def test_the_nonce_is_32_bytes(size: int) -> None:
 def test_roles(kind: str) -> None:
     action = build_action(validate_action(VALID[kind]), actor="bob", nonce=NONCE, now=NOW, timeout=300)
     check_role(action, signer_admin=True)
-    if kind == "device.recover":  # a user recovers their own device with another one: no admin needed
+    if kind in ("device.recover", "device.renew"):  # the user's own device: no admin needed
         check_role(action, signer_admin=False)
+        return
+    if kind in ("device.approve", "device.reject"):
+        check_role(action, signer_admin=False, signer_manages_owner=True)
+        with pytest.raises(Forbidden, match=f"^{re.escape(kind)} must be signed by an administrator or, with "
+                                            "devices.approval: manager, by the device owner's manager; bob is "
+                                            "neither$"):
+            check_role(action, signer_admin=False)
         return
     with pytest.raises(Forbidden, match=f"^{re.escape(kind)} must be signed by an administrator; bob is not one$"):
         check_role(action, signer_admin=False)
+    # being someone's manager grants nothing but device approvals
+    with pytest.raises(Forbidden):
+        check_role(action, signer_admin=False, signer_manages_owner=True)
 
 
-def test_admin_actions_are_all_but_recovery() -> None:
-    assert ADMIN_ACTIONS == set(ACTION_TYPES) - {"device.recover"}
+def test_admin_actions_are_all_but_the_users_own_device_business() -> None:
+    assert ADMIN_ACTIONS == set(ACTION_TYPES) - {"device.recover", "device.renew"}
+    assert MANAGER_ACTIONS == {"device.approve", "device.reject"} and MANAGER_ACTIONS <= ADMIN_ACTIONS
+
+
+@pytest.mark.parametrize(("approval", "owner_manager", "signer", "expected"), [
+    ("manager", "bob", "bob", True),
+    ("manager", "bob", "carol", False),   # another user's manager, or nobody's
+    ("manager", None, "bob", False),      # the owner has no manager
+    ("manager", "bob", "", False),
+    ("admin", "bob", "bob", False),       # the policy asks for an administrator
+    ("none", "bob", "bob", False),
+])
+def test_a_manager_approves_only_under_the_manager_policy(approval: str, owner_manager: str | None, signer: str,
+                                                          expected: bool) -> None:
+    assert manages(approval=approval, owner_manager=owner_manager, signer=signer) is expected
 
 
 # --------------------------------------------------------------------------- the challenge a response claims

@@ -1,4 +1,5 @@
-"""The shape of ``idwall/``: no import cycle, and dependencies that point one way (DESIGN.md "Suggested layout").
+"""The shape of ``idwall/``: no import cycle, and dependencies that point one way (DESIGN.md "Suggested layout");
+and the shape of ``tests/``: one test file per module, named after it, and no test file importing another.
 
 Imports are read from the source with ``ast``, including imports inside functions and under
 ``TYPE_CHECKING``: a cycle hidden in a function body is still a cycle a reader has to untangle.
@@ -27,10 +28,13 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.engine.websocket", "idwall.engine.answers", "idwall.engine.h1_upstream", "idwall.actions",
         "idwall.enrollment", "idwall.tokens", "idwall.passkeys", "idwall.jsonbody", "idwall.units", "idwall.pki",
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
-        "idwall.audit.replay", "idwall.audit.verify", "idwall.incident.plan", "idwall.incident.webhooks")
+        "idwall.audit.replay", "idwall.audit.replay_devices", "idwall.audit.verify", "idwall.incident.plan",
+        "idwall.incident.webhooks", "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report",
+        "idwall.proxy_protocol", "idwall.action_words", "idwall.sign_requests", "idwall.renewal")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
               "idwall.store.postgres",
-              "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server", "idwall.web",
+              "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server",
+              "idwall.engine.tunnel", "idwall.relay", "idwall.web",
               "idwall.supervisor", "idwall.cli")
 
 
@@ -171,7 +175,7 @@ def _modules_on_the_path(entry_class: str) -> tuple[set[str], Any]:
     return seen, profile
 
 
-async def _one_request(port: int, context: Any) -> tuple[set[str], set[str]]:
+async def _steady_requests(port: int, context: Any) -> list[tuple[set[str], set[str]]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
     request = b"GET /some/page?q=1 HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"
 
@@ -182,27 +186,122 @@ async def _one_request(port: int, context: Any) -> tuple[set[str], set[str]]:
         await reader.readexactly(length)
 
     await exchange()  # the first request resolves the connection and prepares its claims: not the steady path
-    request_side, request_profile = _modules_on_the_path("ClientProtocol")
-    response_side, response_profile = _modules_on_the_path("UpstreamProtocol")
-    sys.setprofile(lambda *args: (request_profile(*args), response_profile(*args)))
-    try:
-        await exchange()
-    finally:
-        sys.setprofile(None)
+    sides: list[tuple[set[str], set[str]]] = []
+    # On a loaded machine a request can leave the steady path (its work resumed from another callback,
+    # which the profile does not attribute); a few requests give the steady one a chance to show.
+    for _ in range(3):
+        request_side, request_profile = _modules_on_the_path("ClientProtocol")
+        response_side, response_profile = _modules_on_the_path("UpstreamProtocol")
+        sys.setprofile(lambda *args: (request_profile(*args), response_profile(*args)))
+        try:
+            await exchange()
+        finally:
+            sys.setprofile(None)
+        sides.append((request_side, response_side))
+        if "idwall.engine.io" in request_side and "idwall.assertion" in request_side:
+            break
     writer.close()
-    return request_side, response_side
+    return sides
 
 
 async def test_a_proxied_request_crosses_at_most_five_modules(gateway: Any) -> None:
     """Socket to upstream on a resolved connection, as the issue asked: at most five modules of ``idwall/``."""
     device = await gateway.device("alice")
-    request_side, response_side = await _one_request(gateway.port, gateway.ssl(device))
+    sides = await _steady_requests(gateway.port, gateway.ssl(device))
+    request_side, response_side = sides[-1]
     print(f"\nrequest path: {sorted(request_side)}\nresponse path: {sorted(response_side)}")
     assert "idwall.engine.io" in request_side and "idwall.assertion" in request_side, "the profile saw the request"
-    assert len(request_side) <= 5, sorted(request_side)
-    assert len(response_side) <= 5, sorted(response_side)
+    for request_side, response_side in sides:
+        assert len(request_side) <= 5, sorted(request_side)
+        assert len(response_side) <= 5, sorted(response_side)
 
 
 def test_no_module_over_600_lines() -> None:
     long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > 600}
     assert long == {}
+
+
+# -- one test file per module (issue 13) --------------------------------------------------------------
+
+TESTS = PACKAGE.parent / "tests"
+#: package ``__init__`` files with nothing of their own to test, and why; each is checked below to hold no more
+#: than a docstring, imports, ``__all__`` and ``__version__``
+NO_TEST_FILE = {
+    "idwall/__init__.py": "the package docstring and __version__",
+    "idwall/__main__.py": "python -m idwall: one call of idwall.cli.main (tests/test_cli.py runs it)",
+    "idwall/audit/__init__.py": "re-exports the API of the audit modules (each has its test file)",
+    "idwall/config/__init__.py": "re-exports the API of the config modules (each has its test file)",
+    "idwall/engine/__init__.py": "the package docstring: a map of the engine's modules",
+    "idwall/incident/__init__.py": "the package docstring: a map of the incident modules",
+    "idwall/testing/__init__.py": "re-exports idwall.testing.authenticator (tests/test_testing_authenticator.py)",
+    "idwall/web/__init__.py": "the package docstring",
+}
+#: top-level test files named after no single module, and why
+NOT_A_MODULE = {
+    "test_architecture.py": "the layout of idwall/ as a whole",
+}
+
+
+def _test_file(path: Path) -> str:
+    """``idwall/<pkg>/<mod>.py`` -> ``test_<pkg>_<mod>.py``; a package's ``__init__.py`` -> ``test_<pkg>.py``."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return "test_" + "_".join(parts) + ".py"
+
+
+def _only_reexports(path: Path) -> bool:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # the docstring
+        if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id in ("__all__", "__version__")
+                                                for t in node.targets):
+            continue
+        return False
+    return True
+
+
+def test_every_module_has_its_test_file() -> None:
+    missing = sorted(f"{path.relative_to(PACKAGE.parent)} -> tests/{_test_file(path)}"
+                     for path in PACKAGE.rglob("*.py")
+                     if str(path.relative_to(PACKAGE.parent)) not in NO_TEST_FILE
+                     and not (TESTS / _test_file(path)).exists())
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", sorted(NO_TEST_FILE))
+def test_a_module_without_a_test_file_has_nothing_of_its_own(name: str) -> None:
+    path = PACKAGE.parent / name
+    assert path.exists(), f"{name} is exempt from having a test file but does not exist"
+    if path.name == "__main__.py":
+        assert [line for line in path.read_text().splitlines() if line and not line.startswith(("#", '"""', "from"))] \
+            == ["raise SystemExit(main())"], f"{name} does more than call idwall.cli.main"
+        return
+    assert _only_reexports(path), f"{name} defines something of its own: it needs tests/{_test_file(path)}"
+
+
+def test_every_top_level_test_file_is_named_after_a_module() -> None:
+    modules = {_test_file(path) for path in PACKAGE.rglob("*.py")}
+    strays = sorted(path.name for path in TESTS.glob("test_*.py")
+                    if path.name not in modules and path.name not in NOT_A_MODULE)
+    assert strays == [], "name it after the module it tests, or move an end-to-end suite to tests/e2e/"
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    """Shared code lives in tests/helpers/ (and its fixtures in tests/conftest.py), never in a test file."""
+    test_modules = {path.stem for path in TESTS.rglob("test_*.py")}
+    offenders = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["." * node.level + (node.module or "")]
+            else:
+                continue
+            offenders += [f"{path.relative_to(TESTS.parent)}: {name}" for name in names
+                          if name.startswith(".") or name.split(".")[0] in test_modules
+                          or (name.split(".")[0] == "tests" and not name.startswith("tests.helpers"))]
+    assert offenders == []

@@ -48,12 +48,25 @@ def test_users_are_what_their_first_entry_says_with_the_admin_flag_of_the_last_c
     admin = {user: entry["data"]["admin"] for user, entry in made.items()}
     for entry in of_type(full, "admin.grant", "admin.revoke"):
         admin[entry["data"]["user"]] = entry["data"]["admin"]
-    assert set(state.users) == set(made) == {"alice", "bob", "carol", "dave"}
+    assert set(state.users) == set(made) == {"alice", "bob", "carol", "dave", "erin"}
     for user, entry in made.items():
         d = entry["data"]
-        assert state.users[user] == UserRecord(user, d["name"], d["email"], tuple(d["groups"]), admin[user],
-                                               entry["seq"])
-    assert admin == {"alice": True, "bob": False, "carol": False, "dave": False}
+        assert dataclasses.replace(state.users[user], manager=None) == UserRecord(
+            user, d["name"], d["email"], tuple(d["groups"]), admin[user], entry["seq"])
+    assert admin == {"alice": True, "bob": False, "carol": False, "dave": False, "erin": False}
+
+
+def test_a_users_manager_comes_from_their_invite_then_from_user_set_manager(full: list[dict[str, Any]]) -> None:
+    (invited,) = [e for e in of_type(full, "invite.create") if e["data"].get("manager")]
+    enrolled = next(e for e in of_type(full, "device.enroll") if e["data"]["invite_id"] == invited["data"]["invite_id"])
+    (changed,) = of_type(full, "user.set_manager")
+    user = invited["data"]["user"]
+    assert user not in replay(full, invited["seq"]).users  # an invite makes no user yet
+    assert replay(full, enrolled["seq"]).users[user].manager == invited["data"]["manager"] == "bob"
+    assert replay(full, changed["seq"] - 1).users[user].manager == "bob"
+    assert replay(full, changed["seq"]).users[user].manager == changed["data"]["manager"] == "dave"
+    # a self-service enrollment in between changed nobody's manager; nobody else has one
+    assert {u.id: u.manager for u in replay(full).users.values() if u.manager} == {"erin": "dave"}
 
 
 def test_an_admin_change_keeps_the_seq_that_made_the_user(full: list[dict[str, Any]]) -> None:
@@ -97,11 +110,12 @@ def test_device_status_follows_approval_recovery_and_kills(full: list[dict[str, 
     final = replay(full)
     assert {device.id: device.status for device in final.devices.values()} == {
         "dev-alice-laptop": "active", "dev-bob-laptop": "revoked", "dev-carol-laptop": "active",
-        "dev-bob-phone": "active", "dev-dave-laptop": "active"}
-    for entry in of_type(full, "device.approve", "device.recover"):
+        "dev-bob-phone": "active", "dev-dave-laptop": "active", "dev-erin-laptop": "active",
+        "dev-erin-phone": "revoked"}
+    for entry in of_type(full, "device.approve", "device.recover", "device.reject"):
         device_id = entry["data"]["device_id"]
         assert replay(full, entry["seq"] - 1).devices[device_id].status == "pending_approval"
-        assert replay(full, entry["seq"]).devices[device_id].status == "active"
+        assert replay(full, entry["seq"]).devices[device_id].status == entry["data"]["status"]
     kills = of_type(full, "kill")
     assert sorted(k["data"]["revoke_devices"] for k in kills) == [False, True]
     for entry in kills:
@@ -117,11 +131,26 @@ def test_a_pending_device_gets_its_certificate_from_its_first_login(full: list[d
     assert pending, "the vector has a device enrolled without a certificate"
     for entry in pending:
         device_id = entry["data"]["device_id"]
-        login = next(e for e in of_type(full, "session.login") if e["data"]["device_id"] == device_id)
+        logins = [e for e in of_type(full, "session.login") if e["data"]["device_id"] == device_id]
+        if not logins:
+            continue  # rejected before it ever logged in
+        login = logins[0]
         assert replay(full, login["seq"] - 1).devices[device_id].cert_sha256 is None
         state = replay(full, login["seq"])
         assert state.devices[device_id].cert_sha256 == login["data"]["cert_sha256"]
         assert state.certificates[login["data"]["cert_sha256"]] == device_id
+
+
+def test_a_renewal_moves_the_device_to_its_new_certificate(full: list[dict[str, Any]]) -> None:
+    (renewal,) = of_type(full, "device.renew")
+    d = renewal["data"]
+    before, after = replay(full, renewal["seq"] - 1), replay(full, renewal["seq"])
+    old = before.devices[d["device_id"]]
+    assert old.cert_sha256 is not None and old.cert_sha256 != d["cert_sha256"] and old.not_after is None
+    assert after.devices[d["device_id"]] == dataclasses.replace(old, cert_sha256=d["cert_sha256"],
+                                                                not_after=float(d["not_after"]))
+    # both thumbprints stay taken by this device: neither can be registered to another one
+    assert after.certificates[d["cert_sha256"]] == after.certificates[old.cert_sha256] == d["device_id"]
 
 
 def test_invites_are_what_invite_create_said_and_name_the_enrollment_that_used_them(
@@ -136,7 +165,7 @@ def test_invites_are_what_invite_create_said_and_name_the_enrollment_that_used_t
         assert state.invites[d["invite_id"]] == InviteRecord(
             d["invite_id"], d["user"], d["name"], d["email"], tuple(d["groups"]), d["admin"],
             float(d["expires_at"]) if isinstance(d["expires_at"], int) else parse_time(d["expires_at"]),
-            entry["seq"], used_by)
+            entry["seq"], used_by, d.get("manager"))
 
 
 def test_tokens_carry_their_scopes_expiry_and_the_revoking_entry(full: list[dict[str, Any]]) -> None:

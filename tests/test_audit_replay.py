@@ -126,6 +126,17 @@ _P384_AS_ES256_COSE = cbor2.dumps({1: 2, 3: -7, -1: 2, -2: _P384.x.to_bytes(48, 
     (2, _set("data.public_key", b64url_encode(_P384_AS_ES256_COSE)), 3, "ES256 key has kty 2 and crv 2, expected EC2 (2) on P-256 (1)"),
     (2, _set("data.device_id", "dev-alice-laptop"), 3, "expected the device"),
     (2, _set("data.cert_sha256", None), 3, "an active device must record its certificate"),
+    # managers, rejections and renewals
+    (25, _set("data.status", "revoked"), 26, "data.status must be 'active'"),
+    (28, _set("data.status", "active"), 29, "data.status must be 'revoked'"),
+    (28, _set("data.enrollment_id", "enr-erin-laptop"), 29, "came from enrollment enr-erin-phone"),
+    (29, _set("data.manager", "nobody"), 30, "approval action manager is \"dave\", but the entry's data.manager"),
+    (29, _set("data.manager", 7), 30, "data.manager must be a non-empty string or null"),
+    (29, _set("subject", "bob"), 30, "expected the user \"erin\""),
+    (30, _set("subject", "dev-erin-phone"), 31, "expected the device \"dev-erin-laptop\""),
+    (30, _set("actor", "bob"), 31, "approval action actor \"erin\" does not match entry actor bob"),
+    (30, _set("data.not_after", "soon"), 31, "data.not_after must be unix seconds"),
+    (30, _set("data.cert_sha256", None), 31, "data.cert_sha256 must be base64url of 32 bytes"),
 ])
 def test_hostile_entries(full: list[dict[str, Any]], index: int, change: Any, seq: int, reason: str) -> None:
     fails(_tampered(full, index, change), seq, reason)
@@ -210,3 +221,29 @@ def test_any_rewrite_is_judged_never_crashes(full: list[dict[str, Any]], index: 
         # the rewritten entry is itself wrong, so it (or one before it) is named; a rewrite the entry survives
         # (new bootstrap origins, say) is named where a later entry stops agreeing with it
         assert result.seq <= index + 1
+
+
+# --- managers the signed actions themselves name --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world() -> Any:
+    return gen.build_world()
+
+
+@pytest.mark.parametrize(("manager", "reason"), [
+    ("nobody", "data.manager names manager nobody, who is not a user at this point"),
+    ("erin", "data.manager names erin as their own manager"),
+])
+def test_an_invite_signed_for_an_impossible_manager_fails(world: Any, manager: str, reason: str) -> None:
+    """The admin's passkey really signed it; the gateway would have refused it, and so does the verifier."""
+    ledger = world.ledger.fork(23)
+    gen.invite(ledger, world.alice, "dev-alice-laptop", world.erin, "impossible/" + manager, manager)
+    fails(ledger.entries, 24, reason)
+
+
+def test_a_manager_may_not_approve_their_own_device_by_managing_themselves(world: Any) -> None:
+    """user.set_manager cannot make someone their own manager, so a user never approves their own device."""
+    ledger = world.ledger.fork(29)
+    gen.set_manager(ledger, world.alice, "dev-alice-laptop", "erin", "erin", label="erin-self")
+    fails(ledger.entries, 30, "data.manager names erin as their own manager")

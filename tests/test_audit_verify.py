@@ -1,8 +1,11 @@
-"""idwall.audit.verify: the whole-ledger verifier against every vector, and its pins (root, ledger key, head)."""
+"""idwall.audit.verify: the whole-ledger verifier against every vector, its pins (root, ledger key, head), and
+``idwall audit verify`` on a real gateway's ledger with managers and a renewal, passing and then failing."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from idwall.audit import entries_from_jsonl, ledger_public_jwk, verify_ledger
+from idwall.encoding import b64url_decode
+from tests.helpers.api import bootstrap, enroll, invite, login, make_csr, sign
+from tests.helpers.cli import run_cli
 from tests.helpers.ledger import LEDGER_KEY, LEDGER_VECTORS, fails, full_ledger, gen, ledger_vectors
 
 
@@ -66,14 +72,15 @@ def test_foreign_ledger_verifies_without_the_root_pin() -> None:
 def test_truncation_at_the_end_is_invisible_without_a_head_pin(full: list[dict[str, Any]]) -> None:
     head = verify_ledger(full).head
     assert verify_ledger(full[:20]).ok
-    result = verify_ledger(full[:20], expected_last=23, expected_last_hash=head)
+    result = verify_ledger(full[:20], expected_last=len(full), expected_last_hash=head)
     assert (result.ok, result.seq) == (False, 21)
-    # A pinned head hash catches a rewritten tail of the right length.
-    rewritten = gen.reseal([*full[:22], {**full[22], "data": {**full[22]["data"], "reason": "nothing to see"}}],
-                           LEDGER_KEY, 23)
+    # A pinned head hash catches a rewritten tail of the right length: seq 23 is a kill, which carries no
+    # passkey signature, so a ledger-key holder can reword it and reseal everything after it.
+    rewritten = gen.reseal([*full[:22], {**full[22], "data": {**full[22]["data"], "reason": "nothing to see"}},
+                            *full[23:]], LEDGER_KEY, 23)
     assert verify_ledger(rewritten).ok
-    result = verify_ledger(rewritten, expected_last=23, expected_last_hash=head)
-    assert (result.ok, result.seq) == (False, 23)
+    result = verify_ledger(rewritten, expected_last=len(full), expected_last_hash=head)
+    assert (result.ok, result.seq) == (False, len(full))
     assert "pinned head hash" in result.reason
 
 
@@ -128,3 +135,41 @@ def test_a_lone_surrogate_in_an_entry_fails_at_its_seq_instead_of_crashing() -> 
     entries = full_ledger()
     entries[1]["data"]["name"] = "Bob\ud800"
     fails(entries, 2, "$.data.name: holds a lone surrogate \\ud800")
+
+
+# --- idwall audit verify on a real gateway's ledger: managers, a rejection, a renewal ---------------------------
+
+
+async def test_idwall_audit_verify_passes_on_a_real_ledger_and_names_a_resealed_manager_entry(gateway) -> None:
+    admin = await bootstrap(gateway)
+    async with gateway.session(admin) as client:
+        assert (await login(gateway, admin, client))[0] == 200
+        await enroll(gateway, await invite(gateway, admin, client, "bob"))
+        await enroll(gateway, await invite(gateway, admin, client, "carol", manager="bob"))
+        assert (await sign(gateway, admin, client, {"type": "user.set_manager", "user": "bob",
+                                                    "manager": "admin"}))[0] == 200
+        csr = make_csr()[1]
+        assert (await sign(gateway, admin, client, {"type": "device.renew", "device_id": admin.device_id,
+                                                    "csr_pem": csr}))[0] == 200
+    config = str(gateway.config.source)
+    result = await asyncio.to_thread(run_cli, "audit", "verify", "--config", config)
+    assert result.returncode == 0, result
+    entries = await gateway.store.ledger_entries()
+    types = [e["type"] for e in entries]
+    assert {"invite.create", "user.set_manager", "device.renew"} <= set(types)
+    # someone with the gateway's database and its ledger key (but no admin's passkey) makes admin carol's manager
+    seq = next(e["seq"] for e in entries if e["type"] == "invite.create" and e["data"].get("manager") == "bob")
+    tampered = copy.deepcopy(entries)
+    tampered[seq - 1]["data"]["manager"] = "admin"
+    resealed = gen.reseal(tampered, gateway.running.node.ledger_key, seq)
+
+    def rewrite(conn: Any) -> None:
+        for entry in resealed[seq - 1:]:
+            conn.execute("UPDATE ledger SET hash = ?, entry = ? WHERE seq = ?",
+                         (b64url_decode(entry["hash"]), json.dumps(entry, sort_keys=True), entry["seq"]))
+
+    await gateway.store.write(rewrite)
+    result = await asyncio.to_thread(run_cli, "audit", "verify", "--config", config)
+    assert result.returncode == 1, result
+    assert f"seq {seq}: approval action manager is \"bob\", but the entry's data.manager is \"admin\"" in \
+        result.stdout + result.stderr, result

@@ -20,7 +20,7 @@ import pytest
 from idwall import audit, cli, pki
 from idwall.assertion import KeySet, key_id
 from idwall.config import load_config
-from idwall.encoding import b64url_encode, sha256
+from idwall.encoding import b64url_decode, b64url_encode, sha256
 from idwall.store import open_store
 from idwall.store.base import LedgerDraft
 from tests.helpers.cli import REPO, init_gwdir, run_cli, unset_idwall_env
@@ -327,7 +327,7 @@ def test_audit_verify_export_and_tampering(gwdir: Path, tmp_path: Path, capsys: 
 
     # A re-sealed entry under another ledger key, against the config's pinned key.
     other = pki.generate_p256_key()
-    resealed = audit.seal(json.loads(lines[2]), prev=audit.b64url_decode(json.loads(lines[1])["hash"]), key=other)
+    resealed = audit.seal(json.loads(lines[2]), prev=b64url_decode(json.loads(lines[1])["hash"]), key=other)
     key_file = tmp_path / "ledger-pub.pem"
     pki.write_private_key(key_file, pki.load_private_key(gwdir / "certs" / "ledger-key.pem"))
     export.write_text("\n".join([lines[0], lines[1], json.dumps(resealed)]) + "\n")

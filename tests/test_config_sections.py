@@ -36,7 +36,7 @@ def test_minimal_file_gets_documented_defaults(tree: Path) -> None:
     assert (config.webauthn.rp_name, config.webauthn.user_verification, config.webauthn.timeout) == ("IDWall", "required", 300)
     assert (config.session.max_age, config.session.idle_timeout) == (43200, 3600)
     assert config.assertion == AssertionConfig(header="X-IDWall-Assertion", key=tree / "certs" / "assertion-key.pem", ttl=60, overlap=604800)
-    assert config.ledger.key == tree / "certs" / "ledger-key.pem"
+    assert config.ledger.key == tree / "certs" / "ledger-key.pem" and config.ledger.root is None
     assert config.store == f"sqlite://{tree}/idwall.db"
     assert config.sqlite_path == tree / "idwall.db"
     assert config.devices.approval == "none"
@@ -193,6 +193,11 @@ def test_postgresql_store_is_kept_as_written(tree: Path) -> None:
         ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X-IDWall-", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
         ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: X_IDWall_Assertion", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
         ("  key: certs/assertion-key.pem", "  key: certs/assertion-key.pem\n  header: 'X-IDWall-A B'", 10, "assertion.header", ("is not an X-IDWall-* header name",)),
+        # the ledger's pinned root
+        ("  key: certs/ledger-key.pem", "  key: certs/ledger-key.pem\n  root: not-a-fingerprint", 12, "ledger.root",
+         ("'not-a-fingerprint' is not a root fingerprint", "43 characters of base64url")),
+        ("  key: certs/ledger-key.pem", "  key: certs/ledger-key.pem\n  root: 42", 12, "ledger.root",
+         ("expected a non-empty string",)),
         # store
         ("store: sqlite:idwall.db", "store: mysql://root:hunter2@db/idwall", 12, "store", ("store URL scheme 'mysql:' is not supported", "sqlite:relative.db, sqlite:///abs/path.db or postgresql://")),
         ("store: sqlite:idwall.db", "store: idwall.db", 12, "store", ("a value without a scheme is not supported",)),
@@ -207,6 +212,12 @@ def test_errors_name_file_line_key_and_fix(tree: Path, old: str, new: str, line:
     assert old in BASE
     assert_error(error(tree, BASE.replace(old, new, 1)), tree, line, key, *fragments)
 
+
+
+def test_the_ledger_root_is_pinned_as_written(tree: Path) -> None:
+    pin = "xO4vCG_me9ZI_NrC1pLp2W098MpE_bOUJ01-bf09Axw"
+    config = load_config(write(tree, BASE.replace("  key: certs/ledger-key.pem", f"  key: certs/ledger-key.pem\n  root: {pin}")))
+    assert config.ledger.root == pin
 
 
 def test_store_errors_never_echo_a_password(tree: Path) -> None:
@@ -232,3 +243,55 @@ def test_overlapping_any_host_routes(tree: Path) -> None:
 def test_duplicate_route_names(tree: Path) -> None:
     text = BASE + "  - name: app\n    match: {path: /other}\n    upstream: http://127.0.0.1:9009\n"
     assert_error(error(tree, text), tree, 17, "routes[1].name", "'app' is already the name of routes[0]", "unique name")
+
+
+# --------------------------------------------------------------------------- TCP routes
+
+
+_TCP = BASE + """\
+  - name: db
+    upstream: TCP://DB.Internal:5432
+    allow: {groups: [dba]}
+    fresh_auth: 10m
+    proxy_protocol: v2
+  - name: ssh
+    upstream: tcp://[::1]:22
+"""
+
+
+def test_tcp_routes_are_read_and_normalised(tree: Path) -> None:
+    config = load_config(write(tree, _TCP))
+    db, ssh = config.routes[1], config.routes[2]
+    assert db == Route(name="db", host=None, path="/", upstream="tcp://db.internal:5432", allow_users=(),
+                       allow_groups=("dba",), fresh_auth=600, proxy_protocol="v2")
+    assert db.is_tcp and ssh.is_tcp and not config.routes[0].is_tcp
+    assert ssh.upstream == "tcp://[::1]:22" and ssh.proxy_protocol is None
+
+
+def test_a_tcp_route_at_the_same_match_as_an_http_route_is_no_conflict(tree: Path) -> None:
+    text = BASE.replace("match: {host: App.Example.COM, path: /app}", "match: {path: /}") + (
+        "  - {name: db, upstream: 'tcp://127.0.0.1:5432'}\n")
+    assert [r.name for r in load_config(write(tree, text)).routes] == ["app", "db"]
+
+
+@pytest.mark.parametrize(
+    "tail, line, key, fragments",
+    [
+        ("    upstream: tcp://db.internal\n", 18, "routes[1].upstream", ("has no port", "tcp://host:port")),
+        ("    upstream: tcp://db.internal:5432/x\n", 18, "routes[1].upstream", ("has a path",)),
+        ("    upstream: tcp://db.internal:0\n", 18, "routes[1].upstream", ("port 0",)),
+        ("    upstream: ftp://db.internal:21\n", 18, "routes[1].upstream", ("is not an http://", "tcp://host:port")),
+        ("    upstream: tcp://db:5432\n    proxy_protocol: v1\n", 19, "routes[1].proxy_protocol", ("'v1' is not allowed", "v2")),
+        ("    upstream: tcp://db:5432\n    websockets: true\n", 19, "routes[1].websockets",
+         ("does not apply to a TCP route", "/idwall/tunnel/db")),
+        ("    upstream: tcp://db:5432\n    match: {path: /db}\n", 19, "routes[1].match", ("remove match",)),
+        ("    upstream: tcp://db:5432\n    bind_request: false\n", 19, "routes[1].bind_request", ("does not apply",)),
+        ("    upstream: tcp://db:5432\n    allow: {}\n", 19, "routes[1].allow", ("would admit nobody",)),
+        ("    upstream: http://127.0.0.1:9002\n    proxy_protocol: v2\n", 19, "routes[1].proxy_protocol",
+         ("is not tcp://", "remove proxy_protocol")),
+    ],
+)
+def test_tcp_route_errors_name_file_line_key_and_fix(tree: Path, tail: str, line: int, key: str,
+                                                     fragments: tuple[str, ...]) -> None:
+    exc = error(tree, BASE + "  - name: db\n" + tail)
+    assert_error(exc, tree, line, key, *fragments)

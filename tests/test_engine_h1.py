@@ -1,7 +1,7 @@
-"""idwall.engine.h1 with byte strings only (no socket): request and response parsing, hygiene, serialisers.
+"""idwall.engine.h1 with byte strings only (no socket): request parsing, hygiene, what the gateway writes upstream.
 
-The client side (:class:`ServerConnection`) and the upstream side (:class:`UpstreamConnection`) are fed
-reads and judged by the events they return, as h11's tests judge its state machine. Every read boundary
+The client side (:class:`ServerConnection`) is fed reads and judged by the events it returns, as h11's tests
+judge its state machine (the upstream side is tests/test_engine_h1_upstream.py). Every read boundary
 must give the same events as one read (a TLS record can end anywhere), so most cases are also fed split at
 every byte. The wire vectors of ``tests/vectors/http/`` run here straight through the parser; which of their
 refusals the engine leaves to a later, also pure, check is in :data:`DECIDED_LATER`.
@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from idwall.engine import headers as H
 from idwall.engine.h1 import (
@@ -27,13 +26,21 @@ from idwall.engine.h1 import (
     chunk_header,
     request_bytes,
 )
-from idwall.engine.h1_upstream import ResponseHead, UpstreamConnection, response_bytes
+from idwall.testing.fixtures import raw_https
 from tests.helpers.engine import (
+    BOUNDED,
     HANDSHAKE,
     HOST,
     LIMITS,
+    NAMES,
+    SMALL,
     SMUGGLED,
+    VALUES,
     body_of,
+    check_fields,
+    cuts_in,
+    header_cases,
+    header_fields,
     heads,
     normal,
     refusals,
@@ -41,15 +48,11 @@ from tests.helpers.engine import (
     server_events,
     split,
     split_points,
-    upstream_events,
     vector_bytes,
     vector_events,
+    well_formed,
 )
-from tests.helpers.http_wire import Message, field_key, load_vectors, vector_params
-from tests.helpers.vectors import read_json, vector_files
-
-SMALL = HeadLimits(max_line=256, max_head=1024, max_fields=8)
-BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from tests.helpers.http_wire import Message, field_key, load_vectors, status_of, vector_params
 
 
 def one_head(*reads: bytes, limits: HeadLimits = LIMITS) -> RequestHead:
@@ -566,201 +569,7 @@ def test_other_vector_files_parse_and_leave_their_refusals_to_a_later_check(name
         assert normal(events)[-1] in (("end",), ("upgrade", b"")), (row["id"], events)
 
 
-# --------------------------------------------------------------------------- responses (UpstreamConnection)
-
-
-def response(status: bytes = b"200 OK", *fields: bytes, body: bytes = b"", version: bytes = b"1.1") -> bytes:
-    return b"\r\n".join([b"HTTP/%s %s" % (version, status), *fields]) + b"\r\n\r\n" + body
-
-
-OK = response(b"200 OK", b"Content-Type: text/plain", b"Content-Length: 2", body=b"ok")
-
-
-def test_a_response_is_its_head_body_and_end() -> None:
-    events, conn = upstream_events(OK)
-    head = events[0]
-    assert isinstance(head, ResponseHead) and normal(events)[1:] == [("body", b"ok"), ("end",)]
-    assert (head.status, head.reason, head.content_length, head.chunked, head.keep_alive) == (
-        200, b"OK", 2, False, True)
-    assert head.lines == [b"Content-Type: text/plain\r\n"] and conn.reusable
-
-
-@pytest.mark.parametrize("data", [
-    OK,
-    response(b"200 OK", b"Transfer-Encoding: chunked", body=b"2;x=y\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n"),
-    response(b"100 Continue") + response(b"103 Early Hints", b"Link: </a>") + OK,
-], ids=["content-length", "chunked", "after-1xx"])
-def test_every_read_boundary_gives_the_response_of_one_read(data: bytes) -> None:
-    whole = normal(upstream_events(data)[0])
-    for point in range(1, len(data)):
-        assert normal(upstream_events(data[:point], data[point:])[0]) == whole, point
-    assert normal(upstream_events(*(data[i:i + 1] for i in range(len(data))))[0]) == whole
-
-
-def test_1xx_answers_are_skipped() -> None:
-    """RFC 9110 §15.2: 100 Continue and 103 Early Hints are not relayed; the final answer is."""
-    events, conn = upstream_events(response(b"100 Continue") + response(b"102 Processing")
-                                   + response(b"103 Early Hints", b"Link: </style.css>; rel=preload") + OK)
-    assert [e.status for e in events if isinstance(e, ResponseHead)] == [200] and conn.reusable
-    assert body_of(events) == b"ok"
-
-
-def test_101_is_relayed_only_when_an_upgrade_was_expected() -> None:
-    """DESIGN "WebSockets": a 101 for anything else is a 502."""
-    switch = response(b"101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade",
-                      b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") + b"\x81\x02hi"
-    events, conn = upstream_events(switch, upgrade=True)
-    head = events[0]
-    assert isinstance(head, ResponseHead) and events[1:] == [END, Upgrade(b"\x81\x02hi")]
-    assert (head.status, head.upgrade, head.connection_upgrade, head.ws_accept) == (
-        101, b"websocket", True, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    assert head.lines == [b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"] and not conn.reusable
-    events, conn = upstream_events(switch, upgrade=False)
-    assert normal(events) == [("refused", 502)] and not conn.reusable
-
-
-def test_101_without_upgrade_fields_stops_after_its_head() -> None:
-    """The head reaches websocket.upstream_problem, which refuses it; nothing after it is relayed."""
-    events, conn = upstream_events(response(b"101 Switching Protocols") + b"raw", upgrade=True)
-    head, end, refusal = events
-    assert isinstance(head, ResponseHead) and end is END and isinstance(refusal, Refused)
-    assert refusal.status == 502 and head.upgrade is None and not conn.reusable
-
-
-def test_an_ordinary_answer_to_an_upgrade_ends_the_connection() -> None:
-    events, conn = upstream_events(OK, upgrade=True)
-    assert normal(events)[1:] == [("body", b"ok"), ("end",)] and not conn.reusable
-
-
-def test_a_head_response_ends_at_its_head() -> None:
-    """RFC 9110 §9.3.2: no body, whatever Content-Length says; llhttp cannot be told, so not reused."""
-    events, conn = upstream_events(response(b"200 OK", b"Content-Length: 20"), b"not a body", method=b"HEAD")
-    assert normal(events)[1:] == [("end",)] and events[0].content_length == 20  # type: ignore[attr-defined]
-    assert not conn.reusable and conn.receive_data(OK) == []
-
-
-@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
-def test_204_and_304_end_at_their_head_and_keep_the_connection(status: bytes) -> None:
-    """RFC 9112 §6.3 item 1."""
-    events, conn = upstream_events(response(status))
-    assert normal(events)[1:] == [("end",)] and conn.reusable
-
-
-def test_a_close_delimited_body_ends_at_eof() -> None:
-    """RFC 9112 §6.3 item 8."""
-    events, conn = upstream_events(response(b"200 OK"), b"all of ", b"this", eof=True)
-    assert normal(events)[1:] == [("body", b"all of this"), ("end",)] and not conn.reusable
-
-
-@pytest.mark.parametrize(("reads", "detail"), [
-    pytest.param((), "without answering", id="nothing"),
-    pytest.param((b"HTTP/1.1 200 OK\r\nContent-Le",), "in the middle", id="mid-head"),
-    pytest.param((response(b"200 OK", b"Content-Length: 5", body=b"abc"),), "in the middle", id="short-body"),
-    pytest.param((response(b"200 OK", b"Transfer-Encoding: chunked", body=b"5\r\nabc"),), "in the middle",
-                 id="mid-chunk"),
-    pytest.param((response(b"100 Continue"),), "in the middle", id="after-1xx"),
-])
-def test_a_truncated_answer_at_eof_is_refused(reads: tuple[bytes, ...], detail: str) -> None:
-    """RFC 9112 §8: an incomplete message must not be relayed as complete."""
-    events, conn = upstream_events(*reads, eof=True)
-    assert isinstance(events[-1], Refused) and events[-1].status == 502 and detail in events[-1].detail
-    assert END not in events and not conn.reusable and conn.eof() == []
-
-
-@pytest.mark.parametrize("coding", [b"gzip", b"gzip, chunked", b"chunked, gzip", b"identity", b"chunked, chunked"])
-def test_a_response_coding_other_than_chunked_is_refused(coding: bytes) -> None:
-    """The gateway relays no coding it would have to undo to re-frame (RFC 9112 §6.1)."""
-    events, conn = upstream_events(response(b"200 OK", b"Transfer-Encoding: " + coding, body=b"0\r\n\r\n"))
-    assert normal(events) == [("refused", 502)] and not conn.reusable
-
-
-@pytest.mark.parametrize("fields", [
-    (b"Transfer-Encoding: chunked", b"Content-Length: 2"),   # RFC 9112 §6.3 item 3
-    (b"Content-Length: 2", b"Content-Length: 3"),            # RFC 9112 §6.3 item 5
-    (b"Content-Length: -2",),
-    (b"X-Fold: a", b" b"),                                   # RFC 9112 §5.2
-], ids=["te-and-cl", "two-lengths", "negative-length", "obs-fold"])
-def test_ambiguous_response_framing_is_refused(fields: tuple[bytes, ...]) -> None:
-    events, conn = upstream_events(response(b"200 OK", *fields, body=b"ok"))
-    assert normal(events) == [("refused", 502)] and not conn.reusable
-
-
-RESPONSE_DROPPED = [b"X-IDWall-User", b"x-idwall-assertion", b"X_IDWall_User", b"X.IDWall.Assertion",
-                    b"Keep-Alive", b"Proxy-Authenticate", b"Trailer", b"TE", b"Upgrade", b"Proxy-Connection"]
-
-
-@pytest.mark.parametrize("name", RESPONSE_DROPPED)
-def test_identity_and_hop_by_hop_fields_never_reach_the_client(name: bytes) -> None:
-    """An upstream cannot speak for the gateway (X-IDWall-*, any spelling) or for the hop (RFC 9110 §7.6.1)."""
-    events, _ = upstream_events(response(b"200 OK", name + b": from-upstream", b"X-App: kept",
-                                         b"Content-Length: 0"))
-    assert events[0].lines == [b"X-App: kept\r\n"]  # type: ignore[attr-defined]
-
-
-def test_fields_a_response_connection_lists_are_removed() -> None:
-    events, conn = upstream_events(response(b"200 OK", b"Connection: X-Hop, close", b"X-Hop: 1", b"x-hop: 2",
-                                            b"X-App: kept", b"Content-Length: 0"))
-    assert events[0].lines == [b"X-App: kept\r\n"] and not conn.reusable  # type: ignore[attr-defined]
-
-
-def test_response_trailers_are_dropped() -> None:
-    events, conn = upstream_events(response(b"200 OK", b"Transfer-Encoding: chunked",
-                                            body=b"2\r\nok\r\n0\r\nX-IDWall-User: root\r\n\r\n"))
-    assert normal(events)[1:] == [("body", b"ok"), ("end",)] and conn.reusable
-    assert normal(events)[0][3] == ()  # no field lines
-
-
-@pytest.mark.parametrize(("data", "reusable"), [
-    (OK, True),
-    (response(b"200 OK", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"), True),
-    (response(b"200 OK", b"Connection: close", b"Content-Length: 0"), False),
-    (response(b"200 OK", b"Content-Length: 0", version=b"1.0"), False),   # an HTTP/1.0 upstream keeps nothing
-    (response(b"200 OK", b"Connection: keep-alive", b"Content-Length: 0", version=b"1.0"), False),
-    (response(b"200 OK", body=b"close-delimited"), False),
-])
-def test_reusable(data: bytes, reusable: bool) -> None:
-    assert upstream_events(data)[1].reusable is reusable
-
-
-def test_one_connection_carries_one_answer_per_request() -> None:
-    conn = UpstreamConnection(HeadLimits())
-    for method in (b"GET", b"POST", b"GET"):
-        conn.expect(method=method, upgrade=False)
-        assert normal(conn.receive_data(OK))[1:] == [("body", b"ok"), ("end",)] and conn.reusable
-
-
-def test_a_second_answer_in_the_same_read_is_not_relayed() -> None:
-    """Two answers to one request would hand the client's next request the upstream's second (splitting)."""
-    events, conn = upstream_events(OK + response(b"200 OK", b"Content-Length: 4", body=b"evil"))
-    assert normal(events)[1:] == [("body", b"ok"), ("end",)] and not conn.reusable
-    assert conn.receive_data(OK) == [] and conn.eof() == []
-
-
-def test_a_response_head_is_bounded() -> None:
-    """The upstream side allows 4x the head and 2x the fields of a request, and no more."""
-    limits = SMALL
-    fields = [b"X-F%d: v" % i for i in range(2 * limits.max_fields)]
-    over, _ = upstream_events(response(b"200 OK", *fields, b"Content-Length: 0"), limits=limits)
-    at_limit, _ = upstream_events(response(b"200 OK", *fields[1:], b"Content-Length: 0"), limits=limits)
-    assert normal(over) == [("refused", 502)] and normal(at_limit)[-1] == ("end",)
-    conn = UpstreamConnection(limits)
-    conn.expect(method=b"GET", upgrade=False)
-    events = conn.receive_data(b"HTTP/1.1 200 OK\r\nX-Endless: ")
-    for _ in range(5 * limits.max_head // 100):
-        events += conn.receive_data(b"v" * 100)
-    assert normal(events) == [("refused", 502)]
-
-
-def test_an_endless_response_trailer_is_bounded() -> None:
-    conn = UpstreamConnection(SMALL)
-    conn.expect(method=b"GET", upgrade=False)
-    events = conn.receive_data(response(b"200 OK", b"Transfer-Encoding: chunked", body=b"2\r\nok\r\n0\r\nX-T: "))
-    for _ in range(5 * SMALL.max_head // 100):
-        events += conn.receive_data(b"v" * 100)
-    assert normal(events)[1:] == [("body", b"ok"), ("refused", 502)]
-
-
-# --------------------------------------------------------------------------- what the gateway writes
+# --------------------------------------------------------------------------- what the gateway writes upstream
 
 
 def test_request_bytes_is_http11_with_the_kept_fields_extra_lines_and_its_own_framing() -> None:
@@ -792,39 +601,6 @@ def test_what_the_gateway_writes_parses_back_to_the_same_request() -> None:
     assert normal(again) == normal(original)
 
 
-def _response_head(status: int, *fields: bytes, method: bytes = b"GET") -> ResponseHead:
-    reason = {200: b"OK", 204: b"No Content", 304: b"Not Modified", 404: b"Not Found"}[status]
-    events, _ = upstream_events(response(b"%d %s" % (status, reason), *fields), method=method)
-    head = events[0]
-    assert isinstance(head, ResponseHead)
-    return head
-
-
-@pytest.mark.parametrize(("status", "fields", "method", "client", "close", "framing", "chunked", "closes"), [
-    (200, (b"Content-Length: 5",), b"GET", b"1.1", False, b"Content-Length: 5\r\n", False, False),
-    (200, (b"Content-Length: 5",), b"GET", b"1.0", False, b"Content-Length: 5\r\n", False, False),
-    (200, (b"Transfer-Encoding: chunked",), b"GET", b"1.1", False, b"Transfer-Encoding: chunked\r\n", True, False),
-    (200, (), b"GET", b"1.1", False, b"Transfer-Encoding: chunked\r\n", True, False),  # close-delimited upstream
-    # HTTP/1.0 has no chunked coding (RFC 9112 §7): the body ends where the connection does
-    (200, (b"Transfer-Encoding: chunked",), b"GET", b"1.0", False, b"Connection: close\r\n", False, True),
-    (200, (), b"GET", b"1.0", False, b"Connection: close\r\n", False, True),
-    (200, (b"Content-Length: 5",), b"HEAD", b"1.1", False, b"Content-Length: 5\r\n", False, False),  # §9.3.2
-    (200, (b"Transfer-Encoding: chunked",), b"HEAD", b"1.1", False, b"", False, False),
-    (204, (b"Content-Length: 5",), b"GET", b"1.1", False, b"", False, False),  # RFC 9110 §8.6: MUST NOT
-    (204, (), b"GET", b"1.1", False, b"", False, False),
-    (304, (b"Content-Length: 5",), b"GET", b"1.1", False, b"Content-Length: 5\r\n", False, False),  # §8.6: MAY
-    (304, (), b"GET", b"1.1", False, b"", False, False),
-    (404, (b"Content-Length: 5",), b"GET", b"1.1", True, b"Content-Length: 5\r\nConnection: close\r\n", False, True),
-])
-def test_response_bytes_framing(status: int, fields: tuple[bytes, ...], method: bytes, client: bytes, close: bool,
-                                framing: bytes, chunked: bool, closes: bool) -> None:
-    head = _response_head(status, b"X-App: a", *fields, method=method)
-    data, is_chunked, will_close = response_bytes(head, method=method, client_version=client, close=close,
-                                                  extra=b"X-Extra: e\r\n")
-    assert data == b"HTTP/1.1 %d %s\r\nX-App: a\r\nX-Extra: e\r\n%s\r\n" % (status, head.reason, framing)
-    assert (is_chunked, will_close) == (chunked, closes)
-
-
 @pytest.mark.parametrize(("size", "line"), [(0, b"0\r\n"), (1, b"1\r\n"), (255, b"ff\r\n"), (65536, b"10000\r\n")])
 def test_chunk_header(size: int, line: bytes) -> None:
     """RFC 9112 §7.1: chunk-size is hex, no leading zeros needed, no extension written."""
@@ -833,10 +609,6 @@ def test_chunk_header(size: int, line: bytes) -> None:
 
 # --------------------------------------------------------------------------- hypothesis
 
-_TCHAR = st.sampled_from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
-_VCHAR = st.sampled_from(bytes(range(0x21, 0x7F)))
-_NAMES = st.lists(_TCHAR, min_size=1, max_size=12).map(bytes)
-_VALUES = st.lists(_VCHAR | st.just(ord(" ")), max_size=24).map(lambda v: bytes(v).strip(b" "))
 _SEGMENT = st.lists(st.sampled_from(b"abcdefghijklmnopqrstuvwxyz0123456789-._~%"), max_size=8).map(bytes)
 _OWNED = set(H.REQUEST_ACTIONS)
 
@@ -850,7 +622,7 @@ def valid_requests(draw: st.DrawFn) -> tuple[bytes, list[tuple[bytes, bytes, byt
         target = b"/" + b"/".join(draw(st.lists(_SEGMENT, max_size=3)))
         if draw(st.booleans()):
             target += b"?" + draw(_SEGMENT)
-        fields = [name + b": " + value for name, value in draw(st.lists(st.tuples(_NAMES, _VALUES), max_size=5))
+        fields = [name + b": " + value for name, value in draw(st.lists(st.tuples(NAMES, VALUES), max_size=5))
                   if name.lower() not in _OWNED and not name.lower().startswith(H.IDENTITY_PREFIX)]
         body = draw(st.binary(max_size=40)) if method in (b"POST", b"PUT", b"PATCH") else b""
         framed = body
@@ -864,10 +636,6 @@ def valid_requests(draw: st.DrawFn) -> tuple[bytes, list[tuple[bytes, bytes, byt
         data += request(target, *fields, method=method, body=framed)
         expected.append((method, target, body))
     return data, expected
-
-
-def cuts_in(data: bytes) -> st.SearchStrategy[list[int]]:
-    return st.lists(st.integers(1, max(1, len(data) - 1)), max_size=8)
 
 
 @BOUNDED
@@ -892,22 +660,6 @@ def test_property_any_reads_give_the_events_of_one_read(generated: tuple[bytes, 
     assert normal(server_events(*split(data, cuts))) == normal(whole)
 
 
-def _well_formed(events: list[object]) -> None:
-    """Only engine events; a refusal or a switch is the last event, and at most one of them. A head holds
-    only what the gateway may act on: an origin-form target, HTTP/1.0 or 1.1, whole lines, no owned name."""
-    for event in events:
-        assert isinstance(event, (RequestHead, ResponseHead, bytes, Refused, Upgrade)) or event is END, event
-        if isinstance(event, RequestHead):
-            assert event.target[:1] == b"/" and event.version in (b"1.0", b"1.1") and event.method != b"CONNECT"
-        if isinstance(event, (RequestHead, ResponseHead)):
-            for line in event.lines:
-                name = line.split(b":", 1)[0].lower()
-                assert line.endswith(b"\r\n") and b"\r" not in line[:-2] and b"\n" not in line[:-2], line
-                assert not H.is_identity(name) and name not in H.FORWARDING | H.HOP_BY_HOP, line
-    final = [i for i, e in enumerate(events) if isinstance(e, (Refused, Upgrade))]
-    assert final in ([], [len(events) - 1]), events
-
-
 _STARTS = st.sampled_from([b"", b"GET / HTTP/1.1\r\nHost: a\r\n", b"POST / HTTP/1.1\r\nHost: a\r\n",
                            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
                            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"])
@@ -921,57 +673,9 @@ def test_property_arbitrary_bytes_give_events_or_a_refusal(start: bytes, noise: 
     events: list[object] = []
     for data in split(start + noise, cuts):
         events += conn.receive_data(data)
-    _well_formed(events)
+    well_formed(events)
     if conn.dead:
         assert conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == []
-
-
-@st.composite
-def valid_responses(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, int, bool]:
-    """A final answer (maybe after 1xx), and (its body, the method asked, its status, whether it ends at EOF)."""
-    data = b"".join(response(s) for s in draw(st.lists(st.sampled_from([b"100 Continue", b"103 Early Hints"]),
-                                                       max_size=2)))
-    status = draw(st.sampled_from([200, 201, 204, 301, 304, 404, 500]))
-    method = draw(st.sampled_from([b"GET", b"POST", b"HEAD"]))
-    fields = [name + b": " + value for name, value in draw(st.lists(st.tuples(_NAMES, _VALUES), max_size=4))
-              if name.lower() not in H.HOP_BY_HOP and name.lower() != b"content-length"
-              and not H.is_identity(name.lower())]
-    body = draw(st.binary(max_size=40)) if status not in (204, 304) and method != b"HEAD" else b""
-    framing = draw(st.sampled_from(["length", "chunked", "close"])) if body else "length"
-    if framing == "length":
-        fields.append(b"Content-Length: %d" % len(body))
-        framed = body
-    elif framing == "chunked":
-        fields.append(b"Transfer-Encoding: chunked")
-        framed = chunk_header(len(body)) + body + b"\r\n" + LAST_CHUNK
-    else:
-        framed = body
-    data += response(b"%d Status" % status, *fields, body=framed)
-    return data, body, method, status, framing == "close"
-
-
-@BOUNDED
-@given(valid_responses(), st.data())
-def test_property_any_reads_give_the_response_of_one_read(generated: tuple[bytes, bytes, bytes, int, bool],
-                                                          draw: st.DataObject) -> None:
-    """(c) The upstream side: a valid answer cut anywhere gives the same events as in one read."""
-    data, body, method, status, at_eof = generated
-    cuts = draw.draw(cuts_in(data))
-    whole, _ = upstream_events(data, method=method, eof=at_eof)
-    assert [e.status for e in whole if isinstance(e, ResponseHead)] == [status]
-    assert body_of(whole) == body and whole[-1] is END
-    assert normal(upstream_events(*split(data, cuts), method=method, eof=at_eof)[0]) == normal(whole)
-
-
-@BOUNDED
-@given(st.binary(max_size=300), st.lists(st.integers(1, 400), max_size=6), st.booleans(), st.booleans())
-def test_property_arbitrary_upstream_bytes_give_events_or_a_refusal(noise: bytes, cuts: list[int], upgrade: bool,
-                                                                   eof: bool) -> None:
-    """(c) Whatever an upstream sends (and whenever it closes), events or a 502 refusal, never an exception."""
-    events, conn = upstream_events(*split(b"HTTP/1.1 " + noise, cuts), upgrade=upgrade, eof=eof)
-    _well_formed(events)
-    if eof:
-        assert not conn.reusable and conn.eof() == []
 
 
 # --- the header vector sets (tests/vectors/headers) ------------------------------------------------------
@@ -980,27 +684,9 @@ GATEWAY_FIELDS = (b"X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-
                   b"X-IDWall-Assertion: gateway.jwt\r\n")
 
 
-def _header_cases(name: str) -> list[Any]:
-    [path] = vector_files("headers", name)
-    cases = read_json(path)["cases"]
-    return [pytest.param(case, id=case["id"]) for case in cases]
-
-
-def _fields(case: dict[str, Any]) -> bytes:
-    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in case["headers"])
-
-
-def _check_fields(case: dict[str, Any], written: bytes) -> None:
-    message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
-    for name in case.get("absent", []):
-        assert message.values(name) == [], f"{name} reached the other side ({case['rfc']})"
-    for name, values in case.get("expect", {}).items():
-        assert message.values(name) == values, case["rfc"]
-
-
-@pytest.mark.parametrize("case", _header_cases("request-hostile.json"))
+@pytest.mark.parametrize("case", header_cases("request-hostile.json"))
 def test_request_header_vectors(case: dict[str, Any]) -> None:
-    fields = _fields(case)
+    fields = header_fields(case)
     host = b"" if any(name.lower() == "host" for name, _ in case["headers"]) else b"Host: wiki.example:8443\r\n"
     chunked = any(name.lower() == "transfer-encoding" for name, _ in case["headers"])
     raw = b"GET /x HTTP/1.1\r\n" + host + fields + b"\r\n" + (b"0\r\n\r\n" if chunked else b"")
@@ -1010,7 +696,7 @@ def test_request_header_vectors(case: dict[str, Any]) -> None:
         return
     assert not refusals(events), refusals(events)
     written = request_bytes(heads(events)[0], b"/x", GATEWAY_FIELDS)
-    _check_fields(case, written)
+    check_fields(case, written)
     message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
     # whatever the row, the gateway's own fields are there exactly once, and nothing else of its namespace
     assert message.values("X-Forwarded-For") == ["192.0.2.7"]
@@ -1019,15 +705,47 @@ def test_request_header_vectors(case: dict[str, Any]) -> None:
     assert not {field_key(n) for n, _ in message.headers} & {k.decode() for k in H.HOP_BY_HOP} - {"transfer-encoding"}
 
 
-@pytest.mark.parametrize("case", _header_cases("response-hostile.json"))
-def test_response_header_vectors(case: dict[str, Any]) -> None:
-    raw = b"HTTP/1.1 200 OK\r\n" + _fields(case) + b"\r\n"
-    events, _ = upstream_events(raw, eof=True)
-    if case.get("error"):
-        assert refusals(events), case["rfc"]
-        return
-    head = next(ev for ev in events if isinstance(ev, ResponseHead))
-    written, _, _ = response_bytes(head, method=b"GET", client_version=b"1.1", close=False)
-    _check_fields(case, written)
-    message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
-    assert not [n for n, _ in message.headers if field_key(n).startswith("x-idwall-")]
+# --- on the wire: request targets and smuggled identity (security review) -------------------------
+
+
+@pytest.mark.parametrize("target", [
+    b"https://localhost/app", b"https://other.example/app", b"http://localhost/idwall/api/admin/sessions",
+    b"*", b"//other.example/app",
+])
+async def test_other_request_target_forms_never_reach_the_upstream_unchecked(gateway, target: bytes) -> None:
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(), request, read_timeout=3)
+    assert status_of(answer) in (0, 400, 403, 404), answer[:300]
+    assert b'"raw_path"' not in answer  # the echo upstream never answered
+
+
+@pytest.mark.parametrize("smuggle", [
+    b"X-IDWall-Assertion : forged\r\n",
+    b"X-IDWall-Assertion\t: forged\r\n",
+    b"X-Other: a\r\n X-IDWall-Assertion: forged\r\n",
+    b"X-Other: a\r\n\tX-IDWall-Assertion: forged\r\n",
+    b"X_IDWall_Assertion: forged\r\n",
+    b"x-idwall-assertion: forged\r\nX-IDWALL-ASSERTION: forged\r\n",
+    b"Connection: X-Other\r\nX-Other: forged\r\n",
+    b"Host: other.example\r\n",
+])
+async def test_spoofed_identity_headers_never_reach_the_upstream(gateway, smuggle: bytes) -> None:
+    device = await gateway.device("alice")
+    request = (b"GET /app HTTP/1.1\r\nHost: localhost\r\n" + smuggle + b"Connection: close\r\n\r\n")
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(device), request, read_timeout=3)
+    status = status_of(answer)
+    assert status in (200, 400), answer[:300]
+    if status == 400:
+        assert b'"raw_path"' not in answer  # refused by the parser: the upstream never saw it
+    else:
+        assert b"forged" not in answer
+    assert b"Traceback" not in answer
+
+
+async def test_identity_header_in_chunked_trailers_never_reaches_the_upstream(gateway) -> None:
+    device = await gateway.device("alice")
+    request = (b"POST /app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTrailer: X-IDWall-Assertion\r\n"
+               b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-IDWall-Assertion: forged\r\n\r\n")
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(device), request, read_timeout=3)
+    assert status_of(answer) in (200, 400), answer[:300]
+    assert b"forged" not in answer

@@ -180,7 +180,7 @@ def test_initial_status(bootstrap: bool, invited: bool, approval: str, status: s
 @pytest.mark.parametrize(("status", "expires_at", "shown"), [
     ("begun", NOW + 1, "begun"),
     ("begun", NOW, "expired"),
-    ("rejected", NOW + 300, "expired"),  # a rejection is not told apart from an expiry
+    ("rejected", NOW + 300, "rejected"),  # a signed device.reject: the waiting CLI must stop
     ("pending_approval", NOW - 1000, "pending_approval"),
     ("active", NOW - 1000, "active"),  # a finished enrollment does not expire
 ])

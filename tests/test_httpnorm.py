@@ -7,19 +7,13 @@ import urllib.parse
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from idwall.config import Route
 from idwall.errors import BadRequest
-from idwall.httpnorm import (
-    AmbiguousPath,
-    RouteTable,
-    host_without_port,
-    is_reserved,
-    match_route,
-    normalise_path,
-)
+from idwall.httpnorm import AmbiguousPath, RouteTable, host_without_port, is_reserved, match_route, normalise_path
+from idwall.testing.fixtures import raw_https
+from tests.helpers.http_wire import status_of
 
 
 # --- normalise_path ----------------------------------------------------------
@@ -257,3 +251,19 @@ _HOST = st.sampled_from([None, "wiki.example", "other.example"])
 @given(st.lists(st.builds(_Bare, _HOST, _PREFIX), min_size=1, max_size=6), _HOST, _PREFIX)
 def test_route_table_ranks_as_documented(routes: list[_Bare], host: str | None, path: str) -> None:
     assert RouteTable(routes).match(host, path) is _ranked_by_hand(routes, host, path)
+
+
+# --- hostile Host headers on the wire (security review) -------------------------------------------
+
+
+@pytest.mark.parametrize("host", [
+    b"[::1", b"localhost:99999", b"localhost:-1", b"local host", b"localhost:abc", b"a/b", b"@", b"",
+    b"[::1]x", b"\xff\xfe", b"localhost:" + b"9" * 50,
+])
+async def test_hostile_host_headers_get_4xx_never_5xx(gateway, host: bytes) -> None:
+    device = await gateway.device("alice")
+    request = b"GET /app HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    answer = await raw_https("127.0.0.1", gateway.port, gateway.ssl(device), request, read_timeout=3)
+    status = status_of(answer)
+    assert 0 < status < 500 or status == 0, answer[:300]
+    assert b"Traceback" not in answer

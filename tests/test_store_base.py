@@ -18,7 +18,8 @@ import pytest
 from idwall.errors import Conflict, Gone, NotFound, TooManyRequests, Unavailable
 from idwall.store.base import (ActionEffect, ActivateEffect, AdminEffect, AlreadyUsed, Ceremony, Credential, Event,
                                Expired, Invite, InviteEffect, KillResult, LastAdmin, LedgerDraft, LimitReached, Missing,
-                               NewDevice, Resolved, Session, Signer, Store, StoreError, Token, TokenEffect, WorkerRow)
+                               ManagerEffect, NewDevice, RejectEffect, RenewEffect, Resolved, Session, Signer, Store,
+                               StoreError, Token, TokenEffect, WorkerRow)
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW, device, enrollment, invite, session, user
 
@@ -65,7 +66,8 @@ def test_optional_fields_default_to_not_yet() -> None:
 
 
 def test_the_effects_of_a_signed_action_are_a_closed_set() -> None:
-    assert set(get_args(ActionEffect)) == {InviteEffect, AdminEffect, TokenEffect, ActivateEffect}
+    assert set(get_args(ActionEffect)) == {InviteEffect, AdminEffect, TokenEffect, ActivateEffect, RejectEffect,
+                                           ManagerEffect, RenewEffect}
 
 
 def _interface() -> list[str]:

@@ -24,13 +24,14 @@ from idwall.encoding import b64url_decode, b64url_encode
 from idwall.store import StoreError
 from idwall.store.base import LedgerDraft
 from idwall.store.sqlite import migrate
+from idwall.store.sqlite.core import migration_files
 from idwall.tokens import new_token
 from tests.helpers.records import NOW
 from tests.helpers.clock import Clock
 from tests.helpers.store import draft, dump, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
-          "tokens", "ledger", "events", "workers", "event_acks"}
+          "tokens", "ledger", "events", "workers", "event_acks", "sign_requests", "renewals"}
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -56,7 +57,7 @@ async def test_a_new_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> No
     async with opened(tmp_path / "idwall.db") as store:
         assert await store.read(_tables) == TABLES
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3, 4]
 
 
 async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
         await store.append_ledger(draft())
         before = await dump(store)
     conn = sqlite3.connect(tmp_path / "idwall.db", isolation_level=None)
-    assert migrate(conn) == 2
+    assert migrate(conn) == 4
     conn.close()
     async with opened(tmp_path / "idwall.db") as store:
         assert await dump(store) == before
@@ -76,6 +77,44 @@ async def test_an_old_database_is_brought_up_to_date_and_keeps_its_rows(tmp_path
         assert await store.read(_tables) == TABLES
         assert (await store.get_user("alice")).admin is True  # type: ignore[union-attr]
         assert await store.live_workers(since=0) == []  # the table migration 2 made works
+
+
+def _at_version_2(path: Path) -> None:
+    """A database as the release before managers left it (migrations 0001 and 0002), with a user, an invite
+    and a device of theirs in it."""
+    conn = _at_version_1(path)
+    sql = (resources.files("idwall.store") / "migrations" / "0002_workers.sql").read_text(encoding="utf-8")
+    conn.executescript(sql)
+    conn.execute("INSERT INTO schema_version (version) VALUES (2)")
+    conn.execute("INSERT INTO users VALUES ('bob', 'Bob', 'bob@example.com', '[\"eng\"]', 0, 1)")
+    conn.execute("INSERT INTO invites VALUES ('inv-1', 'carol', 'Carol', '', '[]', 0, 0, 'alice', 1, 2, NULL)")
+    conn.execute("INSERT INTO devices VALUES ('dev-1', 'bob', 'laptop', 'active', x'00', NULL, 1, 9, 'alice', NULL,"
+                 " 'enr-1')")
+    conn.close()
+
+
+async def test_a_database_from_before_managers_gets_them_and_renewals(tmp_path: Path) -> None:
+    _at_version_2(tmp_path / "idwall.db")
+    async with opened(tmp_path / "idwall.db") as store:
+        versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
+        assert versions == [1, 2, 3, 4] and await store.read(_tables) == TABLES
+        # every row is kept, and nobody has a manager until an admin names one
+        assert [(u.id, u.manager) for u in await store.list_users()] == [("alice", None), ("bob", None)]
+        assert (await store.get_invite("inv-1")).manager is None  # type: ignore[union-attr]
+        assert (await store.get_device("dev-1")).name == "laptop"  # type: ignore[union-attr]
+        await store.write(lambda c: c.execute("UPDATE users SET manager = 'alice' WHERE id = 'bob'"))
+        assert (await store.get_user("bob")).manager == "alice"  # type: ignore[union-attr]
+        assert await store.get_renewal("ren-x") is None
+
+
+async def test_a_manager_must_be_a_user(tmp_path: Path) -> None:
+    """The column references users: even a write that skipped every check cannot name a stranger."""
+    _at_version_2(tmp_path / "idwall.db")
+    async with opened(tmp_path / "idwall.db") as store:
+        with pytest.raises(StoreError) as info:
+            await store.write(lambda c: c.execute("UPDATE users SET manager = 'mallory' WHERE id = 'bob'"))
+        assert "FOREIGN KEY" in info.value.log_detail
+        assert (await store.get_user("bob")).manager is None  # type: ignore[union-attr]
 
 
 async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(tmp_path: Path) -> None:
@@ -91,6 +130,22 @@ async def test_a_migration_that_fails_half_way_leaves_the_database_as_it_was(tmp
     assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1]
     assert "workers" not in _tables(conn)  # what the migration had made before it failed is gone
     assert conn.execute("SELECT id FROM users").fetchall() == [("alice",)]
+
+
+def test_two_migrations_claiming_one_version_are_refused(tmp_path: Path) -> None:
+    # Before, the second file was silently skipped: a merged branch's schema change would never have run.
+    (tmp_path / "0001_initial.sql").write_text("CREATE TABLE a (x);\n")
+    (tmp_path / "0002_workers.sql").write_text("CREATE TABLE b (x);\n")
+    (tmp_path / "0002_sign_requests.sql").write_text("CREATE TABLE c (x);\n")
+    with pytest.raises(StoreError, match="migrations 0002_sign_requests.sql and 0002_workers.sql both claim version 2"):
+        migration_files(tmp_path)
+    (tmp_path / "0002_sign_requests.sql").rename(tmp_path / "0003_sign_requests.sql")
+    assert [version for version, _ in migration_files(tmp_path)] == [1, 2, 3]
+
+
+def test_the_shipped_migrations_have_one_file_per_version() -> None:
+    versions = [version for version, _ in migration_files()]
+    assert versions == list(range(1, len(versions) + 1))
 
 
 # --------------------------------------------------------------------------- the connection

@@ -21,7 +21,7 @@ import pytest
 from idwall.errors import Conflict, Forbidden
 from idwall.store import StoreError
 from idwall.store.base import (ActivateEffect, AdminEffect, AlreadyUsed, Expired, InviteEffect, LastAdmin, LedgerDraft,
-                               LimitReached, Missing, NewDevice, Signer, TokenEffect)
+                               LimitReached, ManagerEffect, Missing, NewDevice, RejectEffect, Signer, TokenEffect)
 from idwall.store.sqlite import SQLiteStore
 from idwall.tokens import new_token
 from tests.helpers.records import NOW, enrollment, invite
@@ -394,3 +394,69 @@ async def test_an_approval_names_the_device_enrollment_and_user_it_is_for(store:
 async def test_an_effect_of_an_unknown_kind_commits_nothing(store: SQLiteStore) -> None:
     alice = await enroll(store, "alice", admin=True)
     await unchanged(store, TypeError, lambda: act(store, signer(alice), json.loads("{}")), "unknown action effect")
+
+
+# --------------------------------------------------------------------------- managers and rejections
+
+
+async def test_an_invite_gives_the_user_its_manager_and_self_service_keeps_it(store: SQLiteStore) -> None:
+    await enroll(store, "alice", admin=True)
+    await store.create_invite(dataclasses.replace(invite("inv-1", user_id="bob"), manager="alice"),
+                              draft("invite.create", "bob"))
+    assert (await store.get_invite("inv-1")).manager == "alice"  # type: ignore[union-attr]
+    await enroll(store, "bob", invite_id="inv-1")
+    assert (await store.get_user("bob")).manager == "alice"  # type: ignore[union-attr]
+    await enroll(store, "bob", status="pending_approval")  # a self-service device changes nobody's manager
+    assert (await store.get_user("bob")).manager == "alice"  # type: ignore[union-attr]
+    # a new invite for bob says who he is from now on, his manager included
+    await store.create_invite(invite("inv-2", user_id="bob"), draft("invite.create", "bob"))
+    await enroll(store, "bob", invite_id="inv-2")
+    assert (await store.get_user("bob")).manager is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("manager", "words"), [("nobody", "no user 'nobody' to be the manager"),
+                                                ("bob", "bob cannot be their own manager")])
+async def test_an_invite_naming_an_impossible_manager_stores_nothing(store: SQLiteStore, manager: str,
+                                                                     words: str) -> None:
+    alice = await enroll(store, "alice", admin=True)
+    bad = dataclasses.replace(invite("inv-1", user_id="bob"), manager=manager)
+    await unchanged(store, Conflict, lambda: act(store, signer(alice), InviteEffect(bad)), words)
+
+
+async def test_set_manager_changes_the_user_with_an_event(store: SQLiteStore) -> None:
+    alice = await enroll(store, "alice", admin=True)
+    await enroll(store, "bob")
+    await act(store, signer(alice), ManagerEffect("bob", "alice"), "user.set_manager")
+    assert (await store.get_user("bob")).manager == "alice"  # type: ignore[union-attr]
+    await act(store, signer(alice, expected=1), ManagerEffect("bob", None), "user.set_manager")
+    assert (await store.get_user("bob")).manager is None  # type: ignore[union-attr]
+    assert [e.payload for e in await store.events_after(0) if e.kind == "user.changed"] == [{"user": "bob"}] * 2
+    for effect, error, words in ((ManagerEffect("nobody", "alice"), Missing, "no user 'nobody'"),
+                                 (ManagerEffect("bob", "nobody"), Conflict, "no user 'nobody' to be the manager"),
+                                 (ManagerEffect("bob", "bob"), Conflict, "bob cannot be their own manager")):
+        await unchanged(store, error, lambda: act(store, signer(alice, expected=2), effect, "user.set_manager"),
+                        words)
+
+
+async def test_the_owners_manager_may_sign_an_approval_only_while_manager(store: SQLiteStore) -> None:
+    """The API's check ran before the transaction; a user.set_manager that commits in between wins."""
+    alice = await enroll(store, "alice", admin=True)
+    bob = await enroll(store, "bob")
+    carol = await enroll(store, "carol")
+    await act(store, signer(alice), ManagerEffect("carol", "bob"), "user.set_manager")
+    pending = (await enroll(store, "carol", status="pending_approval")).device
+    reject = RejectEffect(pending.id, pending.enrollment_id, "carol")
+    as_manager = dataclasses.replace(signer(bob), or_manager_of="carol")
+    # not carol's manager: refused inside the transaction (carol herself, and bob once he is replaced)
+    await unchanged(store, Forbidden, lambda: act(store, dataclasses.replace(signer(carol), or_manager_of="carol"),
+                                                  reject, "device.reject"), "neither an administrator nor the manager")
+    await act(store, signer(alice, expected=1), ManagerEffect("carol", "alice"), "user.set_manager")
+    await unchanged(store, Forbidden, lambda: act(store, as_manager, reject, "device.reject"),
+                    "user bob is neither an administrator nor the manager of carol")
+    await act(store, signer(alice, expected=2), ManagerEffect("carol", "bob"), "user.set_manager")
+    await act(store, as_manager, reject, "device.reject")
+    device = await store.get_device(pending.id)
+    assert (device.status, device.revoked_at) == ("revoked", NOW)  # type: ignore[union-attr]
+    assert (await store.get_enrollment(pending.enrollment_id)).status == "rejected"  # type: ignore[union-attr]
+    await unchanged(store, AlreadyUsed, lambda: act(store, signer(alice, expected=3), reject, "device.reject"),
+                    "is not pending approval")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import aiohttp
 import pytest
+from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from idwall import pki
 from idwall.actions import ACTION_TYPES, build_action, claimed_challenge, validate_action
 from idwall.challenges import action_challenge
 from idwall.encoding import b64url_decode, b64url_encode
@@ -21,7 +25,9 @@ from idwall.errors import BadRequest
 from idwall.tokens import token_hash
 from idwall.testing.authenticator import SoftAuthenticator
 from tests.helpers.api import (
+    Enrolled,
     begin_enroll,
+    begin_renewal,
     bootstrap,
     call,
     counts,
@@ -30,9 +36,12 @@ from tests.helpers.api import (
     invite,
     ledger_ok,
     login,
+    make_csr,
+    renewed,
     save_device,
     sign,
 )
+from tests.helpers.gateway import running_gateway
 
 BEGIN, FINISH = "/idwall/api/actions/begin", "/idwall/api/actions/finish"
 
@@ -381,7 +390,7 @@ _json = st.recursive(
 _action_like = st.fixed_dictionaries(
     {"type": st.sampled_from([*ACTION_TYPES, "nope"]) | _json},
     optional={k: _json for k in ("user", "name", "email", "groups", "admin", "scopes", "ttl", "device_id",
-                                 "enrollment_id", "actor")})
+                                 "enrollment_id", "actor", "manager", "csr_pem")})
 
 
 @settings(max_examples=200, deadline=None)
@@ -394,7 +403,8 @@ def test_validate_action_answers_only_bad_request_or_a_canonical_action(raw) -> 
     # whatever passes is signable: canonical JSON exists and nothing outside the type's fields slipped in
     full = build_action(action, actor="admin", nonce=bytes(32), now=0, timeout=300)
     assert action_challenge(full)
-    assert "actor" not in raw and set(full) - set(raw) == {"actor", "nonce", "not_after"}
+    defaulted = {"manager"} - set(raw) if action["type"] == "invite.create" else set()
+    assert "actor" not in raw and set(full) - set(raw) == {"actor", "nonce", "not_after"} | defaulted
 
 
 @pytest.mark.parametrize(("kind", "shown"), [(["invite.create"], "an array"), ({"a": 1}, "an object"),
@@ -443,3 +453,361 @@ async def test_two_admins_revoking_themselves_at_once_leave_one_admin(gateway) -
             await client.close()
     assert sorted(status for status, _ in results) == [200, 409], results
     assert [u.id for u in await gateway.store.list_users() if u.admin] != []
+
+
+# -- managers: invite.create's manager, user.set_manager, and device approvals by the owner's manager --------
+
+
+@pytest.fixture
+async def managed(tmp_path, upstream):  # type: ignore[no-untyped-def]
+    """A gateway with ``devices.approval: manager``, its admin logged in (yields gateway, admin, admin client)."""
+    async with running_gateway(tmp_path, upstream.url,
+                               edit=lambda text: text.replace("approval: none", "approval: manager")) as gateway:
+        admin, client = await _logged_in_admin(gateway)
+        async with client:
+            yield gateway, admin, client
+
+
+async def _pending(gateway, *, code: str | None = None, user: str | None = None):  # type: ignore[no-untyped-def]
+    """A device enrolled with ``code`` (or self-service for ``user``) that waits for approval."""
+    auth = SoftAuthenticator(origin=gateway.url)
+    key, status, begun = await begin_enroll(gateway, code=code, user=user)
+    assert status == 200, begun
+    status, answer = await finish_enroll(gateway, begun["enrollment_id"], auth.create(begun["options"]))
+    assert status == 200 and answer["status"] == "pending_approval", answer
+    return key, begun["enrollment_id"], answer["device_id"], auth
+
+
+async def _approved(gateway, admin, client, code: str) -> Enrolled:  # type: ignore[no-untyped-def]
+    """Enroll with ``code``, have ``admin`` approve it, and return the active device."""
+    key, enrollment_id, device_id, auth = await _pending(gateway, code=code)
+    status, answer = await sign(gateway, admin, client, {"type": "device.approve", "device_id": device_id})
+    assert status == 200, answer
+    async with gateway.session() as anon:
+        _, view = await call(anon, "GET", gateway.url + "/idwall/api/enroll/" + enrollment_id)
+    user_id = (await gateway.store.get_enrollment(enrollment_id)).user_id
+    return save_device(gateway, key, {"device_id": device_id, "certificate_pem": view["certificate_pem"]}, user_id,
+                       auth)
+
+
+async def _team(gateway, admin, client):  # type: ignore[no-untyped-def]
+    """bob manages carol, eve manages dave; all four enrolled and active (approved by the admin)."""
+    people = {}
+    for user, manager in (("bob", None), ("eve", None), ("carol", "bob"), ("dave", "eve")):
+        code = await invite(gateway, admin, client, user, manager=manager)
+        people[user] = await _approved(gateway, admin, client, code)
+    return people
+
+
+async def test_an_invite_names_the_manager_the_user_gets(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        bob = await enroll(gateway, await invite(gateway, admin, client, "bob"))
+        code = await invite(gateway, admin, client, "carol", manager="bob")
+    assert (await gateway.store.get_user("bob")).manager is None  # an invite without one (an older client)
+    await enroll(gateway, code)
+    assert (await gateway.store.get_user("carol")).manager == bob.user_id
+    entries = await ledger_ok(gateway)
+    invites = [e for e in entries if e["type"] == "invite.create"]
+    assert [(e["data"]["manager"], e["approval"]["action"]["manager"]) for e in invites] == [(None, None),
+                                                                                          ("bob", "bob")]
+
+
+@pytest.mark.parametrize(("manager", "expected", "words"), [
+    ("nobody", 409, "no user 'nobody' to be the manager"),
+    ("carol", 400, "carol cannot be their own manager"),
+    ("Bob", 400, "action.manager must match"),
+])
+async def test_an_invite_with_an_impossible_manager_is_refused_and_changes_nothing(
+        gateway, manager: str, expected: int, words: str) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        before = await counts(gateway)
+        status, problem = await call(client, "POST", gateway.url + BEGIN, {"action": {
+            "type": "invite.create", "user": "carol", "name": "Carol", "email": "", "groups": [], "admin": False,
+            "manager": manager}})
+        assert status == expected and words in problem["detail"], problem
+        assert await counts(gateway) == before
+
+
+async def test_user_set_manager_is_an_admin_action_checked_for_who_it_names(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        bob = await enroll(gateway, await invite(gateway, admin, client, "bob"))
+        for action, expected, words in (
+                ({"user": "nobody", "manager": "admin"}, 404, "no user 'nobody'"),
+                ({"user": "bob", "manager": "nobody"}, 409, "no user 'nobody' to be the manager"),
+                ({"user": "bob", "manager": "bob"}, 400, "bob cannot be their own manager"),
+                ({"user": "bob"}, 400, "action user.set_manager is missing manager")):
+            before = await counts(gateway)
+            status, problem = await sign(gateway, admin, client, {"type": "user.set_manager", **action})
+            assert status == expected and words in problem["detail"], (action, problem)
+            assert await counts(gateway) == before
+        status, answer = await sign(gateway, admin, client, {"type": "user.set_manager", "user": "bob",
+                                                             "manager": "admin"})
+        assert status == 200 and answer["result"] == {"user": "bob", "manager": "admin"}, answer
+        assert (await gateway.store.get_user("bob")).manager == "admin"
+        status, answer = await sign(gateway, admin, client, {"type": "user.set_manager", "user": "bob",
+                                                             "manager": None})
+        assert status == 200 and answer["result"] == {"user": "bob", "manager": None}, answer
+    assert (await gateway.store.get_user("bob")).manager is None
+    async with gateway.session(bob) as bob_client:
+        assert (await login(gateway, bob, bob_client))[0] == 200
+        before = await counts(gateway)
+        status, problem = await sign(gateway, bob, bob_client, {"type": "user.set_manager", "user": "bob",
+                                                                "manager": "admin"})
+        assert status == 403 and "must be signed by an administrator" in problem["detail"], problem
+        assert await counts(gateway) == before
+    entries = await ledger_ok(gateway)
+    assert [e["data"] for e in entries if e["type"] == "user.set_manager"] == [
+        {"user": "bob", "manager": "admin"}, {"user": "bob", "manager": None}]
+
+
+async def test_the_owners_manager_approves_and_nobody_else_who_is_not_an_admin(managed) -> None:
+    gateway, admin, client = managed
+    people = await _team(gateway, admin, client)
+    bob, carol, eve = people["bob"], people["carol"], people["eve"]
+    _, _, device_id, _ = await _pending(gateway, user="carol")
+    approve = {"type": "device.approve", "device_id": device_id}
+    # another user's manager, and the user themself with her other device: 403, nothing written
+    for signer in (eve, carol):
+        async with gateway.session(signer) as own:
+            assert (await login(gateway, signer, own))[0] == 200
+            before = await counts(gateway)
+            status, problem = await sign(gateway, signer, own, approve)
+            assert status == 403, problem
+            assert f"device.approve must be signed by an administrator or, with devices.approval: manager, by the " \
+                   f"device owner's manager; {signer.user_id} is neither" == problem["detail"]
+            assert await counts(gateway) == before
+    assert (await gateway.store.get_device(device_id)).status == "pending_approval"
+    async with gateway.session(bob) as own:
+        assert (await login(gateway, bob, own))[0] == 200
+        status, answer = await sign(gateway, bob, own, approve)
+    assert status == 200 and answer["result"] == {"device_id": device_id, "status": "active"}, answer
+    device = await gateway.store.get_device(device_id)
+    assert (device.status, device.approved_by) == ("active", "bob")
+    entry = (await ledger_ok(gateway))[-1]
+    assert (entry["type"], entry["actor"], entry["subject"]) == ("device.approve", "bob", device_id)
+
+
+async def test_an_approval_cannot_be_replayed(managed) -> None:
+    gateway, admin, client = managed
+    people = await _team(gateway, admin, client)
+    bob = people["bob"]
+    first = (await _pending(gateway, user="carol"))[2]
+    second = (await _pending(gateway, user="carol"))[2]
+    async with gateway.session(bob) as own:
+        assert (await login(gateway, bob, own))[0] == 200
+        status, begun = await call(own, "POST", gateway.url + BEGIN, {"action": {"type": "device.approve",
+                                                                                 "device_id": first}})
+        assert status == 200, begun
+        finish = {"action_id": begun["action_id"], "credential": bob.auth.get(begun["options"])}
+        assert (await call(own, "POST", gateway.url + FINISH, finish))[0] == 200
+        before = await counts(gateway)
+        status, problem = await call(own, "POST", gateway.url + FINISH, finish)
+        assert status == 409, problem
+        # the same assertion presented for another device's approval: its challenge is the first action's
+        status, begun2 = await call(own, "POST", gateway.url + BEGIN, {"action": {"type": "device.approve",
+                                                                                  "device_id": second}})
+        status, problem = await call(own, "POST", gateway.url + FINISH,
+                                     {"action_id": begun2["action_id"], "credential": finish["credential"]})
+        assert status in (400, 409), problem
+        assert await counts(gateway) == before
+    assert (await gateway.store.get_device(second)).status == "pending_approval"
+    await ledger_ok(gateway)
+
+
+async def test_a_former_manager_cannot_approve_even_an_action_begun_while_still_manager(managed) -> None:
+    gateway, admin, client = managed
+    people = await _team(gateway, admin, client)
+    bob = people["bob"]
+    device_id = (await _pending(gateway, user="carol"))[2]
+    async with gateway.session(bob) as own:
+        assert (await login(gateway, bob, own))[0] == 200
+        status, begun = await call(own, "POST", gateway.url + BEGIN, {"action": {"type": "device.approve",
+                                                                                 "device_id": device_id}})
+        assert status == 200, begun
+        status, answer = await sign(gateway, admin, client, {"type": "user.set_manager", "user": "carol",
+                                                             "manager": "eve"})
+        assert status == 200, answer
+        before = await counts(gateway)
+        status, problem = await call(own, "POST", gateway.url + FINISH,
+                                     {"action_id": begun["action_id"], "credential": bob.auth.get(begun["options"])})
+        assert status == 403 and "bob is neither" in problem["detail"], problem
+        # only the answered challenge is gone (single use); nothing of trust changed
+        assert await counts(gateway) == {**before, "ceremonies": before["ceremonies"] - 1}
+    async with gateway.session(people["eve"]) as own:
+        assert (await login(gateway, people["eve"], own))[0] == 200
+        status, answer = await sign(gateway, people["eve"], own, {"type": "device.approve", "device_id": device_id})
+    assert status == 200, answer
+    await ledger_ok(gateway)
+
+
+async def test_the_manager_rejects_a_pending_device(managed) -> None:
+    gateway, admin, client = managed
+    people = await _team(gateway, admin, client)
+    bob = people["bob"]
+    _, enrollment_id, device_id, _ = await _pending(gateway, user="carol")
+    async with gateway.session(people["eve"]) as own:
+        assert (await login(gateway, people["eve"], own))[0] == 200
+        before = await counts(gateway)
+        status, problem = await sign(gateway, people["eve"], own, {"type": "device.reject", "device_id": device_id})
+        assert status == 403, problem
+        assert await counts(gateway) == before
+    async with gateway.session(bob) as own:
+        assert (await login(gateway, bob, own))[0] == 200
+        status, answer = await sign(gateway, bob, own, {"type": "device.reject", "device_id": device_id})
+        assert status == 200 and answer["result"] == {"device_id": device_id, "status": "revoked"}, answer
+        # once rejected it is not pending: neither approval nor a second rejection
+        for kind in ("device.reject", "device.approve"):
+            status, problem = await sign(gateway, bob, own, {"type": kind, "device_id": device_id})
+            assert status == 409 and "is revoked, not pending approval" in problem["detail"], problem
+        status, problem = await sign(gateway, bob, own, {"type": "device.reject", "device_id": bob.device_id})
+        assert status == 409, problem  # an active device (bob's own): nothing to reject
+    device = await gateway.store.get_device(device_id)
+    assert device.status == "revoked" and device.revoked_at is not None
+    async with gateway.session() as anon:
+        _, view = await call(anon, "GET", gateway.url + "/idwall/api/enroll/" + enrollment_id)
+    assert view["status"] == "rejected" and "certificate_pem" not in view
+    entry = (await ledger_ok(gateway))[-1]
+    assert (entry["type"], entry["actor"], entry["data"]["status"]) == ("device.reject", "bob", "revoked")
+
+
+async def test_without_the_manager_policy_a_manager_approves_nothing(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        bob = await enroll(gateway, await invite(gateway, admin, client, "bob"))
+        await enroll(gateway, await invite(gateway, admin, client, "carol", manager="bob"))
+    device_id = (await _pending(gateway, user="carol"))[2]
+    async with gateway.session(bob) as own:
+        assert (await login(gateway, bob, own))[0] == 200
+        before = await counts(gateway)
+        for kind in ("device.approve", "device.reject"):
+            status, problem = await sign(gateway, bob, own, {"type": kind, "device_id": device_id})
+            assert status == 403 and "bob is neither" in problem["detail"], problem
+        assert await counts(gateway) == before
+
+
+# -- device.renew: a new key for a device, signed over its own connection ---------------------------------------
+
+
+def _renew_action(device: Enrolled, csr_pem: str) -> dict[str, Any]:
+    return {"type": "device.renew", "device_id": device.device_id, "csr_pem": csr_pem}
+
+
+async def _me(gateway, device: Enrolled):  # type: ignore[no-untyped-def]
+    async with gateway.session(device) as own:
+        return await call(own, "GET", gateway.url + "/idwall/api/me")
+
+
+async def test_a_device_renews_its_certificate_and_its_session_carries_over(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    bystander = gateway.session(admin)  # another live connection with the old certificate
+    try:
+        async with client:
+            status, me = await call(client, "GET", gateway.url + "/idwall/api/me")
+            session_id = me["session"]["id"]
+            assert (await call(bystander, "GET", gateway.url + "/idwall/api/me"))[1]["session"]["id"] == session_id
+            key, status, begun = await begin_renewal(gateway, admin)
+            assert status == 200, begun
+            status, answer = await sign(gateway, admin, client, _renew_action(admin, begun["csr_pem"]))
+            assert status == 200, answer
+            result = answer["result"]
+            assert set(result) == {"device_id", "certificate_pem", "not_after"} and result["device_id"] == admin.device_id
+            new = renewed(gateway, admin, key, result["certificate_pem"])
+            cert = x509.load_pem_x509_certificate(result["certificate_pem"].encode())
+            assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+            assert int(cert.not_valid_after_utc.timestamp()) == result["not_after"] > time.time() + 86400
+            # the connection that signed got its answer and is closed; a new one presents the old certificate
+            status, problem = await call(client, "POST", gateway.url + "/idwall/api/login/begin", {})
+            assert status == 403, problem
+        # the other live connection with the old certificate was cut: aiohttp reconnects, with the old one
+        status, problem = await call(bystander, "GET", gateway.url + "/idwall/api/me")
+        assert problem == {"user": None, "device": None, "session": None}, problem
+    finally:
+        await bystander.close()
+    device = await gateway.store.get_device(admin.device_id)
+    assert (device.cert_sha256, device.not_after) == (new.cert_sha256, result["not_after"])
+    # the new certificate continues the same session, without a new passkey sign-in
+    status, me = await _me(gateway, new)
+    assert status == 200 and me["session"]["id"] == session_id, me
+    async with gateway.session(new) as own:
+        assert (await call(own, "GET", gateway.url + "/"))[0] == 200  # the proxied whoami route
+    async with gateway.session() as anon:
+        status, view = await call(anon, "GET", gateway.url + "/idwall/api/renew/" + begun["renewal_id"])
+    assert view["status"] == "renewed" and view["certificate_pem"] == result["certificate_pem"], view
+    entry = (await ledger_ok(gateway))[-1]
+    assert (entry["type"], entry["actor"], entry["subject"]) == ("device.renew", "admin", admin.device_id)
+    assert entry["data"] == {"device_id": admin.device_id, "cert_sha256": b64url_encode(new.cert_sha256),
+                             "not_after": result["not_after"]}
+    assert entry["approval"]["action"]["csr_pem"] == begun["csr_pem"]
+
+
+async def _second_device(gateway, admin: Enrolled, client) -> Enrolled:  # type: ignore[no-untyped-def]
+    key, enrollment_id, device_id, auth = await _pending(gateway, user=admin.user_id)
+    status, answer = await sign(gateway, admin, client, {"type": "device.approve", "device_id": device_id})
+    assert status == 200, answer
+    async with gateway.session() as anon:
+        _, view = await call(anon, "GET", gateway.url + "/idwall/api/enroll/" + enrollment_id)
+    return save_device(gateway, key, {"device_id": device_id, "certificate_pem": view["certificate_pem"]},
+                       admin.user_id, auth)
+
+
+async def test_renewals_nobody_is_entitled_to_are_refused_and_change_nothing(gateway) -> None:
+    admin, client = await _logged_in_admin(gateway)
+    async with client:
+        phone = await _second_device(gateway, admin, client)
+        bob = await enroll(gateway, await invite(gateway, admin, client, "bob"))
+        _, csr = make_csr()
+        before = await counts(gateway)
+        # the device's current key: a renewal must move it to a new one
+        current = pki.make_csr(pki.load_private_key(admin.key_path), "laptop")
+        status, problem = await sign(gateway, admin, client, _renew_action(admin, current))
+        assert status == 409 and "the CSR is for the device's current key" in problem["detail"], problem
+        # signed with a passkey of the same user, but bound to another device (a misbehaving client)
+        status, begun = await call(client, "POST", gateway.url + BEGIN, {"action": _renew_action(admin, csr)})
+        assert status == 200, begun
+        assert [b64url_decode(c["id"]) for c in begun["options"]["allowCredentials"]] == list(admin.auth.credentials)
+        other = phone.auth.get(begun["options"], credential_id=next(iter(phone.auth.credentials)))
+        status, problem = await call(client, "POST", gateway.url + FINISH,
+                                     {"action_id": begun["action_id"], "credential": other})
+        assert status == 403 and "must be signed with a passkey bound to device" in problem["detail"], problem
+        # a replayed renewal: the challenge was answered once
+        status, begun = await call(client, "POST", gateway.url + BEGIN, {"action": _renew_action(admin, csr)})
+        finish = {"action_id": begun["action_id"], "credential": admin.auth.get(begun["options"])}
+        assert (await call(client, "POST", gateway.url + FINISH, finish))[0] == 200
+        after_first = await counts(gateway)
+        status, problem = await call(client, "POST", gateway.url + FINISH, finish)
+        assert status in (403, 409), problem  # this connection closed after the renewal: the old cert is gone
+    assert await counts(gateway) == after_first
+    assert after_first["ledger"] == before["ledger"] + 1
+    # from another device's session, even the same user's, and from someone else's
+    for signer in (phone, bob):
+        async with gateway.session(signer) as own:
+            assert (await login(gateway, signer, own))[0] == 200
+            before = await counts(gateway)
+            status, problem = await sign(gateway, signer, own, _renew_action(admin, make_csr()[1]))
+            assert status == 403 and f"device {admin.device_id} can only be renewed over its own connection" \
+                in problem["detail"], problem
+            assert await counts(gateway) == before
+    await ledger_ok(gateway)
+
+
+async def test_an_expired_certificate_cannot_renew(gateway) -> None:
+    """TLS refuses the expired certificate before anything is read: over a real socket, with the device's own key
+    and a certificate from the gateway's device CA that the store records as the device's."""
+    admin, client = await _logged_in_admin(gateway)
+    await client.close()
+    node = gateway.running.node
+    key = pki.load_private_key(admin.key_path)
+    expired = pki.issue_device_cert(ca_cert=node.device_ca_cert, ca_key=node.device_ca_key,
+                                    csr=pki.check_csr(pki.make_csr(key, "laptop")), device_id=admin.device_id,
+                                    now=time.time() - 3 * 86400, ttl=86400)
+    stale = renewed(gateway, admin, key, pki.cert_pem(expired))
+    await gateway.store.write(lambda c: c.execute("UPDATE devices SET cert_sha256 = ?, not_after = ? WHERE id = ?",
+                                                  (stale.cert_sha256, expired.not_valid_after_utc.timestamp(),
+                                                   admin.device_id)))
+    before = await counts(gateway)
+    with pytest.raises(aiohttp.ClientError):
+        await begin_renewal(gateway, stale)
+    assert await counts(gateway) == before

@@ -195,7 +195,7 @@ async def test_scopes_do_not_imply_each_other(gateway) -> None:
     kill = await make_token(gateway, ["kill"])
     both = await make_token(gateway, ["kill", "read"])
     for path in ("/idwall/api/admin/sessions", "/idwall/api/admin/audit", "/idwall/api/admin/tokens",
-                 "/idwall/api/admin/kills"):
+                 "/idwall/api/admin/kills", "/idwall/api/admin/webhooks"):
         assert (await call_fresh(gateway, "GET", path, token=read.secret))[0] == 200, path
         assert (await call_fresh(gateway, "GET", path, token=both.secret))[0] == 200, path
         status, problem, _ = await call_fresh(gateway, "GET", path, token=kill.secret)
@@ -497,3 +497,14 @@ async def test_kill_target_is_bounded(gateway, target: str) -> None:
                                      headers={"Authorization": f"Bearer {issued.secret}"})
     assert status == 400, problem
     assert len(await gateway.store.ledger_entries()) == before
+
+
+async def test_webhook_deliveries_are_listed_for_readers_and_hidden_from_everyone_else(gateway) -> None:
+    user = await gateway.device("mallory")
+    read = await make_token(gateway, ["read"])
+    status, body, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/webhooks", token=read.secret)
+    assert (status, body) == (200, {"deliveries": []})  # this gateway has no receivers configured
+    status, problem, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/webhooks", device=user)
+    assert status == 403 and "deliveries" not in problem
+    status, problem, _ = await call_fresh(gateway, "GET", "/idwall/api/admin/webhooks")
+    assert status in (401, 403) and "deliveries" not in problem

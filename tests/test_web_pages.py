@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from idwall import pki
+from idwall import pki, tokens
 from idwall.store.base import Enrollment, LedgerDraft
 from idwall.testing.fixtures import client_ssl_context, raw_https
 from idwall.web import pages
@@ -26,7 +26,10 @@ EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-sr
                 "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
                 "form-action 'self'")
 OWN_STATIC = {"idwall.css": "text/css", "idwall.js": "text/javascript", "enroll.js": "text/javascript",
-              "login.js": "text/javascript"}
+              "login.js": "text/javascript", "sign.js": "text/javascript", "console.js": "text/javascript",
+              "people.js": "text/javascript", "devices.js": "text/javascript", "tokens.js": "text/javascript",
+              "ledger.js": "text/javascript"}
+CONSOLE_PAGES = ("/idwall/admin/people", "/idwall/admin/devices", "/idwall/admin/tokens", "/idwall/admin/ledger")
 
 
 class Page(HTMLParser):
@@ -39,18 +42,24 @@ class Page(HTMLParser):
         self._open: list[tuple[str, str | None]] = []
         self.script_bodies: list[str] = []
         self.text = ""
+        self.unlabelled: list[str] = []  # form controls neither inside a <label> nor named by aria-label
+        self._labels = 0
         self.feed(text)
         self.close()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         self.elements.append((tag, attributes))
+        self._labels += tag == "label"
+        if tag in ("input", "select", "textarea") and not self._labels and not attributes.get("aria-label"):
+            self.unlabelled.append(attributes.get("id") or tag)
         if tag not in ("meta", "link", "br", "img", "input"):
             self._open.append((tag, attributes.get("id")))
             if attributes.get("id"):
                 self.text_by_id[attributes["id"] or ""] = ""
 
     def handle_endtag(self, tag: str) -> None:
+        self._labels -= tag == "label"
         while self._open:
             if self._open.pop()[0] == tag:
                 break
@@ -85,6 +94,16 @@ def assert_no_inline_code(page: Page) -> None:
     assert not "".join(page.script_bodies).strip()
 
 
+async def assert_assets_served(gateway: Any, page: Page) -> None:
+    """Every script and style sheet the page references under /idwall/static/ is served (from the allow-list)."""
+    for tag, attrs in page.elements:
+        ref = attrs.get("src") if tag == "script" else attrs.get("href") if tag == "link" else None
+        if ref and ref.startswith("/idwall/static/"):
+            async with gateway.session() as client:
+                async with client.get(gateway.url + ref) as resp:
+                    assert resp.status == 200, ref
+
+
 async def fetch(client: Any, url: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
     async with client.get(url, allow_redirects=False, **kwargs) as resp:
         return resp.status, dict(resp.headers), await resp.text()
@@ -106,7 +125,8 @@ async def add_enrollment(gateway: Any, *, device_name: str, user_id: str = "alic
 
 
 @pytest.mark.parametrize("path", ["/idwall/enroll", "/idwall/enroll/enr-test", "/idwall/enroll/no-such-id",
-                                  "/idwall/login", "/idwall/login?next=/app&reason=expired"])
+                                  "/idwall/login", "/idwall/login?next=/app&reason=expired",
+                                  "/idwall/sign/sgn-AAAAAAAAAAAAAAAAAAAAAA", "/idwall/sign/not-a-request"])
 async def test_pages_are_html_with_strict_csp_and_no_inline_code(gateway, path: str) -> None:
     await add_enrollment(gateway, device_name="laptop")
     device = await gateway.device("carol")
@@ -123,13 +143,7 @@ async def test_pages_are_html_with_strict_csp_and_no_inline_code(gateway, path: 
         assert_no_inline_code(page)
         assert page.by_id("status")["role"] == "status"
         assert page.by_id("status")["aria-live"] == "polite"
-        # every referenced local file is served from the allow-list
-        for tag, attrs in page.elements:
-            ref = attrs.get("src") if tag == "script" else attrs.get("href") if tag == "link" else None
-            if ref and ref.startswith("/idwall/static/"):
-                async with gateway.session() as client:
-                    async with client.get(gateway.url + ref) as resp:
-                        assert resp.status == 200, ref
+        await assert_assets_served(gateway, page)
 
 
 async def test_page_csp_constant_is_the_required_policy() -> None:
@@ -516,8 +530,108 @@ def test_enroll_script_on_an_unknown_enrollment_hides_the_facts(tmp_path: Path) 
     assert result[".status-detail"]["text"] == "No enrollment has this link."
 
 
-@pytest.mark.parametrize("name", ["idwall.js", "enroll.js", "login.js"])
+@pytest.mark.parametrize("name", sorted(n for n in OWN_STATIC if n.endswith(".js")))
 def test_scripts_parse_as_modules(name: str) -> None:
     out = subprocess.run(["node", "--check", "--input-type=module"],
                          input=(pages.STATIC_DIR / name).read_text(), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+# --------------------------------------------------------------------------- the signing page
+
+
+async def test_the_signing_page_is_a_shell_its_script_fills_from_the_api(gateway) -> None:
+    """The server never sees the link's secret (it is in the fragment): the page holds no action, only the id."""
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, f"{gateway.url}/idwall/sign/sgn-AAAAAAAAAAAAAAAAAAAAAA")
+    assert status == 200
+    page = Page(text)
+    assert page.by_id("main")["data-request-id"] == "sgn-AAAAAAAAAAAAAAAAAAAAAA"
+    assert page.status()[0] == "loading"
+    assert "hidden" in page.by_id("facts") and "hidden" in page.by_id("sign") and "hidden" in page.by_id("decline")
+    assert ("script", {"type": "module", "src": "/idwall/static/sign.js"}) in page.elements
+
+
+@pytest.mark.parametrize("request_id", ["sgn-short", "%3Cscript%3E", "sgn-" + "A" * 23, "enr-AAAAAAAAAAAAAAAAAAAAAA"])
+async def test_a_malformed_signing_link_is_404_without_a_script(gateway, request_id: str) -> None:
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, f"{gateway.url}/idwall/sign/{request_id}")
+    assert status == 404
+    page = Page(text)
+    assert page.status()[0] == "unknown" and page.by_id("main")["data-request-id"] == ""
+    assert not any(tag == "script" for tag, _ in page.elements)
+
+
+# --------------------------------------------------------------------------- the admin console's pages
+
+
+@pytest.mark.parametrize("path", CONSOLE_PAGES)
+async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, path: str) -> None:
+    admin = await gateway.device("root", admin=True)
+    async with gateway.session(admin) as client:
+        status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Content-Security-Policy"] == EXPECTED_CSP and headers["X-Frame-Options"] == "DENY"
+    assert headers["Cache-Control"] == "no-store"
+    page = Page(text)
+    assert_no_inline_code(page)
+    assert not page.unlabelled, page.unlabelled
+    assert page.by_id("status")["role"] == "status" and page.by_id("status")["aria-live"] == "polite"
+    assert page.text_by_id["status"] == ""  # in the page before its first message, so it is announced
+    assert page.by_id("alert")["role"] == "alert"
+    current = [a for tag, a in page.elements if tag == "a" and a.get("aria-current") == "page"]
+    assert [a["href"] for a in current] == [path]
+    assert sum(tag == "h1" for tag, _ in page.elements) == 1
+    await assert_assets_served(gateway, page)
+
+
+async def test_console_scripts_write_text_never_markup() -> None:
+    for name in ("console.js", "people.js", "devices.js", "tokens.js", "ledger.js"):
+        script = (pages.STATIC_DIR / name).read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+            assert sink not in script, (name, sink)
+
+
+async def test_console_pages_send_browsers_without_a_fresh_session_to_the_passkey_login(gateway) -> None:
+    no_session = await gateway.device("root", admin=True, with_session=False)
+    stale = await gateway.device("root2", admin=True, auth_time=time.time() - gateway.config.admin.fresh_auth - 1)
+    for device in (no_session, stale):
+        async with gateway.session(device) as client:
+            status, headers, _ = await fetch(client, gateway.url + "/idwall/admin/ledger",
+                                             headers={"Accept": "text/html,application/xhtml+xml"})
+            assert status == 303 and headers["Location"] == "/idwall/login?next=/idwall/admin/ledger"
+            status, headers, text = await fetch(client, gateway.url + "/idwall/admin/ledger")
+            assert status == 401 and headers["Content-Type"].startswith("application/problem+json")
+            assert json.loads(text)["login_url"].endswith("/idwall/login?next=/idwall/admin")
+
+
+async def test_a_person_who_is_not_an_admin_gets_no_console(gateway) -> None:
+    alice = await gateway.device("alice", groups=("eng",))
+    async with gateway.session(alice) as client:
+        for path in CONSOLE_PAGES:
+            status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
+            assert status == 403 and headers["Content-Type"] == "text/html; charset=utf-8"
+            assert headers["Content-Security-Policy"] == EXPECTED_CSP
+            page = Page(text)
+            assert page.status() == ("forbidden", "This console is for administrators. user alice is not an "
+                                     "administrator Ask an administrator if you need access. Sign-in page")
+            assert not any(attrs.get("src", "").endswith(("people.js", "ledger.js")) for tag, attrs in page.elements
+                           if tag == "script"), "no console script for a non-admin"
+            status, headers, text = await fetch(client, gateway.url + path)
+            assert status == 403 and json.loads(text)["type"].endswith("/forbidden")
+
+
+async def test_tokens_open_no_console_page_and_unknown_pages_are_404(gateway) -> None:
+    issued = tokens.new_token(name="soar", scopes=["read"], ttl=600, created_by="root", now=time.time())
+    await gateway.store.create_token(issued.record, LedgerDraft("token.create", "root", issued.record.id, {}))
+    async with gateway.session() as client:
+        status, _, text = await fetch(client, gateway.url + "/idwall/admin/people",
+                                      headers={"Authorization": f"Bearer {issued.secret}", "Accept": "text/html"})
+    assert status == 403 and "passkey session" in text
+    admin = await gateway.device("root", admin=True)
+    async with gateway.session(admin) as client:
+        for path in ("/idwall/admin/nope", "/idwall/admin/people.html", "/idwall/admin/..%2Fpeople"):
+            status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
+            assert status in (400, 404), (path, status)
+            assert "<table" not in text

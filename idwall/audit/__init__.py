@@ -6,7 +6,8 @@
 - :mod:`~idwall.audit.schemas`: the fields each entry type, approval and
   signed action must hold;
 - :mod:`~idwall.audit.records` and :mod:`~idwall.audit.replay`: the trust
-  state replayed entry by entry (:class:`LedgerState`);
+  state replayed entry by entry (:class:`LedgerState`), with the ``device.*``
+  entries in :mod:`~idwall.audit.replay_devices`;
 - :mod:`~idwall.audit.verify`: :func:`verify_ledger` and its pins.
 
 :func:`verify_ledger` replays the ledger into a :class:`LedgerState` and stops at
@@ -32,9 +33,19 @@ the first entry that fails, naming its ``seq`` and why. It checks:
   at the entry's time, its nonce is used once, and its fields are the entry's
   effect;
 - roles: admin for ``invite.create``, ``admin.grant``/``admin.revoke``,
-  ``token.create``/``token.revoke``, ``device.approve`` and kills by a user;
-  ``device.recover`` by the pending device's own user with another active
-  credential; a kill token must have been created with the ``kill`` scope;
+  ``user.set_manager``, ``token.create``/``token.revoke`` and kills by a user;
+  ``device.approve``/``device.reject`` by an admin or by the device owner's
+  manager at that point (the user's manager comes from the invite that last
+  enrolled them and from later ``user.set_manager`` entries; the approval
+  policy is configuration, not in the ledger, so a manager's approval is
+  accepted under any policy); ``device.recover`` by the pending device's own
+  user with another active credential; ``device.renew`` by the device's own
+  user with a credential bound to that device, while it is active and before
+  the certificate a previous renewal recorded expires, for a CSR that parses;
+  its new ``cert_sha256`` is the one later logins must present; a kill token
+  must have been created with the ``kill`` scope;
+- managers: an invite's or ``user.set_manager``'s manager is null or another
+  user known at that point, and equal to the signed action's;
 - enrollments: an invited ``device.enroll`` names an invite a valid
   ``invite.create`` made earlier, unused and unexpired, and copies its user,
   name, email, groups and admin flag; an enrollment without an invite is for a
@@ -74,13 +85,14 @@ from idwall.audit.sealing import (
     seal,
 )
 from idwall.audit.verify import VerifyResult, verify_ledger
-from idwall.encoding import b64url_decode  # noqa: F401 - tests/test_cli.py reads it as audit.b64url_decode
+from idwall.encoding import b64url_decode  # tests/test_cli.py reads it as audit.b64url_decode
 
 __all__ = [
     "GENESIS_PREV",
     "LedgerState",
     "LedgerViolation",
     "VerifyResult",
+    "b64url_decode",
     "entries_from_jsonl",
     "entry_hash",
     "entry_to_jsonl",

@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One entry's envelope, its fields checked for type; ``time`` in unix seconds."""
+
+    seq: int
+    time: float
+    type: str
+    actor: str
+    subject: str
+    data: dict[str, Any]
+    approval: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -15,6 +29,7 @@ class UserRecord:
     groups: tuple[str, ...]
     admin: bool
     seq: int  # the entry that created them
+    manager: str | None = None  # who may approve their devices besides an admin
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,7 @@ class DeviceRecord:
     cert_sha256: str | None
     status: str
     seq: int
+    not_after: float | None = None  # the certificate's expiry, once a renewal recorded it
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class InviteRecord:
     expires_at: float
     seq: int
     used_by: int | None = None
+    manager: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from idwall.audit.records import CredentialRecord, DeviceRecord, InviteRecord, SessionRecord, TokenRecord, UserRecord
+from idwall.audit.records import (
+    CredentialRecord,
+    DeviceRecord,
+    Envelope,
+    InviteRecord,
+    SessionRecord,
+    TokenRecord,
+    UserRecord,
+)
+from idwall.audit.replay_devices import DeviceEntries
 from idwall.audit.schemas import (
     ACTION_APPROVAL,
     ACTION_SCHEMAS,
@@ -16,6 +25,8 @@ from idwall.audit.schemas import (
     DATA_SCHEMAS,
     ENVELOPE_KEYS,
     LOGIN_APPROVAL,
+    OPTIONAL_ACTION,
+    OPTIONAL_DATA,
     SYSTEM_TYPES,
     USER_FIELDS,
     Reject,
@@ -58,19 +69,8 @@ class LedgerViolation(IDWallError):
         self.problem_text = problem
 
 
-@dataclass(frozen=True)
-class _Envelope:
-    seq: int
-    time: float
-    type: str
-    actor: str
-    subject: str
-    data: dict[str, Any]
-    approval: dict[str, Any] | None
-
-
 @dataclass(eq=False)
-class LedgerState:
+class LedgerState(DeviceEntries):
     """The trust state replayed from the ledger, one entry at a time.
 
     ``apply`` checks an entry against everything before it (chain, signature,
@@ -117,7 +117,7 @@ class LedgerState:
         self.last_hash = digest
         self.last_time = max(self.last_time, env.time)
 
-    def _envelope(self, entry: Any, expected: int) -> _Envelope:
+    def _envelope(self, entry: Any, expected: int) -> Envelope:
         if not isinstance(entry, dict):
             raise Reject(f"an entry must be a JSON object, got {type(entry).__name__}")
         missing = sorted(ENVELOPE_KEYS - set(entry))
@@ -151,9 +151,9 @@ class LedgerState:
         approval = entry.get("approval")
         if approval is not None and not isinstance(approval, dict):
             raise Reject(f"approval must be an object or absent, got {type(approval).__name__}")
-        return _Envelope(seq, time, entry["type"], entry["actor"], entry["subject"], entry["data"], approval)
+        return Envelope(seq, time, entry["type"], entry["actor"], entry["subject"], entry["data"], approval)
 
-    def _check_chain(self, entry: dict[str, Any], env: _Envelope) -> bytes:
+    def _check_chain(self, entry: dict[str, Any], env: Envelope) -> bytes:
         if not is_b64url(entry["prev"], 32) or b64url_decode(entry["prev"]) != self.last_hash:
             if self.last_seq == 0:
                 raise Reject("prev must be 32 zero bytes for the first entry")
@@ -187,8 +187,8 @@ class LedgerState:
 
     # -- shared checks --
 
-    def _data(self, env: _Envelope) -> dict[str, Any]:
-        data = check_fields(env.data, DATA_SCHEMAS[env.type], "data")
+    def _data(self, env: Envelope) -> dict[str, Any]:
+        data = check_fields(env.data, DATA_SCHEMAS[env.type], "data", OPTIONAL_DATA.get(env.type, frozenset()))
         if env.approval is None and env.type in APPROVAL_REQUIRED:
             raise Reject(f"{env.type} needs an approval (a passkey assertion) and has none")
         if env.approval is not None and env.type not in APPROVAL_REQUIRED | APPROVAL_OPTIONAL:
@@ -202,14 +202,15 @@ class LedgerState:
         if user is None or not user.admin:
             raise Reject(f"{what} {user_id} is not an admin at this point")
 
-    def _subject_is(self, env: _Envelope, value: str, what: str) -> None:
+    def _subject_is(self, env: Envelope, value: str, what: str) -> None:
         if env.subject != value:
             raise Reject(f"subject is {show(env.subject)}, expected the {what} {show(value)}")
 
-    def _verify_action(self, env: _Envelope) -> tuple[dict[str, Any], CredentialRecord]:
+    def _verify_action(self, env: Envelope) -> tuple[dict[str, Any], CredentialRecord]:
         """Check the approval's action, its challenge and assertion; return the action and the signer's credential."""
         approval = check_fields(env.approval, ACTION_APPROVAL, "approval")
-        action = check_fields(approval["action"], ACTION_SCHEMAS[env.type], "approval.action")
+        action = check_fields(approval["action"], ACTION_SCHEMAS[env.type], "approval.action",
+                              OPTIONAL_ACTION.get(env.type, frozenset()))
         if action["type"] != env.type:
             raise Reject(f"approval action type {show(action['type'])} does not match entry type {env.type}")
         if action["actor"] != env.actor:
@@ -228,7 +229,7 @@ class LedgerState:
         self.nonces[nonce] = seq
 
     def _verify_assertion(
-        self, env: _Envelope, approval: dict[str, Any], challenge: bytes, kind: str
+        self, env: Envelope, approval: dict[str, Any], challenge: bytes, kind: str
     ) -> CredentialRecord:
         """Check an approval's assertion by a credential the ledger registered; return it with its new sign count.
 
@@ -292,7 +293,7 @@ class LedgerState:
         if action[name] != expected:
             raise Reject(f"approval action {name} is {show(action[name])}, but the entry's {where} is {show(expected)}")
 
-    def _register_key(self, env: _Envelope, data: dict[str, Any]) -> None:
+    def _register_key(self, env: Envelope, data: dict[str, Any]) -> None:
         """Register the device and credential an enrollment (or the bootstrap) records."""
         for taken, ident, what in (
             (self.devices, data["device_id"], "device"),
@@ -319,16 +320,25 @@ class LedgerState:
             data["credential_id"], data["user"], data["device_id"], public_key, data["alg"], 0, env.seq
         )
 
-    def _set_user(self, data: dict[str, Any], seq: int) -> None:
+    def _set_user(self, data: dict[str, Any], seq: int, *, manager: str | None) -> None:
         existing = self.users.get(data["user"])
         self.users[data["user"]] = UserRecord(
             data["user"], data["name"], data["email"], tuple(data["groups"]), data["admin"],
-            existing.seq if existing else seq,
+            existing.seq if existing else seq, manager,
         )
+
+    def _check_manager(self, user: str, manager: str | None, where: str) -> None:
+        """A manager is null, or a user known at this point other than ``user``."""
+        if manager is None:
+            return
+        if manager == user:
+            raise Reject(f"{where} names {user} as their own manager")
+        if manager not in self.users:
+            raise Reject(f"{where} names manager {manager}, who is not a user at this point")
 
     # -- one handler per entry type --
 
-    def _apply_bootstrap(self, env: _Envelope) -> None:
+    def _apply_bootstrap(self, env: Envelope) -> None:
         if env.seq != 1:
             raise Reject("bootstrap is only allowed at seq 1")
         data = self._data(env)
@@ -347,100 +357,47 @@ class LedgerState:
         self.origins = tuple(data["origins"])
         self.require_uv = data["user_verification"] == "required"
         self._register_key(env, data)
-        self._set_user(data, env.seq)
+        self._set_user(data, env.seq, manager=None)
         self.root = fingerprint
 
-    def _apply_invite_create(self, env: _Envelope) -> None:
+    def _apply_invite_create(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["user"], "invited user")
         action, _ = self._verify_action(env)
         for name in USER_FIELDS:
             self._match(action, name, data[name], f"data.{name}")
+        # absent (an invite from before managers) and null both mean no manager; the two must still agree
+        manager = data.get("manager")
+        self._match({"manager": action.get("manager")}, "manager", manager, "data.manager")
         self._require_admin(env.actor, "signer")
+        self._check_manager(data["user"], manager, "data.manager")
         if data["invite_id"] in self.invites:
             raise Reject(f"invite {data['invite_id']} was already created by seq {self.invites[data['invite_id']].seq}")
         self.invites[data["invite_id"]] = InviteRecord(
             data["invite_id"], data["user"], data["name"], data["email"], tuple(data["groups"]), data["admin"],
-            instant(data["expires_at"]), env.seq,
+            instant(data["expires_at"]), env.seq, manager=manager,
         )
 
-    def _apply_device_enroll(self, env: _Envelope) -> None:
+    def _apply_user_set_manager(self, env: Envelope) -> None:
         data = self._data(env)
-        if env.actor != data["user"]:
-            raise Reject(f"actor is {show(env.actor)}, expected the enrolled user {show(data['user'])}")
-        self._subject_is(env, data["device_id"], "device")
-        if data["cert_sha256"] is None and data["status"] == "active":
-            raise Reject("an active device must record its certificate (cert_sha256 is null)")
-        invite_id = data["invite_id"]
-        if invite_id is not None:
-            invite = self.invites.get(invite_id)
-            if invite is None:
-                raise Reject(f"invite {invite_id} was never created by a valid invite.create")
-            if invite.used_by is not None:
-                raise Reject(f"invite {invite_id} was already used by seq {invite.used_by}")
-            if env.time > invite.expires_at:
-                raise Reject(
-                    f"invite {invite_id} expired at {format_time(invite.expires_at)}, before this enrollment"
-                )
-            granted = {"user": invite.user, "name": invite.name, "email": invite.email,
-                       "groups": list(invite.groups), "admin": invite.admin}
-            for name, value in granted.items():
-                if data[name] != value:
-                    raise Reject(f"data.{name} is {show(data[name])}, but invite {invite_id} says {show(value)}")
-        else:
-            user = self.users.get(data["user"])
-            if user is None:
-                raise Reject(f"an enrollment without an invite must be for a known user; {data['user']} is unknown")
-            if data["status"] != "pending_approval":
-                raise Reject("an enrollment without an invite must be pending_approval until a signed approval")
-            known = {"name": user.name, "email": user.email, "groups": list(user.groups), "admin": user.admin}
-            for name, value in known.items():
-                if data[name] != value:
-                    raise Reject(f"data.{name} is {show(data[name])}, but an enrollment without an invite "
-                                  f"cannot change user {user.id}'s {name} ({show(value)})")
-        self._register_key(env, data)
-        self._set_user(data, env.seq)
-        if invite_id is not None:
-            self.invites[invite_id] = replace(self.invites[invite_id], used_by=env.seq)
-
-    def _pending_device(self, data: dict[str, Any]) -> DeviceRecord:
-        device = self.devices.get(data["device_id"])
-        if device is None:
-            raise Reject(f"device {data['device_id']} was never enrolled")
-        if device.enrollment_id != data["enrollment_id"]:
-            raise Reject(f"device {device.id} came from enrollment {device.enrollment_id}, not {data['enrollment_id']}")
-        if device.status != "pending_approval":
-            raise Reject(f"device {device.id} is {device.status}, not pending_approval")
-        return device
-
-    def _apply_device_approve(self, env: _Envelope) -> None:
-        data = self._data(env)
-        self._subject_is(env, data["device_id"], "device")
+        self._subject_is(env, data["user"], "user")
         action, _ = self._verify_action(env)
-        self._match(action, "device_id", data["device_id"], "data.device_id")
+        self._match(action, "user", data["user"], "data.user")
+        self._match(action, "manager", data["manager"], "data.manager")
         self._require_admin(env.actor, "signer")
-        device = self._pending_device(data)
-        self.devices[device.id] = replace(device, status="active")
+        user = self.users.get(data["user"])
+        if user is None:
+            raise Reject(f"user {data['user']} does not exist")
+        self._check_manager(user.id, data["manager"], "data.manager")
+        self.users[user.id] = replace(user, manager=data["manager"])
 
-    def _apply_device_recover(self, env: _Envelope) -> None:
-        data = self._data(env)
-        self._subject_is(env, data["device_id"], "device")
-        action, credential = self._verify_action(env)
-        self._match(action, "enrollment_id", data["enrollment_id"], "data.enrollment_id")
-        device = self._pending_device(data)
-        if env.actor != device.user:
-            raise Reject(f"signer {env.actor} is not the user {device.user} of the pending device {device.id}")
-        if credential.device_id == device.id:
-            raise Reject("device.recover must be signed with a credential on another, active device")
-        self.devices[device.id] = replace(device, status="active")
-
-    def _apply_admin_grant(self, env: _Envelope) -> None:
+    def _apply_admin_grant(self, env: Envelope) -> None:
         self._apply_admin_change(env)
 
-    def _apply_admin_revoke(self, env: _Envelope) -> None:
+    def _apply_admin_revoke(self, env: Envelope) -> None:
         self._apply_admin_change(env)
 
-    def _apply_admin_change(self, env: _Envelope) -> None:
+    def _apply_admin_change(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["user"], "user")
         action, _ = self._verify_action(env)
@@ -451,7 +408,7 @@ class LedgerState:
             raise Reject(f"user {data['user']} does not exist")
         self.users[user.id] = replace(user, admin=data["admin"])
 
-    def _apply_token_create(self, env: _Envelope) -> None:
+    def _apply_token_create(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["token_id"], "token id")
         action, _ = self._verify_action(env)
@@ -470,7 +427,7 @@ class LedgerState:
             raise Reject(f"token {data['token_id']} was already created by seq {self.tokens[data['token_id']].seq}")
         self.tokens[data["token_id"]] = TokenRecord(data["token_id"], tuple(data["scopes"]), expires_at, env.seq)
 
-    def _apply_token_revoke(self, env: _Envelope) -> None:
+    def _apply_token_revoke(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["token_id"], "token id")
         if env.approval is not None:
@@ -484,7 +441,7 @@ class LedgerState:
             raise Reject(f"token {token.id} was already revoked by seq {token.revoked_by}")
         self.tokens[token.id] = replace(token, revoked_by=env.seq)
 
-    def _apply_session_login(self, env: _Envelope) -> None:
+    def _apply_session_login(self, env: Envelope) -> None:
         data = self._data(env)
         if env.actor != data["user"]:
             raise Reject(f"actor is {show(env.actor)}, expected the user {show(data['user'])}")
@@ -516,7 +473,7 @@ class LedgerState:
             self.certificates[data["cert_sha256"]] = device.id
         self.sessions[env.subject] = SessionRecord(env.subject, data["user"], data["device_id"], env.seq)
 
-    def _apply_session_logout(self, env: _Envelope) -> None:
+    def _apply_session_logout(self, env: Envelope) -> None:
         data = self._data(env)
         if env.actor != data["user"]:
             raise Reject(f"actor is {show(env.actor)}, expected the user {show(data['user'])}")
@@ -526,7 +483,7 @@ class LedgerState:
         if (session.user, session.device_id) != (data["user"], data["device_id"]):
             raise Reject(f"session {session.id} belongs to {session.user} on {session.device_id}")
 
-    def _apply_kill(self, env: _Envelope) -> None:
+    def _apply_kill(self, env: Envelope) -> None:
         data = self._data(env)
         if data["target"] is None and data["scope"] != "all":
             raise Reject(f"a kill with scope {data['scope']} needs a target")
@@ -547,7 +504,7 @@ class LedgerState:
             for device_id in data["devices"]:
                 self.devices[device_id] = replace(self.devices[device_id], status="revoked")
 
-    def _apply_signcount_anomaly(self, env: _Envelope) -> None:
+    def _apply_signcount_anomaly(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["credential_id"], "credential")
         credential = self.credentials.get(data["credential_id"])
@@ -558,7 +515,7 @@ class LedgerState:
         if data["received"] > data["stored"]:
             raise Reject(f"received {data['received']} > stored {data['stored']} is not an anomaly")
 
-    def _apply_key_rotate(self, env: _Envelope) -> None:
+    def _apply_key_rotate(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["kid"], "new kid")
         if data["kid"] == data["previous_kid"]:

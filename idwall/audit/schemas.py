@@ -70,6 +70,7 @@ _OBJ: _Check = ("an object", lambda v: isinstance(v, dict))
 _INSTANT: _Check = ("unix seconds (integer) or an RFC 3339 UTC time", _is_instant)
 _TTL: _Check = ("a duration such as 1h", lambda v: isinstance(v, str | int) and not isinstance(v, bool))
 _OPT_STR: _Check = ("a string or null", lambda v: v is None or isinstance(v, str))
+_OPT_ID: _Check = ("a non-empty string or null", lambda v: v is None or (isinstance(v, str) and v != ""))
 _SCOPES: _Check = (
     "a non-empty list of distinct scopes from kill, read",
     lambda v: isinstance(v, list) and bool(v) and len(set(map(str, v))) == len(v)
@@ -100,7 +101,7 @@ DATA_SCHEMAS: dict[str, dict[str, _Check]] = {
         "user_verification": _one_of("required", "preferred", "discouraged"),
         "ledger_key": _OBJ,
     },
-    "invite.create": {"invite_id": _HASH32, **USER_FIELDS, "expires_at": _INSTANT},
+    "invite.create": {"invite_id": _HASH32, **USER_FIELDS, "manager": _OPT_ID, "expires_at": _INSTANT},
     "device.enroll": {
         **USER_FIELDS,
         **_KEY_FIELDS,
@@ -111,6 +112,9 @@ DATA_SCHEMAS: dict[str, dict[str, _Check]] = {
     },
     "device.approve": {"device_id": _ID, "enrollment_id": _ID, "status": _one_of("active")},
     "device.recover": {"device_id": _ID, "enrollment_id": _ID, "status": _one_of("active")},
+    "device.reject": {"device_id": _ID, "enrollment_id": _ID, "status": _one_of("revoked")},
+    "device.renew": {"device_id": _ID, "cert_sha256": _HASH32, "not_after": _INSTANT},
+    "user.set_manager": {"user": _ID, "manager": _OPT_ID},
     "admin.grant": {"user": _ID, "admin": _one_of(True)},
     "admin.revoke": {"user": _ID, "admin": _one_of(False)},
     "token.create": {"token_id": _ID, "name": _STR, "scopes": _SCOPES, "expires_at": _INSTANT},
@@ -144,9 +148,12 @@ DATA_SCHEMAS: dict[str, dict[str, _Check]] = {
 
 _ACTION_BASE: dict[str, _Check] = {"type": _ID, "actor": _ID, "nonce": _NONCE, "not_after": _INT}
 _ACTION_FIELDS: dict[str, dict[str, _Check]] = {
-    "invite.create": dict(USER_FIELDS),
+    "invite.create": {**USER_FIELDS, "manager": _OPT_ID},
     "device.approve": {"device_id": _ID},
+    "device.reject": {"device_id": _ID},
     "device.recover": {"enrollment_id": _ID},
+    "device.renew": {"device_id": _ID, "csr_pem": _STR},
+    "user.set_manager": {"user": _ID, "manager": _OPT_ID},
     "admin.grant": {"user": _ID},
     "admin.revoke": {"user": _ID},
     "token.create": {"name": _STR, "scopes": _SCOPES, "ttl": _TTL},
@@ -163,23 +170,30 @@ ACTION_SCHEMAS: dict[str, dict[str, _Check]] = {
 }
 ACTION_APPROVAL: dict[str, _Check] = {**_ASSERTION_FIELDS, "action": _OBJ}
 LOGIN_APPROVAL: dict[str, _Check] = {**_ASSERTION_FIELDS, "nonce": _NONCE}
+#: fields an entry written before they existed lacks (absent reads as null): invites before managers
+OPTIONAL_DATA: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
+OPTIONAL_ACTION: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
 APPROVAL_REQUIRED = frozenset({*_ACTION_FIELDS, "session.login"}) - {"token.revoke"}
 APPROVAL_OPTIONAL = frozenset({"token.revoke"})
 SYSTEM_TYPES = frozenset({"signcount.anomaly", "key.rotate"})
 
 
-def check_fields(value: Any, schema: Mapping[str, _Check], where: str) -> dict[str, Any]:
-    """``value`` if it is an object with exactly the fields of ``schema``, each passing its check; ``where`` names it."""
+def check_fields(value: Any, schema: Mapping[str, _Check], where: str,
+                 optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``value`` if it is an object with exactly the fields of ``schema``, each passing its check; ``where`` names it.
+
+    A field in ``optional`` may be absent (entries written before it existed); present, it is checked.
+    """
     if not isinstance(value, dict):
         raise Reject(f"{where} must be an object, got {type(value).__name__}")
-    missing = [name for name in schema if name not in value]
+    missing = [name for name in schema if name not in value and name not in optional]
     if missing:
         raise Reject(f"{where} is missing {', '.join(missing)}")
     extra = sorted(set(value) - set(schema))
     if extra:
         raise Reject(f"{where} has unexpected field(s) {', '.join(extra)}; expected exactly {', '.join(schema)}")
     for name, (description, ok) in schema.items():
-        if not ok(value[name]):
+        if name in value and not ok(value[name]):
             raise Reject(f"{where}.{name} must be {description}, got {show(value[name])}")
     return value
 

@@ -40,6 +40,9 @@ ENTRY_TYPES = (
     "kill",
     "signcount.anomaly",
     "key.rotate",
+    "device.reject",
+    "device.renew",
+    "user.set_manager",
 )
 _SEALED_KEYS = frozenset({"prev", "hash", "sig"})
 _TIME_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z")

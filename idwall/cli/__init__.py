@@ -8,6 +8,13 @@
     idwall device enroll --gateway URL --code CODE [--out DIR] [--name NAME] [--ca FILE] [--timeout 600]
     idwall kill (--user U | --device D | --session S | --group G | --all) --reason TEXT [--revoke-devices]
                 --gateway URL --token-file F [--ca FILE] [--json] [--yes]
+    idwall connect ROUTE --gateway URL [--listen 127.0.0.1:PORT] [--dir DIR] [--ca FILE] [--timeout 600]
+    idwall relay --listen HOST:PORT --upstream tcp://host:port --jwks URL --audience NAME [--allow-from CIDR]...
+                 [--issuer URL] [--htu tcp://host:port] [--ca FILE]
+    idwall invite create --user U --name N --email E [--group G]... [--admin] [--manager M]  \
+    idwall device approve DEVICE_ID                                                       | --gateway URL
+    idwall admin grant|revoke USER                                                        | [--dir D | --cert F --key F]
+    idwall token create --name N --scope kill|read|incident... --ttl 1h                   / [--ca FILE] [--json]
     idwall demo ...
 
 Exit codes: 0 success, 1 the operation failed (gateway refused, ledger did not

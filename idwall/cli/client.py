@@ -28,6 +28,7 @@ from .output import CONTROL, CLIError, clean, usage
 
 if TYPE_CHECKING:
     import aiohttp
+    from cryptography import x509
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 REQUEST_TIMEOUT = 30.0
@@ -170,8 +171,6 @@ def _install(tmp: Path, out: Path) -> list[Path]:
 
 
 async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, tmp: Path) -> None:
-    from cryptography import x509
-
     from .. import pki
 
     name = args.name or clean(socket.gethostname(), 64) or "device"
@@ -196,14 +195,7 @@ async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, t
         answer = await _wait_for_certificate(session, f"{gateway}/idwall/api/enroll/{quote(enrollment_id)}",
                                              timeout=args.timeout)
 
-    cert_text, ca_text = answer.get("certificate_pem"), answer.get("ca_pem")
-    if not isinstance(cert_text, str) or not isinstance(ca_text, str):
-        raise CLIError("the gateway reported the device active but sent no certificate_pem and ca_pem")
-    try:
-        cert = x509.load_pem_x509_certificate(cert_text.encode())
-        cas = x509.load_pem_x509_certificates(ca_text.encode())
-    except ValueError as exc:
-        raise CLIError(f"the gateway sent a certificate that is not valid PEM: {exc}") from None
+    cert, cas = certificates_of(answer, done="the device active")
     if cert.public_key() != key.public_key():
         raise CLIError("the gateway issued a certificate for a different key than this device's; nothing was saved")
     chain = [ca for ca in cas if ca.subject == cert.issuer]
@@ -213,6 +205,19 @@ async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, t
     fd = os.open(tmp / "device.p12", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(p12)
+
+
+def certificates_of(answer: dict[str, Any], *, done: str) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The device certificate and the CA certificates in a gateway answer that reported ``done``."""
+    from cryptography import x509
+
+    cert_text, ca_text = answer.get("certificate_pem"), answer.get("ca_pem")
+    if not isinstance(cert_text, str) or not isinstance(ca_text, str):
+        raise CLIError(f"the gateway reported {done} but sent no certificate_pem and ca_pem")
+    try:
+        return x509.load_pem_x509_certificate(cert_text.encode()), x509.load_pem_x509_certificates(ca_text.encode())
+    except ValueError as exc:
+        raise CLIError(f"the gateway sent a certificate that is not valid PEM: {exc}") from None
 
 
 async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, timeout: float) -> dict[str, Any]:

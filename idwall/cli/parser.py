@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import connect, relay
 from .client import cmd_device_enroll, cmd_kill
 from .local import cmd_audit_export, cmd_audit_verify, cmd_init, cmd_keys_rotate, cmd_serve
+from .sign import add_device_approve, add_sign_verbs
+from .renew import add_parser as add_device_renew
 
 DEFAULT_DEVICE_OUT = Path("idwall-device")
 
@@ -73,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ca", help="CA file for the gateway's certificate (default: $IDWALL_CA, else the system store)")
     d.add_argument("--timeout", type=float, default=600, help="seconds to wait for the passkey (default: 600)")
     d.set_defaults(func=cmd_device_enroll)
+    add_device_approve(device_cmds)
+    add_device_renew(device_cmds)
 
     p = commands.add_parser("kill", help="cut a user, device, session, group or everyone off now")
     target = p.add_mutually_exclusive_group(required=True)
@@ -89,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="confirm --all without a prompt")
     p.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
     p.set_defaults(func=cmd_kill)
+
+    connect.add_parser(commands, DEFAULT_DEVICE_OUT)
+    relay.add_parser(commands)
+    add_sign_verbs(commands)
 
     # Listed for --help only: main() hands `idwall demo ...` to idwall.demo before parsing,
     # because argparse cannot pass unknown options through a subcommand.

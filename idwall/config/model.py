@@ -117,9 +117,12 @@ class AssertionConfig:
 
 @dataclass(frozen=True)
 class LedgerConfig:
-    """The key that signs audit ledger entries."""
+    """The key that signs audit ledger entries, and the pinned root fingerprint once the operator has written it."""
 
     key: Path
+    #: base64url(SHA-256(COSE key of the genesis admin credential)), printed at bootstrap; the console's ledger
+    #: verification pins it (None: not pinned yet)
+    root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ class UpstreamTLS:
 class Route:
     """One proxied route. ``host`` is lower case, ``None`` = any host; ``path`` is a prefix.
 
+    A TCP route (``upstream`` is ``tcp://host:port``, normalised: lower-case host, IPv6 in brackets, port
+    always written) matches no HTTP request: ``host`` is None and ``path`` ``/`` but unused.
+
     ``allow_users``/``allow_groups`` are both ``None`` when the route admits any signed-in
     user; when ``allow`` is configured both are tuples (one may be empty). ``audience``
     ``None`` means the route name; ``timeout`` ``None`` means ``limits.upstream_timeout``.
@@ -201,6 +207,14 @@ class Route:
     max_body: int | None = None
     #: origins (lower case) whose pages may make state-changing requests and WebSocket handshakes here
     cross_site_origins: tuple[str, ...] = ()
+    #: a ``tcp://`` route only: ``"v2"`` opens each upstream connection with a PROXY v2 header carrying the
+    #: client address and the signed assertion (TLV 0xE0); None sends the tunnel's bytes alone
+    proxy_protocol: str | None = None
+
+    @property
+    def is_tcp(self) -> bool:
+        """A TCP service (``upstream: tcp://host:port``), reached by a tunnel at ``/idwall/tunnel/<name>``."""
+        return self.upstream.startswith("tcp://")
 
 
 @dataclass(frozen=True)

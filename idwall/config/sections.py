@@ -46,12 +46,16 @@ _TOP_KEYS = (
 )
 _ROUTE_KEYS = (
     "name", "match", "upstream", "allow", "fresh_auth", "websockets", "bind_request",
-    "audience", "timeout", "upstream_tls", "max_body", "cross_site",
+    "audience", "timeout", "upstream_tls", "max_body", "cross_site", "proxy_protocol",
 )
+#: keys that mean nothing for a TCP route (it is reached by name through a tunnel, bytes are not HTTP)
+_HTTP_ONLY_KEYS = ("match", "websockets", "bind_request", "upstream_tls", "max_body", "cross_site")
 _RESERVED_PREFIXES = ("/idwall", "/.well-known/idwall")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_PREFIX = "x-idwall-"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9-]+")
+#: base64url without padding of a SHA-256 (audit.root_fingerprint)
+_ROOT_FINGERPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def _public_url(ctx: Ctx, data: Mapping[str, Any]) -> str:
@@ -168,6 +172,13 @@ def _route(ctx: Ctx, value: Any, index: int) -> Route:
     if not _NAME_RE.fullmatch(name):
         raise ctx.error(path + ("name",), f"{name!r} is not a valid route name", "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
+    upstream = ctx.string(m, path, "upstream").strip()
+    if upstream.lower().startswith("tcp://"):
+        return _tcp_route(ctx, m, path, name, upstream)
+    if "proxy_protocol" in m:
+        raise ctx.error(path + ("proxy_protocol",), f"is set but upstream {upstream!r} is not tcp://",
+                        "PROXY protocol is for TCP services: use a tcp://host:port upstream or remove proxy_protocol")
+
     match_path = path + ("match",)
     match = ctx.mapping(m.get("match", {}), match_path, ("host", "path"))
     host: str | None = None
@@ -178,25 +189,13 @@ def _route(ctx: Ctx, value: Any, index: int) -> Route:
     prefix = ctx.string(match, match_path, "path", "/")
     _check_route_path(ctx, match_path + ("path",), prefix)
 
-    upstream = ctx.string(m, path, "upstream").strip()
     try:
         parts, _, _ = split_url(upstream, ("http", "https"))
     except ValueError as exc:
-        raise ctx.error(path + ("upstream",), f"{upstream!r} {exc}", "write http://host:port or https://host:port, optionally with a path") from None
+        raise ctx.error(path + ("upstream",), f"{upstream!r} {exc}", _UPSTREAM_VALID) from None
 
-    allow_users: tuple[str, ...] | None = None
-    allow_groups: tuple[str, ...] | None = None
-    if "allow" in m:
-        allow_path = path + ("allow",)
-        allow = ctx.mapping(m["allow"], allow_path, ("users", "groups"))
-        allow_users = ctx.string_list(allow, allow_path, "users")
-        allow_groups = ctx.string_list(allow, allow_path, "groups")
-        if not allow_users and not allow_groups:
-            raise ctx.error(allow_path, "lists no users and no groups, so it would admit nobody", "list users and/or groups, or remove allow to admit every signed-in user")
-
-    audience = None
-    if "audience" in m:
-        audience = ctx.string(m, path, "audience", hint="write the audience the upstream expects, or omit it to use the route name")
+    allow_users, allow_groups = _allow(ctx, m, path)
+    audience = _audience(ctx, m, path)
 
     tls = None
     if "upstream_tls" in m:
@@ -227,6 +226,57 @@ def _route(ctx: Ctx, value: Any, index: int) -> Route:
         upstream_tls=tls,
         max_body=ctx.size(m, path, "max_body", None, low=0, high=64 * 1024 ** 3),
         cross_site_origins=_cross_site(ctx, m, path),
+    )
+
+
+_UPSTREAM_VALID = ("write http://host:port or https://host:port (optionally with a path), or tcp://host:port for a "
+                   "TCP service such as a database")
+
+
+def _allow(ctx: Ctx, m: Mapping[str, Any], path: KeyPath) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    if "allow" not in m:
+        return None, None
+    allow_path = path + ("allow",)
+    allow = ctx.mapping(m["allow"], allow_path, ("users", "groups"))
+    allow_users = ctx.string_list(allow, allow_path, "users")
+    allow_groups = ctx.string_list(allow, allow_path, "groups")
+    if not allow_users and not allow_groups:
+        raise ctx.error(allow_path, "lists no users and no groups, so it would admit nobody", "list users and/or groups, or remove allow to admit every signed-in user")
+    return allow_users, allow_groups
+
+
+def _audience(ctx: Ctx, m: Mapping[str, Any], path: KeyPath) -> str | None:
+    if "audience" not in m:
+        return None
+    return ctx.string(m, path, "audience", hint="write the audience the upstream expects, or omit it to use the route name")
+
+
+def _tcp_route(ctx: Ctx, m: Mapping[str, Any], path: KeyPath, name: str, upstream: str) -> Route:
+    """A TCP service: ``tcp://host:port``, reached by a tunnel; only the keys that mean something for it."""
+    for key in _HTTP_ONLY_KEYS:
+        if key in m:
+            raise ctx.error(path + (key,), f"does not apply to a TCP route (upstream {upstream!r})",
+                            f"remove {key}: a TCP route is reached by name through /idwall/tunnel/{name} "
+                            "(idwall connect), and its bytes are not HTTP")
+    valid = "write tcp://host:port with a port and nothing after it, e.g. tcp://10.0.0.5:5432"
+    try:
+        parts, host, port = split_url(upstream, ("tcp",))
+    except ValueError as exc:
+        raise ctx.error(path + ("upstream",), f"{upstream!r} {exc}", valid) from None
+    if port is None:
+        raise ctx.error(path + ("upstream",), f"{upstream!r} has no port", valid)
+    if parts.path:
+        raise ctx.error(path + ("upstream",), f"{upstream!r} has a path", valid)
+    allow_users, allow_groups = _allow(ctx, m, path)
+    proxy_protocol = None
+    if "proxy_protocol" in m:
+        proxy_protocol = ctx.choice(m, path, "proxy_protocol", "v2", ("v2",))
+    shown = f"[{host}]" if ":" in host else host
+    return Route(
+        name=name, host=None, path="/", upstream=f"tcp://{shown}:{port}", allow_users=allow_users,
+        allow_groups=allow_groups, fresh_auth=ctx.duration(m, path, "fresh_auth", None),
+        audience=_audience(ctx, m, path), timeout=ctx.duration(m, path, "timeout", None),
+        proxy_protocol=proxy_protocol,
     )
 
 
@@ -288,7 +338,9 @@ def _routes(ctx: Ctx, value: Any) -> tuple[Route, ...]:
                 "give every route a unique name (it is the assertion audience and appears in logs)",
             )
         key = (route.host, route.path)
-        if key in by_match:
+        if route.is_tcp:
+            pass  # reached by name, not by host and path
+        elif key in by_match:
             other = routes[by_match[key]]
             raise ctx.error(
                 ("routes", index, "match"),
@@ -296,7 +348,8 @@ def _routes(ctx: Ctx, value: Any) -> tuple[Route, ...]:
                 "give each route a distinct host or path; the longest matching path prefix wins, so /app and /app/sub may coexist",
             )
         by_name[route.name] = index
-        by_match[key] = index
+        if not route.is_tcp:
+            by_match[key] = index
         routes.append(route)
     return tuple(routes)
 
@@ -352,8 +405,13 @@ def build_config(data: Any, ctx: Ctx, source: Path) -> Config:
         max_age=ctx.duration(session_map, ("session",), "max_age", 12 * HOUR),
         idle_timeout=ctx.duration(session_map, ("session",), "idle_timeout", 1 * HOUR),
     )
-    ledger_map = ctx.mapping(root["ledger"], ("ledger",), ("key",), required=("key",))
-    ledger = LedgerConfig(key=ctx.file(ledger_map, ("ledger",), "key", "the ledger signing key (idwall init writes certs/ledger-key.pem)"))
+    ledger_map = ctx.mapping(root["ledger"], ("ledger",), ("key", "root"), required=("key",))
+    root_hint = "write the root fingerprint printed when the first administrator enrolled (43 characters of base64url)"
+    root_pin = ctx.string(ledger_map, ("ledger",), "root", None, hint=root_hint)
+    if root_pin is not None and not _ROOT_FINGERPRINT.fullmatch(root_pin):
+        raise ctx.error(("ledger", "root"), f"{root_pin[:50]!r} is not a root fingerprint", root_hint)
+    ledger = LedgerConfig(key=ctx.file(ledger_map, ("ledger",), "key", "the ledger signing key (idwall init writes certs/ledger-key.pem)"),
+                          root=root_pin)
     devices_map = ctx.mapping(root.get("devices", {}), ("devices",), ("approval",))
     limits = _limits(ctx, root.get("limits", {}))
     admin_map = ctx.mapping(root.get("admin", {}), ("admin",), ("fresh_auth",))

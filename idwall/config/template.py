@@ -144,4 +144,9 @@ routes:
     # timeout: 30s               # default: limits.upstream_timeout
     # max_body: 64m              # default: limits.max_body (413 beyond)
     # cross_site: {{origins: [https://portal.example.com]}}   # sites whose pages may POST or open WebSockets here
+# A TCP service (docs/tcp.md): devices reach it with `idwall connect NAME`, through a tunnel on their mTLS connection.
+#  - name: db
+#    upstream: tcp://10.0.0.5:5432
+#    allow: {{groups: [dba]}}
+#    proxy_protocol: v2           # PROXY v2 header with the signed assertion (TLV 0xE0), for `idwall relay`
 """

@@ -358,10 +358,12 @@ class ServerConnection:
             self._stop(400, "HTTP/1.1 request without Host (RFC 9112 §3.2)")
         head.target = self._target(head)
         if head.upgrade is not None and head.connection_upgrade:
-            if head.upgrade != b"websocket":
-                self._stop(400, f"upgrade to {head.upgrade[:40]!r} is not served; only websocket is")
+            if head.upgrade not in (b"websocket", b"idwall-tcp"):
+                self._stop(400, f"upgrade to {head.upgrade[:40]!r} is not served; only websocket "
+                                "(and idwall-tcp, a tunnel) is")
             if head.has_body or head.method != b"GET":
-                self._stop(400, "a WebSocket handshake is a GET without a body (RFC 6455 §4.2.1)")
+                self._stop(400, "an upgrade (a WebSocket handshake, a tunnel) is a GET without a body "
+                                "(RFC 6455 §4.2.1)")
         if head._listed:
             head.lines = unlisted(head.lines, head._listed)
         self._events.append(head)

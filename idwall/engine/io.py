@@ -35,7 +35,7 @@ from ..encoding import sha256
 from ..errors import IDWallError, NotFound, PayloadTooLarge, Unavailable, UpstreamError, UpstreamTimeout
 from ..logs import event
 from ..node import Node
-from . import answers, h1, h1_upstream, tls, websocket
+from . import answers, h1, h1_upstream, tls, tunnel, websocket
 from .edges import BODY, HEAD, IDLE, UPSTREAM, ClientEdges
 from .h1 import END, Refused, RequestHead, Upgrade
 from .h1_upstream import ResponseHead
@@ -233,6 +233,9 @@ class ClientProtocol(ClientEdges, asyncio.Protocol):
             self._answer_error(exc, head, close=True)
             return
         if httpnorm.is_reserved(path):
+            if path.startswith(tunnel.PREFIX):
+                tunnel.start(self, head, path)
+                return
             self._forward_internal(head)
             return
         route = engine.routes.match(self._hostname, path)
@@ -478,8 +481,10 @@ class Engine:
         limits = self.config.limits
         self.head_limits = h1.HeadLimits(max_line=limits.header_size, max_head=limits.head_size,
                                          max_fields=limits.max_headers)
-        self.routes = httpnorm.RouteTable(self.config.routes)
-        self.destinations = {route.name: destination(route, limits.upstream_timeout) for route in self.config.routes}
+        # TCP routes are reached by name through a tunnel (engine/tunnel.py), never by host and path
+        http_routes = [route for route in self.config.routes if not route.is_tcp]
+        self.routes = httpnorm.RouteTable(http_routes)
+        self.destinations = {route.name: destination(route, limits.upstream_timeout) for route in http_routes}
         self.internal_secret = secrets.token_hex(16).encode()
         self.internal = Destination("idwall", unix=internal_socket, timeout=float(limits.upstream_timeout),
                                     max_connections=INTERNAL_CONNECTIONS)

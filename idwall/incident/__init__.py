@@ -1,1 +1,2 @@
-"""Incident response: playbook planning (pure, :mod:`.plan`), webhook messages (:mod:`.webhooks`) and their delivery (:mod:`.delivery`)."""
+"""Incident response: playbook planning (:mod:`.plan`), who holds what (:mod:`.inventory`, :mod:`.readiness`),
+webhook messages (:mod:`.webhooks`) and their delivery (:mod:`.delivery`); all pure but delivery."""

@@ -27,6 +27,7 @@ class User:
     groups: tuple[str, ...]
     admin: bool
     created_at: float
+    manager: str | None = None  # the user who may approve this user's devices (devices.approval: manager)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class Invite:
     created_at: float
     expires_at: float
     used_at: float | None = None
+    manager: str | None = None  # becomes the user's manager when the invite is used
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,45 @@ class Ceremony:
     device_id: str | None
     payload: str | None
     expires_at: float
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    """A signed action begun on the command line, waiting for the passkey on a one-time page (idwall.sign_requests)."""
+
+    id: str
+    link_hash: bytes
+    poll_hash: bytes
+    binding: bytes  # cert_sha256 of the connection that began it
+    user_id: str
+    device_id: str
+    action_id: str  # the action ceremony's id: b64url(challenge)
+    action: str  # canonical JSON of the action the passkey signs
+    state: str  # waiting | opened | signed | declined | refused | collected
+    credential: str | None  # the page's assertion (JSON) until the command line collects it
+    detail: str | None  # why it was refused
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A device's request for a certificate for a new key, begun over its own mTLS connection.
+
+    The polling CLI reads it by id; ``device.renew`` (signed by the user's passkey on that device) fills in
+    ``cert_pem`` and ``not_after`` and sets ``status`` to ``renewed``.
+    """
+
+    id: str
+    device_id: str
+    user_id: str
+    csr_pem: str
+    spki_sha256: bytes
+    status: str  # begun | renewed
+    created_at: float
+    expires_at: float
+    cert_pem: str | None = None
+    not_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +255,43 @@ class LastAdmin(Conflict):
     """The change would leave no administrator, and nobody could sign an invite or a grant again."""
 
 
+@dataclass(frozen=True)
+class DirectoryDevice:
+    """A device as the admin console lists it (no certificate, no key material)."""
+
+    id: str
+    user_id: str
+    user_name: str
+    name: str
+    status: str
+    enrolled_at: float
+    not_after: float | None
+    approved_by: str | None
+    revoked_at: float | None
+    credentials: int
+
+
+@dataclass(frozen=True)
+class DirectoryCredential:
+    """A passkey as the admin console lists it: which device it is bound to, never its public key."""
+
+    id: bytes
+    device_id: str
+    created_at: float
+    sign_count: int
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    """A user with everything the People page shows: manager, devices, passkeys, last passkey login."""
+
+    user: User
+    manager: str | None
+    devices: tuple[DirectoryDevice, ...]
+    credentials: tuple[DirectoryCredential, ...]
+    last_login: float | None
+
+
 class Store(Protocol):
     """The storage interface (SQLite now; PostgreSQL for several nodes)."""
 
@@ -233,6 +311,10 @@ class Store(Protocol):
     async def resolve_certificate(self, cert_sha256: bytes, *, now: float) -> Resolved | None: ...
     async def create_ceremony(self, ceremony: Ceremony, *, max_per_device: int | None = None) -> None: ...
     async def consume_ceremony(self, ceremony_id: str, *, kind: str, now: float) -> Ceremony: ...
+    async def create_sign_request(self, request: SignRequest, *, max_per_device: int) -> None: ...
+    async def get_sign_request(self, request_id: str) -> SignRequest | None: ...
+    async def move_sign_request(self, request_id: str, *, expect: tuple[str, ...], state: str,
+                                credential: str | None, detail: str | None, now: float) -> SignRequest: ...
     async def create_session(self, session: Session, *, expected_sign_count: int, new_sign_count: int,
                              draft: LedgerDraft) -> int: ...
     async def record_anomaly(self, draft: LedgerDraft) -> int: ...
@@ -258,6 +340,16 @@ class Store(Protocol):
     async def perform_action(self, *, signer: Signer, effect: ActionEffect, now: float,
                              draft: LedgerDraft) -> int: ...
 
+    # the admin console's directory (idwall.store.sqlite.directory): pages ordered by id, ``after`` exclusive
+    async def directory_users(self, *, after: str = "", limit: int = 100) -> list[DirectoryUser]: ...
+    async def directory_devices(self, *, status: str | None = None, after: str = "",
+                                limit: int = 100) -> list[DirectoryDevice]: ...
+    async def search_ledger(self, *, type: str | None = None, user: str | None = None, after: int = 0,
+                            limit: int = 100) -> list[dict[str, Any]]: ...
+    # certificate renewal: the rendezvous of the device that asked and the passkey that signs
+    async def create_renewal(self, renewal: Renewal, *, max_open: int, forget_before: float) -> None: ...
+    async def get_renewal(self, renewal_id: str) -> Renewal | None: ...
+
 
 # -- signed actions (the effect of a verified passkey signature, committed with its sign count) -------
 
@@ -271,6 +363,8 @@ class Signer:
     expected_sign_count: int
     new_sign_count: int
     must_be_admin: bool
+    #: with ``must_be_admin``: this user's manager may sign too (device approvals under ``devices.approval: manager``)
+    or_manager_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,4 +396,38 @@ class ActivateEffect:
     approved_by: str
 
 
-ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect
+@dataclass(frozen=True)
+class RejectEffect:
+    """A pending device refused: it is revoked and its enrollment rejected."""
+
+    device_id: str
+    enrollment_id: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ManagerEffect:
+    """A user's manager set (or cleared, ``manager`` None)."""
+
+    user_id: str
+    manager: str | None
+
+
+@dataclass(frozen=True)
+class RenewEffect:
+    """An active device's certificate replaced by one for a new key; its live sessions move to the new one.
+
+    ``old_cert_sha256`` is a compare-and-set: the renewal happens only while the device still has the
+    certificate it was signed over.
+    """
+
+    device_id: str
+    user_id: str
+    old_cert_sha256: bytes
+    cert_sha256: bytes
+    cert_pem: str
+    not_after: float
+    spki_sha256: bytes
+
+
+ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect | RejectEffect | ManagerEffect | RenewEffect

@@ -7,6 +7,13 @@ ceremony bound to the certificate of this connection. ``finish`` verifies the
 assertion against the signer's own active credential, checks the role again,
 and commits the effect, the signer's new sign count and the ledger entry (with
 the assertion and the action) in one store transaction.
+
+A device approval or rejection by the owner's manager (``devices.approval:
+manager``) is checked again inside that transaction against the owner's manager
+at that moment, so a concurrent ``user.set_manager`` cannot let a former manager
+through. A ``device.renew`` answers the new certificate and then closes this
+connection (it presents the replaced certificate); the session carries over to
+the new certificate, so the device's next connection needs no new login.
 """
 
 from __future__ import annotations
@@ -23,19 +30,23 @@ from cryptography.hazmat.primitives import serialization
 from .. import passkeys, pki, tokens
 from ..actions import (
     ADMIN_ACTIONS,
+    MANAGER_ACTIONS,
     action_draft,
     anomaly_draft,
     approval_of,
     build_action,
     check_role,
+    manages,
     token_ttl,
     validate_action,
 )
 from ..challenges import action_challenge
-from ..encoding import canonical_json
+from ..connections import Conn
+from ..encoding import b64url_encode, canonical_json
 from ..enrollment import INVITE_TTL, new_invite_code, user_handle
 from ..errors import Conflict, Forbidden, Gone, NotFound, WebAuthnRejected
 from ..logs import event
+from ..renewal import RenewalTarget, check_renewal
 from ..store.base import (
     ActionEffect,
     ActivateEffect,
@@ -43,6 +54,9 @@ from ..store.base import (
     Device,
     Invite,
     InviteEffect,
+    ManagerEffect,
+    RejectEffect,
+    RenewEffect,
     Signer,
     TokenEffect,
     User,
@@ -82,8 +96,10 @@ async def _recover_target(node: Node, enrollment_id: str, signer: User) -> Devic
         raise Forbidden("device.recover can only approve your own new device; ask an administrator otherwise")
     if node.config.devices.approval != "none":
         # the operator asked for a second person on every new device: the user's own passkey is not enough
-        raise Forbidden(f"this gateway requires an administrator's approval for new devices (devices.approval: "
-                        f"{node.config.devices.approval}); ask an administrator to sign device.approve")
+        approvers = "an administrator or your manager" if node.config.devices.approval == "manager" \
+            else "an administrator"
+        raise Forbidden(f"this gateway requires a second person's approval for new devices (devices.approval: "
+                        f"{node.config.devices.approval}); ask {approvers} to sign device.approve")
     if enrollment.status != "pending_approval" or enrollment.device_id is None:
         raise Conflict(f"enrollment {enrollment_id} is not waiting for approval (it is {enrollment.status})")
     return await _pending_device(node, enrollment.device_id)
@@ -100,16 +116,56 @@ async def _check_admin_change(node: Node, action: dict[str, Any]) -> User:
     return target
 
 
-async def _precheck(node: Node, action: dict[str, Any], signer: User) -> None:
+async def _known_manager(node: Node, manager: str | None) -> None:
+    if manager is not None and await node.store.get_user(manager) is None:
+        raise Conflict(f"no user {manager!r} to be the manager; invite them first")
+
+
+async def _manages_owner(node: Node, action: dict[str, Any], signer: User) -> bool:
+    """For a device approval or rejection: whether the signer may sign it as the device owner's manager."""
+    if action["type"] not in MANAGER_ACTIONS:
+        return False
+    device = await _pending_device(node, action["device_id"])
+    owner = await node.store.get_user(device.user_id)
+    return manages(approval=node.config.devices.approval, owner_manager=owner.manager if owner else None,
+                   signer=signer.id)
+
+
+async def _renewal_target(node: Node, action: dict[str, Any], conn: Conn) -> tuple[Device, pki.CSRInfo]:
+    """The device a ``device.renew`` names and its CSR, checked against the connection it is signed over."""
+    device = await node.store.get_device(action["device_id"])
+    if device is None:
+        raise NotFound(f"no device {action['device_id']!r}")
+    cert_der = conn.certificate_der()
+    assert cert_der is not None and conn.resolved is not None  # with_session: an enrolled device's connection
+    csr = pki.check_csr(action["csr_pem"])
+    check_renewal(RenewalTarget(device, conn.resolved.device.id, pki.cert_spki_sha256(cert_der), csr.spki_sha256),
+                  signer=action["actor"], now=node.clock())
+    return device, csr
+
+
+async def precheck(node: Node, action: dict[str, Any], signer: User, conn: Conn) -> None:
     """Refuse at ``begin`` what ``finish`` would refuse, so nobody signs an action that cannot happen."""
-    check_role(action, signer_admin=signer.admin)
+    check_role(action, signer_admin=signer.admin, signer_manages_owner=await _manages_owner(node, action, signer))
     kind = action["type"]
     if kind in ("admin.grant", "admin.revoke"):
         await _check_admin_change(node, action)
-    elif kind == "device.approve":
-        await _pending_device(node, action["device_id"])
     elif kind == "device.recover":
         await _recover_target(node, action["enrollment_id"], signer)
+    elif kind == "invite.create":
+        await _known_manager(node, action["manager"])
+    elif kind == "user.set_manager":
+        await _manager_change(node, action)
+    elif kind == "device.renew":
+        await _renewal_target(node, action, conn)
+
+
+async def _manager_change(node: Node, action: dict[str, Any]) -> User:
+    target = await node.store.get_user(action["user"])
+    if target is None:
+        raise NotFound(f"no user {action['user']!r}")
+    await _known_manager(node, action["manager"])
+    return target
 
 
 async def _activation(node: Node, device: Device, *, approved_by: str, now: float) -> ActivateEffect:
@@ -126,16 +182,36 @@ async def _activation(node: Node, device: Device, *, approved_by: str, now: floa
                           approved_by=approved_by)
 
 
-async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_device: str,
+async def _renew(node: Node, action: dict[str, Any], *, conn: Conn, signing_device: str, now: float) -> Prepared:
+    """Issue the certificate for the CSR's key; the device's thumbprint and sessions move to it on commit."""
+    device, csr = await _renewal_target(node, action, conn)
+    if signing_device != device.id:
+        raise Forbidden(f"device.renew must be signed with a passkey bound to device {device.id}, the one renewed")
+    assert device.cert_sha256 is not None  # check_renewal: the device is active
+    cert = pki.issue_device_cert(ca_cert=node.device_ca_cert, ca_key=node.device_ca_key, csr=csr, device_id=device.id,
+                                 now=datetime.fromtimestamp(now, timezone.utc), ttl=node.config.device_ca.cert_ttl)
+    cert_sha256 = pki.cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
+    not_after = cert.not_valid_after_utc.timestamp()
+    effect = RenewEffect(device_id=device.id, user_id=device.user_id, old_cert_sha256=device.cert_sha256,
+                         cert_sha256=cert_sha256, cert_pem=pki.cert_pem(cert), not_after=not_after,
+                         spki_sha256=csr.spki_sha256)
+    data = {"device_id": device.id, "cert_sha256": b64url_encode(cert_sha256), "not_after": int(not_after)}
+    return Prepared(effect, device.id, data,
+                    {"device_id": device.id, "certificate_pem": effect.cert_pem, "not_after": int(not_after)})
+
+
+async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_device: str, conn: Conn,
                    now: float) -> Prepared:
     kind, actor = action["type"], action["actor"]
     if kind == "invite.create":
+        await _known_manager(node, action["manager"])
         code = new_invite_code()
         expires_at = int(now) + INVITE_TTL
         invite = Invite(code.invite_id, action["user"], action["name"], action["email"], tuple(action["groups"]),
-                        action["admin"], False, actor, now, float(expires_at))
+                        action["admin"], False, actor, now, float(expires_at), manager=action["manager"])
         data = {"invite_id": code.invite_id, "user": invite.user_id, "name": invite.name, "email": invite.email,
-                "groups": list(invite.groups), "admin": invite.admin, "expires_at": expires_at}
+                "groups": list(invite.groups), "admin": invite.admin, "manager": invite.manager,
+                "expires_at": expires_at}
         return Prepared(InviteEffect(invite), invite.user_id, data, {"code": code.code, "expires_at": expires_at})
     if kind in ("admin.grant", "admin.revoke"):
         target = await _check_admin_change(node, action)
@@ -151,6 +227,17 @@ async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_
                 "expires_at": int(record.expires_at)}
         return Prepared(TokenEffect(record), record.id, data,
                         {"token": issued.secret, "token_id": record.id, "expires_at": int(record.expires_at)})
+    if kind == "user.set_manager":
+        target = await _manager_change(node, action)
+        answer = {"user": target.id, "manager": action["manager"]}
+        return Prepared(ManagerEffect(target.id, action["manager"]), target.id, answer, answer)
+    if kind == "device.renew":
+        return await _renew(node, action, conn=conn, signing_device=signing_device, now=now)
+    if kind == "device.reject":
+        device = await _pending_device(node, action["device_id"])
+        data = {"device_id": device.id, "enrollment_id": device.enrollment_id, "status": "revoked"}
+        return Prepared(RejectEffect(device.id, device.enrollment_id, device.user_id), device.id, data,
+                        {"device_id": device.id, "status": "revoked"})
     if kind == "device.approve":
         device = await _pending_device(node, action["device_id"])
     else:
@@ -177,9 +264,11 @@ async def action_begin(request: web.Request) -> web.Response:
     timeout = node.config.webauthn.timeout
     nonce = os.urandom(32)
     action = build_action(fields, actor=signer.id, nonce=nonce, now=now, timeout=timeout)
-    await _precheck(node, action, signer)
+    await precheck(node, action, signer, conn)
     challenge = action_challenge(action)
-    credentials = await node.store.user_credentials(signer.id)
+    # a renewal is signed with a passkey bound to the renewed device (this connection's): offer only those
+    credentials = list(resolved.credentials) if action["type"] == "device.renew" \
+        else await node.store.user_credentials(signer.id)
     ceremony = new_ceremony("action", challenge, nonce, conn.cert_sha256, resolved,
                             payload=canonical_json(action).decode("utf-8"), expires_at=float(action["not_after"]))
     await node.store.create_ceremony(ceremony, max_per_device=MAX_OPEN_CEREMONIES)
@@ -226,18 +315,26 @@ async def action_finish(request: web.Request) -> web.Response:
     signer = await node.store.get_user(resolved.user.id)
     if signer is None:
         raise Forbidden("your user no longer exists")
-    check_role(action, signer_admin=signer.admin)
+    check_role(action, signer_admin=signer.admin, signer_manages_owner=await _manages_owner(node, action, signer))
     if action["not_after"] < now:
         raise Gone("this action's signature window has passed; start it again")
-    prepared = await _prepare(node, action, signer=signer, signing_device=stored.device_id, now=now)
+    prepared = await _prepare(node, action, signer=signer, signing_device=stored.device_id, conn=conn, now=now)
     draft = action_draft(action, approval=approval_of(credential, credential_id=stored.id),
                          subject=prepared.subject, data=prepared.data)
+    effect = prepared.effect
+    manager_may_sign = action["type"] in MANAGER_ACTIONS and node.config.devices.approval == "manager"
     seq = await node.store.perform_action(
         signer=Signer(user_id=signer.id, credential_id=stored.id, expected_sign_count=stored.sign_count,
-                      new_sign_count=verified.new_sign_count, must_be_admin=action["type"] in ADMIN_ACTIONS),
-        effect=prepared.effect, now=now, draft=draft)
-    if isinstance(prepared.effect, AdminEffect):
-        node.registry.invalidate(node.registry.for_ids(users=[prepared.effect.user_id]))
+                      new_sign_count=verified.new_sign_count, must_be_admin=action["type"] in ADMIN_ACTIONS,
+                      or_manager_of=effect.user_id if manager_may_sign and isinstance(effect, ActivateEffect
+                                                                                          | RejectEffect) else None),
+        effect=effect, now=now, draft=draft)
+    if isinstance(effect, AdminEffect | ManagerEffect):
+        node.registry.invalidate(node.registry.for_ids(users=[effect.user_id]))
+    elif isinstance(effect, RenewEffect):
+        # the replaced certificate stops working at once: this connection after its answer, any other now
+        conn.close_after_answer = True
+        node.registry.cut([c for c in node.registry.by_cert(effect.old_cert_sha256) if c is not conn])
     event("action", user=signer.id, device=stored.device_id, action=action["type"], subject=prepared.subject,
           audit_seq=seq)
     return web.json_response({"result": prepared.result})

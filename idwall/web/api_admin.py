@@ -263,6 +263,14 @@ async def recent_kills(request: web.Request) -> web.Response:
     return web.json_response({"kills": [_kill_view(e, log.closed) for e in reversed(log.entries)]})
 
 
+@routes.get("/idwall/api/admin/webhooks")
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    """This node's most recent webhook deliveries (kills, incident stages) and where each one stands."""
+    node = request.app[NODE]
+    await require_admin(request, scope="read")
+    return web.json_response({"deliveries": [d.as_json() for d in node.webhooks.deliveries()]})
+
+
 # -- tokens ----------------------------------------------------------------------------------------
 
 

@@ -118,7 +118,7 @@ async def enroll_status(request: web.Request) -> web.Response:
     if enrollment.device_id is not None:
         answer["device_id"] = enrollment.device_id
         device = await node.store.get_device(enrollment.device_id)
-        if device is not None and device.status == "revoked":
+        if device is not None and device.status == "revoked" and status != "rejected":
             answer["status"] = "revoked"
         elif device is not None and device.status == "active" and device.cert_pem:
             answer.update(certificate_pem=device.cert_pem, ca_pem=node.ca_pem)

@@ -1,4 +1,5 @@
-"""The end-user pages: how to enroll, the enrollment passkey page, the login page, and their static files.
+"""The end-user pages (how to enroll, the enrollment passkey page, the login page, the signing page for an action
+the command line began), the admin console's pages (People, Devices, Admins & tokens, Ledger), and their static files.
 
 Every page is a small HTML document rendered with :class:`string.Template`;
 every value that goes into it is escaped with :func:`html.escape` on the way in
@@ -31,7 +32,10 @@ from typing import Mapping
 from aiohttp import web
 
 from .. import policy
+from ..errors import Forbidden, Unauthenticated
+from ..sign_requests import REQUEST_ID_RE
 from ..store.base import Resolved
+from . import api_admin
 from .context import NODE, conn_for
 
 routes = web.RouteTableDef()
@@ -55,7 +59,37 @@ STATIC_FILES: Mapping[str, str] = {
     "idwall.js": "text/javascript; charset=utf-8",
     "enroll.js": "text/javascript; charset=utf-8",
     "login.js": "text/javascript; charset=utf-8",
+    "sign.js": "text/javascript; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "people.js": "text/javascript; charset=utf-8",
+    "devices.js": "text/javascript; charset=utf-8",
+    "tokens.js": "text/javascript; charset=utf-8",
+    "ledger.js": "text/javascript; charset=utf-8",
+    "renew.js": "text/javascript; charset=utf-8",
 }
+
+@dataclass(frozen=True)
+class ConsolePage:
+    """One page of the admin console: its title, script, the heading the skip link goes to, its body file."""
+
+    title: str
+    script: str
+    skip: str
+
+
+# /idwall/admin/<name> -> its page; static/console.html is the shell (navigation, live regions, the signing and
+# confirmation dialogs) and static/console-<name>.html the body. All data comes from the admin API, written as
+# text by the page's script.
+CONSOLE_PAGES: Mapping[str, ConsolePage] = {
+    "people": ConsolePage("People", "people.js", "people-heading"),
+    "devices": ConsolePage("Devices", "devices.js", "devices-heading"),
+    "tokens": ConsolePage("Admins & tokens", "tokens.js", "admins-heading"),
+    "ledger": ConsolePage("Ledger", "ledger.js", "ledger-heading"),
+}
+#: the console's navigation, the SOC console's live sessions first (admin.html holds the same list)
+CONSOLE_NAV = (("/idwall/admin", "Sessions"), ("/idwall/admin/people", "People"),
+               ("/idwall/admin/devices", "Devices"), ("/idwall/admin/tokens", "Admins & tokens"),
+               ("/idwall/admin/ledger", "Ledger"))
 # Names are not content-hashed, so a browser revalidates after a short while (a cheap 304 by ETag).
 STATIC_CACHE_CONTROL = "public, max-age=300, must-revalidate"
 
@@ -319,6 +353,95 @@ async def login_page(request: web.Request) -> web.Response:
     status = 403 if state.state in ("no-certificate", "unknown-device", "revoked") else 200
     return _page(request, title="Sign in", script="login.js", body=body, status=status,
                  data={"page": "login", "next": next_path, "state": state.state, "reason": reason or ""})
+
+
+# --------------------------------------------------------------------------- signing from the command line
+
+
+SIGN_PAGE = string.Template("""<p>A command on your device asks your passkey to sign the action below. Nothing happens unless you
+sign it, and the result goes back to that command only.</p>
+<dl class="facts" id="facts" hidden>
+<dt>Action</dt><dd id="summary"></dd>
+<dt>Signed by</dt><dd id="actor"></dd>
+<dt>Check code</dt><dd><code id="check-code"></code> (the terminal shows the same)</dd>
+<dt>Sign before</dt><dd id="expires"></dd>
+</dl>
+<details id="exact" hidden><summary>The exact action the passkey signs</summary>
+<pre><code id="canonical" class="wrap"></code></pre></details>
+$status
+<p class="actions">
+<button type="button" id="sign" class="primary" hidden>Sign with passkey</button>
+<button type="button" id="decline" hidden>Decline</button>
+</p>""")
+
+
+@routes.get("/idwall/sign/{request_id}")
+async def sign_page(request: web.Request) -> web.Response:
+    """The one-time page where the passkey signs an action the command line began (its script opens it)."""
+    request_id = request.match_info["request_id"]
+    if REQUEST_ID_RE.fullmatch(request_id):
+        state, status = State("loading", "Opening the signing request…", "", ""), 200
+    else:
+        state, status = State("unknown", "Unknown signing link.", "No sign request has this address.",
+                              "Open the exact link the terminal printed, or run the command again."), 404
+        request_id = ""
+    return _page(request, title="Sign an action", script="sign.js" if status == 200 else None, status=status,
+                 body=render(SIGN_PAGE, status=_status(state)), data={"page": "sign", "request-id": request_id})
+
+
+# --------------------------------------------------------------------------- the admin console's pages
+
+
+NAV_ITEM = string.Template('    <li><a href="$href"$current>$label</a></li>')
+
+
+def _console_nav(path: str) -> Markup:
+    items = [render(NAV_ITEM, href=href, label=label, current=Markup(' aria-current="page"' if href == path else ""))
+             for href, label in CONSOLE_NAV]
+    return Markup('<nav aria-label="Console pages">\n  <ul class="nav">\n' + "\n".join(items) + "\n  </ul>\n</nav>")
+
+
+_console_cache: dict[str, bytes] = {}
+
+
+def console_html(name: str) -> bytes:
+    """The whole HTML of console page ``name`` (one of :data:`CONSOLE_PAGES`), built once."""
+    body = _console_cache.get(name)
+    if body is None:
+        page = CONSOLE_PAGES[name]
+        shell = string.Template((STATIC_DIR / "console.html").read_text(encoding="utf-8"))
+        fragment = Markup((STATIC_DIR / f"console-{name}.html").read_text(encoding="utf-8"))
+        body = _console_cache[name] = render(
+            shell, title=page.title, script=page.script, skip=page.skip, skip_text=page.title.lower(),
+            nav=_console_nav(f"/idwall/admin/{name}"), body=fragment).encode("utf-8")
+    return body
+
+
+@routes.get("/idwall/admin/{page}")
+async def console_page(request: web.Request) -> web.Response:
+    """People, Devices, Admins & tokens, Ledger: for an administrator's fresh passkey session only.
+
+    A browser without one is sent to the passkey login (and back here afterwards); a person who is not an
+    administrator gets a page that says so, and no console.
+    """
+    name = request.match_info["page"]
+    if name not in CONSOLE_PAGES:
+        raise web.HTTPNotFound(reason="no such console page")
+    browser = "text/html" in request.headers.get("Accept", "")
+    try:
+        await api_admin.require_admin(request, scope="read", allow_tokens=False)
+    except Unauthenticated:
+        if browser:
+            raise web.HTTPSeeOther(location=policy.login_redirect(request.path)) from None
+        raise
+    except Forbidden as exc:
+        if not browser:
+            raise
+        state = State("forbidden", "This console is for administrators.", exc.detail,
+                      "Ask an administrator if you need access.", "/idwall/login", "Sign-in page")
+        return _page(request, title="Administrators only", script=None, body=_status(state), status=403,
+                     data={"page": "console-forbidden"})
+    return web.Response(body=console_html(name), content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
 
 
 # --------------------------------------------------------------------------- static files

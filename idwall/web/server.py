@@ -142,6 +142,7 @@ async def start_gateway(config: Config, *, port: int | None = None, node: Node |
             # PostgreSQL: a commit on any node wakes this worker's poller at once (LISTEN/NOTIFY), as a local
             # nudge would; after every reconnect too, so the poller replays what it could not hear
             await stack.enter_async_context(node.store.listening(partial(nudge, [node.worker.nudge_address])))
+        await stack.enter_async_context(node.webhooks)
         socket_path = private_socket_path()
         listener = Listener(node, internal_socket=socket_path)
         await stack.enter_async_context(_own_app(node, listener.engine, socket_path))

@@ -36,7 +36,7 @@ from cryptography import x509
 
 from tests.helpers.browser import (
     CHROMIUM, SHOTS, VIEWPORT, WIDE, Console, add_credentials, anonymous_context, credentials_of, device_context,
-    launch, state_of, unrelated_certificate, virtual_authenticator,
+    fits, launch, state_of, tab_order, unrelated_certificate, virtual_authenticator,
 )
 from idwall import pki
 from idwall.config import Config, load_config
@@ -530,23 +530,6 @@ async def test_browsers_without_a_usable_certificate(world: World) -> None:
 # --------------------------------------------------------------------------- 6: accessibility basics
 
 
-async def fits(page: Any, width: int) -> None:
-    """Nothing sticks out to the right of a ``width`` px viewport (no horizontal scrolling)."""
-    scroll_width = await page.evaluate("document.scrollingElement.scrollWidth")
-    assert scroll_width <= width, scroll_width
-
-
-async def tab_order(page: Any, count: int) -> list[str]:
-    """What Tab focuses, from the top of the page: id, else the accessible text."""
-    await page.locator("body").focus()
-    order = []
-    for _ in range(count):
-        await page.keyboard.press("Tab")
-        focused = page.locator(":focus")
-        order.append(await focused.get_attribute("id") or (await focused.text_content() or "").strip())
-    return order
-
-
 async def test_accessibility_of_the_login_and_enrollment_pages(world: World) -> None:
     alice = needs(world.alice, "alice's browser")
     page = alice.page
@@ -600,9 +583,9 @@ async def test_accessibility_of_the_soc_console(world: World) -> None:
         # the console's status region is in the page from the start (empty), so announcements are not missed
         assert await page.get_by_role("status").count() == 1
         assert await page.get_attribute("#status", "aria-live") == "polite"
-        order = await tab_order(page, 6)
-        assert order[:6] == ["Skip to live sessions", "filter-user", "filter-group", "filter-device",
-                             "Apply filter", "Clear"], order
+        order = await tab_order(page, 11)
+        assert order[:11] == ["Skip to live sessions", "Sessions", "People", "Devices", "Admins & tokens", "Ledger",
+                              "filter-user", "filter-group", "filter-device", "Apply filter", "Clear"], order
         await fits(page, 400)
         await shot(page, "console-400px")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.browser import (
-    CHROMIUM, SHOTS, Console, add_credentials, anonymous_context, credentials_of, device_context, launch,
-    state_of, virtual_authenticator, write_device,
+    CHROMIUM, SHOTS, Console, anonymous_context, credentials_of, device_page, launch, state_of,
+    virtual_authenticator, write_device,
 )
 from idwall import pki
 
@@ -85,11 +85,7 @@ async def test_enroll_sign_in_and_out_in_chromium(gateway, tmp_path: Path, monke
             cert_path, key_path = write_device(tmp_path, "device", status["certificate_pem"], device_key)
 
             # 4. a browser with the device certificate and the same passkey signs in and lands on the upstream
-            enrolled = await device_context(browser, base, cert_path, key_path)
-            page = await enrolled.new_page()
-            console.attach(page)
-            cdp, authenticator_id = await virtual_authenticator(enrolled, page)
-            await add_credentials(cdp, authenticator_id, credentials)
+            _, page, cdp, authenticator_id = await device_page(browser, base, cert_path, key_path, credentials, console)
             await page.goto(base + "/idwall/login?next=/app/page%3Fx=1&reason=expired")
             await page.wait_for_selector("#signin:not([hidden])")
             assert await state_of(page) == "expired"

@@ -155,12 +155,36 @@ async def sign(gateway: Any, device: Enrolled, client: Any, action: dict[str, An
 
 
 async def invite(gateway: Any, admin: Enrolled, client: Any, user: str, *, groups: list[str] | None = None,
-                 is_admin: bool = False, email: str = "") -> str:
-    status, answer = await sign(gateway, admin, client, {
+                 is_admin: bool = False, email: str = "", manager: str | None = None) -> str:
+    """An invite signed by ``admin`` over ``client``; ``manager`` is sent only when given (as older clients do)."""
+    action: dict[str, Any] = {
         "type": "invite.create", "user": user, "name": user.title(), "email": email or f"{user}@example.com",
-        "groups": groups or [], "admin": is_admin})
+        "groups": groups or [], "admin": is_admin}
+    if manager is not None:
+        action["manager"] = manager
+    status, answer = await sign(gateway, admin, client, action)
     assert status == 200, answer
     return str(answer["result"]["code"])
+
+
+async def begin_renewal(gateway: Any, device: Enrolled) -> tuple[ec.EllipticCurvePrivateKey, int, dict[str, Any]]:
+    """A new key, and ``POST /idwall/api/renew/begin`` with its CSR over a fresh connection of ``device``."""
+    key, csr = make_csr()
+    async with gateway.session(device) as client:
+        status, answer = await call(client, "POST", gateway.url + "/idwall/api/renew/begin", {"csr_pem": csr})
+    return key, status, {**answer, "csr_pem": csr}
+
+
+def renewed(gateway: Any, device: Enrolled, key: ec.EllipticCurvePrivateKey, certificate_pem: str) -> Enrolled:
+    """``device`` with the certificate a renewal issued for ``key`` (new files; the old ones stay for attacks)."""
+    out = gateway.dir / "enrolled"
+    cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+    thumbprint = sha256(cert.public_bytes(serialization.Encoding.DER))
+    cert_path, key_path = out / f"{device.device_id}-{thumbprint.hex()[:8]}.pem", out / f"{device.device_id}-" \
+        f"{thumbprint.hex()[:8]}-key.pem"
+    pki.write_cert(cert_path, cert)
+    pki.write_private_key(key_path, key)
+    return Enrolled(device.device_id, device.user_id, cert_path, key_path, device.auth, thumbprint, device.answer)
 
 
 async def ledger_ok(gateway: Any) -> list[dict[str, Any]]:

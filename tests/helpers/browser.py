@@ -86,7 +86,8 @@ def unrelated_certificate(gw: Any, directory: Path) -> tuple[Path, Path]:
     return write_device(directory, "unrelated", pki.cert_pem(cert), key)
 
 
-async def anonymous_context(browser: Any, gw: Any, directory: Path, viewport: dict[str, int] | None = None) -> Any:
+async def anonymous_context(browser: Any, gw: Any, directory: Path, viewport: dict[str, int] | None = None,
+                            **options: Any) -> Any:
     """A context that presents no certificate to the gateway but still verifies the gateway's server certificate.
 
     A certificate for another origin routes the context through Playwright's TLS proxy (which trusts
@@ -94,11 +95,40 @@ async def anonymous_context(browser: Any, gw: Any, directory: Path, viewport: di
     """
     cert_path, key_path = unrelated_certificate(gw, directory)
     return await browser.new_context(viewport=viewport or VIEWPORT, client_certificates=[
-        {"origin": "https://localhost:1", "certPath": str(cert_path), "keyPath": str(key_path)}])
+        {"origin": "https://localhost:1", "certPath": str(cert_path), "keyPath": str(key_path)}], **options)
 
 
 async def device_context(browser: Any, base: str, cert_path: Path, key_path: Path,
-                         viewport: dict[str, int] | None = None) -> Any:
-    """A context whose connections to ``base`` present this device certificate."""
+                         viewport: dict[str, int] | None = None, **options: Any) -> Any:
+    """A context whose connections to ``base`` present this device certificate (``options`` go to Playwright)."""
     return await browser.new_context(viewport=viewport or VIEWPORT, client_certificates=[
-        {"origin": base, "certPath": str(cert_path), "keyPath": str(key_path)}])
+        {"origin": base, "certPath": str(cert_path), "keyPath": str(key_path)}], **options)
+
+
+async def fits(page: Any, width: int) -> None:
+    """Nothing sticks out to the right of a ``width`` px viewport (no horizontal scrolling)."""
+    scroll_width = await page.evaluate("document.scrollingElement.scrollWidth")
+    assert scroll_width <= width, scroll_width
+
+
+async def tab_order(page: Any, count: int) -> list[str]:
+    """What Tab focuses, from the top of the page: id, else the accessible text."""
+    await page.locator("body").focus()
+    order = []
+    for _ in range(count):
+        await page.keyboard.press("Tab")
+        focused = page.locator(":focus")
+        order.append(await focused.get_attribute("id") or (await focused.text_content() or "").strip())
+    return order
+
+
+async def device_page(browser: Any, base: str, cert_path: Path, key_path: Path, passkeys: list[dict[str, Any]],
+                      console: Console) -> tuple[Any, Any, Any, str]:
+    """A context presenting this device certificate, and a page in it whose virtual authenticator holds
+    ``passkeys`` (made elsewhere, e.g. at enrollment); returns (context, page, CDP session, authenticator id)."""
+    context = await device_context(browser, base, cert_path, key_path)
+    page = await context.new_page()
+    console.attach(page)
+    cdp, authenticator_id = await virtual_authenticator(context, page)
+    await add_credentials(cdp, authenticator_id, passkeys)
+    return context, page, cdp, authenticator_id

@@ -7,12 +7,22 @@
   message), a refusal by its status (its detail is llhttp's wording, which may vary with the read).
 * :func:`vector_head` parses one row of ``tests/vectors/http/`` into the :class:`RequestHead` the engine
   would act on (the pure counterpart of sending it over TLS).
+* What the request side's and the upstream side's tests share: :data:`SMALL` limits, the :data:`BOUNDED`
+  hypothesis settings and the field :data:`NAMES` / :data:`VALUES` and :func:`cuts_in` strategies,
+  :func:`well_formed` (the invariant of any event sequence), and the header vector cases of
+  ``tests/vectors/headers`` (:func:`header_cases`, :func:`header_fields`, :func:`check_fields`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from idwall.engine import headers as H
 
 from idwall.engine.h1 import (
     END,
@@ -24,15 +34,24 @@ from idwall.engine.h1 import (
 )
 from idwall.engine.h1_upstream import ResponseHead, UpstreamConnection
 
-from .http_wire import request_bytes
+from .http_wire import Message, request_bytes
+from .vectors import read_json, vector_files
 
 __all__ = [
+    "BOUNDED",
     "HANDSHAKE",
     "HOST",
     "LIMITS",
+    "NAMES",
     "PORT",
+    "SMALL",
     "SMUGGLED",
+    "VALUES",
     "body_of",
+    "check_fields",
+    "cuts_in",
+    "header_cases",
+    "header_fields",
     "heads",
     "normal",
     "refusals",
@@ -46,10 +65,15 @@ __all__ = [
     "vector_bytes",
     "vector_events",
     "vector_head",
+    "well_formed",
 ]
 
 #: the defaults of ``limits.*`` (config/): line 8 KiB, head 32 KiB, 100 fields
 LIMITS = HeadLimits()
+#: limits small enough that a test reaches them in a few hundred bytes
+SMALL = HeadLimits(max_line=256, max_head=1024, max_fields=8)
+#: hypothesis settings of the engine's property tests: enough examples to find a boundary, no deadline on a loaded box
+BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: the port the vector rows' ``{host}`` and ``{port}`` stand for in these tests (any port would do)
 PORT = 8443
 #: the target the vector rows pipeline after (or hide inside) the request under test
@@ -172,3 +196,54 @@ def vector_head(row: dict[str, Any]) -> RequestHead:
     assert len(found) == 1 and not refusals(events), f"{row['id']}: h1 made {events}"
     return found[0]
 
+
+# -- what the request side's and the upstream side's tests share ------------------------------------------
+
+_TCHAR = st.sampled_from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_VCHAR = st.sampled_from(bytes(range(0x21, 0x7F)))
+#: field names of token characters (RFC 9110 §5.6.2)
+NAMES = st.lists(_TCHAR, min_size=1, max_size=12).map(bytes)
+#: field values of visible characters and inner spaces
+VALUES = st.lists(_VCHAR | st.just(ord(" ")), max_size=24).map(lambda v: bytes(v).strip(b" "))
+
+
+def cuts_in(data: bytes) -> st.SearchStrategy[list[int]]:
+    """Up to eight points to cut ``data`` at (see :func:`split`)."""
+    return st.lists(st.integers(1, max(1, len(data) - 1)), max_size=8)
+
+
+def well_formed(events: list[object]) -> None:
+    """Only engine events; a refusal or a switch is the last event, and at most one of them. A head holds
+    only what the gateway may act on: an origin-form target, HTTP/1.0 or 1.1, whole lines, no owned name."""
+    for event in events:
+        assert isinstance(event, (RequestHead, ResponseHead, bytes, Refused, Upgrade)) or event is END, event
+        if isinstance(event, RequestHead):
+            assert event.target[:1] == b"/" and event.version in (b"1.0", b"1.1") and event.method != b"CONNECT"
+        if isinstance(event, (RequestHead, ResponseHead)):
+            for line in event.lines:
+                name = line.split(b":", 1)[0].lower()
+                assert line.endswith(b"\r\n") and b"\r" not in line[:-2] and b"\n" not in line[:-2], line
+                assert not H.is_identity(name) and name not in H.FORWARDING | H.HOP_BY_HOP, line
+    final = [i for i, e in enumerate(events) if isinstance(e, (Refused, Upgrade))]
+    assert final in ([], [len(events) - 1]), events
+
+
+def header_cases(name: str) -> list[Any]:
+    """The cases of ``tests/vectors/headers/<name>``, as pytest params named by their ids."""
+    [path] = vector_files("headers", name)
+    cases = read_json(path)["cases"]
+    return [pytest.param(case, id=case["id"]) for case in cases]
+
+
+def header_fields(case: dict[str, Any]) -> bytes:
+    """A header case's fields as the lines of a head."""
+    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in case["headers"])
+
+
+def check_fields(case: dict[str, Any], written: bytes) -> None:
+    """What the gateway wrote holds none of the case's ``absent`` fields and exactly its ``expect`` values."""
+    message = Message.parse(written.split(b"\r\n\r\n", 1)[0])
+    for name in case.get("absent", []):
+        assert message.values(name) == [], f"{name} reached the other side ({case['rfc']})"
+    for name, values in case.get("expect", {}).items():
+        assert message.values(name) == values, case["rfc"]

@@ -38,6 +38,7 @@ __all__ = [
     "field_key",
     "load_vectors",
     "request_bytes",
+    "status_of",
     "tls_context",
     "vector_params",
     "websocket_accept",
@@ -51,6 +52,12 @@ _MAX_HEAD = 1 << 20
 def field_key(name: str) -> str:
     """How the tests compare header names: lower case, ``_`` and ``.`` read as ``-`` (as CGI/WSGI servers do)."""
     return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def status_of(answer: bytes) -> int:
+    """The status code of the raw HTTP/1.x answer ``answer`` (0 when it holds no status line: nothing came back)."""
+    line = answer.split(b"\r\n", 1)[0]
+    return int(line.split()[1]) if line.startswith(b"HTTP/1.") else 0
 
 
 def websocket_accept(key: str) -> str:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from idwall.config import Config, config_from_mapping
-from idwall.store.base import Device, Enrollment, Invite, Resolved, Session, User
+from idwall.store.base import Device, Enrollment, Invite, Resolved, Session, SignRequest, User
 
-__all__ = ["CERT", "NOW", "device", "enrollment", "gateway_config", "invite", "resolved", "session", "user"]
+__all__ = ["CERT", "NOW", "device", "enrollment", "gateway_config", "invite", "resolved", "session", "sign_request",
+           "user"]
 
 NOW = 1_800_000_000.0
 #: the thumbprint of the device certificate on the test connection
@@ -50,6 +51,14 @@ def invite(id: str = "inv-1", *, user_id: str = "bob", groups: tuple[str, ...] =
     """An invite alice made a minute ago for ``user_id``."""
     return Invite(id, user_id, user_id.title(), f"{user_id}@example.com", groups, admin, bootstrap, "alice", NOW - 60,
                   expires_at, used_at)
+
+
+def sign_request(id: str = "sgn-" + "A" * 22, *, device_id: str = "dev-1", state: str = "waiting",
+                 link_hash: bytes = b"L" * 32, poll_hash: bytes = b"P" * 32, expires_at: float = NOW + 300,
+                 credential: str | None = None) -> SignRequest:
+    """alice's request from her device ``dev-1`` over the certificate :data:`CERT` (secret hashes are placeholders)."""
+    return SignRequest(id, link_hash, poll_hash, CERT, "alice", device_id, "ACTION-ID", '{"type":"admin.grant"}',
+                       state, credential, None, NOW, expires_at)
 
 
 def enrollment(id: str = "enr-1", *, user_id: str = "bob", invite_id: str | None = None, groups: tuple[str, ...] = (),

@@ -2,20 +2,25 @@
 entry in one ``BEGIN IMMEDIATE`` transaction.
 
     core       the connection, its thread, transactions, migrations, rows to records, the ledger append
-    trust      invites, users, enrollments, devices, credentials, admins, tokens, signed actions' effects
+    trust      invites, users, enrollments, devices, credentials, admins, managers, tokens, signed actions' effects
+    renewals   certificate renewal requests, and a renewal's effect (new certificate, sessions carried over)
     sessions   certificates resolved, ceremonies, sessions, kills, trust events, ledger pages
     workers    the workers table and kill acknowledgements
+    signing    sign requests (an action begun on the command line, signed on a page)
+    directory  the admin console's reads: users with devices and passkeys, devices by status, ledger search
 """
 
 from __future__ import annotations
 
 from .core import SQLiteCore, migrate
+from .directory import DirectoryRecords
 from .sessions import KILL_SCOPES, SessionRecords
+from .signing import SignRequestRecords
 from .trust import TrustRecords
 from .workers import WorkerRecords
 
 
-class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SQLiteCore):
+class SQLiteStore(TrustRecords, SessionRecords, WorkerRecords, SignRequestRecords, DirectoryRecords, SQLiteCore):
     """The :class:`~idwall.store.base.Store` on one SQLite file."""
 
 

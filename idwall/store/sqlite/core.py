@@ -22,19 +22,25 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ... import audit
 from ...encoding import b64url_decode
-from ..base import Credential, Device, Enrollment, Invite, LedgerDraft, Session, StoreError, Token, User
+from ..base import Credential, Device, Enrollment, Invite, LedgerDraft, Renewal, Session, StoreError, Token, User
 
 
 T = TypeVar("T")
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("idwall.store") / "migrations"
-    found = []
+def migration_files(folder: Any = None) -> list[tuple[int, str]]:
+    """Every ``NNNN_name.sql`` in order; two files claiming one version is refused (one would never run)."""
+    folder = folder if folder is not None else resources.files("idwall.store") / "migrations"
+    found: dict[int, tuple[str, str]] = {}
     for item in folder.iterdir():
         if item.name.endswith(".sql"):
-            found.append((int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8")))
-    return sorted(found)
+            version = int(item.name.split("_", 1)[0])
+            if version in found:
+                names = sorted((found[version][0], item.name))
+                raise StoreError(f"migrations {names[0]} and {names[1]} both claim version {version}; "
+                                 "renumber one of them")
+            found[version] = (item.name, item.read_text(encoding="utf-8"))
+    return sorted((version, sql) for version, (_, sql) in found.items())
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -42,7 +48,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     current = row[0] or 0
-    for version, sql in _migrations():
+    for version, sql in migration_files():
         if version <= current:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -65,7 +71,7 @@ def groups_from_json(text: str) -> tuple[str, ...]:
 
 def user_from_row(row: sqlite3.Row) -> User:
     return User(row["id"], row["name"], row["email"], groups_from_json(row["groups_json"]), bool(row["admin"]),
-                row["created_at"])
+                row["created_at"], row["manager"])
 
 
 def device_from_row(row: sqlite3.Row) -> Device:
@@ -87,7 +93,7 @@ def session_from_row(row: sqlite3.Row) -> Session:
 def invite_from_row(row: sqlite3.Row) -> Invite:
     return Invite(row["id"], row["user_id"], row["name"], row["email"], groups_from_json(row["groups_json"]),
                   bool(row["admin"]), bool(row["bootstrap"]), row["created_by"], row["created_at"],
-                  row["expires_at"], row["used_at"])
+                  row["expires_at"], row["used_at"], row["manager"])
 
 
 def enrollment_from_row(row: sqlite3.Row) -> Enrollment:
@@ -95,6 +101,11 @@ def enrollment_from_row(row: sqlite3.Row) -> Enrollment:
                       row["csr_pem"], row["device_name"], row["invite_id"], row["user_id"], row["name"],
                       row["email"], groups_from_json(row["groups_json"]), bool(row["admin"]), bool(row["bootstrap"]),
                       row["status"], row["device_id"], row["created_at"], row["expires_at"])
+
+
+def renewal_from_row(row: sqlite3.Row) -> Renewal:
+    return Renewal(row["id"], row["device_id"], row["user_id"], row["csr_pem"], bytes(row["spki_sha256"]),
+                   row["status"], row["created_at"], row["expires_at"], row["cert_pem"], row["not_after"])
 
 
 def token_from_row(row: sqlite3.Row) -> Token:

@@ -22,15 +22,17 @@ from ..base import (
     LastAdmin,
     LedgerDraft,
     LimitReached,
+    ManagerEffect,
     Missing,
     NewDevice,
+    RejectEffect,
+    RenewEffect,
     Signer,
     Token,
     TokenEffect,
     User,
 )
 from .core import (
-    SQLiteCore,
     credential_from_row,
     device_from_row,
     enrollment_from_row,
@@ -38,25 +40,40 @@ from .core import (
     token_from_row,
     user_from_row,
 )
+from .renewals import RenewalRecords
 
 
-class TrustRecords(SQLiteCore):
+def _check_manager(conn: sqlite3.Connection, user_id: str, manager: str) -> None:
+    """Refuse a manager who is not a user, or who is the user themself."""
+    if manager == user_id:
+        raise Conflict(f"{user_id} cannot be their own manager")
+    if conn.execute("SELECT 1 FROM users WHERE id = ?", (manager,)).fetchone() is None:
+        raise Conflict(f"no user {manager!r} to be the manager; invite them first")
+
+
+class TrustRecords(RenewalRecords):
     """Invites, users, enrollments, devices, credentials, tokens, admins, and the effects of signed actions."""
 
     async def create_invite(self, invite: Invite, draft: LedgerDraft | None) -> int | None:
         """Store an invite (only its hash); append ``draft`` when given (the bootstrap invite has none)."""
 
         def tx(conn: sqlite3.Connection) -> int | None:
-            conn.execute(
-                "INSERT INTO invites (id, user_id, name, email, groups_json, admin, bootstrap, created_by,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (invite.id, invite.user_id, invite.name, invite.email, json.dumps(list(invite.groups)),
-                 int(invite.admin), int(invite.bootstrap), invite.created_by, invite.created_at,
-                 invite.expires_at),
-            )
+            self._insert_invite(conn, invite)
             return self._append(conn, draft) if draft else None
 
         return await self.write(tx)
+
+    @staticmethod
+    def _insert_invite(conn: sqlite3.Connection, invite: Invite) -> None:
+        if invite.manager is not None:
+            _check_manager(conn, invite.user_id, invite.manager)
+        conn.execute(
+            "INSERT INTO invites (id, user_id, name, email, groups_json, admin, bootstrap, created_by,"
+            " created_at, expires_at, manager) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (invite.id, invite.user_id, invite.name, invite.email, json.dumps(list(invite.groups)),
+             int(invite.admin), int(invite.bootstrap), invite.created_by, invite.created_at,
+             invite.expires_at, invite.manager),
+        )
 
     async def get_invite(self, invite_id: str) -> Invite | None:
         row = await self.read(lambda c: c.execute("SELECT * FROM invites WHERE id = ?", (invite_id,)).fetchone())
@@ -174,14 +191,19 @@ class TrustRecords(SQLiteCore):
             if conn.execute("SELECT 1 FROM credentials WHERE id = ?", (new.credential.id,)).fetchone():
                 raise Conflict("this passkey is already registered; use a new passkey for this device")
             user = new.user
+            # an invite says who the user's manager is from now on (read here, in the transaction that uses it)
+            manager = conn.execute("SELECT manager FROM invites WHERE id = ?", (enrollment.invite_id,)).fetchone() \
+                if enrollment.invite_id is not None else None
             if conn.execute("SELECT 1 FROM users WHERE id = ?", (user.id,)).fetchone() is None:
                 conn.execute(
-                    "INSERT INTO users (id, name, email, groups_json, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO users (id, name, email, groups_json, admin, created_at, manager)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (user.id, user.name, user.email, json.dumps(list(user.groups)), int(user.admin),
-                     user.created_at))
+                     user.created_at, manager["manager"] if manager else None))
             elif enrollment.invite_id is not None:
-                conn.execute("UPDATE users SET name = ?, email = ?, groups_json = ?, admin = ? WHERE id = ?",
-                             (user.name, user.email, json.dumps(list(user.groups)), int(user.admin), user.id))
+                conn.execute("UPDATE users SET name = ?, email = ?, groups_json = ?, admin = ?, manager = ?"
+                             " WHERE id = ?", (user.name, user.email, json.dumps(list(user.groups)),
+                                               int(user.admin), manager["manager"] if manager else None, user.id))
                 self._check_an_admin_remains(conn)
             device = new.device
             if max_pending_devices is not None and enrollment.invite_id is None \
@@ -267,7 +289,10 @@ class TrustRecords(SQLiteCore):
                 (signer.credential_id, signer.user_id)).fetchone()
             if row is None or row["status"] != "active":
                 raise Forbidden("the signing passkey is not on an active device of the signer")
-            if signer.must_be_admin and not row["admin"]:
+            if signer.must_be_admin and not row["admin"] and not self._manages(conn, signer):
+                if signer.or_manager_of is not None:
+                    raise Forbidden(f"user {signer.user_id} is neither an administrator nor the manager of "
+                                    f"{signer.or_manager_of}; this action needs one of those")
                 raise Forbidden(f"user {signer.user_id} is not an administrator; this action needs one")
             bumped = conn.execute("UPDATE credentials SET sign_count = ? WHERE id = ? AND sign_count = ?",
                                   (signer.new_sign_count, signer.credential_id, signer.expected_sign_count))
@@ -278,15 +303,17 @@ class TrustRecords(SQLiteCore):
 
         return await self.write(tx)
 
+    @staticmethod
+    def _manages(conn: sqlite3.Connection, signer: Signer) -> bool:
+        """Whether the signer is, inside this transaction, the manager of ``signer.or_manager_of``."""
+        if signer.or_manager_of is None:
+            return False
+        row = conn.execute("SELECT manager FROM users WHERE id = ?", (signer.or_manager_of,)).fetchone()
+        return row is not None and row["manager"] == signer.user_id
+
     def _apply_effect(self, conn: sqlite3.Connection, effect: ActionEffect, now: float) -> None:
         if isinstance(effect, InviteEffect):
-            invite = effect.invite
-            conn.execute(
-                "INSERT INTO invites (id, user_id, name, email, groups_json, admin, bootstrap, created_by,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (invite.id, invite.user_id, invite.name, invite.email, json.dumps(list(invite.groups)),
-                 int(invite.admin), int(invite.bootstrap), invite.created_by, invite.created_at,
-                 invite.expires_at))
+            self._insert_invite(conn, effect.invite)
         elif isinstance(effect, AdminEffect):
             updated = conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(effect.admin), effect.user_id))
             if updated.rowcount != 1:
@@ -311,5 +338,23 @@ class TrustRecords(SQLiteCore):
                 raise AlreadyUsed(f"device {effect.device_id} is not pending approval (already approved or revoked)")
             conn.execute("UPDATE enrollments SET status = 'active' WHERE id = ?", (effect.enrollment_id,))
             self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        elif isinstance(effect, RejectEffect):
+            updated = conn.execute(
+                "UPDATE devices SET status = 'revoked', revoked_at = ? WHERE id = ? AND enrollment_id = ?"
+                " AND user_id = ? AND status = 'pending_approval'",
+                (now, effect.device_id, effect.enrollment_id, effect.user_id))
+            if updated.rowcount != 1:
+                raise AlreadyUsed(f"device {effect.device_id} is not pending approval (already approved or revoked)")
+            conn.execute("UPDATE enrollments SET status = 'rejected' WHERE id = ?", (effect.enrollment_id,))
+            self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        elif isinstance(effect, ManagerEffect):
+            if effect.manager is not None:
+                _check_manager(conn, effect.user_id, effect.manager)
+            updated = conn.execute("UPDATE users SET manager = ? WHERE id = ?", (effect.manager, effect.user_id))
+            if updated.rowcount != 1:
+                raise Missing(f"no user {effect.user_id!r}")
+            self._event(conn, "user.changed", {"user": effect.user_id}, now)
+        elif isinstance(effect, RenewEffect):
+            self._renew(conn, effect, now)
         else:
             raise TypeError(f"unknown action effect {type(effect).__name__}")

@@ -43,6 +43,7 @@ from idwall.audit import (
     verify_ledger,
 )
 from idwall.challenges import action_challenge, login_challenge
+from idwall.pki import make_csr
 from idwall.encoding import b64url_decode, b64url_encode, sha256
 from idwall.testing import EDDSA, ES256, RS256, SoftAuthenticator
 
@@ -231,6 +232,7 @@ class World:
     bob: Person
     carol: Person
     dave: Person
+    erin: Person
     certs: dict[str, bytes]
     ids: dict[str, Any]
 
@@ -248,9 +250,13 @@ def bootstrap(ledger: Ledger, admin: Person, device_id: str, cert: bytes) -> Non
     ledger.append("bootstrap", admin.user, admin.user, data)
 
 
-def invite(ledger: Ledger, signer: Person, signer_device: str, invitee: Person, code_label: str) -> str:
+LEGACY = "legacy"  # an invite as gateways before managers wrote it: no manager field at all
+
+
+def invite(ledger: Ledger, signer: Person, signer_device: str, invitee: Person, code_label: str,
+           manager: str | None = None) -> str:
     ident = invite_id(code_label)
-    fields = invitee.user_fields()
+    fields = invitee.user_fields() if manager == LEGACY else {**invitee.user_fields(), "manager": manager}
     data = {"invite_id": ident, **fields, "expires_at": int(ledger.next_time) + 3600}
     approval = ledger.action(signer, signer_device, "invite.create", fields, label="invite/" + code_label)
     ledger.append("invite.create", signer.user, invitee.user, data, approval)
@@ -282,7 +288,7 @@ def build_world(label: str = "main") -> World:
     ids: dict[str, Any] = {}
 
     bootstrap(ledger, alice, "dev-alice-laptop", certs["dev-alice-laptop"])                         # 1
-    ids["bob_invite"] = invite(ledger, alice, "dev-alice-laptop", bob, f"{label}/bob")                                   # 2
+    ids["bob_invite"] = invite(ledger, alice, "dev-alice-laptop", bob, f"{label}/bob", LEGACY)                           # 2
     enroll(ledger, bob, "dev-bob-laptop", invite=ids["bob_invite"], status="active",
            cert=certs["dev-bob-laptop"], enrollment_id="enr-bob-laptop")                             # 3
     ledger.login(bob, "dev-bob-laptop", "ses-bob-1", certs["dev-bob-laptop"], label="bob-1")         # 4
@@ -332,7 +338,58 @@ def build_world(label: str = "main") -> World:
     ledger.append("kill", "alice", "dave",
                   {"scope": "user", "target": "dave", "reason": "left the company", "revoke_devices": False,
                    "sessions": ["ses-dave-1"], "devices": ["dev-dave-laptop"]})                      # 23
-    return World(ledger, alice, bob, carol, dave, certs, ids)
+    erin = Person("erin", "Erin Eng", ["eng"], False)
+    certs["renewed"] = device_certificate(f"{label}/dev-erin-laptop/renewed")
+    manager_story(ledger, World(ledger, alice, bob, carol, dave, erin, certs, ids), label)           # 24..32
+    return World(ledger, alice, bob, carol, dave, erin, certs, ids)
+
+
+def decide(ledger: Ledger, signer: Person, signer_device: str, type_: str, device_id: str, enrollment_id: str,
+           *, label: str) -> dict[str, Any]:
+    """Append a ``device.approve`` or ``device.reject`` of a pending device signed by ``signer``."""
+    approval = ledger.action(signer, signer_device, type_, {"device_id": device_id}, label=label)
+    status = "active" if type_ == "device.approve" else "revoked"
+    return ledger.append(type_, signer.user, device_id,
+                         {"device_id": device_id, "enrollment_id": enrollment_id, "status": status}, approval)
+
+
+def set_manager(ledger: Ledger, signer: Person, signer_device: str, user: str, manager: str | None, *,
+                label: str) -> dict[str, Any]:
+    fields = {"user": user, "manager": manager}
+    approval = ledger.action(signer, signer_device, "user.set_manager", fields, label=label)
+    return ledger.append("user.set_manager", signer.user, user, fields, approval)
+
+
+def renew(ledger: Ledger, person: Person, device_id: str, new_cert: bytes, *, key_label: str,
+          signer_device: str | None = None, label: str) -> dict[str, Any]:
+    """Append a ``device.renew`` of ``device_id`` to the certificate ``new_cert`` (for the key ``key_label``)."""
+    fields = {"device_id": device_id, "csr_pem": make_csr(derived_key("device/" + key_label), device_id)}
+    approval = ledger.action(person, signer_device or device_id, "device.renew", fields, label=label)
+    return ledger.append("device.renew", person.user, device_id,
+                         {"device_id": device_id, "cert_sha256": b64url_encode(sha256(new_cert)),
+                          "not_after": int(T0) + 30 * 86400}, approval)
+
+
+def manager_story(ledger: Ledger, world: World, label: str) -> None:
+    """Erin is invited with bob as her manager; bob (no admin) approves one device of hers and rejects
+    another; alice makes dave her manager; erin renews her laptop's certificate and logs in on the new one."""
+    alice, bob, erin = world.alice, world.bob, world.erin
+    erin_laptop = world.certs["renewed"]
+    world.ids["erin_invite"] = invite(ledger, alice, "dev-alice-laptop", erin, f"{label}/erin", "bob")  # 24
+    enroll(ledger, erin, "dev-erin-laptop", invite=world.ids["erin_invite"], status="pending_approval",
+           cert=None, enrollment_id="enr-erin-laptop")                                               # 25
+    decide(ledger, bob, "dev-bob-phone", "device.approve", "dev-erin-laptop", "enr-erin-laptop",
+           label="bob-approves-erin")                                                                # 26
+    world.certs["dev-erin-laptop"] = device_certificate(f"{label}/dev-erin-laptop")
+    ledger.login(erin, "dev-erin-laptop", "ses-erin-1", world.certs["dev-erin-laptop"], label="erin-1")  # 27
+    enroll(ledger, erin, "dev-erin-phone", invite=None, status="pending_approval", cert=None,
+           enrollment_id="enr-erin-phone")                                                           # 28
+    decide(ledger, bob, "dev-bob-phone", "device.reject", "dev-erin-phone", "enr-erin-phone",
+           label="bob-rejects-erin-phone")                                                           # 29
+    set_manager(ledger, alice, "dev-alice-laptop", "erin", "dave", label="erin-to-dave")           # 30
+    renew(ledger, erin, "dev-erin-laptop", erin_laptop, key_label=f"{label}/dev-erin-laptop/renewed",
+          label="renew-erin-laptop")                                                                 # 31
+    ledger.login(erin, "dev-erin-laptop", "ses-erin-2", erin_laptop, label="erin-2")                # 32
 
 
 Vector = tuple[list[dict[str, Any]], dict[str, Any]]
@@ -359,7 +416,7 @@ def invalid_vectors(world: World) -> dict[str, Vector]:
     out["entries_swapped"] = (swapped, expect(8, "expected seq 7 after seq 6", "seq 7 and seq 8 swapped"))
     out["truncated_middle"] = (full[:9] + full[15:],
                                expect(16, "expected seq 10 after seq 9", "seq 10..15 cut out"))
-    out["truncated_end"] = (full[:20], expect(21, "truncated", "seq 21..23 cut off; caught by a head pin",
+    out["truncated_end"] = (full[:20], expect(21, "truncated", "the last entries cut off; caught by a head pin",
                                               expected_last=len(full)))
     broken = copy.deepcopy(full)
     broken[5] = seal(broken[5], prev=b64url_decode(full[3]["hash"]), key=key)
@@ -458,7 +515,7 @@ def invalid_vectors(world: World) -> dict[str, Vector]:
                    {"device_id": "dev-carol-laptop", "enrollment_id": "enr-carol-laptop", "status": "active"},
                    approval)
     out["approve_by_non_admin"] = (approve.entries, expect(
-        7, "signer bob is not an admin at this point", "bob approves carol's device"))
+        7, "signer bob is neither an admin nor the manager of carol", "bob approves carol's device"))
     recover = world.ledger.fork(11)
     approval = recover.action(alice, "dev-alice-laptop", "device.recover", {"enrollment_id": "enr-bob-phone"},
                               label="alice-recovers-bob")
@@ -481,7 +538,7 @@ def invalid_vectors(world: World) -> dict[str, Vector]:
     revoked = world.ledger.fork(len(full))
     revoked.login(bob, "dev-bob-laptop", "ses-bob-late", world.certs["dev-bob-laptop"], label="late")
     out["revoked_device_signs"] = (revoked.entries, expect(
-        24, "which is revoked", "bob's killed laptop logs in again"))
+        len(full) + 1, "which is revoked", "bob's killed laptop logs in again"))
 
     # --- the assertion itself ---
     def grant_bob(name: str, reason: str, description: str, **knobs: Any) -> None:
@@ -520,11 +577,69 @@ def invalid_vectors(world: World) -> dict[str, Vector]:
     out["login_other_certificate"] = (wrong_cert.entries, expect(
         14, "not the certificate the ledger recorded", "a login over a certificate that is not the device's"))
 
+    out.update(manager_vectors(world, expect))
+
     # --- a whole ledger from another init: only the root pin tells ---
     other = build_world("other")
     out["other_init"] = (other.ledger.entries, expect(
         1, "genesis credential fingerprint does not match --root", "a complete, self-consistent foreign ledger",
         root=root_fingerprint(b64url_decode(full[0]["data"]["public_key"]))))
+    return out
+
+
+def manager_vectors(world: World, expect: Any) -> dict[str, Vector]:
+    """Managers, rejections and renewals: signers who are not entitled, and manager entries rewritten."""
+    full, key = world.ledger.entries, world.ledger.key
+    bob, carol, dave, erin = world.bob, world.carol, world.dave, world.erin
+    out: dict[str, Vector] = {}
+    by_carol = world.ledger.fork(25)
+    decide(by_carol, carol, "dev-carol-laptop", "device.approve", "dev-erin-laptop", "enr-erin-laptop",
+           label="carol-approves-erin")
+    out["approve_by_non_manager"] = (by_carol.entries, expect(
+        26, "signer carol is neither an admin nor the manager of erin",
+        "carol (no longer an admin, not erin's manager) approves erin's device"))
+    by_dave = world.ledger.fork(28)
+    decide(by_dave, dave, "dev-dave-laptop", "device.reject", "dev-erin-phone", "enr-erin-phone",
+           label="dave-rejects-erin")
+    out["reject_by_non_manager"] = (by_dave.entries, expect(
+        29, "signer dave is neither an admin nor the manager of erin", "dave rejects erin's phone before he is her manager"))
+    former = world.ledger.fork(31)
+    enroll(former, erin, "dev-erin-tablet", invite=None, status="pending_approval", cert=None,
+           enrollment_id="enr-erin-tablet")
+    decide(former, bob, "dev-bob-phone", "device.approve", "dev-erin-tablet", "enr-erin-tablet",
+           label="former-manager")
+    out["approve_by_former_manager"] = (former.entries, expect(
+        33, "signer bob is neither an admin nor the manager of erin", "bob approves erin's tablet after seq 30 "
+        "made dave her manager"))
+    changed = copy.deepcopy(full)
+    changed[23]["data"]["manager"] = "carol"
+    out["invite_manager_changed"] = (reseal(changed, key, 24), expect(
+        24, "approval action manager is \"bob\", but the entry's data.manager is \"carol\"",
+        "a ledger-key holder names carol as erin's manager in the invite's data"))
+    dropped = copy.deepcopy(full)
+    del dropped[23]["data"]["manager"]
+    out["invite_manager_dropped"] = (reseal(dropped, key, 24), expect(
+        24, "approval action manager is \"bob\", but the entry's data.manager is null",
+        "the manager removed from the invite's data, as if it were an invite from before managers"))
+    repointed = copy.deepcopy(full)
+    repointed[29]["data"]["manager"] = "carol"
+    repointed[29]["approval"]["action"]["manager"] = "carol"
+    out["set_manager_repointed"] = (reseal(repointed, key, 30), expect(
+        30, "approval challenge is not the challenge of this action",
+        "user.set_manager re-pointed to carol in data and action; alice's signature was over dave"))
+    other_user = world.ledger.fork(30)
+    renew(other_user, bob, "dev-erin-laptop", world.certs["renewed"], key_label="mallory/renewed",
+          signer_device="dev-bob-phone", label="bob-renews-erin")
+    out["renew_by_other_user"] = (other_user.entries, expect(
+        31, "signer bob is not the user erin of device dev-erin-laptop", "bob renews erin's laptop to a key of his"))
+    reused = copy.deepcopy(full)
+    reused[30]["data"]["cert_sha256"] = b64url_encode(sha256(world.certs["dev-bob-phone"]))
+    out["renew_cert_reused"] = (reseal(reused, key, 31), expect(
+        31, "is already the certificate of device dev-bob-phone", "the renewal records another device's certificate"))
+    old_cert = world.ledger.fork(31)
+    old_cert.login(erin, "dev-erin-laptop", "ses-erin-old", world.certs["dev-erin-laptop"], label="erin-old")
+    out["login_replaced_certificate"] = (old_cert.entries, expect(
+        32, "not the certificate the ledger recorded", "erin logs in on the certificate her renewal replaced"))
     return out
 
 
