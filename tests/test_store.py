@@ -83,7 +83,7 @@ async def test_open_store_opens_a_postgresql_store_and_migrates_it(postgres_url:
         assert isinstance(store, PostgresStore)
         assert await store.append_ledger(draft()) == 1
         versions = await store.read(lambda c: c.fetch("SELECT version FROM schema_version ORDER BY version"))
-        assert [r[0] for r in versions] == [1, 2]
+        assert [r[0] for r in versions] == [1, 2, 3, 4]
     finally:
         await store.close()
 

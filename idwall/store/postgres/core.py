@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ... import audit
 from ...encoding import b64url_decode
 from ..base import LedgerDraft, StoreError
+from ..sqlite.core import migration_files
 
 T = TypeVar("T")
 # the events one write (one task) has made so far, so it can release exactly those when it returns
@@ -50,12 +51,14 @@ UNAVAILABLE = "the store is unavailable; nothing was changed"
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
-def migrations() -> list[tuple[int, str]]:
-    """The PostgreSQL migrations, ``(version, sql)`` in order; versions mean what SQLite's of that number do."""
-    folder = resources.files("idwall.store") / "migrations" / "postgres"
-    found = [(int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
-             for item in folder.iterdir() if item.name.endswith(".sql")]
-    return sorted(found)
+def migrations(folder: Any = None) -> list[tuple[int, str]]:
+    """The PostgreSQL migrations, ``(version, sql)`` in order; versions mean what SQLite's of that number do.
+
+    Read as SQLite's are: two files claiming one version are refused (a :class:`StoreError` naming both), since
+    one of them would silently never run.
+    """
+    return migration_files(folder if folder is not None
+                           else resources.files("idwall.store") / "migrations" / "postgres")
 
 
 async def migrate(conn: Conn) -> int:
