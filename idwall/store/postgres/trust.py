@@ -1,6 +1,7 @@
-"""Who and what is trusted, in PostgreSQL: invites, users, enrollments and devices, credentials, admins, tokens,
-and the effect of a verified signed action committed with its sign count. The same rules, checks and errors as
-:mod:`idwall.store.sqlite.trust`; each check runs inside the write lock, so it holds across nodes.
+"""Who and what is trusted, in PostgreSQL: invites, users, enrollments and devices, credentials, admins,
+managers, tokens, certificate renewals, and the effect of a verified signed action committed with its sign count.
+The same rules, checks and errors as :mod:`idwall.store.sqlite.trust` and :mod:`idwall.store.sqlite.renewals`;
+each check runs inside the write lock, so it holds across nodes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from ..base import (
     LastAdmin,
     LedgerDraft,
     LimitReached,
+    ManagerEffect,
     Missing,
     NewDevice,
+    RejectEffect,
+    Renewal,
+    RenewEffect,
     Signer,
     Token,
     TokenEffect,
@@ -34,6 +39,7 @@ from ..sqlite.core import (
     device_from_row,
     enrollment_from_row,
     invite_from_row,
+    renewal_from_row,
     token_from_row,
     user_from_row,
 )
@@ -41,15 +47,25 @@ from .core import Conn, PostgresCore, rowcount
 
 _INSERT_INVITE = (
     "INSERT INTO invites (id, user_id, name, email, groups_json, admin, bootstrap, created_by, created_at,"
-    " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+    " expires_at, manager) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
 _INSERT_TOKEN = ("INSERT INTO tokens (id, name, hash, scopes_json, created_by, created_at, expires_at)"
                  " VALUES ($1, $2, $3, $4, $5, $6, $7)")
 
 
+async def _check_manager(conn: Conn, user_id: str, manager: str) -> None:
+    """Refuse a manager who is not a user, or who is the user themself."""
+    if manager == user_id:
+        raise Conflict(f"{user_id} cannot be their own manager")
+    if await conn.fetchrow("SELECT 1 FROM users WHERE id = $1", manager) is None:
+        raise Conflict(f"no user {manager!r} to be the manager; invite them first")
+
+
 async def _insert_invite(conn: Conn, invite: Invite) -> None:
+    if invite.manager is not None:
+        await _check_manager(conn, invite.user_id, invite.manager)
     await conn.execute(_INSERT_INVITE, invite.id, invite.user_id, invite.name, invite.email,
                        json.dumps(list(invite.groups)), invite.admin, invite.bootstrap, invite.created_by,
-                       invite.created_at, invite.expires_at)
+                       invite.created_at, invite.expires_at, invite.manager)
 
 
 async def _insert_token(conn: Conn, token: Token) -> None:
@@ -58,7 +74,8 @@ async def _insert_token(conn: Conn, token: Token) -> None:
 
 
 class TrustRecords(PostgresCore):
-    """Invites, users, enrollments, devices, credentials, tokens, admins, and the effects of signed actions."""
+    """Invites, users, enrollments, devices, credentials, tokens, admins, managers, renewals, and the effects of
+    signed actions."""
 
     async def create_invite(self, invite: Invite, draft: LedgerDraft | None) -> int | None:
         """Store an invite (only its hash); append ``draft`` when given (the bootstrap invite has none)."""
@@ -193,15 +210,19 @@ class TrustRecords(PostgresCore):
             if await conn.fetchrow("SELECT 1 FROM credentials WHERE id = $1", new.credential.id):
                 raise Conflict("this passkey is already registered; use a new passkey for this device")
             user = new.user
+            # an invite says who the user's manager is from now on (read here, in the transaction that uses it)
+            manager = await conn.fetchval("SELECT manager FROM invites WHERE id = $1", enrollment.invite_id) \
+                if enrollment.invite_id is not None else None
             if await conn.fetchrow("SELECT 1 FROM users WHERE id = $1", user.id) is None:
                 await conn.execute(
-                    "INSERT INTO users (id, name, email, groups_json, admin, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6)",
-                    user.id, user.name, user.email, json.dumps(list(user.groups)), user.admin, user.created_at)
+                    "INSERT INTO users (id, name, email, groups_json, admin, created_at, manager)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    user.id, user.name, user.email, json.dumps(list(user.groups)), user.admin, user.created_at,
+                    manager)
             elif enrollment.invite_id is not None:
-                await conn.execute("UPDATE users SET name = $1, email = $2, groups_json = $3, admin = $4"
-                                   " WHERE id = $5",
-                                   user.name, user.email, json.dumps(list(user.groups)), user.admin, user.id)
+                await conn.execute("UPDATE users SET name = $1, email = $2, groups_json = $3, admin = $4,"
+                                   " manager = $5 WHERE id = $6", user.name, user.email,
+                                   json.dumps(list(user.groups)), user.admin, manager, user.id)
                 await self._check_an_admin_remains(conn)
             device = new.device
             if max_pending_devices is not None and enrollment.invite_id is None \
@@ -277,7 +298,10 @@ class TrustRecords(PostgresCore):
                 signer.credential_id, signer.user_id)
             if row is None or row["status"] != "active":
                 raise Forbidden("the signing passkey is not on an active device of the signer")
-            if signer.must_be_admin and not row["admin"]:
+            if signer.must_be_admin and not row["admin"] and not await self._manages(conn, signer):
+                if signer.or_manager_of is not None:
+                    raise Forbidden(f"user {signer.user_id} is neither an administrator nor the manager of "
+                                    f"{signer.or_manager_of}; this action needs one of those")
                 raise Forbidden(f"user {signer.user_id} is not an administrator; this action needs one")
             bumped = await conn.execute("UPDATE credentials SET sign_count = $1 WHERE id = $2 AND sign_count = $3",
                                         signer.new_sign_count, signer.credential_id, signer.expected_sign_count)
@@ -287,6 +311,14 @@ class TrustRecords(PostgresCore):
             return await self._append(conn, draft)
 
         return await self.write(tx)
+
+    @staticmethod
+    async def _manages(conn: Conn, signer: Signer) -> bool:
+        """Whether the signer is, inside this transaction, the manager of ``signer.or_manager_of``."""
+        if signer.or_manager_of is None:
+            return False
+        manager = await conn.fetchval("SELECT manager FROM users WHERE id = $1", signer.or_manager_of)
+        return manager is not None and manager == signer.user_id
 
     async def _apply_effect(self, conn: Conn, effect: ActionEffect, now: float) -> None:
         if isinstance(effect, InviteEffect):
@@ -310,5 +342,71 @@ class TrustRecords(PostgresCore):
                 raise AlreadyUsed(f"device {effect.device_id} is not pending approval (already approved or revoked)")
             await conn.execute("UPDATE enrollments SET status = 'active' WHERE id = $1", effect.enrollment_id)
             await self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        elif isinstance(effect, RejectEffect):
+            updated = await conn.execute(
+                "UPDATE devices SET status = 'revoked', revoked_at = $1 WHERE id = $2 AND enrollment_id = $3"
+                " AND user_id = $4 AND status = 'pending_approval'",
+                now, effect.device_id, effect.enrollment_id, effect.user_id)
+            if rowcount(updated) != 1:
+                raise AlreadyUsed(f"device {effect.device_id} is not pending approval (already approved or revoked)")
+            await conn.execute("UPDATE enrollments SET status = 'rejected' WHERE id = $1", effect.enrollment_id)
+            await self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        elif isinstance(effect, ManagerEffect):
+            if effect.manager is not None:
+                await _check_manager(conn, effect.user_id, effect.manager)
+            updated = await conn.execute("UPDATE users SET manager = $1 WHERE id = $2", effect.manager,
+                                         effect.user_id)
+            if rowcount(updated) != 1:
+                raise Missing(f"no user {effect.user_id!r}")
+            await self._event(conn, "user.changed", {"user": effect.user_id}, now)
+        elif isinstance(effect, RenewEffect):
+            await self._renew(conn, effect, now)
         else:
             raise TypeError(f"unknown action effect {type(effect).__name__}")
+
+    # -- certificate renewal: the rendezvous of the device that asked and the passkey that signs ---------------
+
+    async def create_renewal(self, renewal: Renewal, *, max_open: int, forget_before: float) -> None:
+        """Store a begun renewal; at most ``max_open`` unexpired begun ones per device.
+
+        Renewals that expired before ``forget_before`` are deleted, whatever their status. Raises
+        :class:`LimitReached`. Counted inside the write lock, so two nodes cannot both take the last place.
+        """
+
+        async def tx(conn: Conn) -> None:
+            await conn.execute("DELETE FROM renewals WHERE expires_at <= $1", forget_before)
+            count = await conn.fetchval("SELECT COUNT(*) FROM renewals WHERE device_id = $1 AND status = 'begun'"
+                                        " AND expires_at > $2", renewal.device_id, renewal.created_at)
+            if count >= max_open:
+                raise LimitReached(f"{count} renewals of this device are already waiting for a passkey; finish "
+                                   "one or wait until they expire")
+            await conn.execute(
+                "INSERT INTO renewals (id, device_id, user_id, csr_pem, spki_sha256, status, created_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                renewal.id, renewal.device_id, renewal.user_id, renewal.csr_pem, renewal.spki_sha256,
+                renewal.status, renewal.created_at, renewal.expires_at)
+
+        await self.write(tx)
+
+    async def get_renewal(self, renewal_id: str) -> Renewal | None:
+        row = await self._fetchrow("SELECT * FROM renewals WHERE id = $1", renewal_id)
+        return renewal_from_row(row) if row else None
+
+    async def _renew(self, conn: Conn, effect: RenewEffect, now: float) -> None:
+        """Replace the device's certificate, move its live sessions to it, and answer its renewal request."""
+        updated = await conn.execute(
+            "UPDATE devices SET cert_sha256 = $1, cert_pem = $2, not_after = $3 WHERE id = $4 AND user_id = $5"
+            " AND status = 'active' AND cert_sha256 = $6",
+            effect.cert_sha256, effect.cert_pem, effect.not_after, effect.device_id, effect.user_id,
+            effect.old_cert_sha256)
+        if rowcount(updated) != 1:
+            raise AlreadyUsed(f"device {effect.device_id} no longer has the certificate this renewal was signed "
+                              "over (it was renewed or revoked meanwhile); start again")
+        # The session is (certificate, passkey assertion): the same passkey just vouched for the new key, so
+        # the session carries over to the new certificate instead of ending with the old one.
+        await conn.execute("UPDATE sessions SET cert_sha256 = $1 WHERE device_id = $2 AND cert_sha256 = $3"
+                           " AND revoked_at IS NULL", effect.cert_sha256, effect.device_id, effect.old_cert_sha256)
+        await conn.execute("UPDATE renewals SET status = 'renewed', cert_pem = $1, not_after = $2 WHERE device_id = $3"
+                           " AND spki_sha256 = $4 AND status = 'begun'",
+                           effect.cert_pem, effect.not_after, effect.device_id, effect.spki_sha256)
+        await self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
