@@ -1,9 +1,10 @@
 """idwall.store.postgres.core: one PostgreSQL database shared by every node. A new database is migrated to the
-latest schema (the same version numbers as SQLite's) and an old one brought up to it, each migration all or
-nothing, and nodes starting at once migrate it exactly once; trust writes are serialised in the database, so two
-stores appending at once leave one chain that ``verify_ledger`` accepts; the pool never opens more connections
-than its size; every failure of the database, at open or mid-transaction, is a 503 StoreError that changed
-nothing, after which the store recovers by itself; and the URL's password is in no error, log detail or repr.
+latest schema (the same version numbers as SQLite's, two files claiming one version refused) and an old one
+brought up to it, each migration all or nothing, and nodes starting at once migrate it exactly once; trust writes
+are serialised in the database, so two stores appending at once leave one chain that ``verify_ledger`` accepts;
+the pool never opens more connections than its size; every failure of the database, at open or mid-transaction,
+is a 503 StoreError that changed nothing, after which the store recovers by itself; and the URL's password is in
+no error, log detail or repr.
 
 Tested on the PostgreSQL server at 127.0.0.1:5432: a database of this test session's own, a schema per test, a
 second store on the same schema standing for another node; outages through a TCP relay that is cut, and a port
@@ -13,7 +14,6 @@ where nothing listens. An unreachable server fails these tests.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from importlib import resources
 from pathlib import Path
 
@@ -23,10 +23,9 @@ import pytest
 from idwall import pki
 from idwall.audit import GENESIS_PREV, entry_hash, ledger_public_jwk, verify_ledger
 from idwall.encoding import b64url_encode, sha256
-from idwall.store import PostgresStore, Store, StoreError
+from idwall.store import PostgresStore, StoreError
 from idwall.store.base import LedgerDraft
 from idwall.store.postgres.core import MIGRATE_LOCK, migrations, shown_url, url_secrets
-from idwall.store.sqlite import SQLiteStore
 from idwall.tokens import new_token
 from tests.helpers.ledger import gen
 from tests.helpers.records import NOW
@@ -78,38 +77,7 @@ async def _at_version_2(pg_url: str) -> None:
         await conn.close()
 
 
-# --------------------------------------------------------------------------- the interface
-
-
-def _public(cls: type) -> dict[str, inspect.Signature]:
-    return {name: inspect.signature(fn) for name, fn in inspect.getmembers(cls, inspect.isfunction)
-            if not name.startswith("_")}
-
-
-@pytest.mark.parametrize("name", sorted(_public(Store)))
-def test_every_method_of_the_interface_has_the_same_signature(name: str) -> None:
-    method = getattr(PostgresStore, name)
-    assert inspect.iscoroutinefunction(method), name
-    assert inspect.signature(method) == inspect.signature(getattr(Store, name)), name
-
-
-#: PostgreSQL's own: claiming a shared database at ``init --store``, LISTEN, liveness writes outside the lock
-POSTGRES_ONLY = {"create_bootstrap_invite", "listening", "write_volatile"}
-#: the raw escape hatches: the same parameters, but ``fn`` takes the backend's own connection
-RAW = {"read", "write"}
-
-
-def test_the_two_backends_have_the_same_methods_with_the_same_signatures() -> None:
-    """Every method of SQLiteStore exists on PostgresStore, and takes and returns exactly what it does (a method
-    main gives SQLite and nobody ports fails here, whether or not the Store protocol names it yet)."""
-    ours, theirs = _public(PostgresStore), _public(SQLiteStore)
-    assert set(ours) - POSTGRES_ONLY == set(theirs)
-    for name, signature in theirs.items():
-        assert inspect.iscoroutinefunction(getattr(PostgresStore, name)), name
-        if name in RAW:
-            assert list(ours[name].parameters) == list(signature.parameters), name
-        else:
-            assert ours[name] == signature, name
+# --------------------------------------------------------------------------- migrations
 
 
 def test_the_migrations_have_the_version_numbers_sqlite_has() -> None:
@@ -135,8 +103,6 @@ def test_the_shipped_postgresql_migrations_name_the_same_files_as_sqlite() -> No
     names = sorted(item.name for item in folder.iterdir() if item.name.endswith(".sql"))
     assert sorted(item.name for item in (folder / "postgres").iterdir() if item.name.endswith(".sql")) == names
 
-
-# --------------------------------------------------------------------------- migrations
 
 
 async def test_a_new_database_is_migrated_to_the_latest_schema(pg_url: str) -> None:

@@ -37,8 +37,8 @@ from idwall.store.sqlite import SQLiteStore
 from .clock import Clock
 from .records import NOW, enrollment
 
-__all__ = ["BACKENDS", "POSTGRES_SERVER", "AnyStore", "Relay", "closed_port", "draft", "dump", "enroll", "login",
-           "new_device", "new_schema", "opened", "place", "postgres_database"]
+__all__ = ["BACKENDS", "POSTGRES_SERVER", "AnyStore", "Relay", "closed_port", "defined_twice", "draft", "dump", "enroll",
+           "login", "new_device", "new_schema", "opened", "place", "postgres_database"]
 
 _NEW_KEY: Any = object()
 BACKENDS = ("sqlite", "postgres")
@@ -158,6 +158,20 @@ async def opened(where: Path | str, *, ledger_key: ec.EllipticCurvePrivateKey | 
         yield store
     finally:
         await store.close()
+
+
+def defined_twice(parts: tuple[type, ...]) -> list[str]:
+    """The methods more than one of a store's ``parts`` (its base classes) defines, as ``name: first and later``:
+    the order of the bases would resolve each silently, one definition winning."""
+    seen: dict[str, str] = {}
+    twice = []
+    for part in parts:
+        for name, value in vars(part).items():
+            if callable(value) and not name.startswith("__"):
+                if name in seen:
+                    twice.append(f"{name}: {seen[name]} and {part.__name__}")
+                seen[name] = part.__name__
+    return twice
 
 
 def draft(type: str = "key.rotate", subject: str = "kid-2", **data: Any) -> LedgerDraft:

@@ -12,28 +12,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
-
 from ..base import DirectoryCredential, DirectoryDevice, DirectoryUser
 from ..sqlite.core import user_from_row
-from ..sqlite.directory import DEVICE_STATUSES
+# the same device query and record as SQLite's: plain SQL, and rows read by column name
+from ..sqlite.directory import _DEVICE_COLUMNS, DEVICE_STATUSES, _device
 from .core import Conn, PostgresCore
 
-_DEVICE_COLUMNS = ("SELECT d.id, d.user_id, u.name AS user_name, d.name, d.status, d.enrolled_at, d.not_after,"
-                   " d.approved_by, d.revoked_at, (SELECT COUNT(*) FROM credentials c WHERE c.device_id = d.id)"
-                   " AS credentials FROM devices d JOIN users u ON u.id = d.user_id")
 # the ledger entry's fields a search reads: entries are stored as the JSON text that was sealed
 _TYPE = "(entry::json ->> 'type')"
 _NAMES = ("(entry::json ->> 'actor')", "(entry::json ->> 'subject')", "(entry::json -> 'data' ->> 'user')",
           "(entry::json -> 'data' ->> 'target')")
 _DEVICE_NAMES = ("(entry::json ->> 'subject')", "(entry::json -> 'data' ->> 'device_id')",
                  "(entry::json -> 'data' ->> 'target')")
-
-
-def _device(row: asyncpg.Record) -> DirectoryDevice:
-    return DirectoryDevice(row["id"], row["user_id"], row["user_name"], row["name"], row["status"],
-                           row["enrolled_at"], row["not_after"], row["approved_by"], row["revoked_at"],
-                           row["credentials"])
 
 
 def _check_limit(limit: int) -> None:

@@ -1,26 +1,19 @@
 """Sign requests in PostgreSQL (an action begun on the command line, signed on a one-time page; see
 :mod:`idwall.sign_requests`); the same rules and errors as :mod:`idwall.store.sqlite.signing`. Volatile writes
-(without the trust write lock): a request is not trust state. A move is one compare-and-set ``UPDATE``, so of
-two nodes moving one request at once exactly one wins, and the count of a device's live requests is taken
-under a per-device advisory lock, so two nodes cannot both take its last place.
+(without the trust write lock): a request is not trust state. A move locks the request's row before it checks the
+state, so of two nodes moving one request at once exactly one wins, and the count of a device's live requests is
+taken under a per-device advisory lock, so two nodes cannot both take its last place.
 """
 
 from __future__ import annotations
 
-import asyncpg
-
 from ..base import AlreadyUsed, Expired, LimitReached, Missing, SignRequest
-from ..sqlite.signing import KEEP_AFTER_EXPIRY
+# the same record from a row, whichever driver read it (both rows are read by column name)
+from ..sqlite.signing import KEEP_AFTER_EXPIRY, _record
 from .core import Conn, PostgresCore
 
 #: the advisory lock key space of the per-device bound ("IDWS"); the device id's hash picks the key in it
 _DEVICE_LOCK = 0x49445753
-
-
-def _record(row: asyncpg.Record) -> SignRequest:
-    return SignRequest(row["id"], bytes(row["link_hash"]), bytes(row["poll_hash"]), bytes(row["binding"]),
-                       row["user_id"], row["device_id"], row["action_id"], row["action"], row["state"],
-                       row["credential"], row["detail"], row["created_at"], row["expires_at"])
 
 
 class SignRequestRecords(PostgresCore):
