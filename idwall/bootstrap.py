@@ -11,6 +11,11 @@ The directory it writes::
         ledger-key.pem                    signs the audit ledger
     D/idwall.db                   SQLite store, migrated, holding the bootstrap invite
 
+With ``store`` (``idwall init --store postgresql://user@host:port/db``) the config points at that PostgreSQL
+database instead and no ``idwall.db`` is written: the database is migrated and given the bootstrap invite,
+and every node runs from a copy of ``D``. A database that already holds a gateway is refused unless
+``force``, which replaces that gateway (its users, devices and ledger) as it replaces ``D``'s files.
+
 Every private key is P-256 and written 0600 from creation. The bootstrap code is
 returned to the caller and never written anywhere: the store keeps only
 ``b64url(SHA-256(code))`` as the invite id.
@@ -39,8 +44,8 @@ from . import pki
 from .config import ConfigError, default_config_text, load_config
 from .encoding import b64url_encode, sha256
 from .errors import Conflict
-from .store.base import Invite
-from .store.sqlite import SQLiteStore
+from .store import SQLiteStore, is_postgres, open_store, shown_url
+from .store.base import AlreadyUsed, Invite
 
 CONFIG_NAME = "idwall.yaml"
 CERTS_DIR = "certs"
@@ -73,6 +78,7 @@ class InitResult:
     ca_pem: Path
     device_ca_pem: Path
     public_url: str
+    store: str  # where the store is, for people: the SQLite file, or the PostgreSQL URL without its password
 
 
 def bootstrap_invite_id(code: str) -> str:
@@ -151,6 +157,16 @@ async def _create_store(db_path: Path, invite: Invite) -> None:
         await store.close()
 
 
+async def _claim_database(url: str, invite: Invite, *, force: bool) -> None:
+    store = await open_store(url, ledger_key=None, pool_size=1)  # migrates it, under the migration lock
+    try:
+        await store.create_bootstrap_invite(invite, replace=force)  # type: ignore[union-attr]
+    except AlreadyUsed as exc:
+        raise InitRefused(exc.detail) from None
+    finally:
+        await store.close()
+
+
 async def _call(coro_factory: Callable[[], Awaitable[None]]) -> None:
     await coro_factory()
 
@@ -166,15 +182,18 @@ def _run_async(coro_factory: Callable[[], Awaitable[None]]) -> None:
         pool.submit(lambda: asyncio.run(_call(coro_factory))).result()
 
 
-def _build(tmp: Path, *, admin: str, port: int, host: str, now: datetime) -> tuple[str, str]:
-    """Write everything into ``tmp``; return (bootstrap code, public URL)."""
+def _build(tmp: Path, *, admin: str, port: int, host: str, now: datetime, store: str | None,
+           force: bool) -> tuple[str, str]:
+    """Write everything into ``tmp`` (and the bootstrap invite into ``store``); return (bootstrap code, public URL)."""
     public_url = f"https://localhost:{port}"
     _write_pki(tmp / CERTS_DIR, now=now, hosts=_server_hosts(host))
 
-    text = default_config_text(public_url=public_url, port=port, store_path=DB_NAME, admin=admin)
+    text = default_config_text(public_url=public_url, port=port, store_path=store or DB_NAME, admin=admin)
     if host != "127.0.0.1":
         text = _set_listen_host(text, host)
     (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
+    if store is not None and shown_url(store) != store:
+        os.chmod(tmp / CONFIG_NAME, 0o600)  # it holds the database password (a passfile or PGPASSWORD keeps it out)
     # Validate what we wrote before anything moves into place: a config that
     # init writes and serve refuses would be a broken first run.
     try:
@@ -190,6 +209,10 @@ def _build(tmp: Path, *, admin: str, port: int, host: str, now: datetime) -> tup
         admin=True, bootstrap=True, created_by="system", created_at=created,
         expires_at=created + BOOTSTRAP_TTL.total_seconds(),
     )
+    if store is not None:
+        # last: nothing can fail after the database is claimed but the move into place
+        _run_async(lambda: _claim_database(store, invite, force=force))
+        return code, public_url
     _run_async(lambda: _create_store(tmp / DB_NAME, invite))
     # Sessions, token and invite hashes live here; SQLite creates it 0644 and gives
     # its -wal/-shm files the database file's mode.
@@ -215,13 +238,15 @@ def _move_into(tmp: Path, directory: Path) -> None:
 
 
 def init_directory(dir: Path, *, admin: str, port: int, force: bool, now: datetime,
-                   host: str = "127.0.0.1") -> InitResult:
+                   host: str = "127.0.0.1", store: str | None = None) -> InitResult:
     """Create a gateway directory at ``dir``; see the module docstring for what it holds.
 
     Raises :class:`InitRefused` when ``dir`` exists and is not empty and ``force``
     is false (nothing is touched). With ``force`` only idwall's own entries
     (``idwall.yaml``, ``certs/``, ``idwall.db*``) are replaced; other files stay.
-    ``ValueError`` for an unusable ``admin``, ``port`` or ``host``.
+    ``store`` is a ``postgresql://`` URL to use instead of the SQLite file; :class:`InitRefused` too when
+    that database holds a gateway and ``force`` is false, a StoreError when it cannot be reached.
+    ``ValueError`` for an unusable ``admin``, ``port``, ``host`` or ``store``.
     """
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be 1-65535 (the public URL names it), got {port}")
@@ -229,6 +254,9 @@ def init_directory(dir: Path, *, admin: str, port: int, force: bool, now: dateti
         raise ValueError(f"admin must be a user id of 1-128 printable characters, got {admin!r}")
     if not _valid_listen_host(host):
         raise ValueError(f"listen.host must be an IP address or a DNS name, got {host!r}")
+    if store is not None and not is_postgres(store):
+        # never echo it: it may hold a password
+        raise ValueError("--store must be a postgresql://user@host:port/db URL (without it: SQLite in the directory)")
     directory = Path(os.path.abspath(Path(dir).expanduser()))
     if directory.exists() and not directory.is_dir():
         raise InitRefused(f"{directory} exists and is not a directory")
@@ -239,7 +267,7 @@ def init_directory(dir: Path, *, admin: str, port: int, force: bool, now: dateti
 
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.init-"))
     try:
-        code, public_url = _build(tmp, admin=admin, port=port, host=host, now=now)
+        code, public_url = _build(tmp, admin=admin, port=port, host=host, now=now, store=store, force=force)
         if not directory.exists():
             os.mkdir(directory, 0o700)
         for entry in _owned_entries(directory):
@@ -258,4 +286,5 @@ def init_directory(dir: Path, *, admin: str, port: int, force: bool, now: dateti
         ca_pem=certs / "ca.pem",
         device_ca_pem=certs / "device-ca.pem",
         public_url=public_url,
+        store=shown_url(store) if store is not None else str(directory / DB_NAME),
     )

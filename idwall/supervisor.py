@@ -31,7 +31,7 @@ import uvloop
 from .cluster import HEARTBEAT_EVERY, Worker
 from .config import Config, load_config
 from .logs import event, setup_logging
-from .store import open_store
+from .store import is_postgres, open_store
 from .web.server import make_node, start_gateway
 
 #: how long the parent waits for a new worker to listen before giving up on it (seconds)
@@ -273,11 +273,19 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_gateway(config)
+    node = await make_node(config)
+    if is_postgres(config.store):
+        # one of several nodes: a worker in the shared table, so a kill on any node waits for this one's cut
+        # and names it when it does not answer
+        node.worker = Worker(0)
+        node.worker.listen()
+    running = await start_gateway(config, node=node)
     _settle()
     await stop.wait()
     event("gateway.stopping", drain_timeout=config.limits.drain_timeout)
     await running.stop()
+    if node.worker is not None:
+        node.worker.close()
     event("gateway.stopped")
     return 0
 

@@ -19,6 +19,7 @@ from tests.helpers.gateway import GatewayUnderTest, Upstream, echo_upstream, run
 from tests.helpers.kill import KillBed, kill_bed
 from tests.helpers.process import Cluster, gateway_process
 from tests.helpers.proxy import Proxy, reset, running_app_upstream, running_proxy
+from tests.helpers.store import new_schema, postgres_database
 from tests.helpers.upstream_app import AppUpstream
 from tests.helpers.workers import threaded_echo_upstream
 
@@ -42,6 +43,19 @@ async def gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[GatewayUn
     """``idwall init`` + a started gateway whose ``whoami`` route (path ``/``) goes to the echo upstream."""
     async with running_gateway(tmp_path, upstream.url) as gut:
         yield gut
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own (``idwall_test_<random>``), dropped when it ends."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_url(postgres_url: str) -> str:
+    """A fresh, empty schema of this test's own in the session's PostgreSQL database, as a store URL."""
+    return await new_schema(postgres_url)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.incident.webhooks", "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report",
         "idwall.proxy_protocol", "idwall.action_words", "idwall.sign_requests", "idwall.renewal")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
+              "idwall.store.postgres",
               "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server",
               "idwall.engine.tunnel", "idwall.engine.proxied", "idwall.relay", "idwall.web",
               "idwall.supervisor", "idwall.cli")

@@ -23,7 +23,10 @@ from idwall.bootstrap import (
     init_directory,
 )
 from idwall.config import load_config
+from idwall.store import StoreError
+from idwall.store.postgres.core import migrations
 from idwall.store.sqlite import SQLiteStore
+from tests.helpers.store import closed_port, draft, dump, enroll, opened
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 KEY_FILES = ("ca-key.pem", "server-key.pem", "device-ca-key.pem", "assertion-key.pem", "ledger-key.pem")
@@ -285,3 +288,83 @@ async def test_init_works_inside_a_running_event_loop(tmp_path: Path) -> None:
     result = _init(tmp_path / "gw")
     assert result.config_path.is_file()
     assert os.path.getsize(tmp_path / "gw" / "idwall.db") > 0
+
+
+# --------------------------------------------------------------------------- --store postgresql://
+
+
+async def _pg_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    async with opened(url, ledger_key=None) as store:
+        return await dump(store)
+
+
+async def test_a_postgresql_store_is_migrated_and_holds_only_the_bootstrap_invite(tmp_path: Path, pg_url: str) -> None:
+    with_password = pg_url.replace("postgres@", "postgres:hunter2@")
+    result = _init(tmp_path / "gw", store=with_password)
+    assert load_config(result.config_path).store == with_password  # the config keeps what the nodes need
+    assert sorted(p.name for p in (tmp_path / "gw").iterdir()) == ["certs", "idwall.yaml"]  # no idwall.db
+    assert result.store == pg_url.replace("postgres@", "postgres:***@")  # what is printed hides the password
+    assert stat.S_IMODE(result.config_path.stat().st_mode) == 0o600  # the file that holds it is the owner's
+    rows = await _pg_rows(pg_url)
+    assert [r[0] for r in rows["invites"]] == [bootstrap_invite_id(result.bootstrap_code)]
+    assert rows["ledger"] == rows["users"] == [] and rows["schema_version"] == [(v,) for v, _ in migrations()]
+    async with opened(pg_url, ledger_key=None) as store:
+        invite = await store.get_invite(bootstrap_invite_id(result.bootstrap_code))
+    assert invite is not None and invite.bootstrap and invite.admin and invite.user_id == "root-admin"
+
+
+async def test_a_database_that_holds_a_gateway_is_refused_and_untouched(tmp_path: Path, pg_url: str) -> None:
+    _init(tmp_path / "first", store=pg_url)
+    before = await _pg_rows(pg_url)
+    with pytest.raises(InitRefused, match="already holds a gateway; use --force"):
+        _init(tmp_path / "second", store=pg_url)
+    assert await _pg_rows(pg_url) == before
+    assert not (tmp_path / "second").exists()
+
+
+async def test_force_replaces_the_gateway_a_database_holds(tmp_path: Path, pg_url: str) -> None:
+    first = _init(tmp_path / "first", store=pg_url)
+    async with opened(pg_url) as store:  # the old gateway got going: an admin, a ledger, a kill event
+        new = await enroll(store, "root-admin", admin=True)
+        await store.kill(scope="user", target="root-admin", revoke_devices=False, now=NOW.timestamp(),
+                         draft=draft("kill", "root-admin"))
+    second = _init(tmp_path / "second", store=pg_url, force=True)
+    rows = await _pg_rows(pg_url)
+    assert [r[0] for r in rows["invites"]] == [bootstrap_invite_id(second.bootstrap_code)]
+    assert bootstrap_invite_id(first.bootstrap_code) != bootstrap_invite_id(second.bootstrap_code)
+    assert rows["users"] == rows["devices"] == rows["ledger"] == rows["events"] == []
+    async with opened(pg_url) as store:
+        assert await store.get_device(new.device.id) is None
+        await store.append_ledger(draft())
+        assert [e["seq"] for e in await store.ledger_entries()] == [1]  # the new gateway's chain starts afresh
+
+
+async def test_two_inits_on_one_database_at_once_make_one_gateway(tmp_path: Path, pg_url: str) -> None:
+    def init(name: str) -> object:
+        try:
+            return _init(tmp_path / name, store=pg_url)
+        except InitRefused as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(asyncio.to_thread(init, f"gw-{i}") for i in range(3)))
+    made = [o for o in outcomes if not isinstance(o, InitRefused)]
+    assert len(made) == 1
+    rows = await _pg_rows(pg_url)
+    assert [r[0] for r in rows["invites"]] == [bootstrap_invite_id(made[0].bootstrap_code)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("store", ["mysql://u:hunter2@db/idwall", "sqlite:///tmp/x.db", "postgres://u:hunter2@db/x",
+                                   "postgresql://"])
+def test_a_store_that_is_not_postgresql_is_refused_without_echoing_it(tmp_path: Path, store: str) -> None:
+    with pytest.raises(ValueError) as info:
+        _init(tmp_path / "gw", store=store)
+    assert "postgresql://user@host:port/db" in str(info.value) and "hunter2" not in str(info.value)
+    assert not (tmp_path / "gw").exists()
+
+
+def test_an_unreachable_database_leaves_nothing(tmp_path: Path) -> None:
+    with closed_port() as port:
+        with pytest.raises(StoreError) as info:
+            _init(tmp_path / "gw", store=f"postgresql://postgres:hunter2@127.0.0.1:{port}/idwall")
+    assert "hunter2" not in f"{info.value} {info.value.log_detail}"
+    assert list(tmp_path.iterdir()) == []

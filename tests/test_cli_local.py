@@ -27,6 +27,7 @@ from idwall.store import open_store
 from idwall.store.base import LedgerDraft
 from idwall.testing.fixtures import free_port
 from tests.helpers.cli import REPO, init_gwdir, run_cli, spawn_cli, unset_idwall_env
+from tests.helpers.store import closed_port, new_schema
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +96,35 @@ def test_init_refuses_a_non_empty_directory(tmp_path: Path, capsys: pytest.Captu
     assert (directory / "x").read_text() == "mine"
 
 
-@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "70000"], ["--admin", ""], ["--port", "abc"]])
+async def test_init_with_a_postgresql_store_prints_it_without_its_password(
+        tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    url = (await new_schema(postgres_url)).replace("postgres@", "postgres:hunter2@")
+    assert cli.main(["init", "--dir", str(tmp_path / "a"), "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "store         postgresql://postgres:***@127.0.0.1:5432/" in out and "hunter2" not in out
+    assert load_config(tmp_path / "a" / "idwall.yaml").store == url
+    # a second gateway on the same database: refused (exit 2, one line), then replaced with --force
+    assert cli.main(["init", "--dir", str(tmp_path / "b"), "--store", url, "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a gateway; use --force" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+    assert cli.main(["init", "--dir", str(tmp_path / "b"), "--store", url, "--force", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"config", "bootstrap_code", "ca_pem", "device_ca_pem",
+                                                        "public_url"}
+
+
+def test_init_with_an_unreachable_postgresql_store_says_why_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with closed_port() as port:
+        code = cli.main(["init", "--dir", str(tmp_path / "gw"), "--store",
+                         f"postgresql://postgres:hunter2@127.0.0.1:{port}/idwall"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot initialise the PostgreSQL store" in err and "Connect call failed" in err
+    assert "hunter2" not in err and not (tmp_path / "gw").exists()
+
+
+@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "70000"], ["--admin", ""], ["--port", "abc"],
+                                  ["--store", "mysql://u:pw@db/x"], ["--store", "sqlite:///x.db"]])
 def test_init_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
     assert cli.main(["init", "--dir", str(tmp_path / "gw"), *args]) == 2
     assert not (tmp_path / "gw").exists()

@@ -23,7 +23,8 @@ def test_unknown_top_level_key_exact_message(tree: Path) -> None:
     exc = error(tree, BASE + "routse: []\n")
     assert str(exc) == (
         f"{tree / 'idwall.yaml'}:17: routse: unknown key; did you mean 'routes'? valid keys here: public_url, listen, tls, "
-        "device_ca, webauthn, session, assertion, ledger, store, devices, routes, limits, admin, privileged, incident"
+        "device_ca, webauthn, session, assertion, ledger, store, devices, routes, limits, admin, privileged, incident, "
+        "cluster"
     )
 
 

@@ -22,13 +22,16 @@ from idwall.killswitch import KillStore
 from idwall.store.base import LedgerDraft, Store, WorkerRow
 from idwall.store.sqlite import KILL_SCOPES, SQLiteStore
 from idwall.store.sqlite.core import SQLiteCore
+from idwall.store.sqlite.directory import DirectoryRecords
+from idwall.store.sqlite.renewals import RenewalRecords
 from idwall.store.sqlite.sessions import SessionRecords
+from idwall.store.sqlite.signing import SignRequestRecords
 from idwall.store.sqlite.trust import TrustRecords
 from idwall.store.sqlite.workers import WorkerRecords
 from tests.helpers.records import NOW
-from tests.helpers.store import dump, enroll, login, opened
+from tests.helpers.store import defined_twice, dump, enroll, login, opened
 
-PARTS = (TrustRecords, SessionRecords, WorkerRecords, SQLiteCore)
+PARTS = (TrustRecords, RenewalRecords, SessionRecords, WorkerRecords, SignRequestRecords, DirectoryRecords, SQLiteCore)
 
 
 def _protocol_methods(protocol: type) -> list[str]:
@@ -51,15 +54,7 @@ def test_the_store_has_every_method_its_users_call_with_their_parameters(protoco
 
 def test_each_method_comes_from_one_part() -> None:
     """A method two parts define would be resolved by the order of the bases: one would silently win."""
-    seen: dict[str, str] = {}
-    twice = []
-    for part in PARTS:
-        for name, value in vars(part).items():
-            if callable(value) and not name.startswith("__"):
-                if name in seen:
-                    twice.append(f"{name}: {seen[name]} and {part.__name__}")
-                seen[name] = part.__name__
-    assert twice == []
+    assert defined_twice(PARTS) == []
 
 
 def test_the_store_and_the_registry_know_the_same_kill_scopes() -> None:

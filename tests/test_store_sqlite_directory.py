@@ -1,5 +1,6 @@
 """idwall.store.sqlite.directory: the admin console's pages of users, devices and ledger entries, on a real SQLite
-file (helpers/store.py). Pages follow each other without gaps or repeats; filters keep exactly what they name."""
+file and on a fresh PostgreSQL schema (the same tests on both backends, helpers/store.py). Pages follow each other
+without gaps or repeats; filters keep exactly what they name."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import pytest
 from idwall.store.base import LedgerDraft, ManagerEffect, Signer
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
-from tests.helpers.store import draft, dump, enroll, login, opened
+from tests.helpers.store import BACKENDS, draft, dump, enroll, login, opened, place
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with opened(tmp_path / "idwall.db") as opened_store:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with opened(await place(request, tmp_path)) as opened_store:
         yield opened_store
 
 
@@ -29,7 +30,7 @@ async def test_a_user_comes_with_devices_passkeys_and_last_login(store: SQLiteSt
     assert [u.user.id for u in users] == ["alice", "bob"]
     alice = users[0]
     assert alice.user.groups == ("eng",) and alice.user.admin
-    assert alice.manager is None  # this schema has no manager column
+    assert alice.manager is None  # nobody named one
     assert [(d.id, d.status, d.credentials) for d in alice.devices] == [("dev-a1", "active", 1),
                                                                       ("dev-a2", "pending_approval", 1)]
     assert alice.devices[0].not_after == NOW + 86400 and alice.devices[1].not_after is None

@@ -2,7 +2,8 @@
 itself: the device's certificate replaced only while it still has the one the renewal was signed over, its live
 sessions moved to the new certificate, its request answered, and other processes told.
 
-Tested on a real SQLite file in ``tmp_path`` (helpers/store.py); a refused change leaves every table as it was.
+Tested on a real SQLite file in ``tmp_path`` and on a fresh PostgreSQL schema (the same tests on both backends,
+helpers/store.py); a refused change leaves every table as it was.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from idwall.encoding import b64url_encode
 from idwall.store.base import AlreadyUsed, LedgerDraft, LimitReached, Renewal, RenewEffect, Signer
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
-from tests.helpers.store import dump, enroll, login, opened
+from tests.helpers.store import BACKENDS, dump, enroll, login, opened, place
 
 NEW_CERT, NEW_KEY = b"N" * 32, b"K" * 32
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with opened(tmp_path / "idwall.db") as opened_store:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with opened(await place(request, tmp_path)) as opened_store:
         yield opened_store
 
 

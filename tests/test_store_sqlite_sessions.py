@@ -23,12 +23,12 @@ from idwall.store.base import AlreadyUsed, Ceremony, Expired, LedgerDraft, Sessi
 from idwall.store.sqlite import KILL_SCOPES, SQLiteStore
 from tests.helpers.records import NOW
 from tests.helpers.clock import Clock
-from tests.helpers.store import draft, dump, enroll, login, opened
+from tests.helpers.store import BACKENDS, draft, dump, enroll, login, opened, place
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with opened(tmp_path / "idwall.db") as opened_store:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with opened(await place(request, tmp_path)) as opened_store:
         yield opened_store
 
 

@@ -25,12 +25,12 @@ from idwall.store.base import (ActivateEffect, AdminEffect, AlreadyUsed, Expired
 from idwall.store.sqlite import SQLiteStore
 from idwall.tokens import new_token
 from tests.helpers.records import NOW, enrollment, invite
-from tests.helpers.store import draft, dump, enroll, new_device, opened
+from tests.helpers.store import BACKENDS, draft, dump, enroll, new_device, opened, place
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with opened(tmp_path / "idwall.db") as opened_store:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with opened(await place(request, tmp_path)) as opened_store:
         yield opened_store
 
 

@@ -17,12 +17,12 @@ import pytest
 from idwall.store.base import WorkerRow
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
-from tests.helpers.store import draft, enroll, login, opened
+from tests.helpers.store import BACKENDS, draft, enroll, login, opened, place
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with opened(tmp_path / "idwall.db") as opened_store:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with opened(await place(request, tmp_path)) as opened_store:
         yield opened_store
 
 
@@ -101,6 +101,7 @@ async def test_another_process_sees_workers_and_acknowledgements(tmp_path: Path)
         assert await other.event_acks(4) == {"w-1": 1}
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # SQLite's fsync setting; PostgreSQL has no such knob
 async def test_liveness_writes_leave_trust_writes_fully_durable(store: SQLiteStore) -> None:
     def synchronous() -> object:
         return store.read(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])

@@ -78,7 +78,7 @@ def _init_summary(result: InitResult, directory: Path, admin: str, out: TextIO) 
         f"  server cert   {certs / 'server.pem'}  (localhost, 127.0.0.1)",
         f"  device CA     {result.device_ca_pem}",
         f"  signing keys  {certs / 'assertion-key.pem'}, {certs / 'ledger-key.pem'}",
-        f"  store         {directory / 'idwall.db'}",
+        f"  store         {result.store}",
         "",
         f"Bootstrap code for the first administrator {admin!r}, valid 7 days.",
         "It is shown ONCE and not stored anywhere (only its hash is): copy it now.",
@@ -93,22 +93,27 @@ def _init_summary(result: InitResult, directory: Path, admin: str, out: TextIO) 
     print("\n".join(lines), file=out, flush=True)
 
 
-def _do_init(directory: Path, *, admin: str, port: int, host: str, force: bool) -> InitResult:
+def _do_init(directory: Path, *, admin: str, port: int, host: str, force: bool,
+             store: str | None = None) -> InitResult:
     from ..bootstrap import InitRefused, init_directory
+    from ..store import StoreError
 
     try:
         return init_directory(directory, admin=admin, port=port, force=force, host=host,
-                              now=datetime.now(timezone.utc))
+                              now=datetime.now(timezone.utc), store=store)
     except InitRefused as exc:
         raise usage(exc.detail) from None
     except ValueError as exc:
         raise usage(str(exc)) from None
+    except StoreError as exc:  # the driver's words (the password blotted out) say why: refused, unknown database
+        raise CLIError(f"cannot initialise the PostgreSQL store: {exc.log_detail or exc.detail}") from None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     """``idwall init``: write a gateway directory and show the bootstrap code once."""
     directory = Path(os.path.abspath(Path(args.dir).expanduser()))
-    result = _do_init(directory, admin=args.admin, port=args.port, host=args.host, force=args.force)
+    result = _do_init(directory, admin=args.admin, port=args.port, host=args.host, force=args.force,
+                      store=args.store)
     if args.json:
         print(json.dumps({
             "config": str(result.config_path),

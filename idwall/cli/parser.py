@@ -27,8 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", default="admin", help="user id of the first administrator (default: admin)")
     p.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--store", help="a postgresql://user@host:port/db URL for several nodes (default: idwall.db "
+                   "in the directory); refused when that database holds a gateway, unless --force")
     p.add_argument("--force", action="store_true",
-                   help="replace idwall.yaml, certs/ and idwall.db in a non-empty directory; keep other files")
+                   help="replace idwall.yaml, certs/ and idwall.db in a non-empty directory, keeping other files, "
+                   "and the gateway a --store database holds")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.set_defaults(func=cmd_init)
 

@@ -223,6 +223,13 @@ class Route:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes on one PostgreSQL database: how many connections each process keeps to it."""
+
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
 class PrivilegedConfig:
     """Who counts as privileged beyond administrators: members of these groups (and their tokens)."""
 
@@ -306,6 +313,7 @@ class Config:
     admin: AdminConfig
     privileged: PrivilegedConfig = PrivilegedConfig()
     incident: IncidentConfig = IncidentConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..units import DAY, HOUR, MINUTE
 from .checks import Ctx, kind
+from .cluster import cluster_section
 from .incident import incident_section, privileged_section
 from .model import (
     CONTROL_RE,
@@ -42,6 +43,7 @@ __all__ = ["build_config"]
 _TOP_KEYS = (
     "public_url", "listen", "tls", "device_ca", "webauthn", "session", "assertion",
     "ledger", "store", "devices", "routes", "limits", "admin", "privileged", "incident",
+    "cluster",
 )
 _ROUTE_KEYS = (
     "name", "match", "upstream", "allow", "fresh_auth", "websockets", "bind_request",
@@ -449,4 +451,5 @@ def build_config(data: Any, ctx: Ctx, source: Path) -> Config:
         admin=AdminConfig(fresh_auth=ctx.duration(admin_map, ("admin",), "fresh_auth", 15 * MINUTE)),
         privileged=privileged_section(ctx, root.get("privileged", {})),
         incident=incident_section(ctx, root.get("incident", {})),
+        cluster=cluster_section(ctx, root.get("cluster", {})),
     )

@@ -14,13 +14,14 @@ import contextlib
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from ..assertion import KeySet
-from ..cluster import register
+from ..cluster import nudge, register
 from ..config import Config
 from ..engine.io import Engine
 from ..engine.server import Listener, private_socket_path
@@ -48,7 +49,8 @@ def ca_bundle_path(config: Config) -> Path:
 async def make_node(config: Config) -> Node:
     """Open the store and load every key the gateway needs."""
     ledger_key = load_private_key(config.ledger.key)
-    store = await open_store(config.store, ledger_key=ledger_key)  # type: ignore[arg-type]
+    store = await open_store(config.store, ledger_key=ledger_key,  # type: ignore[arg-type]
+                             pool_size=config.cluster.pool_size)
     keys = KeySet.load(config.assertion.key, now=time.time(), overlap=config.assertion.overlap)
     return Node(config=config, store=store, keys=keys, ledger_key=ledger_key,  # type: ignore[arg-type]
                 device_ca_cert=load_cert(config.device_ca.cert),
@@ -136,6 +138,10 @@ async def start_gateway(config: Config, *, port: int | None = None, node: Node |
         if node.worker is not None:
             await register(node.store, node.worker, now=node.clock())
         await stack.enter_async_context(_background(node))
+        if node.worker is not None and hasattr(node.store, "listening"):
+            # PostgreSQL: a commit on any node wakes this worker's poller at once (LISTEN/NOTIFY), as a local
+            # nudge would; after every reconnect too, so the poller replays what it could not hear
+            await stack.enter_async_context(node.store.listening(partial(nudge, [node.worker.nudge_address])))
         await stack.enter_async_context(node.webhooks)
         socket_path = private_socket_path()
         listener = Listener(node, internal_socket=socket_path)

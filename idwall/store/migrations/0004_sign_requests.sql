@@ -1,4 +1,4 @@
--- IDWall store, schema version 3: sign requests (idwall.sign_requests), an action begun on the command line
+-- IDWall store, schema version 4: sign requests (idwall.sign_requests), an action begun on the command line
 -- and signed on a one-time page. Not trust state: a lost row only fails that request; the action itself is
 -- performed (with its ledger entry) by actions/finish as any other.
 CREATE TABLE sign_requests (

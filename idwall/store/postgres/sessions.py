@@ -1,0 +1,195 @@
+"""What is live, in PostgreSQL: a certificate's device, user and session, login ceremonies, sessions, the kill
+switch's revocations, the trust events every node follows, and the ledger read back. The same rules and errors
+as :mod:`idwall.store.sqlite.sessions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from ..base import AlreadyUsed, Ceremony, Event, Expired, KillResult, LedgerDraft, Resolved, Session
+from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
+from ..sqlite.sessions import KILL_SCOPES
+from .core import Conn, PostgresCore, rowcount
+
+# The sessions (and devices) a kill scope covers, with ``u`` the user row; ``$2`` is the target.
+_IN_GROUP = "EXISTS (SELECT 1 FROM json_array_elements_text(u.groups_json::json) g WHERE g = $2)"
+_KILL_SESSIONS = {"session": "s.id = $2", "device": "s.device_id = $2", "user": "s.user_id = $2",
+                  "group": _IN_GROUP, "all": "TRUE"}
+_KILL_DEVICES = {"session": "d.id IN (SELECT device_id FROM sessions WHERE id = $2)", "device": "d.id = $2",
+                 "user": "d.user_id = $2", "group": _IN_GROUP, "all": "TRUE"}
+
+
+class SessionRecords(PostgresCore):
+    """Certificates resolved, ceremonies, sessions, kills, trust events and the ledger's pages."""
+
+    async def resolve_certificate(self, cert_sha256: bytes, *, now: float) -> Resolved | None:
+        """Map a connection's certificate to device, user, credentials and newest live session."""
+
+        async def read(conn: Conn) -> Resolved | None:
+            # one snapshot: a kill committing between these reads cannot pair a revoked device with a live session
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                row = await conn.fetchrow("SELECT * FROM devices WHERE cert_sha256 = $1", cert_sha256)
+                if row is None:
+                    return None
+                # the PEM stays in the store: a connection holds this record for its whole life
+                device = dataclasses.replace(device_from_row(row), cert_pem=None)
+                user = user_from_row(await conn.fetchrow("SELECT * FROM users WHERE id = $1", device.user_id))
+                creds = tuple(credential_from_row(r) for r in await conn.fetch(
+                    "SELECT * FROM credentials WHERE device_id = $1", device.id))
+                srow = await conn.fetchrow(
+                    "SELECT * FROM sessions WHERE device_id = $1 AND cert_sha256 = $2 AND revoked_at IS NULL"
+                    " AND expires_at > $3 ORDER BY auth_time DESC LIMIT 1", device.id, cert_sha256, now)
+                return Resolved(device, user, creds, session_from_row(srow) if srow else None)
+
+        return await self.read(read)
+
+    async def create_ceremony(self, ceremony: Ceremony, *, max_per_device: int | None = None) -> None:
+        """Store a ceremony; expired ones go, and a device keeps only its ``max_per_device`` newest."""
+
+        async def tx(conn: Conn) -> None:
+            await conn.execute("DELETE FROM ceremonies WHERE expires_at <= $1", self._clock())
+            if max_per_device is not None and ceremony.device_id is not None:
+                await conn.execute("DELETE FROM ceremonies WHERE device_id = $1 AND made NOT IN (SELECT made FROM"
+                                   " ceremonies WHERE device_id = $1 ORDER BY made DESC LIMIT $2)",
+                                   ceremony.device_id, max(max_per_device - 1, 0))
+            await conn.execute(
+                "INSERT INTO ceremonies (id, kind, nonce, binding, user_id, device_id, payload, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                ceremony.id, ceremony.kind, ceremony.nonce, ceremony.binding, ceremony.user_id,
+                ceremony.device_id, ceremony.payload, ceremony.expires_at)
+
+        await self.write(tx)
+
+    async def consume_ceremony(self, ceremony_id: str, *, kind: str, now: float) -> Ceremony:
+        """Delete and return a ceremony: each challenge can be answered once."""
+
+        async def tx(conn: Conn) -> Ceremony:
+            row = await conn.fetchrow("DELETE FROM ceremonies WHERE id = $1 AND kind = $2 RETURNING *",
+                                      ceremony_id, kind)
+            if row is None:
+                raise AlreadyUsed("this challenge is unknown or was already used; start again")
+            ceremony = Ceremony(row["id"], row["kind"], bytes(row["nonce"]), bytes(row["binding"]), row["user_id"],
+                                row["device_id"], row["payload"], row["expires_at"])
+            if ceremony.expires_at <= now:
+                raise Expired("this challenge has expired; start again")
+            return ceremony
+
+        return await self.write(tx)
+
+    async def create_session(self, session: Session, *, expected_sign_count: int, new_sign_count: int,
+                             draft: LedgerDraft) -> int:
+        """Store the new sign count (compare-and-set) and the session, and append the login entry."""
+
+        async def tx(conn: Conn) -> int:
+            status = await conn.fetchval("SELECT status FROM devices WHERE id = $1", session.device_id)
+            if status != "active":
+                raise AlreadyUsed("this device is not active; it cannot log in")
+            updated = await conn.execute("UPDATE credentials SET sign_count = $1 WHERE id = $2 AND sign_count = $3",
+                                         new_sign_count, session.credential_id, expected_sign_count)
+            if rowcount(updated) != 1:
+                raise AlreadyUsed("the passkey's signature counter changed during this login; try again")
+            await conn.execute(
+                "INSERT INTO sessions (id, user_id, device_id, credential_id, cert_sha256, amr_json, auth_time,"
+                " created_at, expires_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                session.id, session.user_id, session.device_id, session.credential_id, session.cert_sha256,
+                json.dumps(list(session.amr)), session.auth_time, session.created_at, session.expires_at,
+                session.last_seen)
+            seq = await self._append(conn, draft)
+            await self._event(conn, "session.login", {"session": session.id, "device": session.device_id,
+                                                      "user": session.user_id}, session.created_at)
+            return seq
+
+        return await self.write(tx)
+
+    async def record_anomaly(self, draft: LedgerDraft) -> int:
+        return await self.write(lambda conn: self._append(conn, draft))
+
+    async def append_ledger(self, draft: LedgerDraft) -> int:
+        return await self.write(lambda conn: self._append(conn, draft))
+
+    async def end_session(self, session_id: str, *, now: float, reason: str, draft: LedgerDraft | None) -> None:
+        async def tx(conn: Conn) -> None:
+            row = await conn.fetchrow("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3"
+                                      " AND revoked_at IS NULL RETURNING device_id, user_id", now, reason, session_id)
+            if row is None:
+                return
+            if draft is not None:
+                await self._append(conn, draft)
+            await self._event(conn, "session.end", {"session": session_id, "device": row["device_id"],
+                                                    "user": row["user_id"], "reason": reason}, now)
+
+        await self.write(tx)
+
+    async def touch_sessions(self, last_seen: dict[str, float]) -> None:
+        """Record when sessions were last used (batched off the request path; ``last_seen`` never goes back)."""
+        if not last_seen:
+            return
+        await self.write_volatile(lambda conn: conn.executemany(
+            "UPDATE sessions SET last_seen = GREATEST(last_seen, $1) WHERE id = $2",
+            [(t, sid) for sid, t in last_seen.items()]))
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
+        return session_from_row(row) if row else None
+
+    async def had_session(self, device_id: str, cert_sha256: bytes) -> bool:
+        """Whether this device certificate ever had a session (so a login prompt can say it *ended*)."""
+        row = await self._fetchrow("SELECT 1 FROM sessions WHERE device_id = $1 AND cert_sha256 = $2 LIMIT 1",
+                                   device_id, cert_sha256)
+        return row is not None
+
+    async def live_sessions(self, *, now: float) -> list[Session]:
+        rows = await self._fetch("SELECT * FROM sessions WHERE revoked_at IS NULL AND expires_at > $1"
+                                 " ORDER BY created_at", now)
+        return [session_from_row(r) for r in rows]
+
+    async def kill(self, *, scope: str, target: str | None, revoke_devices: bool, now: float,
+                   draft: LedgerDraft) -> KillResult:
+        """Revoke every matching live session (and device when asked), durably, with its ledger entry.
+
+        The ledger entry's ``data`` gets the ids that were cut, so the record says exactly what happened.
+        """
+        if scope not in KILL_SCOPES:
+            raise ValueError(f"unknown kill scope {scope!r}")
+        args = (now,) if scope == "all" else (now, target)  # "all" has no target to bind as $2
+
+        async def tx(conn: Conn) -> KillResult:
+            rows = await conn.fetch(
+                f"UPDATE sessions SET revoked_at = $1, revoke_reason = 'kill' WHERE id IN (SELECT s.id FROM sessions"
+                f" s JOIN users u ON u.id = s.user_id WHERE s.revoked_at IS NULL AND s.expires_at > $1"
+                f" AND {_KILL_SESSIONS[scope]}) RETURNING id, user_id", *args)
+            sessions = sorted(r["id"] for r in rows)
+            users = sorted({r["user_id"] for r in rows})
+            devices: list[str] = []
+            if revoke_devices:
+                # the "session" scope finds its device through the session, revoked a moment ago: still there
+                drows = await conn.fetch(
+                    f"UPDATE devices SET status = 'revoked', revoked_at = $1 WHERE id IN (SELECT d.id FROM devices d"
+                    f" JOIN users u ON u.id = d.user_id WHERE d.status != 'revoked' AND {_KILL_DEVICES[scope]})"
+                    f" RETURNING id", *args)
+                devices = sorted(r["id"] for r in drows)
+            data = dict(draft.data, sessions=sessions, devices=devices)
+            seq = await self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
+            await self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sessions,
+                                             "devices": devices, "revoke_devices": revoke_devices,
+                                             "audit_seq": seq}, now)
+            return KillResult(tuple(sessions), tuple(devices), tuple(users), seq)
+
+        return await self.write(tx)
+
+    async def events_after(self, event_id: int) -> list[Event]:
+        """The events after ``event_id``, in order; up to (not including) one a write of this process has
+        committed but not yet returned (the poller reads it next time, after the writer acted on it)."""
+        rows = await self._fetch("SELECT * FROM events WHERE id > $1 ORDER BY id", event_id)
+        rows = rows[:self._visible([r["id"] for r in rows])]
+        return [Event(r["id"], r["kind"], json.loads(r["payload"]), r["time"]) for r in rows]
+
+    async def last_event_id(self) -> int:
+        return await self._run(lambda conn: conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM events"))
+
+    async def ledger_entries(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self._fetch("SELECT entry FROM ledger WHERE seq > $1 ORDER BY seq LIMIT $2", after, limit)
+        return [json.loads(r["entry"]) for r in rows]
