@@ -72,6 +72,19 @@ class DirectoryRecords(PostgresCore):
                                  " ORDER BY d.id LIMIT $3", after, status, limit)
         return [_device(row) for row in rows]
 
+    async def reports_of(self, manager: str) -> list[str]:
+        """The ids of the users whose manager is ``manager``, in order."""
+        rows = await self._fetch("SELECT id FROM users WHERE manager = $1 ORDER BY id", manager)
+        return [row["id"] for row in rows]
+
+    async def pending_of_reports(self, manager: str, *, after: str = "", limit: int = 100) -> list[DirectoryDevice]:
+        """Up to ``limit`` devices waiting for approval (ids after ``after``) whose owner's manager is ``manager``,
+        the manager read in the same query (as SQLite's)."""
+        _check_limit(limit)
+        rows = await self._fetch(f"{_DEVICE_COLUMNS} WHERE d.status = 'pending_approval' AND u.manager = $1"
+                                 " AND d.id > $2 ORDER BY d.id LIMIT $3", manager, after, limit)
+        return [_device(row) for row in rows]
+
     async def search_ledger(self, *, type: str | None = None, user: str | None = None, after: int = 0,
                             limit: int = 100) -> list[dict[str, Any]]:
         """Ledger entries after seq ``after``, oldest first, at most ``limit``, as stored.

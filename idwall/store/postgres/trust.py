@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from ...encoding import b64url_encode
 from ...errors import Conflict, Forbidden
 from ..base import (
     ActionEffect,
@@ -409,4 +410,5 @@ class TrustRecords(PostgresCore):
         await conn.execute("UPDATE renewals SET status = 'renewed', cert_pem = $1, not_after = $2 WHERE device_id = $3"
                            " AND spki_sha256 = $4 AND status = 'begun'",
                            effect.cert_pem, effect.not_after, effect.device_id, effect.spki_sha256)
-        await self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id}, now)
+        await self._event(conn, "device.changed", {"device": effect.device_id, "user": effect.user_id,
+                                                   "retired_cert": b64url_encode(effect.old_cert_sha256)}, now)
