@@ -21,6 +21,11 @@ class Metrics:
         self.sessions = Gauge("idwall_live_sessions", "Sessions with at least one live connection",
                               registry=self.registry)
         self.kills = Counter("idwall_kills", "Kills by scope", ["scope"], registry=self.registry)
+        self.store_connected = Gauge("idwall_store_connected",
+                                     "1 while this process hears the store's trust events, 0 while it does not",
+                                     registry=self.registry)
+        self.event_lag = Gauge("idwall_event_lag_seconds",
+                               "Seconds since this process last read the store's trust events", registry=self.registry)
         self.kill_latency = Histogram("idwall_kill_latency_seconds",
                                       "Time from the durable revocation commit to the last connection closed",
                                       buckets=KILL_BUCKETS, registry=self.registry)

@@ -57,6 +57,10 @@ class Node:
     access: access.AccessConfig = field(init=False)
     #: the incident webhooks: kills and incident stages are announced here, never waited for
     webhooks: Webhooks = field(init=False)
+    #: when (time.monotonic) this process last read the trust events; past cluster.max_staleness it is stale
+    heard_at: float = field(default_factory=time.monotonic)
+    #: True while this process cannot know it has heard every kill: it serves nothing until it has caught up
+    stale: bool = False
 
     def __post_init__(self) -> None:
         self.access = access.AccessConfig.from_config(self.config)
@@ -84,6 +88,32 @@ class Node:
                 if resolved and resolved.session:
                     self.last_seen.setdefault(resolved.session.id, resolved.session.last_seen)
         return conn.resolved
+
+    def heard(self, now: float) -> None:
+        """The trust events were just read up to the newest (``now`` is ``time.monotonic()``)."""
+        self.heard_at = now
+        self.metrics.store_connected.set(1)
+        if self.stale:
+            self.stale = False
+            event("store.caught_up", level=logging.WARNING)
+
+    def check_staleness(self, now: float) -> None:
+        """Past ``cluster.max_staleness`` without hearing the store: refuse everything, cut what never re-resolves.
+
+        A WebSocket, a download or a tunnel is not resolved again per request, so a kill this process has not
+        heard would not end it: they are cut here. Requests are refused (503) by the engine while stale.
+        """
+        lag = now - self.heard_at
+        self.metrics.event_lag.set(lag)
+        if lag > HEAR_WITHIN:
+            self.metrics.store_connected.set(0)
+        if self.stale or lag <= self.config.cluster.max_staleness:
+            return
+        self.stale = True
+        doomed = [conn for conn in self.registry if conn.kind in LONG_LIVED]
+        cut = self.registry.cut(doomed)
+        event("store.stale", level=logging.ERROR, seconds=round(lag, 1),
+              max_staleness=self.config.cluster.max_staleness, connections_cut=cut)
 
     def live_session(self, conn: Conn, *, now: float) -> Session | None:
         """The session on ``conn`` if it is still within ``max_age`` and ``idle_timeout``."""
@@ -168,6 +198,11 @@ class Node:
 #: is the fallback bound. Measured idle cost per process: 0.7% of a core at 100 ms, 1.6% at 50 ms, 2.7% at
 #: 20 ms (docs/benchmarks.md).
 EVENT_POLL = 0.05
+#: a process that read the trust events less than this long ago (seconds) hears the store
+HEAR_WITHIN = 2.0
+#: what a stale process answers (503) to every request but health and metrics
+STALE_DETAIL = ("this gateway node has not heard its store for longer than cluster.max_staleness, so it cannot know "
+                "it has not missed a kill; it serves nothing until it has caught up")
 KEYS_EVERY = 1.0
 #: how often batched last-seen times are written (seconds)
 FLUSH_EVERY = 5.0
@@ -194,6 +229,7 @@ async def background_tasks(node: Node) -> None:
                 closed = apply_event(node, ev)
                 if closed is not None:
                     acks.append((ev.id, closed))
+            node.heard(time.monotonic())
             now = loop.time()
             if node.worker is not None:
                 if acks:

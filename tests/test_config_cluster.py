@@ -1,5 +1,6 @@
 """idwall.config.cluster: the ``cluster`` section (several nodes on one PostgreSQL database), read from real files.
-It is optional; ``pool_size`` defaults to 10 connections per process and must be a whole number from 1 to 200;
+It is optional; ``pool_size`` defaults to 10 connections per process and must be a whole number from 1 to 200,
+``max_staleness`` to 30 seconds;
 every mistake names the file, line and key and says what would be valid.
 """
 
@@ -22,7 +23,11 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_the_section_is_optional(tree: Path) -> None:
-    assert load_config(write(tree, POSTGRES)).cluster == ClusterConfig(pool_size=10)
+    assert load_config(write(tree, POSTGRES)).cluster == ClusterConfig(pool_size=10, max_staleness=30)
+
+
+def test_max_staleness_is_a_duration(tree: Path) -> None:
+    assert load_config(write(tree, POSTGRES + "cluster:\n  max_staleness: 2m\n")).cluster.max_staleness == 120
 
 
 @pytest.mark.parametrize("size", [1, 25, 200])
@@ -40,6 +45,8 @@ def test_the_pool_size_is_read(tree: Path, size: int) -> None:
     ("cluster:\n  pool_size: true\n", 18, "cluster.pool_size", ("expected an integer",)),
     ("cluster:\n  pool: 5\n", 18, "cluster.pool", ("unknown key", "pool_size")),
     ("cluster: [pool_size]\n", 17, "cluster", ("expected a mapping",)),
+    ("cluster:\n  max_staleness: soon\n", 18, "cluster.max_staleness", ("'soon' is not a duration",)),
+    ("cluster:\n  max_staleness: 0s\n", 18, "cluster.max_staleness", ("'0s' is too short", "at least 1s")),
 ])
 def test_errors_name_file_line_key_and_fix(tree: Path, section: str, line: int, key: str,
                                            fragments: tuple[str, ...]) -> None:

@@ -224,9 +224,11 @@ class Route:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Several nodes on one PostgreSQL database: how many connections each process keeps to it."""
+    """Several nodes on one PostgreSQL database: how many connections each process keeps to it, and how long a
+    process may go without hearing the store (its trust events) before it serves nothing (``max_staleness``)."""
 
     pool_size: int = 10
+    max_staleness: int = 30
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ..connections import Conn
 from ..encoding import sha256
 from ..errors import IDWallError, NotFound, PayloadTooLarge, Unavailable, UpstreamError, UpstreamTimeout
 from ..logs import event
-from ..node import Node
+from ..node import STALE_DETAIL, Node
 from . import answers, h1, h1_upstream, tls, tunnel, websocket
 from .edges import BODY, HEAD, IDLE, UPSTREAM, ClientEdges
 from .h1 import END, Refused, RequestHead, Upgrade
@@ -82,6 +82,10 @@ class Exchange:
         self.retried = False
         self.internal = route is None
         self.task: asyncio.Task[None] | None = None
+
+
+#: what a stale node (it has not heard the store's trust events for cluster.max_staleness) still answers
+STALE_SERVED = frozenset(("/idwall/healthz", "/idwall/metrics"))
 
 
 class ClientProtocol(ClientEdges, asyncio.Protocol):
@@ -233,6 +237,9 @@ class ClientProtocol(ClientEdges, asyncio.Protocol):
             path = httpnorm.normalise_path(raw_path.decode("latin-1"))
         except IDWallError as exc:
             self._answer_error(exc, head, close=True)
+            return
+        if self.node.stale and path not in STALE_SERVED:
+            self._answer_error(Unavailable(STALE_DETAIL), head, close=True)
             return
         if httpnorm.is_reserved(path):
             if path.startswith(tunnel.PREFIX):

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 
 from ..node import Node
 from . import tls
@@ -53,6 +54,8 @@ class Listener:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_EVERY)
+            # here, not in the event poller: a poller stuck on a dead database connection must still go stale
+            self.engine.node.check_staleness(time.monotonic())
             now = self.engine.loop.time()
             for client in list(self.engine.clients):
                 if client.deadline and now > client.deadline:

@@ -7,11 +7,11 @@ import time
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from . import (api_actions, api_admin, api_approvals, api_directory, api_enroll, api_login, api_renew, api_sign,
                page_renew, pages)
 from ..engine.io import Engine
-from ..node import Node
+from ..node import STALE_DETAIL, Node
 from .context import ENGINE, NODE, conn_for
 from .problems import problem_middleware
 
@@ -30,6 +30,8 @@ async def jwks(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers and its store can be read."""
     node = request.app[NODE]
+    if node.stale:
+        raise Unavailable(STALE_DETAIL)
     await node.store.last_event_id()
     return web.json_response({"status": "ok", "time": int(time.time()), "connections": len(node.registry)})
 

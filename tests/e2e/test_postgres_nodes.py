@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -49,10 +50,11 @@ from tests.helpers.store import Relay, new_schema, opened
 @contextlib.asynccontextmanager
 async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: str | None = None,
                     a_worker: Worker | None = None, b_worker: Worker | None = None,
-                    start_b: bool = True) -> AsyncIterator[tuple[Any, ...]]:
+                    start_b: bool = True, extra_yaml: str = "") -> AsyncIterator[tuple[Any, ...]]:
     """Nodes A and B: copies of one ``init --store`` directory, on two ports, started in this process (as the
     worker processes ``a_worker`` and ``b_worker`` when given; B reaching the database at ``b_store`` when
-    given). Without ``start_b``, B's config is yielded in its place, for a process of its own."""
+    given; ``extra_yaml`` appended to both configs). Without ``start_b``, B's config is yielded in its place, for a
+    process of its own."""
     ports = free_port(), free_port()
     origins = ", ".join(f'"https://localhost:{p}"' for p in ports)
     made = await asyncio.to_thread(init_directory, tmp_path / "a", admin="admin", port=ports[0], force=False,
@@ -67,7 +69,7 @@ async def two_nodes(tmp_path: Path, upstream: Upstream, store: str, *, b_store: 
             text = text.replace(f"port: {ports[0]}", f"port: {port}")
             if name == "b" and b_store is not None:
                 text = text.replace(json.dumps(store), json.dumps(b_store))
-            path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]"))
+            path.write_text(text.replace(f'origins: ["https://localhost:{port}"]', f"origins: [{origins}]") + extra_yaml)
             config = load_config(path)
             if name == "b" and not start_b:
                 nodes.append(config)
@@ -189,6 +191,53 @@ async def test_a_node_cut_off_from_the_database_resolves_no_new_connection(tmp_p
         async with b.session(admin) as client:
             async with client.get(b.url + "/again", headers={"Accept": "application/json"}) as resp:
                 assert resp.status == 200  # the pool reconnected by itself
+
+
+async def test_past_max_staleness_a_node_serves_nothing_and_says_so_until_it_has_caught_up(
+        tmp_path: Path, upstream: Upstream, postgres_url: str) -> None:
+    """B cannot hear the database (the relay to it is cut): it cannot know it has not missed a kill, so past
+    cluster.max_staleness it cuts its WebSocket, refuses requests on connections it had resolved, and its
+    health and metrics say so; once the database is back it catches up and serves again."""
+    store, relay = await new_schema(postgres_url), Relay()
+    await relay.start()
+    async with two_nodes(tmp_path, upstream, store, b_store=relay.url(store),
+                         extra_yaml="cluster:\n  max_staleness: 2s\n") as (a, b):
+        admin = await bootstrap(a)
+        assert (await login(b, admin))[0] == 200
+        reader, writer = await _connected(b, admin)
+        async with b.session(admin) as client:
+            async with client.ws_connect(b.url.replace("https", "wss") + "/ws") as ws:
+                await ws.receive(timeout=5)
+                await relay.cut()
+                cut_at = time.monotonic()
+                msg = await ws.receive(timeout=15)
+                went_stale = time.monotonic() - cut_at
+                assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+        print(f"\nWebSocket cut {went_stale:.2f}s after the database went away (max_staleness 2s)")
+        assert went_stale >= 2.0
+        writer.write(b"GET /after HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 503"), head  # a connection resolved before is served nothing
+        writer.close()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=b.ssl())) as client:
+            async with client.get(b.url + "/idwall/healthz") as resp:
+                health = json.loads(await resp.text())
+                assert resp.status == 503 and "cluster.max_staleness" in health["detail"], health
+            async with client.get(b.url + "/idwall/metrics") as resp:
+                metrics = await resp.text()
+                assert re.search(r"^idwall_store_connected 0\.0$", metrics, re.M), metrics
+                assert float(re.search(r"^idwall_event_lag_seconds (\S+)$", metrics, re.M).group(1)) > 2  # type: ignore[union-attr]
+            await relay.start()
+            for _ in range(200):  # the pool reconnects and the poller reads every event it missed
+                async with client.get(b.url + "/idwall/healthz") as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            assert resp.status == 200
+        async with b.session(admin) as client:
+            async with client.get(b.url + "/again", headers={"Accept": "application/json"}) as resp:
+                assert resp.status == 200  # caught up: served again, the session intact
 
 
 async def test_the_kill_answer_counts_what_a_worker_of_the_other_node_cut(tmp_path: Path, upstream: Upstream,
