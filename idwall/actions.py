@@ -52,7 +52,7 @@ __all__ = [
     "validate_action",
 ]
 
-TOKEN_SCOPES = ("kill", "read")
+TOKEN_SCOPES = ("kill", "read", "incident")
 MAX_TOKEN_TTL = 365 * 24 * 3600
 MAX_NAME = 128
 MAX_TOKEN_NAME = 100  # idwall.tokens refuses longer names

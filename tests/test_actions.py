@@ -181,7 +181,7 @@ def test_an_invite_may_leave_the_email_and_groups_empty() -> None:
     ("scopes", [], "action.scopes must be a non-empty list drawn from kill, read"),
     ("scopes", "kill", "action.scopes must be a non-empty list drawn from kill, read"),
     ("scopes", None, "action.scopes must be a non-empty list"),
-    ("scopes", ["admin"], 'action.scopes must be distinct values from kill, read, got ["admin"]'),
+    ("scopes", ["admin"], 'action.scopes must be distinct values from kill, read, incident, got ["admin"]'),
     ("scopes", ["kill", "kill"], 'got ["kill", "kill"]'),
     ("scopes", ["Kill"], 'got ["Kill"]'),
     ("ttl", 3600, 'action.ttl must be a duration string such as "1h", got int'),

@@ -40,7 +40,7 @@ async def test_open_store_creates_and_migrates_a_new_file(tmp_path: Path) -> Non
         assert isinstance(store, SQLiteStore) and store.path == db
         assert await store.append_ledger(draft()) == 1
         version = await store.read(lambda c: c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
-        assert version == 4
+        assert version == 5
     finally:
         await store.close()
     assert db.is_file()
