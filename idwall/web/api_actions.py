@@ -44,7 +44,7 @@ from ..challenges import action_challenge
 from ..connections import Conn
 from ..encoding import b64url_encode, canonical_json
 from ..enrollment import INVITE_TTL, new_invite_code, user_handle
-from ..errors import Conflict, Forbidden, Gone, NotFound, WebAuthnRejected
+from ..errors import Conflict, Forbidden, Gone, NotFound, SuspectPasskey, WebAuthnRejected
 from ..logs import event
 from ..renewal import RenewalTarget, check_renewal
 from ..store.base import (
@@ -103,6 +103,22 @@ async def _recover_target(node: Node, enrollment_id: str, signer: User) -> Devic
     if enrollment.status != "pending_approval" or enrollment.device_id is None:
         raise Conflict(f"enrollment {enrollment_id} is not waiting for approval (it is {enrollment.status})")
     return await _pending_device(node, enrollment.device_id)
+
+
+async def _unsuspected(node: Node, credentials: list[Any], enrollment_id: str) -> list[Any]:
+    """The passkeys that may still vouch for a recovered device: none an incident marked suspect (else 403)."""
+    usable, marked = [], None
+    for credential in credentials:
+        incident = await node.store.credential_suspect(credential.id)
+        if incident is None:
+            usable.append(credential)
+        else:
+            marked = incident
+    if not usable:
+        raise SuspectPasskey(f"incident {marked} marked your passkey suspect, so it cannot approve a new device of "
+                             f"yours; an administrator's or your manager's device.approve is needed for the device "
+                             f"of enrollment {enrollment_id}", incident=marked)
+    return usable
 
 
 async def _check_admin_change(node: Node, action: dict[str, Any]) -> User:
@@ -269,6 +285,8 @@ async def action_begin(request: web.Request) -> web.Response:
     # a renewal is signed with a passkey bound to the renewed device (this connection's): offer only those
     credentials = list(resolved.credentials) if action["type"] == "device.renew" \
         else await node.store.user_credentials(signer.id)
+    if action["type"] == "device.recover":
+        credentials = await _unsuspected(node, credentials, action["enrollment_id"])
     ceremony = new_ceremony("action", challenge, nonce, conn.cert_sha256, resolved,
                             payload=canonical_json(action).decode("utf-8"), expires_at=float(action["not_after"]))
     await node.store.create_ceremony(ceremony, max_per_device=MAX_OPEN_CEREMONIES)
@@ -312,6 +330,8 @@ async def action_finish(request: web.Request) -> web.Response:
         event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
               received=exc.received)
         raise
+    if action["type"] == "device.recover":
+        await _unsuspected(node, [stored], action["enrollment_id"])
     signer = await node.store.get_user(resolved.user.id)
     if signer is None:
         raise Forbidden("your user no longer exists")
