@@ -26,8 +26,8 @@ from ..store.base import Incident, IncidentSnapshot, LedgerDraft, StageWork
 from .plan import Member, Plan, PlannedStage, Targets, plan_from_json, plan_json, plan_playbook
 from .report import Holdings, StageResult, dry_run_results, report_json
 
-__all__ = ["RUNNING", "Prepared", "dry_run", "end", "find_playbook", "incident_or_404", "prepare", "resume",
-           "run_stage", "run_stages", "start", "status"]
+__all__ = ["RUNNING", "Prepared", "dry_run", "end", "find_playbook", "incident_or_404", "new_incident", "prepare",
+           "resume", "run_stage", "run_stages", "start", "started", "state_of", "status"]
 
 #: incidents whose stages this process is running right now (another process's run reads as interrupted)
 RUNNING: set[str] = set()
@@ -86,22 +86,32 @@ def dry_run(node: Node, prepared: Prepared) -> dict[str, Any]:
     return {**report, "trigger": prepared.playbook.trigger}
 
 
-async def start(node: Node, prepared: Prepared, *, reason: str, targets: Targets, actor: str,
-                approval: dict[str, Any] | None = None) -> Incident:
-    """Record the run (``incident.start``, with the signed action when an admin started it) and announce it."""
+def new_incident(node: Node, prepared: Prepared, *, reason: str, targets: Targets,
+                 actor: str) -> tuple[Incident, dict[str, Any]]:
+    """The incident a run will record, and the ``data`` of its ``incident.start`` entry."""
     incident_id = "inc-" + secrets.token_hex(8)
     plan = prepared.plan
     data = {"incident_id": incident_id, "playbook": plan.playbook, "reason": reason,
             "targets": {"users": list(targets.users), "devices": list(targets.devices)}, "stages": len(plan.stages)}
     incident = Incident(incident_id, plan.playbook, reason, actor, node.clock(), plan_json(plan), len(plan.stages),
                         0, 0)
-    seq = await node.store.start_incident(incident, LedgerDraft("incident.start", actor, incident_id, data, approval))
-    event("incident.start", incident=incident_id, playbook=plan.playbook, actor=actor, stages=len(plan.stages),
-          audit_seq=seq)
-    node.webhooks.announce("incident.start", {**data, "actor": actor, "audit_seq": seq})
-    stored = await node.store.get_incident(incident_id)
-    assert stored is not None
-    return stored
+    return incident, data
+
+
+async def started(node: Node, incident_id: str, data: dict[str, Any]) -> Incident:
+    """After ``incident.start`` committed: log and announce it; the stored incident."""
+    incident = await incident_or_404(node, incident_id)
+    event("incident.start", incident=incident.id, playbook=incident.playbook, actor=incident.actor,
+          stages=incident.stages_total, audit_seq=incident.audit_seq)
+    node.webhooks.announce("incident.start", {**data, "actor": incident.actor, "audit_seq": incident.audit_seq})
+    return incident
+
+
+async def start(node: Node, prepared: Prepared, *, reason: str, targets: Targets, actor: str) -> Incident:
+    """Record a run started by an automation token (no signature: every step only takes access away)."""
+    incident, data = new_incident(node, prepared, reason=reason, targets=targets, actor=actor)
+    await node.store.start_incident(incident, LedgerDraft("incident.start", actor, incident.id, data))
+    return await started(node, incident.id, data)
 
 
 async def _kill(node: Node, incident: Incident, stage: PlannedStage, *, scope: str, target: str,
@@ -194,7 +204,8 @@ async def resume(node: Node, incident_id: str, *, spare: Conn | None = None) -> 
     return await incident_or_404(node, incident_id), spared
 
 
-def _state(incident: Incident) -> str:
+def state_of(incident: Incident) -> str:
+    """``running`` (on this node), ``interrupted``, ``complete`` (every stage committed, still active), ``ended``."""
     if incident.ended_at is not None:
         return "ended"
     if incident.id in RUNNING:
@@ -219,7 +230,7 @@ async def status(node: Node, incident: Incident) -> dict[str, Any]:
         row = rows.get(stage["number"])
         stage["committed_at"] = row.committed_at if row else None
     return {**report, "incident_id": incident.id, "reason": incident.reason, "actor": incident.actor,
-            "state": _state(incident), "started_at": incident.started_at, "ended_at": incident.ended_at,
+            "state": state_of(incident), "started_at": incident.started_at, "ended_at": incident.ended_at,
             "ended_by": incident.ended_by, "stages_total": incident.stages_total,
             "stages_committed": incident.stages_committed, "audit_seq": incident.audit_seq}
 

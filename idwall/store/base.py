@@ -505,4 +505,12 @@ class RenewEffect:
     spki_sha256: bytes
 
 
-ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect | RejectEffect | ManagerEffect | RenewEffect
+@dataclass(frozen=True)
+class IncidentEffect:
+    """An incident started by an admin's signed ``incident.start``: its row, committed with the entry."""
+
+    incident: Incident
+
+
+ActionEffect = (InviteEffect | AdminEffect | TokenEffect | ActivateEffect | RejectEffect | ManagerEffect | RenewEffect
+                | IncidentEffect)

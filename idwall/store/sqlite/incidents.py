@@ -16,7 +16,9 @@ from typing import Any
 from ...encoding import b64url_encode
 from ...errors import Conflict
 from ..base import (
+    ActionEffect,
     Incident,
+    IncidentEffect,
     IncidentSnapshot,
     IncidentStageRow,
     LedgerDraft,
@@ -78,22 +80,38 @@ class IncidentRecords(SessionRecords, SQLiteCore):
         return await self.read(read)
 
     async def start_incident(self, incident: Incident, draft: LedgerDraft) -> int:
-        """Record a run about to begin, with its ``incident.start`` entry; returns the entry's seq."""
+        """Record a run about to begin (an automation token's), with its ``incident.start`` entry; returns its seq."""
 
         def tx(conn: sqlite3.Connection) -> int:
             seq = self._append(conn, draft)
-            conn.execute(
-                "INSERT INTO incidents (id, playbook, reason, actor, started_at, plan_json, stages_total, audit_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (incident.id, incident.playbook, incident.reason, incident.actor, incident.started_at,
-                 json.dumps(incident.plan, sort_keys=True), incident.stages_total, seq))
+            self._insert_incident(conn, incident, seq)
             return seq
 
         return await self.write(tx)
 
+    @staticmethod
+    def _insert_incident(conn: sqlite3.Connection, incident: Incident, seq: int) -> None:
+        conn.execute(
+            "INSERT INTO incidents (id, playbook, reason, actor, started_at, plan_json, stages_total, audit_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (incident.id, incident.playbook, incident.reason, incident.actor, incident.started_at,
+             json.dumps(incident.plan, sort_keys=True), incident.stages_total, seq))
+
+    def _apply_effect(self, conn: sqlite3.Connection, effect: ActionEffect, now: float) -> None:
+        """An admin's signed ``incident.start`` (in :meth:`perform_action`); every other effect as before."""
+        if not isinstance(effect, IncidentEffect):
+            super()._apply_effect(conn, effect, now)  # type: ignore[misc]
+            return
+        # perform_action appends the entry right after the effect, in this same IMMEDIATE transaction: its seq
+        # is the next one
+        (head,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()
+        self._insert_incident(conn, effect.incident, head + 1)
+
     async def commit_incident_stage(self, incident_id: str, number: int, work: StageWork, *, result: dict[str, Any],
                                     now: float, draft: LedgerDraft) -> StageCommit:
         """Do a stage's own changes and record it, as the next stage of the live incident ``incident_id``.
+
+        ``result`` (what the stage's kills cut) is kept with the counts of what this transaction changed.
 
         ``draft.data`` gets the ids changed here (devices sent back to approval, passkeys marked suspect, tokens
         revoked) so the ledger alone says what the stage did. Raises :class:`Missing` for an unknown incident,
@@ -136,7 +154,10 @@ class IncidentRecords(SessionRecords, SQLiteCore):
             seq = self._append(conn, dataclasses.replace(draft, data=data))
             conn.execute("INSERT INTO incident_stages (incident_id, number, committed_at, result_json, audit_seq)"
                          " VALUES (?, ?, ?, ?, ?)",
-                         (incident_id, number, now, json.dumps(dict(result, audit_seq=seq), sort_keys=True), seq))
+                         (incident_id, number, now,
+                          json.dumps(dict(result, audit_seq=seq, devices_to_reapprove=len(devices),
+                                          passkeys_marked_suspect=len(credentials), tokens_revoked=len(tokens)),
+                                     sort_keys=True), seq))
             conn.execute("UPDATE incidents SET stages_committed = ? WHERE id = ?", (number, incident_id))
             for device in devices:
                 self._event(conn, "device.changed", {"device": device}, now)
