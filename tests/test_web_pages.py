@@ -18,9 +18,11 @@ import aiohttp
 import pytest
 
 from idwall import pki, tokens
-from idwall.store.base import Enrollment, LedgerDraft
+from idwall.store.base import Enrollment, Incident, LedgerDraft
 from idwall.testing.fixtures import client_ssl_context, raw_https
 from idwall.web import pages
+from tests.helpers.api import call_fresh
+from tests.helpers.gateway import running_gateway
 
 EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                 "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
@@ -635,3 +637,28 @@ async def test_tokens_open_no_console_page_and_unknown_pages_are_404(gateway) ->
             status, headers, text = await fetch(client, gateway.url + path, headers={"Accept": "text/html"})
             assert status in (400, 404), (path, status)
             assert "<table" not in text
+
+
+NOTICE_YAML = """
+incident:
+  notice: {title: "Security incident", body: "Sign in again <b>now</b>.", contact: "soc@example.com"}
+"""
+
+
+async def test_the_incident_notice_shows_on_login_and_enrollment_pages_only_while_an_incident_is_active(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, None, extra_yaml=NOTICE_YAML) as gw:
+        pages_ = ("/idwall/login", "/idwall/enroll", "/idwall/enroll/enr-unknown")
+        for path in pages_:
+            _, text, _ = await call_fresh(gw, "GET", path)
+            assert "incident-notice" not in text
+        await gw.store.start_incident(Incident("inc-1", "drill", "drill", "admin", time.time(), {"stages": []}, 0, 0, 0),
+                                      LedgerDraft("incident.start", "admin", "inc-1", {"incident_id": "inc-1"}))
+        for path in pages_:
+            _, text, _ = await call_fresh(gw, "GET", path)
+            assert 'id="incident-notice"' in text and "Security incident" in text and "soc@example.com" in text
+            assert "Sign in again &lt;b&gt;now&lt;/b&gt;." in text  # the configured text is escaped
+        await gw.store.end_incident("inc-1", now=time.time(),
+                                    draft=LedgerDraft("incident.end", "admin", "inc-1", {"incident_id": "inc-1"}))
+        _, text, _ = await call_fresh(gw, "GET", "/idwall/login")
+        assert "incident-notice" not in text
