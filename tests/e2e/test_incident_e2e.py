@@ -17,16 +17,25 @@ import asyncio
 import base64
 import json
 import os
+import signal
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.helpers.api import call_fresh
+from idwall.config import load_config
+from idwall.incident import run
+from idwall.pki import load_cert, load_private_key
+from idwall.testing.fixtures import register_device_directly
+from idwall.web.server import start_gateway
+from tests.helpers.api import call, call_fresh
 from tests.helpers.cli import run_cli
 from tests.helpers.kill import RawConn, kill_bed, still_served
+from tests.helpers.process import gateway_process
 from tests.helpers.store import dump
 from tests.helpers.upstream_app import serve_app
 
@@ -172,3 +181,71 @@ incident:
             assert [m["data"]["number"] for m in receiver.of_type("incident.stage")] == [1, 2]
     finally:
         await runner.cleanup()
+
+
+CRASH_PLAYBOOK = """
+incident:
+  playbooks:
+    org-wide-reset:
+      trigger: privileged credentials exposed
+      stages:
+        - {scope: privileged, steps: [kill]}
+        - {scope: all, steps: [kill, revoke_devices]}
+"""
+
+
+async def test_a_run_killed_between_stages_keeps_exactly_its_committed_stages_and_resumes(tmp_path: Path) -> None:
+    """SIGKILL the gateway's processes once a stage committed and the run goes on; a new process on the same
+    directory says the run is interrupted after exactly the stages the store and the ledger hold, and resuming
+    runs the rest (none twice)."""
+    # two workers: each kill waits for the other's acknowledgement, so stage 2 takes long enough to be cut into
+    with gateway_process(tmp_path, "http://127.0.0.1:9", workers=2,
+                         edit=lambda text: text + CRASH_PLAYBOOK) as gateway:
+        config = load_config(gateway.info["config"])
+        ca_cert, ca_key = load_cert(config.device_ca.cert), load_private_key(config.device_ca.key)
+
+        async def people(store: Any) -> None:
+            for index in range(USERS):
+                await register_device_directly(store, device_ca_cert=ca_cert, device_ca_key=ca_key,
+                                               out_dir=tmp_path / "devices", user_id=f"u{index:04d}",
+                                               admin=index == 0)
+
+        await asyncio.to_thread(gateway.store_call, people)
+        secret = await asyncio.to_thread(gateway.kill_token, ("incident", "read"))
+        db = sqlite3.connect(str(config.sqlite_path), timeout=10)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=gateway.ssl())) as client:
+            status, begun = await call(client, "POST", f"https://localhost:{gateway.port}/idwall/api/admin/incidents",
+                                       {"playbook": "org-wide-reset", "reason": "crash drill", "wait": False},
+                                       headers={"Authorization": f"Bearer {secret}"})
+        assert status == 202, begun
+        for _ in range(2000):
+            (committed,) = db.execute("SELECT stages_committed FROM incidents").fetchone()
+            if committed:
+                break
+            await asyncio.sleep(0.005)
+        for pid in gateway.pids:  # the whole node is lost at once
+            os.kill(pid, signal.SIGKILL)
+        gateway.process.send_signal(signal.SIGKILL)
+        gateway.process.wait(10)
+        (committed, total) = db.execute("SELECT stages_committed, stages_total FROM incidents").fetchone()
+        assert 1 <= committed < total
+        numbers = list(range(1, committed + 1))
+        assert [n for (n,) in db.execute("SELECT number FROM incident_stages ORDER BY number")] == numbers
+        stage_entries = [json.loads(e) for (e,) in db.execute("SELECT entry FROM ledger ORDER BY seq")
+                         if '"incident.stage"' in e]
+        assert [e["data"]["number"] for e in stage_entries] == numbers
+        db.close()
+
+        running = await start_gateway(config, port=gateway.port)
+        try:
+            node = running.node
+            shown = await run.status(node, await run.incident_or_404(node, begun["incident_id"]))
+            assert shown["state"] == "interrupted"
+            assert [s["committed"] for s in shown["stages"]] == [n <= committed for n in range(1, total + 1)]
+            resumed, _ = await run.resume(node, begun["incident_id"])
+            assert resumed.stages_committed == total
+            stages = [e for e in await node.store.ledger_entries(limit=10_000) if e["type"] == "incident.stage"]
+            assert [e["data"]["number"] for e in stages] == list(range(1, total + 1))  # none twice, none skipped
+            assert len(await node.store.live_sessions(now=node.clock())) == 0
+        finally:
+            await running.stop(drain=0.5)
