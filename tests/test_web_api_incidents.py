@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from idwall.audit import verify_ledger
+from idwall.encoding import b64url_encode
 from idwall.testing.authenticator import SoftAuthenticator
 from tests.helpers.api import (Enrolled, begin_enroll, bootstrap, call, call_fresh, counts, enroll, finish_enroll,
                                invite, ledger_ok, login, save_device, sign)
+from tests.helpers.cli import run_cli
 from tests.helpers.gateway import GatewayUnderTest, running_gateway
 
 RUN = "/idwall/api/admin/incidents"
@@ -142,7 +145,8 @@ async def test_suspect_passkeys_cannot_recover_until_an_admin_approves(world: Wo
     # enrollment by code is blocked for bob while the incident is active
     code = await invite(world.gw, world.admin, world.client, "bob", groups=["eng"])
     _, status, blocked = await begin_enroll(world.gw, code=code)
-    assert status == 403 and blocked["type"].endswith("/enrollment-blocked") and done["incident_id"] in blocked["detail"]
+    assert status == 403 and blocked["type"].endswith("/enrollment-blocked")
+    assert done["incident_id"] in blocked["detail"]
     await world.post(f"{RUN}/{done['incident_id']}/end")
     _, status, begun = await begin_enroll(world.gw, code=code)
     assert status == 200, begun
@@ -215,7 +219,7 @@ async def test_who_may_run_follow_and_end(world: World) -> None:
     status, problem = await world.post(RUN, body, token="idw_" + "A" * 43)
     assert status == 401 and problem["type"].endswith("/invalid-token")
     status, problem, _ = await call_fresh(world.gw, "POST", RUN, body=body)  # no token, no certificate
-    assert status in (401, 403)
+    assert status == 403 and problem["type"].endswith("/no-client-certificate")
     # an admin session may rehearse, but a real run by a person is a passkey-signed incident.start
     status, problem = await call(world.client, "POST", world.gw.url + RUN, body)
     assert status == 403 and "incident.start" in problem["detail"]
@@ -226,3 +230,74 @@ async def test_who_may_run_follow_and_end(world: World) -> None:
     assert status == 404
     status, problem = await world.post(f"{RUN}/inc-nope/end")
     assert status == 404
+
+
+async def test_another_sites_page_cannot_end_an_incident_with_the_admins_certificate(world: World) -> None:
+    status, done = await world.post(RUN, {"playbook": "passkeys-suspect", "reason": "ransomware"})
+    assert status == 200, done
+    client = world.gw.session(world.admin)
+    try:
+        status, _ = await login(world.gw, world.admin, client)
+        assert status == 200
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            status, problem = await call(client, "POST", world.gw.url + f"{RUN}/{done['incident_id']}/end",
+                                         headers=headers)
+            assert status == 403 and problem["type"].endswith("/cross-site-refused"), problem
+        assert (await world.gw.store.get_incident(done["incident_id"])).ended_at is None
+        status, ended = await call(client, "POST", world.gw.url + f"{RUN}/{done['incident_id']}/end")
+        assert status == 200 and ended["state"] == "ended" and ended["ended_by"] == "admin"
+    finally:
+        await client.close()
+
+
+async def test_idwall_audit_verify_passes_with_the_incident_and_names_a_tampered_stage(world: World) -> None:
+    status, done = await world.post(RUN, {"playbook": "passkeys-suspect", "reason": "ransomware"})
+    assert status == 200, done
+    config = world.gw.init["config"]
+    verified = await asyncio.to_thread(run_cli, "audit", "verify", "--config", config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    seq = done["stages"][0]["result"]["audit_seq"]
+
+    def tamper(conn: Any) -> None:
+        (text,) = conn.execute("SELECT entry FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        entry = json.loads(text)
+        entry["data"]["credentials_suspect"] = []  # a ledger-key thief hides which passkeys were marked
+        conn.execute("UPDATE ledger SET entry = ? WHERE seq = ?", (json.dumps(entry, sort_keys=True), seq))
+
+    await world.gw.store.write(tamper)
+    refused = await asyncio.to_thread(run_cli, "audit", "verify", "--config", config)
+    assert refused.returncode == 1 and f"seq {seq}" in refused.stdout + refused.stderr
+
+
+async def test_a_suspect_passkey_cannot_sign_a_recovery_even_when_another_passkey_is_offered(world: World) -> None:
+    """The attack: bob has one unsuspected passkey again (his approved tablet), so recovery begins; the thief
+    holding his phone signs the challenge with the phone's suspect passkey instead. finish refuses it."""
+    status, done = await world.post(RUN, {"playbook": "passkeys-suspect", "reason": "ransomware"})
+    assert status == 200, done
+    status, refused, _ = await _second_device(world.gw, world.phone, "tablet")
+    assert status == 403
+    status, _ = await sign(world.gw, world.admin, world.client, {"type": "device.approve",
+                                                                 "device_id": refused["device_id"]})
+    assert status == 200
+    _, status, begun = await begin_enroll(world.gw, user="bob", device_name="thief")
+    finished, answer = await finish_enroll(world.gw, begun["enrollment_id"],
+                                           SoftAuthenticator(origin=world.gw.url).create(begun["options"]))
+    assert finished == 200 and answer["status"] == "pending_approval"
+    before = await counts(world.gw)
+    async with world.gw.session(world.phone) as client:
+        assert (await login(world.gw, world.phone, client))[0] == 200
+        status, started = await call(client, "POST", world.gw.url + "/idwall/api/actions/begin",
+                                     {"action": {"type": "device.recover", "enrollment_id": begun["enrollment_id"]}})
+        assert status == 200, started
+        offered = [c["id"] for c in started["options"]["allowCredentials"]]
+        phone_credential = next(iter(world.phone.auth.credentials))
+        assert b64url_encode(phone_credential) not in offered  # only the tablet's passkey is offered
+        forged = world.phone.auth.get({**started["options"], "allowCredentials": []}, credential_id=phone_credential)
+        status, problem = await call(client, "POST", world.gw.url + "/idwall/api/actions/finish",
+                                     {"action_id": started["action_id"], "credential": forged})
+    assert status == 403 and problem["type"].endswith("/passkey-suspect"), problem
+    assert (await world.gw.store.get_device(answer["device_id"])).status == "pending_approval"
+    after = await counts(world.gw)
+    assert {k: v for k, v in after.items() if k not in ("ceremonies", "ledger", "sessions")} == \
+        {k: v for k, v in before.items() if k not in ("ceremonies", "ledger", "sessions")}
+    assert after["ledger"] == before["ledger"] + 1  # the phone's new login, nothing else

@@ -48,7 +48,8 @@ class IncidentEntries:
         elif not self._incident_token(env.actor, "incident", env.time):
             raise Reject(f"incident.start by {env.actor} needs an admin's signed approval")
         if data["incident_id"] in self.incidents:
-            raise Reject(f"incident {data['incident_id']} was already started by seq {self.incidents[data['incident_id']].seq}")
+            earlier = self.incidents[data["incident_id"]].seq
+            raise Reject(f"incident {data['incident_id']} was already started by seq {earlier}")
         self.incidents[data["incident_id"]] = IncidentRecord(data["incident_id"], env.actor, data["stages"], 0, env.seq)
 
     def _live_incident(self, env: Envelope, incident_id: str) -> IncidentRecord:

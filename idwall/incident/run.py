@@ -122,7 +122,8 @@ async def _kill(node: Node, incident: Incident, stage: PlannedStage, *, scope: s
                                  actor=incident.actor, spare=spare)
 
 
-async def run_stage(node: Node, incident: Incident, stage: PlannedStage, *, spare: Conn | None = None) -> tuple[StageResult, bool]:
+async def run_stage(node: Node, incident: Incident, stage: PlannedStage, *,
+                    spare: Conn | None = None) -> tuple[StageResult, bool]:
     """Run one stage and commit it; the result, and whether ``spare`` (the asking connection) must close."""
     steps = set(stage.steps)
     kills: list[int] = []
