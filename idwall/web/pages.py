@@ -292,6 +292,19 @@ def _enrollment_state(status: str, expired: bool) -> State:
                  "Start again with idwall device enroll and a new code.")
 
 
+async def _suspect_state(request: web.Request, user_id: str) -> State | None:
+    """When an incident marked the user's passkeys suspect, recovery needs an approver: the page says so."""
+    store = request.app[NODE].store
+    for credential in await store.user_credentials(user_id):
+        incident = await store.credential_suspect(credential.id)
+        if incident is not None:
+            return State("pending", "Waiting for an administrator or your manager.",
+                         f"Incident {incident} marked your passkeys suspect, so your own passkey cannot approve this "
+                         "device.", "Ask an administrator or your manager to approve it (device.approve); keep the "
+                         "terminal open meanwhile.")
+    return None
+
+
 @routes.get("/idwall/enroll/{enrollment_id}")
 async def enroll_page(request: web.Request) -> web.Response:
     """The passkey page of one enrollment (the CLI prints its URL)."""
@@ -309,6 +322,8 @@ async def enroll_page(request: web.Request) -> web.Response:
     who = f"{enrollment.name} ({enrollment.user_id})" if enrollment.name and enrollment.name != enrollment.user_id \
         else enrollment.user_id
     state = _enrollment_state(enrollment.status, enrollment.expires_at <= node.clock())
+    if enrollment.status == "pending_approval":
+        state = await _suspect_state(request, enrollment.user_id) or state
     body = render(ENROLL_PAGE, user=who, device_name=enrollment.device_name, expires=_when(enrollment.expires_at),
                   facts_hidden=_hidden(False), status=_status(state))
     return _page(request, title="Create your passkey", script="enroll.js", body=body,
