@@ -652,8 +652,8 @@ async def test_the_incident_notice_shows_on_login_and_enrollment_pages_only_whil
         for path in pages_:
             _, text, _ = await call_fresh(gw, "GET", path)
             assert "incident-notice" not in text
-        await gw.store.start_incident(Incident("inc-1", "drill", "drill", "admin", time.time(), {"stages": []}, 0, 0, 0),
-                                      LedgerDraft("incident.start", "admin", "inc-1", {"incident_id": "inc-1"}))
+        drill = Incident("inc-1", "drill", "drill", "admin", time.time(), {"stages": []}, 0, 0, 0)
+        await gw.store.start_incident(drill, LedgerDraft("incident.start", "admin", "inc-1", {"incident_id": "inc-1"}))
         for path in pages_:
             _, text, _ = await call_fresh(gw, "GET", path)
             assert 'id="incident-notice"' in text and "Security incident" in text and "soc@example.com" in text
@@ -668,8 +668,8 @@ async def test_a_pending_recovery_says_when_suspect_passkeys_mean_an_approver_is
     async with running_gateway(tmp_path, None) as gw:
         await gw.device("bob")
         await gw.device("carol")
-        await gw.store.start_incident(Incident("inc-7", "drill", "drill", "admin", time.time(), {"stages": []}, 1, 0, 0),
-                                      LedgerDraft("incident.start", "admin", "inc-7", {"incident_id": "inc-7"}))
+        drill = Incident("inc-7", "drill", "drill", "admin", time.time(), {"stages": []}, 1, 0, 0)
+        await gw.store.start_incident(drill, LedgerDraft("incident.start", "admin", "inc-7", {"incident_id": "inc-7"}))
         await gw.store.commit_incident_stage("inc-7", 1, StageWork(users=("bob",), suspect=True), result={},
                                              now=time.time(), draft=LedgerDraft("incident.stage", "admin", "inc-7", {}))
         now = time.time()
