@@ -321,8 +321,9 @@ def route_verdict(conn: ConnectionView, route: Route, request: RequestView, *, n
     identity = None
     if session is not None:
         identity = policy.Identity(resolved.user.id, resolved.user.groups, resolved.user.admin, session.auth_time)
+    fresh_auth = incident_fresh_auth(route.fresh_auth, resolved.fresh_auth)
     decision = policy.decide(identity=identity, allow_users=route.allow_users, allow_groups=route.allow_groups,
-                             fresh_auth=route.fresh_auth, now=now)
+                             fresh_auth=fresh_auth, now=now)
     if decision.outcome in (policy.LOGIN, policy.STEP_UP):
         login = decision.outcome == policy.LOGIN
         error = Unauthenticated("log in with your passkey" if login
@@ -334,10 +335,16 @@ def route_verdict(conn: ConnectionView, route: Route, request: RequestView, *, n
         return Verdict(DENY, Forbidden(f"user {resolved.user.id} is not allowed to use {route.name}"))
     assert session is not None
     limit = min(session.expires_at, resolved.device.not_after or NEVER)
-    if route.fresh_auth is not None:
-        limit = min(limit, session.auth_time + route.fresh_auth)
+    if fresh_auth is not None:
+        limit = min(limit, session.auth_time + fresh_auth)
     conn.grants[route.name] = limit
     return ALLOWED
+
+
+def incident_fresh_auth(route_fresh_auth: int | None, incident: int | None) -> int | None:
+    """The step-up window a request meets: the route's, tightened by an active incident's ``raise_fresh_auth``."""
+    windows = [w for w in (route_fresh_auth, incident) if w is not None]
+    return min(windows) if windows else None
 
 
 def admin_verdict(conn: ConnectionView, request: RequestView, *, now: float, cfg: AccessConfig,

@@ -45,6 +45,8 @@ __all__ = [
     "build_action",
     "check_role",
     "claimed_challenge",
+    "incident_reason",
+    "incident_targets",
     "login_draft",
     "logout_draft",
     "manages",
@@ -52,7 +54,7 @@ __all__ = [
     "validate_action",
 ]
 
-TOKEN_SCOPES = ("kill", "read")
+TOKEN_SCOPES = ("kill", "read", "incident")
 MAX_TOKEN_TTL = 365 * 24 * 3600
 MAX_NAME = 128
 MAX_TOKEN_NAME = 100  # idwall.tokens refuses longer names
@@ -60,6 +62,7 @@ MAX_EMAIL = 254
 MAX_GROUPS = 64
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_PLAYBOOK_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as idwall.config.incident names them
 
 
 def _text(value: Any, name: str, *, limit: int, allow_empty: bool) -> str:
@@ -134,6 +137,44 @@ def _scopes(value: Any) -> list[str]:
     return list(value)
 
 
+MAX_REASON = 500
+MAX_TARGETS = 1000
+
+
+def _playbook(value: Any) -> str:
+    if not isinstance(value, str) or not _PLAYBOOK_RE.fullmatch(value):
+        shown = repr(value)[:70] if isinstance(value, str) else type(value).__name__
+        raise BadRequest(f"action.playbook must be a playbook name (lower-case letters, digits, dashes), got {shown}")
+    return value
+
+
+def incident_targets(value: Any, where: str = "action.targets") -> dict[str, list[str]]:
+    """``{users: [...], devices: [...]}`` (either may be left out): what a ``target`` stage acts on."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict) or set(value) - {"users", "devices"}:
+        raise BadRequest(f"{where} must be an object with users and/or devices (lists of ids)")
+    out: dict[str, list[str]] = {}
+    for key, check in (("users", _user), ("devices", lambda v: _ident(v, "targets.devices"))):
+        items = value.get(key, [])
+        if not isinstance(items, list) or len(items) > MAX_TARGETS:
+            raise BadRequest(f"{where}.{key} must be a list of at most {MAX_TARGETS} ids")
+        checked = [check(item) for item in items]
+        if len(set(checked)) != len(checked):
+            raise BadRequest(f"{where}.{key} lists an id twice")
+        out[key] = checked
+    return out
+
+
+def incident_reason(value: Any, where: str = "action.reason") -> str:
+    """Why the incident runs (it goes into every kill's ledger entry): 1-500 printable characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{where} is required: say why, it goes into the audit ledger")
+    if len(value) > MAX_REASON or not value.isprintable():
+        raise BadRequest(f"{where} must be at most {MAX_REASON} printable characters")
+    return value
+
+
 def token_ttl(value: Any) -> int:
     """A token lifetime in seconds from a duration such as ``"1h"``: positive, at most a year."""
     if not isinstance(value, str):
@@ -165,9 +206,12 @@ _FIELDS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "device.recover": {"enrollment_id": lambda v: _ident(v, "enrollment_id")},
     "device.renew": {"device_id": lambda v: _ident(v, "device_id"), "csr_pem": _csr},
     "user.set_manager": {"user": _user, "manager": _manager},
+    "incident.start": {"playbook": _playbook, "reason": incident_reason, "dry_run": lambda v: _bool(v, "dry_run"),
+                       "targets": incident_targets},
 }
 #: fields a client may leave out, and what they then are (clients written before the field existed keep working)
-_DEFAULTS: dict[str, dict[str, Any]] = {"invite.create": {"manager": None}}
+_DEFAULTS: dict[str, dict[str, Any]] = {"invite.create": {"manager": None},
+                                        "incident.start": {"dry_run": False, "targets": {"users": [], "devices": []}}}
 ACTION_TYPES = tuple(_FIELDS)
 #: who may sign what: everything but the user's own business (recovery, renewal) needs an administrator
 ADMIN_ACTIONS = frozenset(ACTION_TYPES) - {"device.recover", "device.renew"}

@@ -28,7 +28,9 @@ never hold secrets; ``log_detail`` goes to the log only::
     ├── NoClientCertificate          403 no-client-certificate errors: no device certificate (see enrollment)
     ├── Forbidden                    403 forbidden             errors: policy denial, missing role
     │   ├── CrossSiteRefused         403 cross-site-refused    access: state change from another site's page
-    │   └── InsufficientScope        403 insufficient-scope    tokens: token lacks the scope
+    │   ├── InsufficientScope        403 insufficient-scope    tokens: token lacks the scope
+    │   ├── SuspectPasskey           403 passkey-suspect       errors: an incident marked the signing passkey suspect
+    │   └── EnrollmentBlocked        403 enrollment-blocked    errors: an incident blocks enrollment by invite code
     ├── NotFound                     404 not-found             errors: unknown enrollment, action, route
     │   └── Missing                  404 not-found             store: no such record
     ├── Conflict                     409 conflict              errors: already registered, already used
@@ -122,6 +124,18 @@ class NoClientCertificate(IDWallError):
 
 class Forbidden(IDWallError):
     status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class SuspectPasskey(Forbidden):
+    """An incident marked this passkey suspect: it cannot vouch for a new device (``device.recover``)."""
+
+    status, slug, title = 403, "passkey-suspect", "Passkey marked suspect"
+
+
+class EnrollmentBlocked(Forbidden):
+    """An active incident blocks enrollment by invite code for this user."""
+
+    status, slug, title = 403, "enrollment-blocked", "Enrollment blocked during an incident"
 
 
 class NotFound(IDWallError):

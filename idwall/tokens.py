@@ -1,14 +1,16 @@
 """Automation tokens: the bearer credentials a SOAR playbook uses to pull the kill switch.
 
 DESIGN.md principle 3: granting access needs a passkey, removing it can be
-automated. A token therefore only ever carries the scopes ``kill`` and
-``read``, never anything that grants access.
+automated. A token therefore only ever carries the scopes ``kill``, ``read``
+and ``incident``, never anything that grants access.
 
 Scopes do not imply each other:
 
     kill   POST /idwall/api/admin/kill                      (take access away)
     read   GET  /idwall/api/admin/sessions, audit, kills,   (look, change nothing)
            tokens, /idwall/metrics
+    incident POST /idwall/api/admin/incidents, .../ID/end,   (run a playbook: every step
+           .../ID/resume; GET /idwall/api/admin/incidents   only takes access away)
 
 A playbook that must list sessions before cutting one asks for both scopes.
 Keeping ``kill`` narrow means a leaked kill token reveals nothing about who is
@@ -30,7 +32,7 @@ from .encoding import b64url_encode, sha256
 from .errors import BadRequest, Forbidden, Unauthenticated
 from .store.base import Token
 
-SCOPES = ("kill", "read")
+SCOPES = ("kill", "read", "incident")
 #: tokens start with this so secret scanners (and people) recognise them
 PREFIX = "idw_"
 SECRET_BYTES = 32

@@ -196,6 +196,22 @@ def test_step_up(cfg: AccessConfig, routes: dict[str, Route], age: int, kind: st
         assert problem(verdict)["step_up"] is True
 
 
+@pytest.mark.parametrize(("route", "incident", "age", "kind"), [
+    ("app", 120, 119, access.ALLOW),        # a route without fresh_auth gets the incident's
+    ("app", 120, 120, access.STEP_UP),
+    ("fresh", 120, 200, access.STEP_UP),    # the incident's window is tighter than the route's 5m
+    ("fresh", 900, FRESH, access.STEP_UP),  # a looser incident window never loosens the route's
+    ("fresh", 900, FRESH - 1, access.ALLOW),
+])
+def test_an_incident_raises_fresh_auth_on_every_route(cfg: AccessConfig, routes: dict[str, Route], route: str,
+                                                      incident: int, age: int, kind: str) -> None:
+    found = replace(resolved(session_=session(auth_time=NOW - age)), fresh_auth=incident)
+    verdict = decide(connect(found), routes[route], facts(b"GET", b"/x"), cfg)
+    assert verdict.kind == kind
+    if kind == access.STEP_UP:
+        assert problem(verdict)["step_up"] is True
+
+
 @pytest.mark.parametrize(("route", "who", "groups", "admin", "kind"), [
     ("ops", "alice", (), False, access.DENY),
     ("ops", "alice", ("eng",), False, access.DENY),

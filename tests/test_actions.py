@@ -38,9 +38,12 @@ VALID: dict[str, dict[str, Any]] = {
     "device.renew": {"type": "device.renew", "device_id": "dev-0123456789abcdef",
                      "csr_pem": pki.make_csr(pki.generate_p256_key(), "laptop")},
     "user.set_manager": {"type": "user.set_manager", "user": "bob", "manager": None},
+    "incident.start": {"type": "incident.start", "playbook": "org-wide-reset", "reason": "admin laptop stolen",
+                       "dry_run": False, "targets": {"users": ["bob"], "devices": []}},
 }
 #: the fields a client may leave out, and what the action then says
-DEFAULTS = {("invite.create", "manager"): None}
+DEFAULTS = {("invite.create", "manager"): None, ("incident.start", "dry_run"): False,
+            ("incident.start", "targets"): {"users": [], "devices": []}}
 NONCE = bytes(range(32))
 
 
@@ -69,7 +72,7 @@ def test_a_valid_request_comes_back_as_exactly_its_fields(kind: str) -> None:
     ("invite.create", "action must be an object, got str"),
     (None, "action must be an object, got NoneType"),
     ({}, "action.type must be one of invite.create, admin.grant, admin.revoke, token.create, device.approve, "
-         "device.reject, device.recover, device.renew, user.set_manager; got null"),
+         "device.reject, device.recover, device.renew, user.set_manager, incident.start; got null"),
     ({"type": "Invite.Create"}, "got 'Invite.Create'"),
     ({"type": "invite.create "}, "got 'invite.create '"),
     ({"type": "x" * 1000}, "got '" + "x" * 60 + "'"),  # shown cut short
@@ -181,7 +184,7 @@ def test_an_invite_may_leave_the_email_and_groups_empty() -> None:
     ("scopes", [], "action.scopes must be a non-empty list drawn from kill, read"),
     ("scopes", "kill", "action.scopes must be a non-empty list drawn from kill, read"),
     ("scopes", None, "action.scopes must be a non-empty list"),
-    ("scopes", ["admin"], 'action.scopes must be distinct values from kill, read, got ["admin"]'),
+    ("scopes", ["admin"], 'action.scopes must be distinct values from kill, read, incident, got ["admin"]'),
     ("scopes", ["kill", "kill"], 'got ["kill", "kill"]'),
     ("scopes", ["Kill"], 'got ["Kill"]'),
     ("ttl", 3600, 'action.ttl must be a duration string such as "1h", got int'),

@@ -28,7 +28,7 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.engine.websocket", "idwall.engine.answers", "idwall.engine.h1_upstream", "idwall.actions",
         "idwall.enrollment", "idwall.tokens", "idwall.passkeys", "idwall.jsonbody", "idwall.units", "idwall.pki",
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
-        "idwall.audit.replay", "idwall.audit.replay_devices", "idwall.audit.verify", "idwall.incident.plan",
+        "idwall.audit.replay", "idwall.audit.replay_devices", "idwall.audit.replay_incidents", "idwall.audit.verify", "idwall.incident.plan",
         "idwall.incident.webhooks", "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report",
         "idwall.proxy_protocol", "idwall.action_words", "idwall.sign_requests", "idwall.renewal")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",

@@ -175,7 +175,7 @@ def test_ledger_state_replays_the_trust_state(full: list[dict[str, Any]]) -> Non
         state.apply(entry)
     assert state.users["carol"].admin is False and state.users["alice"].admin is True
     assert state.devices["dev-bob-laptop"].status == "revoked"
-    assert state.devices["dev-bob-phone"].status == "active"
+    assert state.devices["dev-bob-phone"].status == "revoked"  # by the incident token's stage
     assert state.devices["dev-carol-laptop"].cert_sha256 == full[7]["data"]["cert_sha256"]  # pinned at first login
     assert all(invite.used_by is not None for invite in state.invites.values())
     assert state.tokens["tok-soar"].revoked_by == 22

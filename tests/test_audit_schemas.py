@@ -50,7 +50,13 @@ HOSTILE: dict[str, list[Any]] = {
     "a duration such as 1h": [True, None, 1.5, ["1h"]],
     "a string or null": [0, ["a"], True],
     "a non-empty string or null": ["", 0, ["bob"], False],
-    "a non-empty list of distinct scopes from kill, read": [[], ["kill", "kill"], ["admin"], "kill", [1], None],
+    "a non-empty list of distinct scopes from kill, read, incident": [[], ["kill", "kill"], ["admin"], "kill", [1],
+                                                                      None],
+    "a positive integer (seconds) or null": [0, -5, True, "300", 1.5],
+    "a list of positive integers (ledger seqs)": [[0], [True], ["3"], 3, None],
+    "an integer from 1": [0, -1, True, "1", None],
+    "an object {users: [...], devices: [...]} of strings": [{}, {"users": []}, {"users": [1], "devices": []},
+                                                             {"users": [], "devices": [], "groups": []}, [], None],
 }
 #: the rules that admit one or a few exact values (``_one_of``): none of these is ever one of them
 NOT_ONE_OF = ["nope", 1, 0, None, ""]
@@ -158,12 +164,14 @@ def test_exact_values_are_exact_in_type_too() -> None:
 
 
 def test_which_types_need_an_approval() -> None:
-    # every signed action and every login carries a passkey assertion; a token may also be revoked by a token
-    assert APPROVAL_REQUIRED == set(ACTION_SCHEMAS) - {"token.revoke"} | {"session.login"}
-    assert APPROVAL_OPTIONAL == {"token.revoke"}
+    # every signed action and every login carries a passkey assertion; a token may also be revoked by a token,
+    # and an incident started by an automation token (scope incident)
+    assert APPROVAL_REQUIRED == set(ACTION_SCHEMAS) - {"token.revoke", "incident.start"} | {"session.login"}
+    assert APPROVAL_OPTIONAL == {"token.revoke", "incident.start"}
     assert SYSTEM_TYPES == {"signcount.anomaly", "key.rotate"}
     unsigned = set(ENTRY_TYPES) - APPROVAL_REQUIRED - APPROVAL_OPTIONAL
-    assert unsigned == {"bootstrap", "device.enroll", "session.logout", "kill", "signcount.anomaly", "key.rotate"}
+    assert unsigned == {"bootstrap", "device.enroll", "session.logout", "kill", "signcount.anomaly", "key.rotate",
+                        "incident.stage", "incident.end"}
     assert ENVELOPE_KEYS == {"seq", "time", "type", "actor", "subject", "data", "prev", "hash", "sig"}
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from idwall.config.model import Playbook, PlaybookStage
 from idwall.errors import BadRequest
-from idwall.incident.plan import Member, Targets, plan_playbook
+from idwall.incident.plan import Member, Targets, plan_from_json, plan_json, plan_playbook
 
 PEOPLE = [
     Member("root", ("ops",), admin=True),
@@ -111,3 +113,9 @@ def test_the_plan_is_the_same_whatever_order_the_store_lists_people_in() -> None
     forward = plan_playbook(ORG_WIDE, PEOPLE, privileged_groups=("sre",))
     backward = plan_playbook(ORG_WIDE, list(reversed(PEOPLE)), privileged_groups=("sre",))
     assert forward.stages == backward.stages
+
+
+def test_a_plan_survives_the_store_as_json() -> None:
+    plan = plan_playbook(ONE_USER, PEOPLE, tokens={"tok-1": "alice"}, targets=Targets(users=("alice",)))
+    assert plan_from_json(json.loads(json.dumps(plan_json(plan)))) == plan
+    assert plan.stages[0].tokens == ("tok-1",)

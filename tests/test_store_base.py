@@ -17,9 +17,9 @@ import pytest
 
 from idwall.errors import Conflict, Gone, NotFound, TooManyRequests, Unavailable
 from idwall.store.base import (ActionEffect, ActivateEffect, AdminEffect, AlreadyUsed, Ceremony, Credential, Event,
-                               Expired, Invite, InviteEffect, KillResult, LastAdmin, LedgerDraft, LimitReached, Missing,
-                               ManagerEffect, NewDevice, RejectEffect, RenewEffect, Resolved, Session, Signer, Store,
-                               StoreError, Token, TokenEffect, WorkerRow)
+                               Expired, IncidentEffect, Invite, InviteEffect, KillResult, LastAdmin, LedgerDraft,
+                               LimitReached, Missing, ManagerEffect, NewDevice, RejectEffect, RenewEffect, Resolved,
+                               Session, Signer, Store, StoreError, Token, TokenEffect, WorkerRow)
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW, device, enrollment, invite, session, user
 
@@ -67,7 +67,7 @@ def test_optional_fields_default_to_not_yet() -> None:
 
 def test_the_effects_of_a_signed_action_are_a_closed_set() -> None:
     assert set(get_args(ActionEffect)) == {InviteEffect, AdminEffect, TokenEffect, ActivateEffect, RejectEffect,
-                                           ManagerEffect, RenewEffect}
+                                           ManagerEffect, RenewEffect, IncidentEffect}
 
 
 def _interface() -> list[str]:

@@ -32,8 +32,9 @@ from tests.helpers.records import NOW
 from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
-          "tokens", "ledger", "events", "workers", "event_acks", "renewals", "sign_requests"}
-LATEST = [1, 2, 3, 4]
+          "tokens", "ledger", "events", "workers", "event_acks", "renewals", "sign_requests",
+          "incidents", "incident_stages", "incident_restrictions"}
+LATEST = [1, 2, 3, 4, 5]
 
 
 

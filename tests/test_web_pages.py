@@ -18,10 +18,12 @@ import aiohttp
 import pytest
 
 from idwall import pki, tokens
-from idwall.store.base import Enrollment, LedgerDraft
+from idwall.store.base import Enrollment, Incident, LedgerDraft, StageWork
 from idwall.testing.fixtures import client_ssl_context, raw_https
 from idwall.web import pages
+from tests.helpers.api import call_fresh
 from tests.helpers.approvals import enroll_waiting
+from tests.helpers.gateway import running_gateway
 
 EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                 "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
@@ -701,3 +703,47 @@ async def test_the_approvals_page_sends_browsers_without_a_session_to_the_passke
             status, headers, text = await fetch(client, gateway.url + "/idwall/approvals")
             assert status in (401, 403) and headers["Content-Type"].startswith("application/problem+json"), text
 
+
+NOTICE_YAML = """
+incident:
+  notice: {title: "Security incident", body: "Sign in again <b>now</b>.", contact: "soc@example.com"}
+"""
+
+
+async def test_the_incident_notice_shows_on_login_and_enrollment_pages_only_while_an_incident_is_active(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, None, extra_yaml=NOTICE_YAML) as gw:
+        pages_ = ("/idwall/login", "/idwall/enroll", "/idwall/enroll/enr-unknown")
+        for path in pages_:
+            _, text, _ = await call_fresh(gw, "GET", path)
+            assert "incident-notice" not in text
+        drill = Incident("inc-1", "drill", "drill", "admin", time.time(), {"stages": []}, 0, 0, 0)
+        await gw.store.start_incident(drill, LedgerDraft("incident.start", "admin", "inc-1", {"incident_id": "inc-1"}))
+        for path in pages_:
+            _, text, _ = await call_fresh(gw, "GET", path)
+            assert 'id="incident-notice"' in text and "Security incident" in text and "soc@example.com" in text
+            assert "Sign in again &lt;b&gt;now&lt;/b&gt;." in text  # the configured text is escaped
+        await gw.store.end_incident("inc-1", now=time.time(),
+                                    draft=LedgerDraft("incident.end", "admin", "inc-1", {"incident_id": "inc-1"}))
+        _, text, _ = await call_fresh(gw, "GET", "/idwall/login")
+        assert "incident-notice" not in text
+
+
+async def test_a_pending_recovery_says_when_suspect_passkeys_mean_an_approver_is_needed(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, None) as gw:
+        await gw.device("bob")
+        await gw.device("carol")
+        drill = Incident("inc-7", "drill", "drill", "admin", time.time(), {"stages": []}, 1, 0, 0)
+        await gw.store.start_incident(drill, LedgerDraft("incident.start", "admin", "inc-7", {"incident_id": "inc-7"}))
+        await gw.store.commit_incident_stage("inc-7", 1, StageWork(users=("bob",), suspect=True), result={},
+                                             now=time.time(), draft=LedgerDraft("incident.stage", "admin", "inc-7", {}))
+        now = time.time()
+        for user in ("bob", "carol"):
+            csr_pem = pki.make_csr(pki.generate_p256_key(), "device")
+            await gw.store.create_enrollment(Enrollment(
+                f"enr-{user}", os.urandom(32), os.urandom(32), pki.check_csr(csr_pem).spki_sha256, csr_pem, "tablet",
+                None, user, user, "", (), False, False, "pending_approval", None, now, now + 300))
+        _, bob, _ = await call_fresh(gw, "GET", "/idwall/enroll/enr-bob")
+        assert "Incident inc-7 marked your passkeys suspect" in bob and "administrator or your manager" in bob
+        _, carol, _ = await call_fresh(gw, "GET", "/idwall/enroll/enr-carol")
+        assert "marked your passkeys suspect" not in carol and "another passkey of yours" in carol

@@ -56,6 +56,7 @@ class CredentialRecord:
     alg: int
     sign_count: int
     seq: int
+    suspect: bool = False  # marked by an incident stage: it can no longer sign device.recover
 
 
 @dataclass(frozen=True)
@@ -93,3 +94,15 @@ class SessionRecord:
     user: str
     device_id: str
     seq: int
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    """An incident started by ``incident.start``: who runs it, how many stages, how far it got."""
+
+    id: str
+    actor: str
+    stages: int
+    committed: int
+    seq: int
+    ended_by: int | None = None

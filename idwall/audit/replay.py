@@ -11,12 +11,14 @@ from idwall.audit.records import (
     CredentialRecord,
     DeviceRecord,
     Envelope,
+    IncidentRecord,
     InviteRecord,
     SessionRecord,
     TokenRecord,
     UserRecord,
 )
 from idwall.audit.replay_devices import DeviceEntries
+from idwall.audit.replay_incidents import IncidentEntries
 from idwall.audit.schemas import (
     ACTION_APPROVAL,
     ACTION_SCHEMAS,
@@ -70,7 +72,7 @@ class LedgerViolation(IDWallError):
 
 
 @dataclass(eq=False)
-class LedgerState(DeviceEntries):
+class LedgerState(DeviceEntries, IncidentEntries):
     """The trust state replayed from the ledger, one entry at a time.
 
     ``apply`` checks an entry against everything before it (chain, signature,
@@ -99,6 +101,7 @@ class LedgerState(DeviceEntries):
     tokens: dict[str, TokenRecord] = field(default_factory=dict, init=False)
     sessions: dict[str, SessionRecord] = field(default_factory=dict, init=False)
     nonces: dict[str, int] = field(default_factory=dict, init=False)  # action and login nonces -> seq
+    incidents: dict[str, IncidentRecord] = field(default_factory=dict, init=False)
 
     # -- the chain --
 
@@ -490,11 +493,9 @@ class LedgerState(DeviceEntries):
         if data["target"] is not None:
             self._subject_is(env, data["target"], "kill target")
         if env.actor.startswith("token:"):
-            token = self.tokens.get(env.actor.removeprefix("token:"))
-            if token is None or token.revoked_by is not None or "kill" not in token.scopes:
-                raise Reject(f"actor {env.actor} is not a live token with the kill scope")
-            if env.time > token.expires_at:
-                raise Reject(f"actor {env.actor} expired at {format_time(token.expires_at)}")
+            # a token with scope incident kills only for an incident it runs (its stages' kills)
+            scope = "incident" if self.may_kill_for_incident(env.actor) else "kill"
+            self._incident_token(env.actor, scope, env.time)
         else:
             self._require_admin(env.actor, "actor")
         if data["revoke_devices"]:

@@ -113,6 +113,9 @@ class DeviceEntries:
             raise Reject(f"signer {env.actor} is not the user {device.user} of the pending device {device.id}")
         if credential.device_id == device.id:
             raise Reject("device.recover must be signed with a credential on another, active device")
+        if credential.suspect:
+            raise Reject(f"device.recover is signed with credential {credential.id}, which an incident marked "
+                         "suspect; only device.approve by an admin or the manager can activate the device")
         self.devices[device.id] = replace(device, status="active")
 
 

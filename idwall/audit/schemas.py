@@ -72,9 +72,17 @@ _TTL: _Check = ("a duration such as 1h", lambda v: isinstance(v, str | int) and 
 _OPT_STR: _Check = ("a string or null", lambda v: v is None or isinstance(v, str))
 _OPT_ID: _Check = ("a non-empty string or null", lambda v: v is None or (isinstance(v, str) and v != ""))
 _SCOPES: _Check = (
-    "a non-empty list of distinct scopes from kill, read",
+    "a non-empty list of distinct scopes from kill, read, incident",
     lambda v: isinstance(v, list) and bool(v) and len(set(map(str, v))) == len(v)
-    and all(i in ("kill", "read") for i in v),
+    and all(i in ("kill", "read", "incident") for i in v),
+)
+_OPT_SECONDS: _Check = ("a positive integer (seconds) or null", lambda v: v is None or (is_int(v) and v > 0))
+_SEQS: _Check = ("a list of positive integers (ledger seqs)", lambda v: isinstance(v, list) and all(is_int(i) and i > 0 for i in v))
+_STAGE_NUMBER: _Check = ("an integer from 1", lambda v: is_int(v) and v >= 1)
+_TARGETS: _Check = (
+    "an object {users: [...], devices: [...]} of strings",
+    lambda v: isinstance(v, dict) and set(v) == {"users", "devices"}
+    and all(isinstance(v[k], list) and all(isinstance(i, str) for i in v[k]) for k in v),
 )
 
 
@@ -144,6 +152,22 @@ DATA_SCHEMAS: dict[str, dict[str, _Check]] = {
         "received": _COUNT,
     },
     "key.rotate": {"kind": _one_of("assertion"), "kid": _ID, "previous_kid": _ID},
+    "incident.start": {"incident_id": _ID, "playbook": _ID, "reason": _STR, "targets": _TARGETS, "stages": _COUNT},
+    "incident.stage": {
+        "incident_id": _ID,
+        "number": _STAGE_NUMBER,
+        "part": _one_of("privileged", "others", "target"),
+        "steps": _STRS,
+        "users": _STRS,
+        "devices": _STRS,
+        "kills": _SEQS,
+        "devices_reapproval": _STRS,
+        "credentials_suspect": _STRS,
+        "tokens_revoked": _STRS,
+        "fresh_auth": _OPT_SECONDS,
+        "block_code_enrollment": _BOOL,
+    },
+    "incident.end": {"incident_id": _ID},
 }
 
 _ACTION_BASE: dict[str, _Check] = {"type": _ID, "actor": _ID, "nonce": _NONCE, "not_after": _INT}
@@ -158,6 +182,7 @@ _ACTION_FIELDS: dict[str, dict[str, _Check]] = {
     "admin.revoke": {"user": _ID},
     "token.create": {"name": _STR, "scopes": _SCOPES, "ttl": _TTL},
     "token.revoke": {"token_id": _ID},
+    "incident.start": {"playbook": _ID, "reason": _STR, "dry_run": _BOOL, "targets": _TARGETS},
 }
 _ASSERTION_FIELDS: dict[str, _Check] = {
     "credential_id": _CRED_ID,
@@ -173,8 +198,9 @@ LOGIN_APPROVAL: dict[str, _Check] = {**_ASSERTION_FIELDS, "nonce": _NONCE}
 #: fields an entry written before they existed lacks (absent reads as null): invites before managers
 OPTIONAL_DATA: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
 OPTIONAL_ACTION: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
-APPROVAL_REQUIRED = frozenset({*_ACTION_FIELDS, "session.login"}) - {"token.revoke"}
-APPROVAL_OPTIONAL = frozenset({"token.revoke"})
+#: an incident started by an automation token (scope incident) carries no approval; by an admin it must
+APPROVAL_REQUIRED = frozenset({*_ACTION_FIELDS, "session.login"}) - {"token.revoke", "incident.start"}
+APPROVAL_OPTIONAL = frozenset({"token.revoke", "incident.start"})
 SYSTEM_TYPES = frozenset({"signcount.anomaly", "key.rotate"})
 
 

@@ -43,6 +43,9 @@ ENTRY_TYPES = (
     "device.reject",
     "device.renew",
     "user.set_manager",
+    "incident.start",
+    "incident.stage",
+    "incident.end",
 )
 _SEALED_KEYS = frozenset({"prev", "hash", "sig"})
 _TIME_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import connect, relay
+from . import connect, incident, relay
 from .client import cmd_device_enroll, cmd_kill
 from .local import cmd_audit_export, cmd_audit_verify, cmd_init, cmd_keys_rotate, cmd_serve
 from .sign import add_device_approve, add_sign_verbs
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_parser(commands, DEFAULT_DEVICE_OUT)
     relay.add_parser(commands)
     add_sign_verbs(commands)
+    incident.add_parsers(commands)
 
     # Listed for --help only: main() hands `idwall demo ...` to idwall.demo before parsing,
     # because argparse cannot pass unknown options through a subcommand.

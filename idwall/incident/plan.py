@@ -17,12 +17,13 @@ people, and a tabletop exercise sees exactly what the day itself would do. Rules
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..config.model import Playbook, PlaybookStage
 from ..errors import BadRequest
 
-__all__ = ["Member", "Plan", "PlannedStage", "Targets", "plan_playbook"]
+__all__ = ["Member", "Plan", "PlannedStage", "Targets", "plan_from_json", "plan_json", "plan_playbook"]
 
 
 @dataclass(frozen=True)
@@ -152,3 +153,17 @@ def _check_targets(playbook: Playbook, targets: Targets, by_id: Mapping[str, Mem
         if user in excluded:
             raise BadRequest(f"{user} is excluded from playbook {playbook.name} (break-glass); "
                              "use a playbook without that exclusion, or a kill")
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan as the store keeps it (a resumed run continues exactly the plan it started with)."""
+    return asdict(plan)
+
+
+def plan_from_json(data: Mapping[str, Any]) -> Plan:
+    """The inverse of :func:`plan_json`."""
+    stages = tuple(PlannedStage(number=s["number"], source=s["source"], part=s["part"], steps=tuple(s["steps"]),
+                                users=tuple(s["users"]), devices=tuple(s["devices"]), tokens=tuple(s["tokens"]),
+                                fresh_auth=s["fresh_auth"]) for s in data["stages"])
+    return Plan(playbook=data["playbook"], stages=stages, privileged=tuple(data["privileged"]),
+                excluded=tuple(data["excluded"]))

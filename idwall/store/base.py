@@ -231,6 +231,8 @@ class Resolved:
     user: User
     credentials: tuple[Credential, ...] = field(default=())
     session: Session | None = None
+    #: while an incident with ``raise_fresh_auth`` covers the user: every route wants an assertion this fresh
+    fresh_auth: int | None = None
 
 
 class AlreadyUsed(Conflict):
@@ -290,6 +292,67 @@ class DirectoryUser:
     devices: tuple[DirectoryDevice, ...]
     credentials: tuple[DirectoryCredential, ...]
     last_login: float | None
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A real incident run (dry runs are never stored): its plan, and how far it got."""
+
+    id: str
+    playbook: str
+    reason: str
+    actor: str
+    started_at: float
+    plan: dict[str, Any]
+    stages_total: int
+    stages_committed: int
+    audit_seq: int
+    ended_at: float | None = None
+    ended_by: str | None = None
+
+
+@dataclass(frozen=True)
+class IncidentStageRow:
+    """One committed stage: when, what it did (the report's ``result``), its ledger entry."""
+
+    number: int
+    committed_at: float
+    result: dict[str, Any]
+    audit_seq: int
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """What a stage's own transaction does beyond the kills (which went through the kill switch first)."""
+
+    users: tuple[str, ...]
+    reapprove: bool = False          # the users' active devices go back to pending_approval
+    suspect: bool = False            # the users' passkeys are marked suspect
+    tokens: tuple[str, ...] = ()     # these tokens are revoked
+    fresh_auth: int | None = None    # a fresh_auth restriction on the users while the incident is active
+    block_code_enrollment: bool = False
+
+
+@dataclass(frozen=True)
+class StageCommit:
+    """What a stage's transaction changed, by id (the same ids its ledger entry lists)."""
+
+    devices_reapproval: tuple[str, ...]
+    credentials_suspect: tuple[str, ...]
+    tokens_revoked: tuple[str, ...]
+    audit_seq: int
+
+
+@dataclass(frozen=True)
+class IncidentSnapshot:
+    """Who exists and what each holds right now, read at once (a plan and a dry run's counts)."""
+
+    users: tuple[User, ...]
+    device_owners: dict[str, str]             # every device that is not revoked -> its user
+    tokens: dict[str, str]                    # every live token -> the user who created it
+    sessions: dict[str, int]                  # live sessions per user
+    devices: dict[str, int]                   # devices not revoked per user
+    credentials: dict[str, int]               # passkeys on devices not revoked per user
 
 
 class Store(Protocol):
@@ -352,6 +415,18 @@ class Store(Protocol):
     # certificate renewal: the rendezvous of the device that asked and the passkey that signs
     async def create_renewal(self, renewal: Renewal, *, max_open: int, forget_before: float) -> None: ...
     async def get_renewal(self, renewal_id: str) -> Renewal | None: ...
+    # incidents (idwall.store.sqlite.incidents): each change with its incident.* ledger entry
+    async def incident_snapshot(self, *, now: float) -> IncidentSnapshot: ...
+    async def start_incident(self, incident: Incident, draft: LedgerDraft) -> int: ...
+    async def commit_incident_stage(self, incident_id: str, number: int, work: StageWork, *, result: dict[str, Any],
+                                    now: float, draft: LedgerDraft) -> StageCommit: ...
+    async def end_incident(self, incident_id: str, *, now: float, draft: LedgerDraft) -> int: ...
+    async def get_incident(self, incident_id: str) -> Incident | None: ...
+    async def list_incidents(self, *, limit: int = 100) -> list[Incident]: ...
+    async def incident_stages(self, incident_id: str) -> list[IncidentStageRow]: ...
+    async def active_incidents(self) -> list[Incident]: ...
+    async def enrollment_blocked(self, user_id: str) -> str | None: ...
+    async def credential_suspect(self, credential_id: bytes) -> str | None: ...
 
 
 # -- signed actions (the effect of a verified passkey signature, committed with its sign count) -------
@@ -433,4 +508,12 @@ class RenewEffect:
     spki_sha256: bytes
 
 
-ActionEffect = InviteEffect | AdminEffect | TokenEffect | ActivateEffect | RejectEffect | ManagerEffect | RenewEffect
+@dataclass(frozen=True)
+class IncidentEffect:
+    """An incident started by an admin's signed ``incident.start``: its row, committed with the entry."""
+
+    incident: Incident
+
+
+ActionEffect = (InviteEffect | AdminEffect | TokenEffect | ActivateEffect | RejectEffect | ManagerEffect | RenewEffect
+                | IncidentEffect)

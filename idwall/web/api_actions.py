@@ -44,7 +44,9 @@ from ..challenges import action_challenge
 from ..connections import Conn
 from ..encoding import b64url_encode, canonical_json
 from ..enrollment import INVITE_TTL, new_invite_code, user_handle
-from ..errors import Conflict, Forbidden, Gone, NotFound, WebAuthnRejected
+from ..errors import BadRequest, Conflict, Forbidden, Gone, NotFound, SuspectPasskey, WebAuthnRejected
+from ..incident import run as incidents
+from ..incident.plan import Targets
 from ..logs import event
 from ..renewal import RenewalTarget, check_renewal
 from ..store.base import (
@@ -52,6 +54,7 @@ from ..store.base import (
     ActivateEffect,
     AdminEffect,
     Device,
+    IncidentEffect,
     Invite,
     InviteEffect,
     ManagerEffect,
@@ -103,6 +106,22 @@ async def _recover_target(node: Node, enrollment_id: str, signer: User) -> Devic
     if enrollment.status != "pending_approval" or enrollment.device_id is None:
         raise Conflict(f"enrollment {enrollment_id} is not waiting for approval (it is {enrollment.status})")
     return await _pending_device(node, enrollment.device_id)
+
+
+async def _unsuspected(node: Node, credentials: list[Any], enrollment_id: str) -> list[Any]:
+    """The passkeys that may still vouch for a recovered device: none an incident marked suspect (else 403)."""
+    usable, marked = [], None
+    for credential in credentials:
+        incident = await node.store.credential_suspect(credential.id)
+        if incident is None:
+            usable.append(credential)
+        else:
+            marked = incident
+    if not usable:
+        raise SuspectPasskey(f"incident {marked} marked your passkey suspect, so it cannot approve a new device of "
+                             f"yours; an administrator's or your manager's device.approve is needed for the device "
+                             f"of enrollment {enrollment_id}", incident=marked)
+    return usable
 
 
 async def _check_admin_change(node: Node, action: dict[str, Any]) -> User:
@@ -158,6 +177,17 @@ async def precheck(node: Node, action: dict[str, Any], signer: User, conn: Conn)
         await _manager_change(node, action)
     elif kind == "device.renew":
         await _renewal_target(node, action, conn)
+    elif kind == "incident.start":
+        await _incident_plan(node, action)
+
+
+async def _incident_plan(node: Node, action: dict[str, Any]) -> incidents.Prepared:
+    """The plan a signed ``incident.start`` will run (a dry run is refused: it needs no signature)."""
+    if action["dry_run"]:
+        raise BadRequest("a dry run changes nothing and needs no signature: POST /idwall/api/admin/incidents with "
+                         "dry_run: true")
+    targets = Targets(tuple(action["targets"]["users"]), tuple(action["targets"]["devices"]))
+    return await incidents.prepare(node, incidents.find_playbook(node, action["playbook"]), targets)
 
 
 async def _manager_change(node: Node, action: dict[str, Any]) -> User:
@@ -233,6 +263,11 @@ async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_
         return Prepared(ManagerEffect(target.id, action["manager"]), target.id, answer, answer)
     if kind == "device.renew":
         return await _renew(node, action, conn=conn, signing_device=signing_device, now=now)
+    if kind == "incident.start":
+        plan = await _incident_plan(node, action)
+        targets = Targets(tuple(action["targets"]["users"]), tuple(action["targets"]["devices"]))
+        incident, data = incidents.new_incident(node, plan, reason=action["reason"], targets=targets, actor=actor)
+        return Prepared(IncidentEffect(incident), incident.id, data, {"incident_id": incident.id})
     if kind == "device.reject":
         device = await _pending_device(node, action["device_id"])
         data = {"device_id": device.id, "enrollment_id": device.enrollment_id, "status": "revoked"}
@@ -269,6 +304,8 @@ async def action_begin(request: web.Request) -> web.Response:
     # a renewal is signed with a passkey bound to the renewed device (this connection's): offer only those
     credentials = list(resolved.credentials) if action["type"] == "device.renew" \
         else await node.store.user_credentials(signer.id)
+    if action["type"] == "device.recover":
+        credentials = await _unsuspected(node, credentials, action["enrollment_id"])
     ceremony = new_ceremony("action", challenge, nonce, conn.cert_sha256, resolved,
                             payload=canonical_json(action).decode("utf-8"), expires_at=float(action["not_after"]))
     await node.store.create_ceremony(ceremony, max_per_device=MAX_OPEN_CEREMONIES)
@@ -312,6 +349,8 @@ async def action_finish(request: web.Request) -> web.Response:
         event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
               received=exc.received)
         raise
+    if action["type"] == "device.recover":
+        await _unsuspected(node, [stored], action["enrollment_id"])
     signer = await node.store.get_user(resolved.user.id)
     if signer is None:
         raise Forbidden("your user no longer exists")
@@ -337,4 +376,12 @@ async def action_finish(request: web.Request) -> web.Response:
         node.registry.cut([c for c in node.registry.by_cert(effect.old_cert_sha256) if c is not conn])
     event("action", user=signer.id, device=stored.device_id, action=action["type"], subject=prepared.subject,
           audit_seq=seq)
-    return web.json_response({"result": prepared.result})
+    result = prepared.result
+    if isinstance(effect, IncidentEffect):
+        # the stages run now, the signer's own session among the first cut (privileged first): this answer is
+        # still written on the connection, which closes right after
+        incident = await incidents.started(node, effect.incident.id, prepared.data)
+        if await incidents.run_stages(node, incident, spare=conn):
+            conn.close_after_answer = True
+        result = await incidents.status(node, await incidents.incident_or_404(node, incident.id))
+    return web.json_response({"result": result})

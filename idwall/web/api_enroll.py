@@ -36,7 +36,7 @@ from ..enrollment import (
     public_status,
     user_handle,
 )
-from ..errors import BadRequest, Conflict, Gone, NotFound
+from ..errors import BadRequest, Conflict, EnrollmentBlocked, Gone, NotFound
 from ..logs import event
 from ..store.base import Credential, Device, Enrollment, NewDevice, User
 from ..node import Node
@@ -78,6 +78,12 @@ async def enroll_begin(request: web.Request) -> web.Response:
         stored = await node.store.get_invite(invite_id_of(check_code(code)))
         admin_exists = bool(stored and stored.bootstrap) and await node.store.has_admin()
         invite = check_invite(stored, now=now, admin_exists=admin_exists)
+        blocker = await node.store.enrollment_blocked(invite.user_id)
+        if blocker is not None:
+            # a code read out over the phone is exactly what an intruder asks the desk for during an incident
+            raise EnrollmentBlocked(f"incident {blocker} blocks enrollment by invite code for {invite.user_id} while "
+                                    "it is active; enroll with a passkey you still hold (give user instead of code) "
+                                    "or wait until the incident ends", incident=blocker)
         # the invite says who the device is for; an existing user's attributes are updated from it at finish
         subject = User(invite.user_id, invite.name, invite.email, invite.groups, invite.admin, now)
         bootstrap, linked_invite = invite.bootstrap, invite.id

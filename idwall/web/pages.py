@@ -128,7 +128,7 @@ $script_tag</head>
 <header class="brand"><span class="logo" aria-hidden="true">◆</span> IDWall</header>
 <main id="main" $attrs>
 <h1>$title</h1>
-$body
+$notice$body
 </main>
 <footer><p>IDWall gateway at <code>$public_url</code></p></footer>
 </body>
@@ -220,12 +220,30 @@ def _attrs(data: Mapping[str, str]) -> Markup:
     return Markup(" ".join(f'data-{name}="{html.escape(value, quote=True)}"' for name, value in data.items()))
 
 
+NOTICE = string.Template("""<aside id="incident-notice" class="status" role="alert" data-state="incident">
+<p class="status-title">$title</p>
+<p>$body</p>
+<p>Contact: $contact</p>
+</aside>
+""")
+
+
+async def incident_notice(request: web.Request) -> Markup:
+    """``incident.notice`` while an incident is active (the login, enrollment and recovery pages show it)."""
+    node = request.app[NODE]
+    notice = node.config.incident.notice
+    if notice is None or not await node.store.active_incidents():
+        return Markup("")
+    return render(NOTICE, title=notice.title, body=notice.body, contact=notice.contact)
+
+
 def _page(request: web.Request, *, title: str, script: str | None, body: Markup, data: Mapping[str, str],
-          status: int = 200) -> web.Response:
+          status: int = 200, notice: Markup = Markup("")) -> web.Response:
     public_url = request.app[NODE].config.public_url
     # Module scripts run deferred, after the document is parsed, and may import the shared helper.
     tag = render(SCRIPT_TAG, name=script) if script else Markup("")
-    text = render(LAYOUT, title=title, script_tag=tag, body=body, attrs=_attrs(data), public_url=public_url)
+    text = render(LAYOUT, title=title, script_tag=tag, body=body, attrs=_attrs(data), public_url=public_url,
+                  notice=notice)
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
                         headers=PAGE_HEADERS)
 
@@ -257,7 +275,8 @@ async def enroll_help(request: web.Request) -> web.Response:
                       "Pages behind IDWall only open on an enrolled device.",
                       "Follow the steps above, or ask your administrator for an invite.")
     body = render(ENROLL_HELP, public_url=public_url, status=_status(state))
-    return _page(request, title="Enroll a device", script=None, body=body, data={"page": "enroll-help"})
+    return _page(request, title="Enroll a device", script=None, body=body, data={"page": "enroll-help"},
+                 notice=await incident_notice(request))
 
 
 def _enrollment_state(status: str, expired: bool) -> State:
@@ -280,6 +299,19 @@ def _enrollment_state(status: str, expired: bool) -> State:
                  "Start again with idwall device enroll and a new code.")
 
 
+async def _suspect_state(request: web.Request, user_id: str) -> State | None:
+    """When an incident marked the user's passkeys suspect, recovery needs an approver: the page says so."""
+    store = request.app[NODE].store
+    for credential in await store.user_credentials(user_id):
+        incident = await store.credential_suspect(credential.id)
+        if incident is not None:
+            return State("pending", "Waiting for an administrator or your manager.",
+                         f"Incident {incident} marked your passkeys suspect, so your own passkey cannot approve this "
+                         "device.", "Ask an administrator or your manager to approve it (device.approve); keep the "
+                         "terminal open meanwhile.")
+    return None
+
+
 @routes.get("/idwall/enroll/{enrollment_id}")
 async def enroll_page(request: web.Request) -> web.Response:
     """The passkey page of one enrollment (the CLI prints its URL)."""
@@ -293,14 +325,16 @@ async def enroll_page(request: web.Request) -> web.Response:
         body = render(ENROLL_PAGE, user="—", device_name="—", expires="—", facts_hidden=_hidden(True),
                       status=_status(state))
         return _page(request, title="Create your passkey", script="enroll.js", body=body, status=404,
-                     data={"page": "enroll", "enrollment-id": enrollment_id})
+                     data={"page": "enroll", "enrollment-id": enrollment_id}, notice=await incident_notice(request))
     who = f"{enrollment.name} ({enrollment.user_id})" if enrollment.name and enrollment.name != enrollment.user_id \
         else enrollment.user_id
     state = _enrollment_state(enrollment.status, enrollment.expires_at <= node.clock())
+    if enrollment.status == "pending_approval":
+        state = await _suspect_state(request, enrollment.user_id) or state
     body = render(ENROLL_PAGE, user=who, device_name=enrollment.device_name, expires=_when(enrollment.expires_at),
                   facts_hidden=_hidden(False), status=_status(state))
     return _page(request, title="Create your passkey", script="enroll.js", body=body,
-                 data={"page": "enroll", "enrollment-id": enrollment_id})
+                 data={"page": "enroll", "enrollment-id": enrollment_id}, notice=await incident_notice(request))
 
 
 # --------------------------------------------------------------------------- login
@@ -361,7 +395,8 @@ async def login_page(request: web.Request) -> web.Response:
                   approvals_text=waiting)
     status = 403 if state.state in ("no-certificate", "unknown-device", "revoked") else 200
     return _page(request, title="Sign in", script="login.js", body=body, status=status,
-                 data={"page": "login", "next": next_path, "state": state.state, "reason": reason or ""})
+                 data={"page": "login", "next": next_path, "state": state.state, "reason": reason or ""},
+                 notice=await incident_notice(request))
 
 
 # --------------------------------------------------------------------------- signing from the command line

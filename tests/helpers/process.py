@@ -92,8 +92,9 @@ class Cluster:
 
         return self.store_call(make)  # type: ignore[no-any-return]
 
-    def kill_token(self) -> str:
-        issued = tokens.new_token(name="playbook", scopes=["kill"], ttl=3600, created_by="admin", now=time.time())
+    def kill_token(self, scopes: tuple[str, ...] = ("kill",)) -> str:
+        """A token (scope kill unless told otherwise) written straight into the store; its secret."""
+        issued = tokens.new_token(name="playbook", scopes=list(scopes), ttl=3600, created_by="admin", now=time.time())
         r = issued.record
 
         async def create(store: SQLiteStore) -> None:

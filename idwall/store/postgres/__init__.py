@@ -9,6 +9,7 @@ lock, so the nodes share one ledger chain.
     workers    the workers table and kill acknowledgements
     signing    sign requests (an action begun on the command line, signed on a page)
     directory  the admin console's reads: users with devices and passkeys, devices by status, ledger search
+    incidents  incident runs, their stages, suspect passkeys, per-user restrictions
     listen     LISTEN for every node's trust events, and a replay on every reconnect
 """
 
@@ -19,6 +20,7 @@ from typing import AsyncIterator, Callable
 
 from .core import DEFAULT_POOL_SIZE, migrate, shown_url
 from .directory import DirectoryRecords
+from .incidents import IncidentRecords
 from .listen import EventListener
 from .sessions import SessionRecords
 from .signing import SignRequestRecords
@@ -26,7 +28,8 @@ from .trust import TrustRecords
 from .workers import WorkerRecords
 
 
-class PostgresStore(TrustRecords, SessionRecords, WorkerRecords, SignRequestRecords, DirectoryRecords):
+class PostgresStore(IncidentRecords, TrustRecords, SessionRecords, WorkerRecords, SignRequestRecords,
+                    DirectoryRecords):
     """The :class:`~idwall.store.base.Store` on one PostgreSQL database, shared by every node."""
 
     @asynccontextmanager

@@ -340,8 +340,10 @@ def build_world(label: str = "main") -> World:
                    "sessions": ["ses-dave-1"], "devices": ["dev-dave-laptop"]})                      # 23
     erin = Person("erin", "Erin Eng", ["eng"], False)
     certs["renewed"] = device_certificate(f"{label}/dev-erin-laptop/renewed")
-    manager_story(ledger, World(ledger, alice, bob, carol, dave, erin, certs, ids), label)           # 24..32
-    return World(ledger, alice, bob, carol, dave, erin, certs, ids)
+    world = World(ledger, alice, bob, carol, dave, erin, certs, ids)
+    manager_story(ledger, world, label)                                                              # 24..32
+    incident_story(ledger, world)                                                                    # 33..45
+    return world
 
 
 def decide(ledger: Ledger, signer: Person, signer_device: str, type_: str, device_id: str, enrollment_id: str,
@@ -390,6 +392,88 @@ def manager_story(ledger: Ledger, world: World, label: str) -> None:
     renew(ledger, erin, "dev-erin-laptop", erin_laptop, key_label=f"{label}/dev-erin-laptop/renewed",
           label="renew-erin-laptop")                                                                 # 31
     ledger.login(erin, "dev-erin-laptop", "ses-erin-2", erin_laptop, label="erin-2")                # 32
+
+
+NO_TARGETS: dict[str, list[str]] = {"users": [], "devices": []}
+
+
+def stage(ledger: Ledger, actor: str, incident: str, number: int, users: list[str], steps: list[str], *,
+          kills: tuple[int, ...] = (), reapproval: tuple[str, ...] = (), suspect: tuple[str, ...] = (),
+          tokens: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Append an ``incident.stage`` (part ``others``) as the executor writes it."""
+    return ledger.append("incident.stage", actor, incident, {
+        "incident_id": incident, "number": number, "part": "others", "steps": steps, "users": users,
+        "devices": [], "kills": list(kills), "devices_reapproval": list(reapproval),
+        "credentials_suspect": list(suspect), "tokens_revoked": list(tokens), "fresh_auth": None, "block_code_enrollment": False})
+
+
+def incident_story(ledger: Ledger, world: World) -> None:
+    """Alice runs an incident: dave's laptop goes back to approval, erin's passkey is marked suspect; alice
+    approves dave's laptop again and dave (erin's manager) approves erin's new tablet; the incident ends. Then
+    an automation token with scope incident runs one that kills bob and revokes his devices."""
+    alice, dave, erin = world.alice, world.dave, world.erin
+    fields = {"playbook": "org-wide-reset", "reason": "admin laptop stolen", "dry_run": False, "targets": NO_TARGETS}
+    approval = ledger.action(alice, "dev-alice-laptop", "incident.start", fields, label="incident-1")
+    ledger.append("incident.start", "alice", "inc-1",
+                  {"incident_id": "inc-1", "playbook": "org-wide-reset", "reason": "admin laptop stolen",
+                   "targets": NO_TARGETS, "stages": 2}, approval)                                    # 33
+    kill = ledger.append("kill", "alice", "dave",
+                         {"scope": "user", "target": "dave", "reason": "incident inc-1 stage 1",
+                          "revoke_devices": False, "sessions": [], "devices": []})                   # 34
+    stage(ledger, "alice", "inc-1", 1, ["dave"], ["kill", "require_reapproval"], kills=(kill["seq"],),
+          reapproval=("dev-dave-laptop",))                                                            # 35
+    stage(ledger, "alice", "inc-1", 2, ["erin"], ["suspect_passkeys"],
+          suspect=(b64url_encode(erin.credentials["dev-erin-laptop"]),))                              # 36
+    enroll(ledger, erin, "dev-erin-tablet", invite=None, status="pending_approval", cert=None,
+           enrollment_id="enr-erin-tablet")                                                          # 37
+    decide(ledger, alice, "dev-alice-laptop", "device.approve", "dev-dave-laptop", "enr-dave-laptop",
+           label="reapprove-dave")                                                                   # 38
+    decide(ledger, dave, "dev-dave-laptop", "device.approve", "dev-erin-tablet", "enr-erin-tablet",
+           label="dave-approves-erin-tablet")                                                        # 39
+    ledger.append("incident.end", "alice", "inc-1", {"incident_id": "inc-1"})                       # 40
+    token_fields = {"name": "soar-ir", "scopes": ["incident"], "ttl": "1h"}
+    approval = ledger.action(alice, "dev-alice-laptop", "token.create", token_fields, label="token-ir")
+    ledger.append("token.create", "alice", "tok-ir",
+                  {"token_id": "tok-ir", "name": "soar-ir", "scopes": ["incident"],
+                   "expires_at": int(ledger.next_time) + 3600}, approval)                           # 41
+    ledger.append("incident.start", "token:tok-ir", "inc-2",
+                  {"incident_id": "inc-2", "playbook": "one-user", "reason": "bob phished",
+                   "targets": {"users": ["bob"], "devices": []}, "stages": 1})                       # 42
+    kill = ledger.append("kill", "token:tok-ir", "bob",
+                         {"scope": "user", "target": "bob", "reason": "incident inc-2 stage 1",
+                          "revoke_devices": True, "sessions": [], "devices": ["dev-bob-phone"]})     # 43
+    stage(ledger, "token:tok-ir", "inc-2", 1, ["bob"], ["kill", "revoke_devices"], kills=(kill["seq"],))  # 44
+    ledger.append("incident.end", "token:tok-ir", "inc-2", {"incident_id": "inc-2"})                # 45
+
+
+def incident_vectors(world: World, expect: Any) -> dict[str, Vector]:
+    """Incidents: a suspect passkey recovering, stages rewritten, a token killing outside its incident."""
+    full, key = world.ledger.entries, world.ledger.key
+    out: dict[str, Vector] = {}
+    suspect = world.ledger.fork(38)
+    approval = suspect.action(world.erin, "dev-erin-laptop", "device.recover", {"enrollment_id": "enr-erin-tablet"},
+                              label="erin-recovers-with-suspect")
+    suspect.append("device.recover", "erin", "dev-erin-tablet",
+                   {"device_id": "dev-erin-tablet", "enrollment_id": "enr-erin-tablet", "status": "active"}, approval)
+    out["recover_with_suspect_passkey"] = (suspect.entries, expect(
+        39, "which an incident marked suspect", "erin recovers her tablet with the passkey stage 2 marked suspect"))
+    skipped = copy.deepcopy(full)
+    skipped[35]["data"]["number"] = 3
+    out["incident_stage_out_of_order"] = (reseal(skipped, key, 36), expect(
+        36, "stage 3 of incident inc-1 is out of order", "a ledger-key holder renumbers stage 2 as stage 3"))
+    unsent = copy.deepcopy(full)
+    unsent[34]["data"]["devices_reapproval"] = []
+    out["incident_stage_rewritten"] = (reseal(unsent, key, 35), expect(
+        38, "device dev-dave-laptop is active, not pending_approval",
+        "stage 1's device sent back to approval erased; the later re-approval no longer fits"))
+    late = world.ledger.fork(45)
+    late.append("kill", "token:tok-ir", "carol",
+                {"scope": "user", "target": "carol", "reason": "after the incident", "revoke_devices": False,
+                 "sessions": [], "devices": []})
+    out["incident_token_kills_after_end"] = (late.entries, expect(
+        46, "actor token:tok-ir is not a live token with the kill scope",
+        "the incident token kills once its incident has ended"))
+    return out
 
 
 Vector = tuple[list[dict[str, Any]], dict[str, Any]]
@@ -578,6 +662,7 @@ def invalid_vectors(world: World) -> dict[str, Vector]:
         14, "not the certificate the ledger recorded", "a login over a certificate that is not the device's"))
 
     out.update(manager_vectors(world, expect))
+    out.update(incident_vectors(world, expect))
 
     # --- a whole ledger from another init: only the root pin tells ---
     other = build_world("other")
