@@ -43,7 +43,7 @@ from . import policy, sessions
 from .config import Config, Route
 from .errors import Forbidden, IDWallError, NoClientCertificate, Unauthenticated
 from .httpnorm import host_without_port
-from .store.base import Resolved, Session
+from .model import Resolved, Session
 
 ALLOW, MISDIRECTED, NO_CERTIFICATE, NOT_ENROLLED, INACTIVE, CERTIFICATE_EXPIRED, LOGIN, STEP_UP, DENY, \
     CROSS_SITE = ("allow", "misdirected", "no_certificate", "not_enrolled", "inactive", "certificate_expired",

@@ -30,7 +30,7 @@ from .enrollment import USER_ID_RE
 from .errors import BadRequest, Forbidden
 from .pki import check_csr
 from .jsonbody import json_type
-from .store.base import LedgerDraft, Session
+from .model import LedgerDraft, Session
 from .units import parse_duration
 
 __all__ = [

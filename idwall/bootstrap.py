@@ -44,8 +44,9 @@ from . import pki
 from .config import ConfigError, default_config_text, load_config
 from .encoding import b64url_encode, sha256
 from .errors import Conflict
-from .store import SQLiteStore, is_postgres, open_store, shown_url
-from .store.base import AlreadyUsed, Invite
+from .store import is_postgres, open_store, shown_url
+from .model import Invite
+from .store.base import AlreadyUsed
 
 CONFIG_NAME = "idwall.yaml"
 CERTS_DIR = "certs"
@@ -148,8 +149,7 @@ def _set_listen_host(text: str, host: str) -> str:
 
 
 async def _create_store(db_path: Path, invite: Invite) -> None:
-    store = SQLiteStore(db_path, ledger_key=None)
-    await store.open()
+    store = await open_store(f"sqlite://{db_path}", ledger_key=None)
     try:
         # The bootstrap invite appends nothing: the admin's enrollment is the ledger's genesis.
         await store.create_invite(invite, None)

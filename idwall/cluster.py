@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
-from .store.base import WorkerRow
+from .model import WorkerRow
 
 
 #: how often a worker's event poller records that it is alive (seconds)

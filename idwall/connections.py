@@ -23,7 +23,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from .assertion import PreparedClaims
-from .store.base import Resolved
+from .model import Resolved
 
 SCOPES = ("session", "device", "user", "group", "all")
 #: what a connection does that outlives a request, so it is cut when its session ends or expires

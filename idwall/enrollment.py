@@ -33,7 +33,7 @@ from .config import WebAuthnConfig
 from .encoding import b64url_encode, sha256
 from .errors import BadRequest, Conflict, Gone, NotFound
 from .passkeys import VerifiedRegistration
-from .store.base import Enrollment, Invite, LedgerDraft
+from .model import Enrollment, Invite, LedgerDraft
 
 __all__ = [
     "INVITE_TTL",

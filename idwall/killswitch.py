@@ -25,7 +25,7 @@ from .encoding import b64url_decode
 from .errors import BadRequest
 from .logs import event
 from .metrics import Metrics
-from .store.base import Event, KillResult, LedgerDraft, WorkerRow
+from .model import Event, KillResult, LedgerDraft, WorkerRow
 
 
 class KillStore(Protocol):

@@ -28,15 +28,15 @@ from .incident.delivery import Webhooks
 from .killswitch import apply_event
 from .logs import event
 from .metrics import Metrics
-from .store.base import Resolved, Session
-from .store.sqlite import SQLiteStore
+from .model import Resolved, Session
+from .store.base import Store
 
 @dataclass
 class Node:
     """This process's live state: config, store, keys, live connections, caches, metrics."""
 
     config: Config
-    store: SQLiteStore
+    store: Store
     keys: KeySet
     ledger_key: ec.EllipticCurvePrivateKey
     device_ca_cert: x509.Certificate

@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 
 from .errors import Conflict, Forbidden, Gone
-from .store.base import Device, Renewal
+from .model import Device, Renewal
 
 __all__ = [
     "KEEP_EXPIRED_RENEWAL",

@@ -29,7 +29,7 @@ from typing import Literal
 
 from .encoding import sha256
 from .errors import Forbidden, Gone, NotFound
-from .store.base import SignRequest
+from .model import SignRequest
 
 __all__ = [
     "MAX_OPEN_PER_DEVICE",

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from .encoding import b64url_encode, sha256
 from .errors import BadRequest, Forbidden, Unauthenticated
-from .store.base import Token
+from .model import Token
 
 SCOPES = ("kill", "read", "incident")
 #: tokens start with this so secret scanners (and people) recognise them

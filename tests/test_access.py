@@ -38,7 +38,7 @@ from idwall.config import Config, Route
 from idwall.connections import Conn, Registry
 from idwall.errors import Forbidden, NoClientCertificate, Unauthenticated
 from idwall.httpnorm import host_without_port
-from idwall.store.base import Resolved
+from idwall.model import Resolved
 from tests.helpers.engine import vector_head
 from tests.helpers.http_wire import vector_params
 from tests.helpers.records import CERT, NOW, device, gateway_config, resolved, session, user

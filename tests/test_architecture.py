@@ -30,7 +30,7 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
         "idwall.audit.replay", "idwall.audit.replay_devices", "idwall.audit.replay_incidents", "idwall.audit.verify", "idwall.incident.plan",
         "idwall.incident.webhooks", "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report",
-        "idwall.proxy_protocol", "idwall.action_words", "idwall.sign_requests", "idwall.renewal")
+        "idwall.proxy_protocol", "idwall.action_words", "idwall.sign_requests", "idwall.renewal", "idwall.model")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
               "idwall.store.postgres",
               "idwall.engine.io", "idwall.engine.edges", "idwall.engine.upstream", "idwall.engine.server",
@@ -321,3 +321,17 @@ def test_the_architecture_map_names_every_module() -> None:
         if not any(f"`{package}`" in row and path.name in row for row in rows):
             unnamed.append(rel)
     assert unnamed == []
+
+
+def test_records_live_in_the_model_and_no_one_outside_the_store_names_a_backend() -> None:
+    """One model module for the records the parts pass each other (not under ``idwall/store``), and callers keep
+    to the ``Store`` interface: only ``idwall/store`` itself (and ``open_store``'s callers through it) knows
+    which backend is in use."""
+    modules = _modules()
+    stray = [name for name, path in modules.items() if name.startswith("idwall.store")
+             and "@dataclass" in path.read_text()]
+    assert stray == [], "records belong in idwall/model.py"
+    backend_users = sorted(name for name, path in modules.items() if not name.startswith("idwall.store")
+                           and any(word in path.read_text() for word in ("SQLiteStore", "PostgresStore",
+                                                                         "store.sqlite", "store.postgres")))
+    assert backend_users == []

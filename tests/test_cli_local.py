@@ -24,7 +24,7 @@ from idwall.cli.local import listen_address
 from idwall.config import load_config
 from idwall.encoding import b64url_decode, b64url_encode, sha256
 from idwall.store import open_store
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.testing.fixtures import free_port
 from tests.helpers.cli import REPO, init_gwdir, run_cli, spawn_cli, unset_idwall_env
 from tests.helpers.store import closed_port, new_schema

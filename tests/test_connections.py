@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 
 from idwall.connections import Conn, Registry
-from idwall.store.base import Resolved
+from idwall.model import Resolved
 from tests.helpers.gateway import GatewayUnderTest
 from tests.helpers.records import CERT, device, resolved, session, user
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from idwall import tokens
-from idwall.store.base import LedgerDraft, RenewEffect, Signer
+from idwall.model import LedgerDraft, RenewEffect, Signer
 from tests.helpers.kill import KillBed, RawConn, Victim, kill_bed, still_served
 from tests.helpers.upstream_app import serve_app
 

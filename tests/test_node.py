@@ -18,7 +18,7 @@ import jwt
 
 from idwall.node import EVENT_POLL
 from idwall.pki import load_private_key
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.kill import KillBed, RawConn, Victim, still_served
 

@@ -9,7 +9,7 @@ import pytest
 
 from idwall.errors import Conflict, Forbidden, Gone
 from idwall.renewal import RenewalTarget, check_renewal, new_renewal_id, public_status
-from idwall.store.base import Renewal
+from idwall.model import Renewal
 from tests.helpers.records import NOW, device
 
 OLD, NEW = b"o" * 32, b"n" * 32

@@ -20,7 +20,7 @@ from idwall import pki
 from idwall.cluster import WorkerStore
 from idwall.killswitch import KillStore
 from idwall.store import PostgresStore, Store
-from idwall.store.base import LedgerDraft, Renewal, RenewEffect, Signer, WorkerRow
+from idwall.model import LedgerDraft, Renewal, RenewEffect, Signer, WorkerRow
 from idwall.store.postgres.core import PostgresCore
 from idwall.store.postgres.directory import DirectoryRecords
 from idwall.store.postgres.sessions import SessionRecords

@@ -24,7 +24,7 @@ from idwall import pki
 from idwall.audit import GENESIS_PREV, entry_hash, ledger_public_jwk, verify_ledger
 from idwall.encoding import b64url_encode, sha256
 from idwall.store import PostgresStore, StoreError
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.store.postgres.core import MIGRATE_LOCK, migrations, shown_url, url_secrets
 from idwall.tokens import new_token
 from tests.helpers.ledger import gen

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 
 from idwall import pki
 from idwall.errors import Conflict
-from idwall.store.base import Incident, LedgerDraft, StageCommit, StageWork
+from idwall.model import Incident, LedgerDraft, StageCommit, StageWork
 from tests.helpers.records import NOW
 from tests.helpers.store import enroll, login, opened
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 
 
-from idwall.store.base import AlreadyUsed, Ceremony, Session
+from idwall.model import Ceremony, Session
+from idwall.store.base import AlreadyUsed
 from tests.helpers.records import NOW
 from tests.helpers.store import draft, enroll, login, opened
 

@@ -14,7 +14,8 @@ from contextlib import AsyncExitStack
 
 import asyncpg
 
-from idwall.store.base import AlreadyUsed, LimitReached, SignRequest
+from idwall.model import SignRequest
+from idwall.store.base import AlreadyUsed, LimitReached
 from idwall.store.postgres.core import WRITE_LOCK
 from tests.helpers.records import NOW, sign_request
 from tests.helpers.store import opened

@@ -17,8 +17,17 @@ from typing import Any
 import pytest
 
 from idwall.errors import Forbidden
-from idwall.store.base import (ActivateEffect, AdminEffect, AlreadyUsed, LastAdmin, LedgerDraft, ManagerEffect,
-                               NewDevice, RejectEffect, RenewEffect, Signer)
+from idwall.model import (
+    ActivateEffect,
+    AdminEffect,
+    LedgerDraft,
+    ManagerEffect,
+    NewDevice,
+    RejectEffect,
+    RenewEffect,
+    Signer,
+)
+from idwall.store.base import AlreadyUsed, LastAdmin
 from tests.helpers.records import NOW, enrollment, invite
 from tests.helpers.store import draft, dump, enroll, login, new_device, opened
 

@@ -8,7 +8,7 @@ Tested on the PostgreSQL server at 127.0.0.1:5432, a fresh schema per test, one 
 
 from __future__ import annotations
 
-from idwall.store.base import WorkerRow
+from idwall.model import WorkerRow
 from tests.helpers.records import NOW
 from tests.helpers.store import draft, enroll, login, opened
 

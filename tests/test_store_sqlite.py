@@ -19,7 +19,8 @@ from idwall import pki
 from idwall.cluster import WorkerStore
 from idwall.connections import SCOPES
 from idwall.killswitch import KillStore
-from idwall.store.base import LedgerDraft, Store, WorkerRow
+from idwall.model import LedgerDraft, WorkerRow
+from idwall.store.base import Store
 from idwall.store.sqlite import KILL_SCOPES, SQLiteStore
 from idwall.store.sqlite.core import SQLiteCore
 from idwall.store.sqlite.directory import DirectoryRecords

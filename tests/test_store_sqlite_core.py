@@ -22,7 +22,7 @@ from idwall.audit import GENESIS_PREV, entry_hash, format_time
 from idwall.audit.sealing import verify_raw
 from idwall.encoding import b64url_decode, b64url_encode
 from idwall.store import StoreError
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.store.sqlite import migrate
 from idwall.store.sqlite.core import migration_files
 from idwall.tokens import new_token

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from idwall.store.base import LedgerDraft, ManagerEffect, Signer
+from idwall.model import LedgerDraft, ManagerEffect, Signer
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
 from tests.helpers.store import BACKENDS, draft, dump, enroll, login, opened, place

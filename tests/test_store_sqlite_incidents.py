@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from idwall.errors import Conflict
-from idwall.store.base import Incident, LedgerDraft, Missing, StageWork
+from idwall.model import Incident, LedgerDraft, StageWork
+from idwall.store.base import Missing
 from tests.helpers.records import NOW
 from tests.helpers.store import BACKENDS, dump, enroll, login, opened, place
 

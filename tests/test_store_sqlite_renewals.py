@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from idwall.encoding import b64url_encode
-from idwall.store.base import AlreadyUsed, LedgerDraft, LimitReached, Renewal, RenewEffect, Signer
+from idwall.model import LedgerDraft, Renewal, RenewEffect, Signer
+from idwall.store.base import AlreadyUsed, LimitReached
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
 from tests.helpers.store import BACKENDS, dump, enroll, login, opened, place

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from idwall.store import StoreError
-from idwall.store.base import AlreadyUsed, Ceremony, Expired, LedgerDraft, Session
+from idwall.model import Ceremony, LedgerDraft, Session
+from idwall.store.base import AlreadyUsed, Expired
 from idwall.store.sqlite import KILL_SCOPES, SQLiteStore
 from tests.helpers.records import NOW
 from tests.helpers.clock import Clock

@@ -20,8 +20,18 @@ import pytest
 
 from idwall.errors import Conflict, Forbidden
 from idwall.store import StoreError
-from idwall.store.base import (ActivateEffect, AdminEffect, AlreadyUsed, Expired, InviteEffect, LastAdmin, LedgerDraft,
-                               LimitReached, ManagerEffect, Missing, NewDevice, RejectEffect, Signer, TokenEffect)
+from idwall.model import (
+    ActivateEffect,
+    AdminEffect,
+    InviteEffect,
+    LedgerDraft,
+    ManagerEffect,
+    NewDevice,
+    RejectEffect,
+    Signer,
+    TokenEffect,
+)
+from idwall.store.base import AlreadyUsed, Expired, LastAdmin, LimitReached, Missing
 from idwall.store.sqlite import SQLiteStore
 from idwall.tokens import new_token
 from tests.helpers.records import NOW, enrollment, invite

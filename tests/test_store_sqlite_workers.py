@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from idwall.store.base import WorkerRow
+from idwall.model import WorkerRow
 from idwall.store.sqlite import SQLiteStore
 from tests.helpers.records import NOW
 from tests.helpers.store import BACKENDS, draft, enroll, login, opened, place

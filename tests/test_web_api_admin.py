@@ -19,7 +19,7 @@ import pytest
 
 from idwall import tokens
 from idwall.logs import JSONLineFormatter
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.web.api_admin import CSP
 from tests.helpers.api import call, call_fresh
 

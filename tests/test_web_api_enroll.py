@@ -21,7 +21,7 @@ from idwall import pki
 from idwall.audit import root_fingerprint, verify_ledger
 from idwall.encoding import b64url_decode, b64url_encode
 from idwall.enrollment import MAX_OPEN_ENROLLMENTS, MAX_PENDING_DEVICES, invite_id_of
-from idwall.store.base import Invite
+from idwall.model import Invite
 from idwall.testing.authenticator import SoftAuthenticator
 from tests.helpers.api import (
     begin_enroll,

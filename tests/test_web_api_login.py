@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from idwall import pki
 from idwall.challenges import login_challenge
 from idwall.encoding import b64url_decode, b64url_encode
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.web.api_login import MAX_OPEN_CEREMONIES
 from tests.helpers.api import Enrolled, bootstrap, call, counts, enroll, invite, ledger_ok, login
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from idwall import pki, tokens
-from idwall.store.base import Enrollment, Incident, LedgerDraft, StageWork
+from idwall.model import Enrollment, Incident, LedgerDraft, StageWork
 from idwall.testing.fixtures import client_ssl_context, raw_https
 from idwall.web import pages
 from tests.helpers.api import call_fresh

@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 from idwall import tokens  # noqa: E402
 from idwall.config import load_config  # noqa: E402
 from idwall.pki import load_cert, load_private_key  # noqa: E402
-from idwall.store.base import LedgerDraft, Session  # noqa: E402
+from idwall.model import LedgerDraft
+from idwall.store.base import Session  # noqa: E402
 from idwall.store.sqlite import SQLiteStore  # noqa: E402
 from idwall.testing.fixtures import (  # noqa: E402
     DeviceFiles,

@@ -177,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def _append_key_rotation(config: Config, *, kid: str, previous_kid: str) -> int:
     from ..pki import load_private_key
     from ..store import open_store
-    from ..store.base import LedgerDraft
+    from ..model import LedgerDraft
 
     store = await open_store(config.store, ledger_key=load_private_key(config.ledger.key))
     try:

@@ -22,7 +22,7 @@ from ..connections import Conn
 from ..errors import BadRequest, Conflict, NotFound
 from ..logs import event
 from ..node import Node
-from ..store.base import Incident, IncidentSnapshot, LedgerDraft, StageWork
+from ..model import Incident, IncidentSnapshot, LedgerDraft, StageWork
 from .plan import Member, Plan, PlannedStage, Targets, plan_from_json, plan_json, plan_playbook
 from .report import Holdings, StageResult, dry_run_results, report_json
 

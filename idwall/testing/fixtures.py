@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import pki
 from ..encoding import b64url_encode
-from ..store.base import Credential, Device, Enrollment, LedgerDraft, NewDevice, Session, User
-from ..store.sqlite import SQLiteStore
+from ..model import Credential, Device, Enrollment, LedgerDraft, NewDevice, Session, User
+from ..store.base import Store
 
 
 def free_port() -> int:
@@ -76,7 +76,7 @@ class DeviceFiles:
 
 
 async def register_device_directly(
-    store: SQLiteStore, *, device_ca_cert: Any, device_ca_key: Any, out_dir: Path, user_id: str,
+    store: Store, *, device_ca_cert: Any, device_ca_key: Any, out_dir: Path, user_id: str,
     groups: tuple[str, ...] = (), admin: bool = False, name: str | None = None, email: str = "",
     with_session: bool = True, auth_time: float | None = None, cert_ttl: int = 3600,
 ) -> DeviceFiles:

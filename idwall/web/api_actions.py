@@ -49,7 +49,7 @@ from ..incident import run as incidents
 from ..incident.plan import Targets
 from ..logs import event
 from ..renewal import RenewalTarget, check_renewal
-from ..store.base import (
+from ..model import (
     ActionEffect,
     ActivateEffect,
     AdminEffect,

@@ -37,7 +37,7 @@ from .. import access, killswitch, sessions, tokens
 from ..connections import Conn
 from ..errors import BadRequest, Forbidden
 from ..logs import event
-from ..store.base import LedgerDraft, Session, User
+from ..model import LedgerDraft, Session, User
 from ..node import Node
 from .context import NODE, conn_for, facts, require
 from .problems import read_json_object

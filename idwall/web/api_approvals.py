@@ -24,7 +24,7 @@ from aiohttp import web
 from ..errors import Forbidden
 from ..httpnorm import host_without_port
 from ..node import Node
-from ..store.base import DirectoryDevice, User
+from ..model import DirectoryDevice, User
 from .api_directory import _check_known, device_view, id_param, limit_param, next_after
 from .context import NODE, with_session
 

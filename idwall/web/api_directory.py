@@ -37,7 +37,8 @@ from ..audit import VerifyResult, verify_ledger
 from ..encoding import b64url_encode
 from ..errors import BadRequest
 from ..node import Node
-from ..store.base import DirectoryDevice, DirectoryUser, StoreError
+from ..model import DirectoryDevice, DirectoryUser
+from ..store.base import StoreError
 from . import api_admin
 from .context import NODE
 

@@ -38,7 +38,7 @@ from ..enrollment import (
 )
 from ..errors import BadRequest, Conflict, EnrollmentBlocked, Gone, NotFound
 from ..logs import event
-from ..store.base import Credential, Device, Enrollment, NewDevice, User
+from ..model import Credential, Device, Enrollment, NewDevice, User
 from ..node import Node
 from .context import NODE
 from .problems import field, read_json_object

@@ -24,7 +24,7 @@ from ..challenges import login_challenge
 from ..encoding import b64url_encode
 from ..errors import Forbidden, NoClientCertificate, WebAuthnRejected
 from ..logs import event
-from ..store.base import Ceremony, Resolved, Session
+from ..model import Ceremony, Resolved, Session
 from ..node import Node
 from .context import NODE, conn_for, enrolled, from_own_pages, with_session
 from .problems import field, read_json_object

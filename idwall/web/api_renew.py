@@ -18,7 +18,7 @@ from .. import pki
 from ..errors import NotFound
 from ..logs import event
 from ..renewal import KEEP_EXPIRED_RENEWAL, MAX_OPEN_RENEWALS, RenewalTarget, check_renewal, new_renewal_id, public_status
-from ..store.base import Renewal
+from ..model import Renewal
 from .context import NODE, enrolled, from_own_pages
 from .problems import field, read_json_object
 

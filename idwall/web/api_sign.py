@@ -40,7 +40,8 @@ from ..sign_requests import (
     secret_hash,
     sign_link,
 )
-from ..store.base import AlreadyUsed, SignRequest
+from ..model import SignRequest
+from ..store.base import AlreadyUsed
 from .api_actions import precheck
 from .api_login import MAX_OPEN_CEREMONIES, new_ceremony
 from .context import NODE, from_own_pages, with_session

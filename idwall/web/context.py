@@ -14,7 +14,7 @@ from .. import access
 from ..connections import Conn
 from ..engine.io import INTERNAL_HEADER, Engine
 from ..node import Node
-from ..store.base import Resolved, Session
+from ..model import Resolved, Session
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)

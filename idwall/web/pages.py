@@ -36,7 +36,7 @@ from aiohttp import web
 from .. import policy
 from ..errors import Forbidden, IDWallError, Unauthenticated
 from ..sign_requests import REQUEST_ID_RE
-from ..store.base import Resolved
+from ..model import Resolved
 from . import api_admin, api_approvals
 from .context import NODE, conn_for, with_session
 

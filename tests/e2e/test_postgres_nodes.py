@@ -40,7 +40,7 @@ from idwall.bootstrap import init_directory
 from idwall.cluster import Worker
 from idwall.config import load_config
 from idwall.testing.fixtures import free_port
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.web.server import make_node, start_gateway
 from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login, sign
 from tests.helpers.gateway import GatewayUnderTest, Upstream

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from idwall import tokens
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 
 from .gateway import GatewayUnderTest, start_test_gateway
 from .upstream_app import serve_app

@@ -21,7 +21,7 @@ from idwall import tokens
 from idwall.config import load_config
 from idwall.pki import load_cert, load_private_key
 from idwall.store import sqlite_path
-from idwall.store.base import LedgerDraft
+from idwall.model import LedgerDraft
 from idwall.store.sqlite import SQLiteStore
 from idwall.testing.fixtures import DeviceFiles, client_ssl_context, free_port, init_gateway_dir, \
     register_device_directly

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from idwall.config import Config, config_from_mapping
-from idwall.store.base import Device, Enrollment, Invite, Resolved, Session, SignRequest, User
+from idwall.model import Device, Enrollment, Invite, Resolved, Session, SignRequest, User
 
 __all__ = ["CERT", "NOW", "device", "enrollment", "gateway_config", "invite", "resolved", "session", "sign_request",
            "user"]

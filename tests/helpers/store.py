@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from idwall import pki
 from idwall.encoding import sha256
-from idwall.store.base import Credential, Device, LedgerDraft, NewDevice, Session, User
+from idwall.model import Credential, Device, LedgerDraft, NewDevice, Session, User
 from idwall.store.postgres import PostgresStore
 from idwall.store.sqlite import SQLiteStore
 

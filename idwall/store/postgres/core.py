@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ... import audit
 from ...encoding import b64url_decode
-from ..base import LedgerDraft, StoreError
+from ...model import LedgerDraft
+from ..base import StoreError
 from ..sqlite.core import migration_files
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base import DirectoryCredential, DirectoryDevice, DirectoryUser
+from ...model import DirectoryCredential, DirectoryDevice, DirectoryUser
 from ..sqlite.core import user_from_row
 # the same device query and record as SQLite's: plain SQL, and rows read by column name
 from ..sqlite.directory import _DEVICE_COLUMNS, DEVICE_STATUSES, _device

@@ -14,18 +14,18 @@ import asyncpg
 
 from ...encoding import b64url_encode
 from ...errors import Conflict
-from ..base import (
+from ...model import (
     ActionEffect,
     Incident,
     IncidentEffect,
     IncidentSnapshot,
     IncidentStageRow,
     LedgerDraft,
-    Missing,
     Resolved,
     StageCommit,
     StageWork,
 )
+from ..base import Missing
 from ..sqlite.core import user_from_row
 from .core import Conn
 from .sessions import SessionRecords

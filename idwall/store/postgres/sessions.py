@@ -9,7 +9,8 @@ import dataclasses
 import json
 from typing import Any
 
-from ..base import AlreadyUsed, Ceremony, Event, Expired, KillResult, LedgerDraft, Resolved, Session
+from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
+from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
 from ..sqlite.sessions import KILL_SCOPES
 from .core import Conn, PostgresCore, rowcount

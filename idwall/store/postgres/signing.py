@@ -7,7 +7,8 @@ taken under a per-device advisory lock, so two nodes cannot both take its last p
 
 from __future__ import annotations
 
-from ..base import AlreadyUsed, Expired, LimitReached, Missing, SignRequest
+from ...model import SignRequest
+from ..base import AlreadyUsed, Expired, LimitReached, Missing
 # the same record from a row, whichever driver read it (both rows are read by column name)
 from ..sqlite.signing import KEEP_AFTER_EXPIRY, _record
 from .core import Conn, PostgresCore

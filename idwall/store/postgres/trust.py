@@ -10,22 +10,17 @@ import json
 
 from ...encoding import b64url_encode
 from ...errors import Conflict, Forbidden
-from ..base import (
+from ...model import (
     ActionEffect,
     ActivateEffect,
     AdminEffect,
-    AlreadyUsed,
     Credential,
     Device,
     Enrollment,
-    Expired,
     Invite,
     InviteEffect,
-    LastAdmin,
     LedgerDraft,
-    LimitReached,
     ManagerEffect,
-    Missing,
     NewDevice,
     RejectEffect,
     Renewal,
@@ -35,6 +30,7 @@ from ..base import (
     TokenEffect,
     User,
 )
+from ..base import AlreadyUsed, Expired, LastAdmin, LimitReached, Missing
 from ..sqlite.core import (
     credential_from_row,
     device_from_row,

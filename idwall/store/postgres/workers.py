@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ..base import WorkerRow
+from ...model import WorkerRow
 from .core import Conn, PostgresCore
 
 

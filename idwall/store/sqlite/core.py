@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ... import audit
 from ...encoding import b64url_decode
-from ..base import Credential, Device, Enrollment, Invite, LedgerDraft, Renewal, Session, StoreError, Token, User
+from ...model import Credential, Device, Enrollment, Invite, LedgerDraft, Renewal, Session, Token, User
+from ..base import StoreError
 
 
 T = TypeVar("T")

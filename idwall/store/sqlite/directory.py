@@ -13,7 +13,7 @@ import json
 import sqlite3
 from typing import Any
 
-from ..base import DirectoryCredential, DirectoryDevice, DirectoryUser
+from ...model import DirectoryCredential, DirectoryDevice, DirectoryUser
 from .core import SQLiteCore, user_from_row
 
 #: the device states a filter may name (the ``devices.status`` CHECK constraint)

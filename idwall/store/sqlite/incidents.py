@@ -15,18 +15,18 @@ from typing import Any
 
 from ...encoding import b64url_encode
 from ...errors import Conflict
-from ..base import (
+from ...model import (
     ActionEffect,
     Incident,
     IncidentEffect,
     IncidentSnapshot,
     IncidentStageRow,
     LedgerDraft,
-    Missing,
     Resolved,
     StageCommit,
     StageWork,
 )
+from ..base import Missing
 from .core import SQLiteCore, user_from_row
 from .sessions import SessionRecords
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 
 from ...encoding import b64url_encode
-from ..base import AlreadyUsed, LimitReached, Renewal, RenewEffect
+from ...model import Renewal, RenewEffect
+from ..base import AlreadyUsed, LimitReached
 from .core import SQLiteCore, renewal_from_row
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..base import AlreadyUsed, Expired, LimitReached, Missing, SignRequest
+from ...model import SignRequest
+from ..base import AlreadyUsed, Expired, LimitReached, Missing
 from .core import SQLiteCore
 
 #: ended requests stay readable this long past their expiry, so a late poll is told why, not "unknown"

@@ -8,22 +8,17 @@ import json
 import sqlite3
 
 from ...errors import Conflict, Forbidden
-from ..base import (
+from ...model import (
     ActionEffect,
     ActivateEffect,
     AdminEffect,
-    AlreadyUsed,
     Credential,
     Device,
     Enrollment,
-    Expired,
     Invite,
     InviteEffect,
-    LastAdmin,
     LedgerDraft,
-    LimitReached,
     ManagerEffect,
-    Missing,
     NewDevice,
     RejectEffect,
     RenewEffect,
@@ -32,6 +27,7 @@ from ..base import (
     TokenEffect,
     User,
 )
+from ..base import AlreadyUsed, Expired, LastAdmin, LimitReached, Missing
 from .core import (
     credential_from_row,
     device_from_row,

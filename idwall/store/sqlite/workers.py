@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..base import WorkerRow
+from ...model import WorkerRow
 from .core import SQLiteCore
 
 
