@@ -11,15 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from idwall.audit import (
-    LedgerState,
-    LedgerViolation,
-    format_time,
-    parse_time,
-    root_fingerprint,
-    seal,
-    verify_ledger,
-)
+from idwall.audit import (LedgerState, LedgerViolation, format_time, ids_digest, parse_time, root_fingerprint, seal,
+                          verify_ledger)
 from idwall.encoding import b64url_decode, b64url_encode
 from tests.helpers.ledger import LEDGER_KEY, fails, full_ledger, gen
 
@@ -247,3 +240,46 @@ def test_a_manager_may_not_approve_their_own_device_by_managing_themselves(world
     ledger = world.ledger.fork(29)
     gen.set_manager(ledger, world.alice, "dev-alice-laptop", "erin", "erin", label="erin-self")
     fails(ledger.entries, 30, "data.manager names erin as their own manager")
+
+
+# --- kills that record counts and digests instead of every id --------------------------------------------------
+
+
+def _counted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every kill rewritten in the form the store writes since the ids moved out of the ledger, resealed."""
+    entries = copy.deepcopy(entries)
+    first = None
+    for index, entry in enumerate(entries):
+        if entry["type"] != "kill":
+            continue
+        first = index if first is None else first
+        data = entry["data"]
+        listed, sessions = data.pop("devices"), data.pop("sessions")
+        devices = listed if data["revoke_devices"] else []
+        data.update(sessions_revoked=len(sessions), sessions_sha256=ids_digest(sessions),
+                    devices_revoked=len(devices), devices_sha256=ids_digest(devices))
+    assert first is not None
+    return gen.reseal(entries, LEDGER_KEY, first + 1)
+
+
+def test_kills_recorded_as_counts_and_digests_verify(full: list[dict[str, Any]]) -> None:
+    counted = _counted(full)
+    assert verify_ledger(counted).ok, verify_ledger(counted).reason
+    assert all("sessions" not in e["data"] for e in counted if e["type"] == "kill")
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda d: d.update(devices_revoked=d["devices_revoked"] + 1), "but its scope matched 1 at this point"),
+    (lambda d: d.update(devices_sha256=ids_digest(["dev-other"])), "but its scope matched 1 at this point"),
+    (lambda d: d.update(devices=["dev-bob-laptop"]), "data has unexpected field(s) devices"),
+    (lambda d: d.pop("sessions_sha256"), "data is missing sessions_sha256"),
+    (lambda d: d.update(revoke_devices=False), "but its scope matched 0 at this point"),
+])
+def test_a_kill_whose_counts_do_not_match_what_its_scope_revoked_fails(full: list[dict[str, Any]], change: Any,
+                                                                        reason: str) -> None:
+    """The ids are kept in the store, not the ledger: the ledger alone must still say which devices a kill
+    revoked (its scope at that point), and a count or digest that does not say the same is caught."""
+    counted = _counted(full)
+    index = next(i for i, e in enumerate(counted) if e["type"] == "kill" and e["data"]["revoke_devices"])
+    change(counted[index]["data"])
+    fails(gen.reseal(counted, LEDGER_KEY, index + 1), index + 1, reason)

@@ -11,6 +11,7 @@ import pytest
 from idwall.errors import BadRequest, Conflict, NotFound
 from idwall.incident import run
 from idwall.incident.plan import Targets, plan_from_json
+from idwall.model import Incident
 from tests.helpers.gateway import running_gateway
 from tests.helpers.store import dump
 
@@ -144,3 +145,13 @@ async def test_unknown_playbooks_incidents_and_bad_targets_are_refused(tmp_path:
             await run.prepare(node, run.find_playbook(node, "one-user"), Targets())
         with pytest.raises(BadRequest, match="does not exist"):
             await run.prepare(node, run.find_playbook(node, "one-user"), Targets(users=("mallory",)))
+
+
+@pytest.mark.parametrize(("committed", "ended", "running", "state"), [
+    (1, False, True, "running"), (1, False, False, "interrupted"), (2, False, False, "complete"),
+    (2, True, False, "ended"), (1, True, True, "ended"),
+])
+def test_the_state_of_a_run(committed: int, ended: bool, running: bool, state: str) -> None:
+    incident = Incident("inc-1", "p", "r", "alice", 0.0, {"stages": []}, 2, committed, 1,
+                        ended_at=5.0 if ended else None)
+    assert run.state_of(incident, running=running) == state

@@ -33,8 +33,8 @@ from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, 
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks", "renewals", "sign_requests",
-          "incidents", "incident_stages", "incident_restrictions"}
-LATEST = [1, 2, 3, 4, 5]
+          "incidents", "incident_stages", "incident_restrictions", "kill_revocations"}
+LATEST = [1, 2, 3, 4, 5, 6]
 
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from idwall.audit import ids_digest
+
 from idwall.store import StoreError
 from idwall.model import Ceremony, LedgerDraft, Session
 from idwall.store.base import AlreadyUsed, Expired
@@ -242,8 +244,12 @@ async def test_a_kill_revokes_exactly_the_live_sessions_of_its_scope(store: SQLi
     for n in cut:
         assert (await store.get_session(sessions[n].id)).revoke_reason == "kill"  # type: ignore[union-attr]
     entry = (await store.ledger_entries())[-1]
+    # the entry records how many and a digest; the ids themselves are kept beside it, queryable
     assert (entry["seq"], entry["type"], entry["data"]) == (
-        result.audit_seq, "kill", {"reason": "test", "sessions": list(result.sessions), "devices": []})
+        result.audit_seq, "kill", {"reason": "test", "sessions_revoked": len(cut),
+                                   "sessions_sha256": ids_digest(result.sessions), "devices_revoked": 0,
+                                   "devices_sha256": ids_digest([])})
+    assert await store.kill_revocations(result.audit_seq) == (result.sessions, ())
     event = (await store.events_after(0))[-1]
     assert (event.kind, event.payload) == ("kill", {"scope": scope, "target": key(target) if target else None,
                                                     "sessions": list(result.sessions), "devices": [],
@@ -267,9 +273,13 @@ async def test_a_kill_that_revokes_devices_revokes_those_of_its_scope(store: SQL
         device = await store.get_device(people[name].device.id)
         assert (device.status, device.revoked_at) == (  # type: ignore[union-attr]
             ("revoked", NOW + 1) if name in revoked else ("active", None))
+    assert await store.kill_revocations(result.audit_seq) == (result.sessions, result.devices)
+    entry = (await store.ledger_entries())[-1]["data"]
+    assert (entry["devices_revoked"], entry["devices_sha256"]) == (len(revoked), ids_digest(result.devices))
     # a second kill finds nothing left to cut, and says so
     again = await store.kill(scope=scope, target=target, revoke_devices=True, now=NOW + 2, draft=draft("kill", "x"))
     assert (again.sessions, again.devices) == ((), ())
+    assert await store.kill_revocations(again.audit_seq) == ((), ())
 
 
 async def test_an_unknown_kill_scope_is_refused_before_anything_is_written(store: SQLiteStore) -> None:

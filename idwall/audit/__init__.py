@@ -77,6 +77,7 @@ from idwall.audit.sealing import (
     GENESIS_PREV,
     entry_hash,
     format_time,
+    ids_digest,
     ledger_public_jwk,
     new_entry,
     parse_time,
@@ -85,18 +86,17 @@ from idwall.audit.sealing import (
     seal,
 )
 from idwall.audit.verify import VerifyResult, verify_ledger
-from idwall.encoding import b64url_decode  # tests/test_cli.py reads it as audit.b64url_decode
 
 __all__ = [
     "GENESIS_PREV",
     "LedgerState",
     "LedgerViolation",
     "VerifyResult",
-    "b64url_decode",
     "entries_from_jsonl",
     "entry_hash",
     "entry_to_jsonl",
     "format_time",
+    "ids_digest",
     "ledger_public_jwk",
     "new_entry",
     "parse_time",

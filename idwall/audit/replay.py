@@ -26,6 +26,7 @@ from idwall.audit.schemas import (
     APPROVAL_REQUIRED,
     DATA_SCHEMAS,
     ENVELOPE_KEYS,
+    KILL_COUNTED,
     LOGIN_APPROVAL,
     OPTIONAL_ACTION,
     OPTIONAL_DATA,
@@ -42,6 +43,7 @@ from idwall.audit.sealing import (
     ENTRY_TYPES,
     GENESIS_PREV,
     entry_hash,
+    ids_digest,
     format_time,
     ledger_public_jwk,
     parse_time,
@@ -191,7 +193,9 @@ class LedgerState(DeviceEntries, IncidentEntries):
     # -- shared checks --
 
     def _data(self, env: Envelope) -> dict[str, Any]:
-        data = check_fields(env.data, DATA_SCHEMAS[env.type], "data", OPTIONAL_DATA.get(env.type, frozenset()))
+        schema = (KILL_COUNTED if env.type == "kill" and isinstance(env.data, dict) and "sessions_revoked" in env.data
+                  else DATA_SCHEMAS[env.type])
+        data = check_fields(env.data, schema, "data", OPTIONAL_DATA.get(env.type, frozenset()))
         if env.approval is None and env.type in APPROVAL_REQUIRED:
             raise Reject(f"{env.type} needs an approval (a passkey assertion) and has none")
         if env.approval is not None and env.type not in APPROVAL_REQUIRED | APPROVAL_OPTIONAL:
@@ -498,12 +502,37 @@ class LedgerState(DeviceEntries, IncidentEntries):
             self._incident_token(env.actor, scope, env.time)
         else:
             self._require_admin(env.actor, "actor")
-        if data["revoke_devices"]:
-            for device_id in data["devices"]:
+        lists = "sessions" in data
+        if lists:
+            revoked = list(data["devices"]) if data["revoke_devices"] else []
+            for device_id in revoked:
                 if device_id not in self.devices:
                     raise Reject(f"kill revokes device {device_id}, which was never enrolled")
-            for device_id in data["devices"]:
-                self.devices[device_id] = replace(self.devices[device_id], status="revoked")
+        else:
+            # The ids are in the store, not here: the ledger alone says which devices the scope matched at this
+            # point, and the entry's count and digest must be exactly those.
+            revoked = self._kill_devices(data["scope"], data["target"]) if data["revoke_devices"] else []
+            if (len(revoked), ids_digest(revoked)) != (data["devices_revoked"], data["devices_sha256"]):
+                raise Reject(f"kill records {data['devices_revoked']} device(s) revoked (digest "
+                             f"{data['devices_sha256'][:12]}...), but its scope matched {len(revoked)} at this point")
+        for device_id in revoked:
+            self.devices[device_id] = replace(self.devices[device_id], status="revoked")
+
+    def _kill_devices(self, scope: str, target: str | None) -> list[str]:
+        """The devices a kill of ``scope`` revokes at this point: those of its scope that are not revoked yet."""
+        if scope == "session":
+            session = self.sessions.get(target or "")
+            candidates = [session.device_id] if session is not None else []
+        elif scope == "device":
+            candidates = [target] if target in self.devices else []
+        elif scope == "user":
+            candidates = [d.id for d in self.devices.values() if d.user == target]
+        elif scope == "group":
+            members = {u.id for u in self.users.values() if target in u.groups}
+            candidates = [d.id for d in self.devices.values() if d.user in members]
+        else:
+            candidates = list(self.devices)
+        return sorted(d for d in candidates if d in self.devices and self.devices[d].status != "revoked")
 
     def _apply_signcount_anomaly(self, env: Envelope) -> None:
         data = self._data(env)

@@ -141,6 +141,7 @@ DATA_SCHEMAS: dict[str, dict[str, _Check]] = {
         "target": _OPT_STR,
         "reason": _STR,
         "revoke_devices": _BOOL,
+        # every id cut, in the entry itself (kills written before KILL_COUNTED)
         "sessions": _STRS,
         "devices": _STRS,
     },
@@ -196,6 +197,15 @@ ACTION_SCHEMAS: dict[str, dict[str, _Check]] = {
 ACTION_APPROVAL: dict[str, _Check] = {**_ASSERTION_FIELDS, "action": _OBJ}
 LOGIN_APPROVAL: dict[str, _Check] = {**_ASSERTION_FIELDS, "nonce": _NONCE}
 #: fields an entry written before they existed lacks (absent reads as null): invites before managers
+#: a kill as the store writes it now: how many sessions and devices it cut and a digest of their sorted ids
+#: (audit.ids_digest), the ids themselves kept in the store; a kill with ``sessions_revoked`` is read with this
+KILL_COUNTED: dict[str, _Check] = {
+    **{name: rule for name, rule in DATA_SCHEMAS["kill"].items() if name not in ("sessions", "devices")},
+    "sessions_revoked": _COUNT,
+    "sessions_sha256": _HASH32,
+    "devices_revoked": _COUNT,
+    "devices_sha256": _HASH32,
+}
 OPTIONAL_DATA: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
 OPTIONAL_ACTION: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
 #: an incident started by an automation token (scope incident) carries no approval; by an admin it must

@@ -162,6 +162,12 @@ def new_entry(
     return entry
 
 
+def ids_digest(ids: Any) -> str:
+    """base64url(SHA-256 of the sorted ids joined by newlines): what a kill records instead of every id it cut,
+    so a kill of everyone stays one small entry while the ids (kept in the store) can be checked against it."""
+    return b64url_encode(sha256("\n".join(sorted(ids)).encode("utf-8")))
+
+
 def root_fingerprint(public_key_cose: bytes) -> str:
     """The root pin: base64url(SHA-256(COSE public key of the genesis admin credential))."""
     return b64url_encode(sha256(public_key_cose))

@@ -205,17 +205,23 @@ async def resume(node: Node, incident_id: str, *, spare: Conn | None = None) -> 
     return await incident_or_404(node, incident_id), spared
 
 
-def state_of(incident: Incident) -> str:
-    """``running`` (on this node), ``interrupted``, ``complete`` (every stage committed, still active), ``ended``."""
+def state_of(incident: Incident, *, running: bool) -> str:
+    """``running`` (on this node), ``interrupted``, ``complete`` (every stage committed, still active), ``ended``.
+
+    ``running`` must be read from :data:`RUNNING` *before* ``incident`` was read from the store: a run that ends
+    in between then shows its last stage committed, instead of an uncommitted stage and no run (interrupted).
+    """
     if incident.ended_at is not None:
         return "ended"
-    if incident.id in RUNNING:
+    if running:
         return "running"
     return "complete" if incident.stages_committed == incident.stages_total else "interrupted"
 
 
 async def status(node: Node, incident: Incident) -> dict[str, Any]:
     """The incident as the API answers it: state, the report of the committed stages, what is left."""
+    running = incident.id in RUNNING
+    incident = await node.store.get_incident(incident.id) or incident  # read after the flag (see state_of)
     snapshot = await node.store.incident_snapshot(now=node.clock())
     rows = {row.number: row for row in await node.store.incident_stages(incident.id)}
     results = [StageResult(number=n, sessions_revoked=r.result.get("sessions_revoked", 0),
@@ -231,7 +237,7 @@ async def status(node: Node, incident: Incident) -> dict[str, Any]:
         row = rows.get(stage["number"])
         stage["committed_at"] = row.committed_at if row else None
     return {**report, "incident_id": incident.id, "reason": incident.reason, "actor": incident.actor,
-            "state": state_of(incident), "started_at": incident.started_at, "ended_at": incident.ended_at,
+            "state": state_of(incident, running=running), "started_at": incident.started_at, "ended_at": incident.ended_at,
             "ended_by": incident.ended_by, "stages_total": incident.stages_total,
             "stages_committed": incident.stages_committed, "audit_seq": incident.audit_seq}
 

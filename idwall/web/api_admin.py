@@ -137,8 +137,11 @@ def _kill_view(entry: dict[str, Any], closed: dict[int, int]) -> dict[str, Any]:
     data = entry.get("data", {})
     return {"audit_seq": entry["seq"], "time": entry["time"], "actor": entry["actor"], "scope": data.get("scope"),
             "target": data.get("target"), "reason": data.get("reason"),
-            "revoke_devices": data.get("revoke_devices", False), "sessions": len(data.get("sessions", ())),
-            "devices": len(data.get("devices", ())), "connections_closed": closed.get(entry["seq"])}
+            "revoke_devices": data.get("revoke_devices", False),
+            # entries before counts list the ids themselves
+            "sessions": data.get("sessions_revoked", len(data.get("sessions", ()))),
+            "devices": data.get("devices_revoked", len(data.get("devices", ()))),
+            "connections_closed": closed.get(entry["seq"])}
 
 
 # -- the kill switch -------------------------------------------------------------------------------

@@ -87,8 +87,9 @@ async def list_incidents(request: web.Request) -> web.Response:
     """The newest incidents first, each with its state and how far it got."""
     node = request.app[NODE]
     await _reader(request)
+    running = set(incidents.RUNNING)  # before the rows are read (see state_of)
     rows = [{"incident_id": i.id, "playbook": i.playbook, "reason": i.reason, "actor": i.actor,
-             "state": incidents.state_of(i), "started_at": i.started_at, "ended_at": i.ended_at,
+             "state": incidents.state_of(i, running=i.id in running), "started_at": i.started_at, "ended_at": i.ended_at,
              "stages_total": i.stages_total, "stages_committed": i.stages_committed}
             for i in await node.store.list_incidents()]
     return web.json_response({"incidents": rows})

@@ -12,7 +12,7 @@ from typing import Any
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
-from ..sqlite.sessions import KILL_SCOPES
+from ..sqlite.sessions import KILL_SCOPES, kill_counts
 from .core import Conn, PostgresCore, rowcount
 
 # The sessions (and devices) a kill scope covers, with ``u`` the user row; ``$2`` is the target.
@@ -151,7 +151,8 @@ class SessionRecords(PostgresCore):
                    draft: LedgerDraft) -> KillResult:
         """Revoke every matching live session (and device when asked), durably, with its ledger entry.
 
-        The ledger entry's ``data`` gets the ids that were cut, so the record says exactly what happened.
+        The ledger entry's ``data`` gets how many were cut and a digest of their ids; the ids go to
+        ``kill_revocations`` in the same transaction (as SQLite's).
         """
         if scope not in KILL_SCOPES:
             raise ValueError(f"unknown kill scope {scope!r}")
@@ -172,14 +173,22 @@ class SessionRecords(PostgresCore):
                     f" JOIN users u ON u.id = d.user_id WHERE d.status != 'revoked' AND {_KILL_DEVICES[scope]})"
                     f" RETURNING id", *args)
                 devices = sorted(r["id"] for r in drows)
-            data = dict(draft.data, sessions=sessions, devices=devices)
+            data = dict(draft.data, **kill_counts(sessions, devices))
             seq = await self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
+            await conn.execute("INSERT INTO kill_revocations (audit_seq, kind, id) SELECT $1::bigint, 'session', unnest($2::text[])"
+                               " UNION ALL SELECT $1::bigint, 'device', unnest($3::text[])", seq, sessions, devices)
             await self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sessions,
                                              "devices": devices, "revoke_devices": revoke_devices,
                                              "audit_seq": seq}, now)
             return KillResult(tuple(sessions), tuple(devices), tuple(users), seq)
 
         return await self.write(tx)
+
+    async def kill_revocations(self, audit_seq: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The (sessions, devices) the kill recorded at ``audit_seq`` revoked, each sorted."""
+        rows = await self._fetch("SELECT kind, id FROM kill_revocations WHERE audit_seq = $1 ORDER BY id", audit_seq)
+        return (tuple(r["id"] for r in rows if r["kind"] == "session"),
+                tuple(r["id"] for r in rows if r["kind"] == "device"))
 
     async def events_after(self, event_id: int) -> list[Event]:
         """The events after ``event_id``, in order; up to (not including) one a write of this process has

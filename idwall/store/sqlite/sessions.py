@@ -9,12 +9,19 @@ import json
 import sqlite3
 from typing import Any
 
+from ...audit import ids_digest
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from .core import SQLiteCore, credential_from_row, device_from_row, session_from_row, user_from_row
 
 
 KILL_SCOPES = ("session", "device", "user", "group", "all")
+
+
+def kill_counts(sessions: list[str], devices: list[str]) -> dict[str, Any]:
+    """What a kill's ledger entry records of what it cut: counts and digests (the ids go to kill_revocations)."""
+    return {"sessions_revoked": len(sessions), "sessions_sha256": ids_digest(sessions),
+            "devices_revoked": len(devices), "devices_sha256": ids_digest(devices)}
 
 
 class SessionRecords(SQLiteCore):
@@ -149,7 +156,8 @@ class SessionRecords(SQLiteCore):
                    draft: LedgerDraft) -> KillResult:
         """Revoke every matching live session (and device when asked), durably, with its ledger entry.
 
-        The ledger entry's ``data`` gets the ids that were cut, so the record says exactly what happened.
+        The ledger entry's ``data`` gets how many sessions and devices were cut and a digest of their ids
+        (:func:`kill_counts`); the ids go to ``kill_revocations`` in the same transaction.
         """
         if scope not in KILL_SCOPES:
             raise ValueError(f"unknown kill scope {scope!r}")
@@ -184,14 +192,23 @@ class SessionRecords(SQLiteCore):
             users = sorted({r["user_id"] for r in conn.execute(
                 f"SELECT user_id FROM sessions WHERE id IN ({','.join('?' * len(sessions))})",
                 sessions).fetchall()}) if sessions else []
-            data = dict(draft.data, sessions=sorted(sessions), devices=sorted(devices))
+            data = dict(draft.data, **kill_counts(sessions, devices))
             seq = self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
+            conn.executemany("INSERT INTO kill_revocations (audit_seq, kind, id) VALUES (?, ?, ?)",
+                             [(seq, "session", i) for i in sessions] + [(seq, "device", i) for i in devices])
             self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sorted(sessions),
                                        "devices": sorted(devices), "revoke_devices": revoke_devices,
                                        "audit_seq": seq}, now)
             return KillResult(tuple(sorted(sessions)), tuple(sorted(devices)), tuple(users), seq)
 
         return await self.write(tx)
+
+    async def kill_revocations(self, audit_seq: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The (sessions, devices) the kill recorded at ``audit_seq`` revoked, each sorted."""
+        rows = await self.read(lambda c: c.execute(
+            "SELECT kind, id FROM kill_revocations WHERE audit_seq = ? ORDER BY id", (audit_seq,)).fetchall())
+        return (tuple(r["id"] for r in rows if r["kind"] == "session"),
+                tuple(r["id"] for r in rows if r["kind"] == "device"))
 
     async def events_after(self, event_id: int) -> list[Event]:
         rows = await self.read(lambda c: c.execute(
