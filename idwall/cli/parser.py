@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import connect, incident, relay
 from .client import cmd_device_enroll, cmd_kill
+from .connect import add_parser as add_connect
+from .incident import add_parsers as add_incident_verbs
 from .local import cmd_audit_export, cmd_audit_verify, cmd_init, cmd_keys_rotate, cmd_serve
-from .sign import add_device_approve, add_sign_verbs
+from .relay import add_parser as add_relay
 from .renew import add_parser as add_device_renew
+from .sign import add_device_approve, add_sign_verbs
 
 DEFAULT_DEVICE_OUT = Path("idwall-device")
 
@@ -97,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
     p.set_defaults(func=cmd_kill)
 
-    connect.add_parser(commands, DEFAULT_DEVICE_OUT)
-    relay.add_parser(commands)
+    add_connect(commands, DEFAULT_DEVICE_OUT)
+    add_relay(commands)
     add_sign_verbs(commands)
-    incident.add_parsers(commands)
+    add_incident_verbs(commands)
 
     # Listed for --help only: main() hands `idwall demo ...` to idwall.demo before parsing,
     # because argparse cannot pass unknown options through a subcommand.

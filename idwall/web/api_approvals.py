@@ -25,7 +25,7 @@ from ..errors import Forbidden
 from ..httpnorm import host_without_port
 from ..node import Node
 from ..model import DirectoryDevice, User
-from .api_directory import _check_known, device_view, id_param, limit_param, next_after
+from .api_directory import check_known, device_view, id_param, limit_param, next_after
 from .context import NODE, with_session
 
 routes = web.RouteTableDef()
@@ -74,7 +74,7 @@ async def approvals(request: web.Request) -> web.Response:
     """A page of the devices waiting for this session's user to approve, with who they manage and why."""
     node = request.app[NODE]
     _on_own_address(request, node)
-    _check_known(request, ("after", "limit"))
+    check_known(request, ("after", "limit"))
     limit = limit_param(request.query.get("limit"))
     after = id_param("after", request.query.get("after")) or ""
     _, resolved, session = await with_session(request)

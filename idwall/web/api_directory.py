@@ -115,7 +115,7 @@ def root_param(value: str | None) -> str | None:
     return value
 
 
-def _check_known(request: web.Request, allowed: tuple[str, ...]) -> None:
+def check_known(request: web.Request, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(request.query) - set(allowed))
     if unknown:
         raise BadRequest(f"unknown query parameter(s) {', '.join(unknown)[:100]}; this endpoint takes "
@@ -171,7 +171,7 @@ async def list_users(request: web.Request) -> web.Response:
     """A page of users with groups, admin flag, manager, devices, passkeys and last passkey login."""
     node = request.app[NODE]
     await api_admin.require_admin(request, scope="read")
-    _check_known(request, ("after", "limit"))
+    check_known(request, ("after", "limit"))
     limit = limit_param(request.query.get("limit"))
     after = id_param("after", request.query.get("after")) or ""
     users = await node.store.directory_users(after=after, limit=limit)
@@ -184,7 +184,7 @@ async def list_devices(request: web.Request) -> web.Response:
     """A page of devices (``?status=`` active, pending_approval or revoked narrows it)."""
     node = request.app[NODE]
     await api_admin.require_admin(request, scope="read")
-    _check_known(request, ("status", "after", "limit"))
+    check_known(request, ("status", "after", "limit"))
     limit = limit_param(request.query.get("limit"))
     status = status_param(request.query.get("status"))
     after = id_param("after", request.query.get("after")) or ""
@@ -198,7 +198,7 @@ async def search_audit(request: web.Request) -> web.Response:
     """Ledger entries as stored, oldest first, after seq ``after``; ``type`` and ``user`` narrow them."""
     node = request.app[NODE]
     await api_admin.require_admin(request, scope="read")
-    _check_known(request, ("type", "user", "after", "limit"))
+    check_known(request, ("type", "user", "after", "limit"))
     limit = limit_param(request.query.get("limit"))
     after = seq_param(request.query.get("after"))
     kind = type_param(request.query.get("type"))
@@ -253,7 +253,7 @@ async def verify_audit(request: web.Request) -> web.Response:
     """Verify the whole stored chain as ``idwall audit verify`` does, pinned to ``?root=`` or ``ledger.root``."""
     node = request.app[NODE]
     await api_admin.require_admin(request, scope="read")
-    _check_known(request, ("root",))
+    check_known(request, ("root",))
     # a root named in the request is checked instead of the configured pin (ledger.root), never neither
     root = root_param(request.query.get("root")) or node.config.ledger.root
     running = _running.setdefault(request.app, {})

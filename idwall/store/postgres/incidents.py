@@ -10,8 +10,6 @@ import dataclasses
 import json
 from typing import Any
 
-import asyncpg
-
 from ...encoding import b64url_encode
 from ...errors import Conflict
 from ...model import (
@@ -21,22 +19,17 @@ from ...model import (
     IncidentSnapshot,
     IncidentStageRow,
     LedgerDraft,
-    Resolved,
     StageCommit,
     StageWork,
 )
 from ..base import Missing
 from ..sqlite.core import user_from_row
+# the same rows to records as SQLite's: asyncpg rows are read by column name too
+from ..sqlite.incidents import _incident_from_row
 from .core import Conn
 from .sessions import SessionRecords
 
 _ACTIVE = "SELECT 1 FROM incidents i WHERE i.id = r.incident_id AND i.ended_at IS NULL"
-
-
-def _incident_from_row(row: asyncpg.Record) -> Incident:
-    return Incident(row["id"], row["playbook"], row["reason"], row["actor"], row["started_at"],
-                    json.loads(row["plan_json"]), row["stages_total"], row["stages_committed"], row["audit_seq"],
-                    row["ended_at"], row["ended_by"])
 
 
 async def _counts(conn: Conn, sql: str, *args: Any) -> dict[str, int]:
@@ -45,16 +38,6 @@ async def _counts(conn: Conn, sql: str, *args: Any) -> dict[str, int]:
 
 class IncidentRecords(SessionRecords):
     """Incident runs, their stages, suspect passkeys and per-user restrictions."""
-
-    async def resolve_certificate(self, cert_sha256: bytes, *, now: float) -> Resolved | None:
-        """As :meth:`SessionRecords.resolve_certificate`, with the user's incident ``fresh_auth`` (if any)."""
-        resolved = await super().resolve_certificate(cert_sha256, now=now)
-        if resolved is None:
-            return None
-        row = await self._fetchrow(
-            f"SELECT MIN(r.fresh_auth) FROM incident_restrictions r WHERE r.user_id = $1 AND r.kind = 'fresh_auth'"
-            f" AND EXISTS ({_ACTIVE})", resolved.user.id)
-        return dataclasses.replace(resolved, fresh_auth=row[0]) if row and row[0] is not None else resolved
 
     async def incident_snapshot(self, *, now: float) -> IncidentSnapshot:
         """Users, devices, live tokens and per-user holdings, read in one snapshot."""

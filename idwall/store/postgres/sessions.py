@@ -12,7 +12,7 @@ from typing import Any
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
-from ..sqlite.sessions import KILL_SCOPES, kill_counts
+from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts
 from .core import Conn, PostgresCore, rowcount
 
 # The sessions (and devices) a kill scope covers, with ``u`` the user row; ``$2`` is the target.
@@ -43,7 +43,8 @@ class SessionRecords(PostgresCore):
                 srow = await conn.fetchrow(
                     "SELECT * FROM sessions WHERE device_id = $1 AND cert_sha256 = $2 AND revoked_at IS NULL"
                     " AND expires_at > $3 ORDER BY auth_time DESC LIMIT 1", device.id, cert_sha256, now)
-                return Resolved(device, user, creds, session_from_row(srow) if srow else None)
+                fresh_auth = await conn.fetchval(FRESH_AUTH_SQL, user.id)
+                return Resolved(device, user, creds, session_from_row(srow) if srow else None, fresh_auth=fresh_auth)
 
         return await self.read(read)
 

@@ -22,7 +22,6 @@ from ...model import (
     IncidentSnapshot,
     IncidentStageRow,
     LedgerDraft,
-    Resolved,
     StageCommit,
     StageWork,
 )
@@ -45,16 +44,6 @@ def _counts(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> d
 
 class IncidentRecords(SessionRecords, SQLiteCore):
     """Incident runs, their stages, suspect passkeys and per-user restrictions."""
-
-    async def resolve_certificate(self, cert_sha256: bytes, *, now: float) -> Resolved | None:
-        """As :meth:`SessionRecords.resolve_certificate`, with the user's incident ``fresh_auth`` (if any)."""
-        resolved = await super().resolve_certificate(cert_sha256, now=now)
-        if resolved is None:
-            return None
-        row = await self.read(lambda c: c.execute(
-            f"SELECT MIN(r.fresh_auth) FROM incident_restrictions r WHERE r.user_id = ? AND r.kind = 'fresh_auth'"
-            f" AND EXISTS ({_ACTIVE})", (resolved.user.id,)).fetchone())
-        return dataclasses.replace(resolved, fresh_auth=row[0]) if row[0] is not None else resolved
 
     async def incident_snapshot(self, *, now: float) -> IncidentSnapshot:
         """Users, devices, live tokens and per-user holdings, read in one transaction."""

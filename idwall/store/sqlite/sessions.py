@@ -24,6 +24,11 @@ def kill_counts(sessions: list[str], devices: list[str]) -> dict[str, Any]:
             "devices_revoked": len(devices), "devices_sha256": ids_digest(devices)}
 
 
+#: the tightest fresh_auth a live incident imposes on user $1 (NULL: none)
+FRESH_AUTH_SQL = ("SELECT MIN(r.fresh_auth) FROM incident_restrictions r WHERE r.user_id = $1 AND r.kind = 'fresh_auth'"
+                  " AND EXISTS (SELECT 1 FROM incidents i WHERE i.id = r.incident_id AND i.ended_at IS NULL)")
+
+
 class SessionRecords(SQLiteCore):
     """Certificates resolved, ceremonies, sessions, kills, trust events and the ledger's pages."""
 
@@ -42,7 +47,9 @@ class SessionRecords(SQLiteCore):
             srow = conn.execute(
                 "SELECT * FROM sessions WHERE device_id = ? AND cert_sha256 = ? AND revoked_at IS NULL"
                 " AND expires_at > ? ORDER BY auth_time DESC LIMIT 1", (device.id, cert_sha256, now)).fetchone()
-            return Resolved(device, user, creds, session_from_row(srow) if srow else None)
+            # the step-up a live incident imposes on this user (raise_fresh_auth), read in the same snapshot
+            (fresh_auth,) = conn.execute(FRESH_AUTH_SQL.replace("$1", "?"), (user.id,)).fetchone()
+            return Resolved(device, user, creds, session_from_row(srow) if srow else None, fresh_auth=fresh_auth)
 
         return await self.read(read)
 
