@@ -30,6 +30,7 @@ PURE = ("idwall.access", "idwall.policy", "idwall.sessions", "idwall.challenges"
         "idwall.audit", "idwall.audit.sealing", "idwall.audit.jsonl", "idwall.audit.schemas", "idwall.audit.records",
         "idwall.audit.replay", "idwall.audit.replay_devices", "idwall.audit.replay_incidents", "idwall.audit.verify", "idwall.incident.plan",
         "idwall.incident.webhooks", "idwall.incident.inventory", "idwall.incident.readiness", "idwall.incident.report",
+        "idwall.incident.recovery",
         "idwall.proxy_protocol", "idwall.action_words", "idwall.sign_requests", "idwall.renewal", "idwall.model")
 IO_MODULES = ("idwall.node", "idwall.connections", "idwall.killswitch", "idwall.cluster", "idwall.store.sqlite",
               "idwall.store.postgres",

@@ -123,3 +123,17 @@ async def test_a_manager_sees_the_pending_devices_of_the_people_they_manage_and_
     assert [d.id for d in await store.pending_of_reports("erin")] == ["dev-c2", "dev-c3"]
     with pytest.raises(ValueError, match="limit"):
         await store.pending_of_reports("dave", limit=0)
+
+
+async def test_the_ledger_is_read_by_several_types_at_once(store: SQLiteStore) -> None:
+    await enroll(store, "alice", device_id="dev-1")  # 1 device.enroll
+    await store.append_ledger(draft("admin.grant", "bob", user="bob"))  # 2
+    await store.append_ledger(draft("kill", "*", scope="all", target=None))  # 3
+    await store.append_ledger(draft("device.approve", "dev-1", device_id="dev-1"))  # 4
+    wanted = ("kill", "device.enroll", "device.approve")
+    assert [e["seq"] for e in await store.ledger_of_types(wanted)] == [1, 3, 4]
+    assert [e["seq"] for e in await store.ledger_of_types(wanted, after=1, limit=1)] == [3]
+    assert await store.ledger_of_types(("no.such", "admin.grant")) == await store.ledger_entries(after=1, limit=1)
+    assert await store.ledger_of_types(()) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.ledger_of_types(wanted, limit=0)

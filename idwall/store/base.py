@@ -9,6 +9,7 @@ append fails, the change does not happen (fail closed, DESIGN.md principle 5).
 from __future__ import annotations
 
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..errors import Conflict, Gone, NotFound, TooManyRequests, Unavailable
@@ -122,6 +123,8 @@ class Store(Protocol):
                                 limit: int = 100) -> list[DirectoryDevice]: ...
     async def search_ledger(self, *, type: str | None = None, user: str | None = None, after: int = 0,
                             limit: int = 100) -> list[dict[str, Any]]: ...
+    async def ledger_of_types(self, types: Sequence[str], *, after: int = 0,
+                              limit: int = 1000) -> list[dict[str, Any]]: ...
     # the approvals page: whom a user manages, and those users' devices waiting for approval
     async def reports_of(self, manager: str) -> list[str]: ...
     async def pending_of_reports(self, manager: str, *, after: str = "", limit: int = 100) -> list[DirectoryDevice]: ...

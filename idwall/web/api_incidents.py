@@ -36,7 +36,7 @@ RUN_FIELDS = frozenset({"playbook", "reason", "dry_run", "targets", "wait"})
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
-async def _reader(request: web.Request) -> str:
+async def reader(request: web.Request) -> str:
     """An admin session, or a token with scope incident or read."""
     try:
         return await require_admin(request, scope="incident")
@@ -86,7 +86,7 @@ async def run_playbook(request: web.Request) -> web.Response:
 async def list_incidents(request: web.Request) -> web.Response:
     """The newest incidents first, each with its state and how far it got."""
     node = request.app[NODE]
-    await _reader(request)
+    await reader(request)
     running = set(incidents.RUNNING)  # before the rows are read (see state_of)
     rows = [{"incident_id": i.id, "playbook": i.playbook, "reason": i.reason, "actor": i.actor,
              "state": incidents.state_of(i, running=i.id in running), "started_at": i.started_at, "ended_at": i.ended_at,
@@ -99,7 +99,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 async def show_incident(request: web.Request) -> web.Response:
     """One incident: state, the report of its committed stages, the stages left."""
     node = request.app[NODE]
-    await _reader(request)
+    await reader(request)
     incident = await incidents.incident_or_404(node, request.match_info["incident_id"])
     return web.json_response(await incidents.status(node, incident))
 

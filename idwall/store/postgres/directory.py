@@ -10,6 +10,7 @@ read as of one moment even while other nodes write. Nothing here writes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ...model import DirectoryCredential, DirectoryDevice, DirectoryUser
@@ -99,4 +100,14 @@ class DirectoryRecords(PostgresCore):
                f" AND ($3::text IS NULL OR $3 IN ({', '.join(_NAMES)}) OR EXISTS (SELECT 1 FROM devices d"
                f" WHERE d.user_id = $3 AND d.id IN ({', '.join(_DEVICE_NAMES)}))) ORDER BY seq LIMIT $4")
         rows = await self._fetch(sql, after, type, user, limit)
+        return [json.loads(row["entry"]) for row in rows]
+
+    async def ledger_of_types(self, types: Sequence[str], *, after: int = 0,
+                              limit: int = 1000) -> list[dict[str, Any]]:
+        """Ledger entries of any of ``types`` after seq ``after``, oldest first, at most ``limit``, as stored."""
+        _check_limit(limit)
+        if not types:
+            return []
+        rows = await self._fetch(f"SELECT entry FROM ledger WHERE seq > $1 AND {_TYPE} = ANY($2::text[])"
+                                 " ORDER BY seq LIMIT $3", after, list(types), limit)
         return [json.loads(row["entry"]) for row in rows]
