@@ -10,18 +10,9 @@ from typing import Any, AsyncIterator
 import pytest
 
 from tests.helpers.api import Enrolled, bootstrap, call_fresh, enroll, invite, ledger_ok, login, sign
-from tests.helpers.gateway import GatewayUnderTest, running_gateway
+from tests.helpers.gateway import ORG_WIDE_PLAYBOOK, GatewayUnderTest, running_gateway
 
 RUN = "/idwall/api/admin/incidents"
-PLAYBOOKS = """
-incident:
-  playbooks:
-    org-wide:
-      trigger: credentials seen for sale
-      exclude: {groups: [break-glass]}
-      stages:
-        - {scope: all, steps: [kill]}
-"""
 PEOPLE = {"alice": ["eng"], "bob": ["eng", "ops"], "carol": ["ops"], "glass": ["break-glass"]}
 
 
@@ -45,7 +36,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with running_gateway(tmp_path, None, extra_yaml=PLAYBOOKS) as gw:
+    async with running_gateway(tmp_path, None, extra_yaml=ORG_WIDE_PLAYBOOK) as gw:
         admin = await bootstrap(gw)
         tokens: dict[str, str] = {}
         async with gw.session(admin) as client:

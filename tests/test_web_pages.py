@@ -31,8 +31,9 @@ EXPECTED_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-sr
 OWN_STATIC = {"idwall.css": "text/css", "idwall.js": "text/javascript", "enroll.js": "text/javascript",
               "login.js": "text/javascript", "sign.js": "text/javascript", "console.js": "text/javascript",
               "people.js": "text/javascript", "devices.js": "text/javascript", "tokens.js": "text/javascript",
-              "ledger.js": "text/javascript", "approvals.js": "text/javascript"}
-CONSOLE_PAGES = ("/idwall/admin/people", "/idwall/admin/devices", "/idwall/admin/tokens", "/idwall/admin/ledger")
+              "ledger.js": "text/javascript", "approvals.js": "text/javascript", "incidents.js": "text/javascript"}
+CONSOLE_PAGES = ("/idwall/admin/people", "/idwall/admin/devices", "/idwall/admin/tokens", "/idwall/admin/ledger",
+                 "/idwall/admin/incidents")
 
 
 class Page(HTMLParser):
@@ -217,6 +218,24 @@ async def test_static_allow_list_names_only_files_of_the_static_directory() -> N
         assert "/" not in name and "\\" not in name and not name.startswith(".")
     for name in OWN_STATIC:
         assert (pages.STATIC_DIR / name).is_file()
+    for name in pages.VENDOR_FILES:
+        assert "/" not in name and (pages.STATIC_DIR / "vendor" / name).is_file()
+
+
+async def test_vendored_libraries_are_served_as_published_and_nothing_else_of_their_folder(gateway) -> None:
+    """uPlot's script and style sheet, byte for byte from static/vendor/; its licence and README are not served,
+    nor is anything by its folder's path."""
+    readme = (pages.STATIC_DIR / "vendor" / "README.md").read_text()
+    async with gateway.session() as client:
+        for name, ctype in (("uPlot.iife.min.js", "text/javascript"), ("uPlot.min.css", "text/css")):
+            assert name in readme
+            async with client.get(f"{gateway.url}/idwall/static/{name}") as resp:
+                assert resp.status == 200 and resp.content_type == ctype, name
+                assert resp.headers["Content-Security-Policy"] == EXPECTED_CSP
+                assert await resp.read() == (pages.STATIC_DIR / "vendor" / name).read_bytes()
+        for path in ("vendor/uPlot.iife.min.js", "uPlot.LICENSE", "README.md", "vendor%2FuPlot.min.css"):
+            async with client.get(f"{gateway.url}/idwall/static/{path}") as resp:
+                assert resp.status in (400, 404), path  # an encoded slash is refused before routing
 
 
 # --------------------------------------------------------------------------- escaping
@@ -613,7 +632,7 @@ async def test_console_pages_are_strict_labelled_and_for_admins_only(gateway, pa
 
 
 async def test_console_scripts_write_text_never_markup() -> None:
-    for name in ("console.js", "people.js", "devices.js", "tokens.js", "ledger.js", "approvals.js"):
+    for name in ("console.js", "people.js", "devices.js", "tokens.js", "ledger.js", "approvals.js", "incidents.js"):
         script = (pages.STATIC_DIR / name).read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert sink not in script, (name, sink)

@@ -1,7 +1,7 @@
 """The end-user pages (how to enroll, the enrollment passkey page, the login page, the signing page for an action
-the command line began), the admin console's pages (People, Devices, Admins & tokens, Ledger), the approvals page of
-anyone who approves devices (administrators, and managers under ``devices.approval: manager``), and their static
-files.
+the command line began), the admin console's pages (People, Devices, Admins & tokens, Ledger, Incidents), the
+approvals page of anyone who approves devices (administrators, and managers under ``devices.approval: manager``),
+and their static files.
 
 Every page is a small HTML document rendered with :class:`string.Template`;
 every value that goes into it is escaped with :func:`html.escape` on the way in
@@ -69,6 +69,12 @@ STATIC_FILES: Mapping[str, str] = {
     "ledger.js": "text/javascript; charset=utf-8",
     "renew.js": "text/javascript; charset=utf-8",
     "approvals.js": "text/javascript; charset=utf-8",
+    "incidents.js": "text/javascript; charset=utf-8",
+}
+#: libraries served as published, from static/vendor/ (its README names each one's version and licence)
+VENDOR_FILES: Mapping[str, str] = {
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
 }
 
 @dataclass(frozen=True)
@@ -88,12 +94,14 @@ CONSOLE_PAGES: Mapping[str, ConsolePage] = {
     "devices": ConsolePage("Devices", "devices.js", "devices-heading"),
     "tokens": ConsolePage("Admins & tokens", "tokens.js", "admins-heading"),
     "ledger": ConsolePage("Ledger", "ledger.js", "ledger-heading"),
+    "incidents": ConsolePage("Incidents", "incidents.js", "incidents-heading"),
 }
 #: the console's navigation, the SOC console's live sessions first (admin.html holds the first five), then the
 #: approvals page that managers who are not administrators use too
 CONSOLE_NAV = (("/idwall/admin", "Sessions"), ("/idwall/admin/people", "People"),
                ("/idwall/admin/devices", "Devices"), ("/idwall/admin/tokens", "Admins & tokens"),
-               ("/idwall/admin/ledger", "Ledger"), ("/idwall/approvals", "Approvals"))
+               ("/idwall/admin/ledger", "Ledger"), ("/idwall/admin/incidents", "Incidents"),
+               ("/idwall/approvals", "Approvals"))
 #: the approvals page's navigation for someone who is not an administrator (the console would refuse them)
 OWN_NAV = (("/idwall/approvals", "Approvals"), ("/idwall/login", "Sign-in page"))
 # Names are not content-hashed, so a browser revalidates after a short while (a cheap 304 by ETag).
@@ -464,7 +472,7 @@ def console_html(name: str) -> bytes:
 
 @routes.get("/idwall/admin/{page}")
 async def console_page(request: web.Request) -> web.Response:
-    """People, Devices, Admins & tokens, Ledger: for an administrator's fresh passkey session only.
+    """People, Devices, Admins & tokens, Ledger, Incidents: for an administrator's fresh passkey session only.
 
     A browser without one is sent to the passkey login (and back here afterwards); a person who is not an
     administrator gets a page that says so, and no console.
@@ -545,16 +553,19 @@ _cache: dict[str, _StaticFile] = {}
 
 
 def _load_static(name: str) -> _StaticFile | None:
-    if name not in STATIC_FILES:
+    if name in STATIC_FILES:
+        path, content_type = STATIC_DIR / name, STATIC_FILES[name]
+    elif name in VENDOR_FILES:
+        path, content_type = STATIC_DIR / "vendor" / name, VENDOR_FILES[name]
+    else:
         return None
     cached = _cache.get(name)
     if cached is not None:
         return cached
-    path = STATIC_DIR / name
     if not path.is_file():
         return None
     body = path.read_bytes()
-    loaded = _StaticFile(body, STATIC_FILES[name], '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    loaded = _StaticFile(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
     _cache[name] = loaded
     return loaded
 
@@ -572,4 +583,4 @@ async def static_file(request: web.Request) -> web.Response:
     return web.Response(body=found.body, headers=headers)
 
 
-__all__ = ["CSP", "STATIC_FILES", "Markup", "render", "routes"]
+__all__ = ["CSP", "STATIC_FILES", "VENDOR_FILES", "Markup", "render", "routes"]

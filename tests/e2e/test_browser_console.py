@@ -379,9 +379,9 @@ async def test_every_console_page_is_labelled_keyboard_usable_and_fits_400px(sto
         # keyboard only: the skip link, the pages, then the invite form in order
         await page.goto(story.base + "/idwall/admin/people")
         await page.wait_for_selector('#people-body tr[data-user="carol"]')
-        order = await tab_order(page, 9)
-        assert order == ["Skip to people", "Sessions", "People", "Devices", "Admins & tokens", "Ledger", "Approvals",
-                         "invite-user", "invite-name"], order
+        order = await tab_order(page, 10)
+        assert order == ["Skip to people", "Sessions", "People", "Devices", "Admins & tokens", "Ledger", "Incidents",
+                         "Approvals", "invite-user", "invite-name"], order
         # an invite is reviewed and cancelled from the keyboard; nothing is signed and focus comes back
         before = len(await story.ledger())
         await page.fill("#invite-user", "dave")

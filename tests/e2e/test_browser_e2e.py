@@ -583,9 +583,10 @@ async def test_accessibility_of_the_soc_console(world: World) -> None:
         # the console's status region is in the page from the start (empty), so announcements are not missed
         assert await page.get_by_role("status").count() == 1
         assert await page.get_attribute("#status", "aria-live") == "polite"
-        order = await tab_order(page, 12)
-        assert order[:12] == ["Skip to live sessions", "Sessions", "People", "Devices", "Admins & tokens", "Ledger",
-                              "Approvals", "filter-user", "filter-group", "filter-device", "Apply filter", "Clear"], order
+        order = await tab_order(page, 13)
+        assert order[:13] == ["Skip to live sessions", "Sessions", "People", "Devices", "Admins & tokens", "Ledger",
+                              "Incidents", "Approvals", "filter-user", "filter-group", "filter-device", "Apply filter",
+                              "Clear"], order
         await fits(page, 400)
         await shot(page, "console-400px")
 

@@ -19,7 +19,19 @@ from idwall.web.server import RunningGateway, start_gateway
 
 from .upstream_app import serve_app
 
-__all__ = ["GatewayUnderTest", "Upstream", "echo_upstream", "running_gateway", "start_test_gateway"]
+__all__ = ["ORG_WIDE_PLAYBOOK", "GatewayUnderTest", "Upstream", "echo_upstream", "running_gateway",
+           "start_test_gateway"]
+
+#: ``extra_yaml`` of a gateway with one playbook: every session cut (privileged users first), break-glass excluded
+ORG_WIDE_PLAYBOOK = """
+incident:
+  playbooks:
+    org-wide:
+      trigger: credentials seen for sale
+      exclude: {groups: [break-glass]}
+      stages:
+        - {scope: all, steps: [kill]}
+"""
 
 
 async def _echo(request: web.Request) -> web.StreamResponse:
