@@ -10,6 +10,7 @@ Incidents page polls it.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -27,17 +28,27 @@ routes = web.RouteTableDef()
 
 #: entries read per store call; an incident's kills and logins of 1,000 users take a few pages
 PAGE = 5000
+#: incidents per store whose entries this process keeps between polls
+KEPT = 8
+#: per store, per incident: the entries read so far. The ledger only grows, so a poll reads just the entries
+#: after the last one seen (the dashboard polls every few seconds; 1,000 users' kills and logins are ~2,000)
+_SEEN: weakref.WeakKeyDictionary[Any, dict[str, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
 
 
 async def _entries(node: Node, incident: Incident) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    after = incident.audit_seq
+    """Every entry the picture needs after ``incident.start``, oldest first."""
+    seen = _SEEN.setdefault(node.store, {})
+    entries = seen.pop(incident.id, [])
     while True:
+        after = entries[-1]["seq"] if entries else incident.audit_seq
         page = await node.store.ledger_of_types(pictures.ENTRY_TYPES, after=after, limit=PAGE)
         entries += page
         if len(page) < PAGE:
-            return entries
-        after = page[-1]["seq"]
+            break
+    seen[incident.id] = entries  # the newest last: the oldest incident's entries are dropped first
+    while len(seen) > KEPT:
+        del seen[next(iter(seen))]
+    return entries
 
 
 async def picture_of(node: Node, incident: Incident) -> pictures.Recovery:
