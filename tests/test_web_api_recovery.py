@@ -1,6 +1,7 @@
 """The recovery dashboard's API over real mTLS with real passkeys: after a real incident run over several groups
 (the break-glass group excluded), what was cut per stage and group and who is not back; a user logging in again
-counts back in each of their groups and leaves the not-back list; who may read it; bad ids and parameters."""
+counts back in each of their groups and leaves the not-back list; a lost device's owner is cut and comes back
+once an approved new device signs in; who may read it; bad ids and parameters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from tests.helpers.api import Enrolled, bootstrap, call_fresh, enroll, invite, ledger_ok, login, sign
+from idwall.testing.authenticator import SoftAuthenticator
+from tests.helpers.api import (Enrolled, begin_enroll, bootstrap, call_fresh, enroll, finish_enroll, invite, ledger_ok,
+                               login, save_device, sign)
 from tests.helpers.gateway import ORG_WIDE_PLAYBOOK, GatewayUnderTest, running_gateway
 
 RUN = "/idwall/api/admin/incidents"
@@ -127,3 +130,59 @@ async def test_an_unknown_incident_is_404_and_bad_parameters_are_400(world: Worl
     status, answer = await world.get(f"{world.path}?limit=1")
     assert status == 200 and [w["user"] for w in answer["not_back"]] == ["admin"]
     assert answer["not_back_total"] == 4
+
+
+LOST_LAPTOP = """
+incident:
+  playbooks:
+    lost-laptop:
+      trigger: a device lost
+      stages:
+        - {scope: target, steps: [kill, revoke_devices]}
+"""
+
+
+async def test_a_lost_device_counts_for_its_owner_who_is_back_once_an_approved_new_device_signs_in(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, None, extra_yaml=LOST_LAPTOP) as gw:
+        admin = await bootstrap(gw)
+        async with gw.session(admin) as client:
+            assert (await login(gw, admin, client))[0] == 200
+            laptop = await enroll(gw, await invite(gw, admin, client, "alice", groups=["eng"]))
+            status, made = await sign(gw, admin, client, {"type": "token.create", "name": "soar",
+                                                          "scopes": ["incident"], "ttl": "1h"})
+            assert status == 200, made
+            token = made["result"]["token"]
+            assert (await login(gw, laptop))[0] == 200
+            status, done, _ = await call_fresh(gw, "POST", RUN, token=token, body={
+                "playbook": "lost-laptop", "reason": "laptop stolen", "targets": {"users": [],
+                                                                                 "devices": [laptop.device_id]}})
+            assert status == 200 and done["state"] == "complete", done
+            path = f"{RUN}/{done['incident_id']}/recovery"
+            status, answer, _ = await call_fresh(gw, "GET", path, token=token)
+            assert status == 200, answer
+            # the kill named the device, revoked by now: it still counts for alice, in her group
+            assert [(w["user"], w["devices_revoked"], w["needs"]) for w in answer["not_back"]] == [
+                ("alice", 1, "new device")]
+            assert _groups(answer) == {"eng": (1, 0)} and answer["totals"]["devices_revoked"] == 1
+            # a new device of her own, waiting for approval until the admin signs device.approve
+            key, status, begun = await begin_enroll(gw, user="alice", device_name="new laptop")
+            assert status == 200, begun
+            auth = SoftAuthenticator(origin=gw.url)
+            status, finished = await finish_enroll(gw, begun["enrollment_id"], auth.create(begun["options"]))
+            assert status == 200 and finished["status"] == "pending_approval", finished
+            status, approved = await sign(gw, admin, client, {"type": "device.approve",
+                                                              "device_id": finished["device_id"]})
+            assert status == 200, approved
+        status, ready, _ = await call_fresh(gw, "GET", f"/idwall/api/enroll/{begun['enrollment_id']}")
+        assert status == 200 and ready["status"] == "active", ready
+        new_laptop = save_device(gw, key, ready, "alice", auth)
+        status, answer, _ = await call_fresh(gw, "GET", path, token=token)
+        # approved, but not signed in yet: not back
+        assert [w["user"] for w in answer["not_back"]] == ["alice"] and _groups(answer) == {"eng": (1, 0)}
+        assert (await login(gw, new_laptop))[0] == 200
+        status, answer, _ = await call_fresh(gw, "GET", path, token=token)
+        assert _groups(answer) == {"eng": (1, 1)} and answer["not_back"] == []
+        [point] = answer["groups"][0]["series"]
+        assert (point["user"], point["how"]) == ("alice", "approved")
+        await ledger_ok(gw)
