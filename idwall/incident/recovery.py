@@ -122,6 +122,7 @@ class Recovery:
 
     @property
     def users_cut(self) -> int:
+        """Every user the incident cut: those back and those not."""
         return len(self.back) + len(self.waiting)
 
 
@@ -230,7 +231,8 @@ def _stage(entry: Mapping[str, Any], kills: Mapping[int, Mapping[str, Any]], gro
     return StageCut(number=number, part=str(data.get("part", "")), steps=steps, committed_at=at, audit_seq=seq,
                     users=len(users), sessions_revoked=totals["sessions"], devices_revoked=totals["devices"],
                     devices_to_reapprove=len(data.get("devices_reapproval", ())),
-                    by_group={g: GroupCut(r["users"], r["sessions"], r["devices"]) for g, r in sorted(by_group.items())})
+                    by_group={g: GroupCut(r["users"], r["sessions"], r["devices"])
+                              for g, r in sorted(by_group.items())})
 
 
 def _how(device: str, after: int, before: int, activations: Mapping[str, Sequence[tuple[int, str]]]) -> str:

@@ -1,4 +1,4 @@
-// Shared pieces of the admin console pages (People, Devices, Admins & tokens, Ledger): the status and alert
+// Shared pieces of the admin console pages (People, Devices, Admins & tokens, Ledger, Incidents): the status and alert
 // regions, elements built with textContent only (names, emails and ledger data are attacker-controlled text),
 // and signed actions: begin, show in words exactly what the passkey will sign, then the passkey prompt, finish.
 import { ApiProblem, api, passkeyFailure, when } from "/idwall/static/idwall.js";

@@ -9,7 +9,9 @@ const NOT_BACK_SHOWN = 500;
 const CHART_HEIGHT = 260;
 // distinct on white, and told apart by the legend's names too (never by colour alone)
 const PALETTE = ["#0550ae", "#a40e26", "#1a7f37", "#8250df", "#bc4c00", "#0a7480", "#57606a", "#bf3989"];
-const HOW_WORDS = { recovered: "recovered", approved: "approved", "re-enrolled": "re-enrolled", logged_in: "logged in" };
+const HOW_WORDS = {
+  recovered: "recovered", approved: "approved", "re-enrolled": "re-enrolled", logged_in: "logged in",
+};
 const NEEDS_WORDS = {
   login: "to sign in again",
   approval: "an approver's device.approve",
@@ -78,7 +80,8 @@ function groupRow(g, color) {
 
 /** Devices revoked, and those sent back to approval (of a stage, or of one person). */
 function devicesCut(cut) {
-  return cut.devices_revoked + (cut.devices_to_reapprove ? " (+" + cut.devices_to_reapprove + " back to approval)" : "");
+  const reapprove = cut.devices_to_reapprove;
+  return cut.devices_revoked + (reapprove ? " (+" + reapprove + " back to approval)" : "");
 }
 
 function stageRow(s) {
