@@ -128,7 +128,9 @@ incident:
             glass = {u for u, (_, groups, _) in people.items() if "break-glass" in groups}
             others = set(people) - privileged - glass
 
-            # the tabletop: the same counts the day itself will have, and nothing changed
+            # the tabletop: the same counts the day itself will have, and nothing changed; last-seen times the
+            # requests above batched are written first, so the periodic flush cannot land between the two dumps
+            await gw.running.node.flush_last_seen()
             before = await dump(gw.store)
             rehearsal = await asyncio.to_thread(run_cli, "incident", "run", "org-wide-reset", "--reason", "drill",
                                                 "--dry-run", "--json", *flags)
