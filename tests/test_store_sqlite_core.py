@@ -58,7 +58,7 @@ async def test_a_new_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> No
     async with opened(tmp_path / "idwall.db") as store:
         assert await store.read(_tables) == TABLES
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-    assert versions == [1, 2, 3, 4, 5, 6]
+    assert versions == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
         await store.append_ledger(draft())
         before = await dump(store)
     conn = sqlite3.connect(tmp_path / "idwall.db", isolation_level=None)
-    assert migrate(conn) == 6
+    assert migrate(conn) == 7
     conn.close()
     async with opened(tmp_path / "idwall.db") as store:
         assert await dump(store) == before
@@ -98,7 +98,7 @@ async def test_a_database_from_before_managers_gets_them_and_renewals(tmp_path: 
     _at_version_2(tmp_path / "idwall.db")
     async with opened(tmp_path / "idwall.db") as store:
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-        assert versions == [1, 2, 3, 4, 5, 6] and await store.read(_tables) == TABLES
+        assert versions == [1, 2, 3, 4, 5, 6, 7] and await store.read(_tables) == TABLES
         # every row is kept, and nobody has a manager until an admin names one
         assert [(u.id, u.manager) for u in await store.list_users()] == [("alice", None), ("bob", None)]
         assert (await store.get_invite("inv-1")).manager is None  # type: ignore[union-attr]
