@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from .encoding import sha256
 from .model import Credential
 
-__all__ = ["MAX_OPEN_RECOVERIES", "RecoveryCase", "approvers", "recovery_binding", "recovery_case", "usable"]
+__all__ = ["MAX_OPEN_RECOVERIES", "RecoveryCase", "approvers", "case_words", "recovery_binding", "recovery_case",
+           "usable"]
 
 #: unanswered recovery ceremonies kept per waiting device (begin needs no certificate: the oldest are evicted)
 MAX_OPEN_RECOVERIES = 5
@@ -76,6 +77,23 @@ def recovery_case(passkeys: Sequence[Credential], *, approval: str, new_device_i
     if marked:
         return RecoveryCase("suspect", who, incident=marked[0])
     return RecoveryCase("none", who)
+
+
+def case_words(case: RecoveryCase) -> tuple[str, str, str]:
+    """What the enrollment page says of ``case``: a title, why, and what to do next (the page's status region)."""
+    if case.case == "self":
+        return ("Waiting for approval: you can approve this device yourself.",
+                "A passkey you still hold (on another device of yours, even one cut off by a reset) can vouch for it.",
+                "Check the device, place and time below, then press Approve with my passkey.")
+    ask = f"Ask {case.approvers} to approve it (device.approve); keep the terminal open meanwhile."
+    if case.case == "suspect":
+        return (f"Waiting for {case.approvers}.",
+                f"Incident {case.incident} marked your passkeys suspect, so your own passkey cannot approve this device.",
+                ask)
+    if case.case == "policy":
+        return f"Waiting for {case.approvers}.", "This gateway requires a second person's approval for every new device.", ask
+    return (f"Waiting for {case.approvers}.",
+            "You hold no passkey that can approve it (a lost device's passkeys are revoked with it).", ask)
 
 
 def recovery_binding(enrollment_id: str) -> bytes:

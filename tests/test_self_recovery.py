@@ -8,7 +8,7 @@ import pytest
 
 from idwall.encoding import sha256
 from idwall.model import Credential
-from idwall.self_recovery import approvers, recovery_binding, recovery_case, usable
+from idwall.self_recovery import approvers, case_words, recovery_binding, recovery_case, usable
 from tests.helpers.records import NOW
 
 
@@ -55,3 +55,13 @@ def test_the_binding_is_per_enrollment_and_never_a_certificate_thumbprint() -> N
     # domain-separated: not the hash of the id alone (nor of anything without the prefix)
     assert recovery_binding("enr-a") != sha256(b"enr-a")
 
+
+
+def test_each_case_says_who_approves_and_what_to_do() -> None:
+    said = {kind: case_words(recovery_case(held, approval=approval, new_device_id="dev-new")) for kind, held, approval
+            in (("self", [passkey("dev-laptop")], "none"), ("suspect", [passkey("dev-laptop", suspect="inc-7")], "none"),
+                ("none", [], "none"), ("policy", [passkey("dev-laptop")], "manager"))}
+    assert "you can approve this device yourself" in said["self"][0] and "Approve with my passkey" in said["self"][2]
+    assert said["suspect"][0] == "Waiting for an administrator." and "Incident inc-7" in said["suspect"][1]
+    assert "revoked with it" in said["none"][1] and "device.approve" in said["none"][2]
+    assert said["policy"][0] == "Waiting for an administrator or your manager." and "second person" in said["policy"][1]

@@ -6,7 +6,7 @@ passkey they still hold (:mod:`idwall.self_recovery` says which). The action, it
 (``action_challenge``), the ledger entry and its approval are exactly those of ``POST /idwall/api/actions/*``,
 so ``idwall audit verify`` checks both the same way.
 
-    GET  /idwall/api/enroll/{id}/recover          the case: self (with who/when/where), suspect, none, policy
+    GET  /idwall/api/enroll/{id}/recover          the case (self, suspect, none, policy), in words, and what is approved
     POST /idwall/api/enroll/{id}/recover/begin    {}                         -> {action_id, action, options}
     POST /idwall/api/enroll/{id}/recover/finish   {action_id, credential}    -> {result: {device_id, status}}
 
@@ -32,7 +32,7 @@ from ..errors import Conflict, Forbidden, Gone, NotFound, SuspectPasskey, WebAut
 from ..logs import event
 from ..model import Ceremony, Credential, Device, Enrollment, Signer
 from ..node import Node
-from ..self_recovery import MAX_OPEN_RECOVERIES, RecoveryCase, recovery_binding, recovery_case, usable
+from ..self_recovery import MAX_OPEN_RECOVERIES, RecoveryCase, case_words, recovery_binding, recovery_case, usable
 from .api_actions import activation, pending_device, verify_signature
 from .context import NODE
 from .problems import field, read_json_object
@@ -85,11 +85,10 @@ async def recover_case(request: web.Request) -> web.Response:
     node = request.app[NODE]
     enrollment, device = await _waiting(node, request.match_info["enrollment_id"])
     case = await _case(node, enrollment, device)
-    answer = {**_facts(enrollment), "device_id": device.id, "case": case.case, "approvers": case.approvers,
-              "incident": case.incident}
-    if case.case != "self":
-        answer["detail"] = refusal(case, enrollment.id).detail
-    return web.json_response(answer)
+    title, detail, next_step = case_words(case)
+    return web.json_response({**_facts(enrollment), "device_id": device.id, "case": case.case,
+                              "approvers": case.approvers, "incident": case.incident, "title": title, "detail": detail,
+                              "next": next_step})
 
 
 @routes.post("/idwall/api/enroll/{enrollment_id}/recover/begin")
