@@ -32,7 +32,6 @@ from ..actions import (
     ADMIN_ACTIONS,
     MANAGER_ACTIONS,
     action_draft,
-    anomaly_draft,
     approval_of,
     build_action,
     check_role,
@@ -43,7 +42,7 @@ from ..actions import (
 from ..challenges import action_challenge
 from ..connections import Conn
 from ..encoding import b64url_encode, canonical_json
-from ..enrollment import INVITE_TTL, new_invite_code, user_handle
+from ..enrollment import INVITE_TTL, new_invite_code
 from ..errors import BadRequest, Conflict, Forbidden, Gone, NotFound, SuspectPasskey, WebAuthnRejected
 from ..incident import run as incidents
 from ..incident.plan import Targets
@@ -53,7 +52,6 @@ from ..model import (
     ActionEffect,
     ActivateEffect,
     AdminEffect,
-    Credential,
     Device,
     IncidentEffect,
     Invite,
@@ -65,7 +63,7 @@ from ..model import (
     TokenEffect,
     User,
 )
-from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony
+from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony, verify_passkey
 from ..node import Node
 from .context import NODE, from_own_pages, with_session
 from .problems import field, read_json_object
@@ -285,25 +283,6 @@ async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_
     return Prepared(effect, device.id, data, {"device_id": device.id, "status": "active"})
 
 
-async def verify_signature(node: Node, credential: dict[str, Any], action: dict[str, Any],
-                           stored: Credential) -> passkeys.VerifiedAuthentication:
-    """Verify ``stored``'s assertion over ``action``; a sign count that went back is recorded as an anomaly."""
-    webauthn = node.config.webauthn
-    try:
-        return passkeys.verify_authentication(
-            credential=credential, expected_challenge=action_challenge(action), expected_credential_id=stored.id,
-            rp_id=webauthn.rp_id, origins=webauthn.origins, public_key=stored.public_key,
-            stored_sign_count=stored.sign_count, require_uv=webauthn.user_verification == "required",
-            user_handle=user_handle(stored.user_id))
-    except passkeys.SignCountRegression as exc:
-        await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
-                                                    credential_id=stored.id, stored=exc.stored,
-                                                    received=exc.received))
-        event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
-              received=exc.received)
-        raise
-
-
 @routes.post("/idwall/api/actions/begin")
 async def action_begin(request: web.Request) -> web.Response:
     """The full action to sign and passkey request options whose challenge is that action's."""
@@ -355,7 +334,7 @@ async def action_finish(request: web.Request) -> web.Response:
     stored = active.get(credential_id)
     if stored is None:
         raise WebAuthnRejected("this passkey is not one of your active passkeys; sign with one of those offered")
-    verified = await verify_signature(node, credential, action, stored)
+    verified = await verify_passkey(node, credential, stored, challenge=action_challenge(action))
     if action["type"] == "device.recover":
         await _unsuspected(node, [stored], action["enrollment_id"])
     signer = await node.store.get_user(resolved.user.id)

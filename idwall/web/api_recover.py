@@ -33,7 +33,8 @@ from ..logs import event
 from ..model import Ceremony, Credential, Device, Enrollment, Signer
 from ..node import Node
 from ..self_recovery import MAX_OPEN_RECOVERIES, RecoveryCase, case_words, recovery_binding, recovery_case, usable
-from .api_actions import activation, pending_device, verify_signature
+from .api_actions import activation, pending_device
+from .api_login import verify_passkey
 from .context import NODE
 from .problems import field, read_json_object
 
@@ -146,7 +147,7 @@ async def recover_finish(request: web.Request) -> web.Response:
         raise Forbidden("this signature was begun for another enrollment; start the recovery again on this page")
     action: dict[str, Any] = json.loads(ceremony.payload)
     stored = _signer_passkey(await node.store.user_passkeys(enrollment.user_id), credential_id, enrollment, device)
-    verified = await verify_signature(node, credential, action, stored)
+    verified = await verify_passkey(node, credential, stored, challenge=action_challenge(action))
     case = await _case(node, enrollment, device)
     if case.case == "policy":
         raise refusal(case, enrollment.id)
