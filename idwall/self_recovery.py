@@ -16,10 +16,10 @@ signs ``device.recover`` with a passkey they still hold. Which passkeys vouch (D
 
 Consent phishing: anyone who knows a user id can begin a self-service enrollment for them and send them the
 link. The page therefore shows what is being approved (device name, when, from which address) and says to
-continue only if the user started it on their own device just now. The attacker who gets a careless user to
-approve still holds only a device certificate: every login on it needs a passkey bound to that device, which
-is the attacker's own passkey of the enrollment, so the residual risk is a device the user vouched for by
-mistake, visible in the ledger and revocable by a kill.
+continue only if the user started it on their own device just now. If the user also created the device's
+passkey on that page, the attacker's certificate is useless without the user's passkey at every login; if the
+attacker created it, a user who approves anyway vouches for the attacker's device: the residual risk
+(docs/incident-response.md "Users getting back in"), visible in the ledger and ended by one kill of the device.
 """
 
 from __future__ import annotations

@@ -160,8 +160,10 @@ PIN.</li>
 system keychain, then open <a href="/idwall/login">the sign-in page</a>.</li>
 </ol>
 $status
-<p>Lost a device? A new one can be enrolled for your user id without a code: it stays on hold until you approve
-it with another passkey you still hold, or an administrator approves it. Ask your administrator.</p>""")
+<p>Lost a device, or cut off by a reset? Enroll a new one for your user id without a code:</p>
+<pre><code>idwall device enroll --gateway $public_url --user YOUR-USER-ID</code></pre>
+<p>It stays on hold until you approve it on its page with a passkey you still hold (no device certificate
+needed), or an administrator approves it.</p>""")
 
 ENROLL_PAGE = string.Template("""<dl class="facts" id="facts"$facts_hidden>
 <dt>User</dt><dd id="who">$user</dd>
