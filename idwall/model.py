@@ -47,6 +47,10 @@ class Credential:
     alg: int
     sign_count: int
     created_at: float
+    #: the incident that marked this passkey suspect: it can no longer vouch for a new device (device.recover)
+    suspect: str | None = None
+    #: set when its device was declared lost (a kill of that one device with revoke_devices): it signs nothing
+    revoked_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ class Enrollment:
     device_id: str | None
     created_at: float
     expires_at: float
+    #: the client address that began it (the recovery page shows it, against consent phishing)
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ class KillResult:
     devices: tuple[str, ...]
     users: tuple[str, ...]
     audit_seq: int
+    #: the passkeys revoked with their device (a kill of scope device with revoke_devices), base64url ids
+    passkeys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -337,6 +345,9 @@ class Signer:
     must_be_admin: bool
     #: with ``must_be_admin``: this user's manager may sign too (device approvals under ``devices.approval: manager``)
     or_manager_of: str | None = None
+    #: a ``device.recover`` over the enrollment page: the passkey's device need not be active (its certificate
+    #: may have been revoked), but the passkey must be on a device that was once active, not revoked, not suspect
+    recovery: bool = False
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,12 @@ def test_devices_and_credentials_are_what_enrollment_registered(full: list[dict[
         counters = [_counter(e["approval"]) for e in full
                     if e.get("approval", {}).get("credential_id") == d["credential_id"]]
         suspect = any(d["credential_id"] in e["data"]["credentials_suspect"] for e in of_type(full, "incident.stage"))
+        # revoked with its device when a kill declared that one device lost
+        lost = any(k["data"]["scope"] == "device" and k["data"]["target"] == d["device_id"] and
+                   k["data"]["revoke_devices"] for k in of_type(full, "kill"))
         assert credential == CredentialRecord(d["credential_id"], d["user"], d["device_id"],
                                               b64url_decode(d["public_key"]), d["alg"], max(counters, default=0),
-                                              entry["seq"], suspect)
+                                              entry["seq"], suspect, lost)
 
 
 def test_device_status_follows_approval_recovery_and_kills(full: list[dict[str, Any]]) -> None:

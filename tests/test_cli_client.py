@@ -239,6 +239,7 @@ def test_device_enroll_verifies_the_gateway_certificate(fake: FakeGateway, tmp_p
     (["--gateway", "localhost:8443", "--code", "c"], "https://"),
     (["--gateway", "https://user:pw@localhost", "--code", "c"], "plain"),
     (["--gateway", "https://localhost", "--code", " "], "--code"),
+    (["--gateway", "https://localhost", "--user", "Bob Smith"], "--user must be a user id"),
     (["--gateway", "https://localhost", "--code", "c", "--name", "x" * 65], "--name"),
     (["--gateway", "https://localhost", "--code", "c", "--timeout", "0"], "--timeout"),
     (["--gateway", "https://localhost", "--code", "c", "--ca", "/nonexistent/ca.pem"], "--ca"),

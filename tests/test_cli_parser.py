@@ -75,7 +75,7 @@ def test_numbers_are_parsed_as_numbers() -> None:
     (["device"], "ACTION"),
     (["init"], "--dir"),
     (["device", "enroll", "--code", "c"], "--gateway"),
-    (["device", "enroll", "--gateway", "https://gw"], "--code"),
+    (["device", "enroll", "--gateway", "https://gw"], "--code --user"),
     (["kill", "--reason", "r", "--gateway", "g", "--token-file", "t"], "--user --device --session --group --all"),
     (["kill", "--user", "a", "--gateway", "g", "--token-file", "t"], "--reason"),
     (["kill", "--user", "a", "--reason", "r", "--token-file", "t"], "--gateway"),
@@ -90,6 +90,7 @@ def test_a_missing_required_flag_is_a_usage_error_naming_it(capsys: pytest.Captu
     (["kill", "--user", "a", "--all", *KILL], "not allowed with argument --user"),
     (["kill", "--user", "a", "--device", "d", *KILL], "not allowed with argument --user"),
     (["audit", "verify", "--config", "c", "--export", "e"], "not allowed with argument --config"),
+    (["device", "enroll", "--gateway", "g", "--code", "c", "--user", "bob"], "not allowed with argument --code"),
 ])
 def test_one_of_groups_take_exactly_one(capsys: pytest.CaptureFixture[str], argv: list[str], named: str) -> None:
     assert named in usage_error(capsys, *argv)

@@ -34,7 +34,7 @@ from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks", "renewals", "sign_requests",
           "incidents", "incident_stages", "incident_restrictions", "kill_revocations"}
-LATEST = [1, 2, 3, 4, 5, 6]
+LATEST = [1, 2, 3, 4, 5, 6, 7]
 
 
 
@@ -454,3 +454,21 @@ async def test_a_poller_never_sees_an_event_before_the_write_that_made_it_return
             await poller
             assert [e.kind for e in await store.events_after(cursor)] == ["kill"]  # and now it is there
     assert early == []
+
+
+async def test_migration_7_revokes_the_passkeys_of_devices_earlier_kills_declared_lost(pg_url: str) -> None:
+    """As SQLite's: a kill of one device with revoke_devices from before version 7 revokes its passkeys; a reset's
+    kill does not."""
+    async with opened(pg_url) as store:
+        lost, kept = await enroll(store, "bob"), await enroll(store, "bob")
+        await store.kill(scope="device", target=lost.device.id, revoke_devices=True, now=NOW + 1,
+                         draft=draft("kill", lost.device.id, scope="device", target=lost.device.id,
+                                     revoke_devices=True))
+        await store.kill(scope="user", target="bob", revoke_devices=True, now=NOW + 2,
+                         draft=draft("kill", "bob", scope="user", target="bob", revoke_devices=True))
+        await store.write(lambda c: c.execute("ALTER TABLE credentials DROP COLUMN revoked_at;"
+                                              " ALTER TABLE enrollments DROP COLUMN source;"
+                                              " DELETE FROM schema_version WHERE version = 7"))
+    async with opened(pg_url) as store:
+        assert {c.device_id: c.revoked_at for c in await store.user_passkeys("bob")} == {
+            lost.device.id: NOW + 1, kept.device.id: None}

@@ -28,7 +28,7 @@ from idwall.store.sqlite.core import migration_files
 from idwall.tokens import new_token
 from tests.helpers.records import NOW
 from tests.helpers.clock import Clock
-from tests.helpers.store import draft, dump, opened
+from tests.helpers.store import draft, dump, enroll, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks", "sign_requests", "renewals",
@@ -58,7 +58,7 @@ async def test_a_new_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> No
     async with opened(tmp_path / "idwall.db") as store:
         assert await store.read(_tables) == TABLES
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-    assert versions == [1, 2, 3, 4, 5, 6]
+    assert versions == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
         await store.append_ledger(draft())
         before = await dump(store)
     conn = sqlite3.connect(tmp_path / "idwall.db", isolation_level=None)
-    assert migrate(conn) == 6
+    assert migrate(conn) == 7
     conn.close()
     async with opened(tmp_path / "idwall.db") as store:
         assert await dump(store) == before
@@ -98,7 +98,7 @@ async def test_a_database_from_before_managers_gets_them_and_renewals(tmp_path: 
     _at_version_2(tmp_path / "idwall.db")
     async with opened(tmp_path / "idwall.db") as store:
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-        assert versions == [1, 2, 3, 4, 5, 6] and await store.read(_tables) == TABLES
+        assert versions == [1, 2, 3, 4, 5, 6, 7] and await store.read(_tables) == TABLES
         # every row is kept, and nobody has a manager until an admin names one
         assert [(u.id, u.manager) for u in await store.list_users()] == [("alice", None), ("bob", None)]
         assert (await store.get_invite("inv-1")).manager is None  # type: ignore[union-attr]
@@ -257,3 +257,26 @@ async def test_two_processes_appending_at_once_never_fork_the_chain(tmp_path: Pa
     for entry in entries:
         assert entry["prev"] == b64url_encode(prev)
         prev = entry_hash(prev, entry)
+
+
+async def test_migration_7_revokes_the_passkeys_of_devices_earlier_kills_declared_lost(tmp_path: Path) -> None:
+    """Before version 7 a kill of one device revoked its certificate only; the ledger replay now reads such a kill
+    as revoking the device's passkeys too, and the migrated store says the same (a reset's kill does not)."""
+    async with opened(tmp_path / "idwall.db") as store:
+        lost, kept = await enroll(store, "bob"), await enroll(store, "bob")
+        await store.kill(scope="device", target=lost.device.id, revoke_devices=True, now=NOW + 1,
+                         draft=draft("kill", lost.device.id, scope="device", target=lost.device.id,
+                                     revoke_devices=True))
+        await store.kill(scope="user", target="bob", revoke_devices=True, now=NOW + 2,
+                         draft=draft("kill", "bob", scope="user", target="bob", revoke_devices=True))
+
+        def as_version_6(conn: sqlite3.Connection) -> None:
+            conn.execute("ALTER TABLE credentials DROP COLUMN revoked_at")
+            conn.execute("ALTER TABLE enrollments DROP COLUMN source")
+            conn.execute("DELETE FROM schema_version WHERE version = 7")
+
+        await store.write(as_version_6)
+    async with opened(tmp_path / "idwall.db") as store:
+        assert {c.device_id: c.revoked_at for c in await store.user_passkeys("bob")} == {
+            lost.device.id: NOW + 1, kept.device.id: None}
+        assert (await store.get_enrollment(lost.device.enrollment_id)).source is None  # type: ignore[union-attr]

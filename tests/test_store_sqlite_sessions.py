@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from idwall.audit import ids_digest
+from idwall.encoding import b64url_encode
 
 from idwall.store import StoreError
 from idwall.model import Ceremony, LedgerDraft, Session
@@ -248,7 +249,8 @@ async def test_a_kill_revokes_exactly_the_live_sessions_of_its_scope(store: SQLi
     assert (entry["seq"], entry["type"], entry["data"]) == (
         result.audit_seq, "kill", {"reason": "test", "sessions_revoked": len(cut),
                                    "sessions_sha256": ids_digest(result.sessions), "devices_revoked": 0,
-                                   "devices_sha256": ids_digest([])})
+                                   "devices_sha256": ids_digest([]), "passkeys_revoked": 0,
+                                   "passkeys_sha256": ids_digest([])})
     assert await store.kill_revocations(result.audit_seq) == (result.sessions, ())
     event = (await store.events_after(0))[-1]
     assert (event.kind, event.payload) == ("kill", {"scope": scope, "target": key(target) if target else None,
@@ -280,6 +282,38 @@ async def test_a_kill_that_revokes_devices_revokes_those_of_its_scope(store: SQL
     again = await store.kill(scope=scope, target=target, revoke_devices=True, now=NOW + 2, draft=draft("kill", "x"))
     assert (again.sessions, again.devices) == ((), ())
     assert await store.kill_revocations(again.audit_seq) == ((), ())
+
+
+@pytest.mark.parametrize(("scope", "target"), [("session", "alice1"), ("user", "alice"), ("group", "eng"),
+                                               ("all", None)])
+async def test_a_reset_revokes_certificates_but_not_passkeys(store: SQLiteStore, scope: str,
+                                                             target: str | None) -> None:
+    people = await _people(store)
+    if scope == "session":
+        target = people["sessions"][target].id  # type: ignore[index]
+    result = await store.kill(scope=scope, target=target, revoke_devices=True, now=NOW + 1, draft=draft("kill", "x"))
+    assert result.devices and result.passkeys == ()
+    assert all(c.revoked_at is None for c in await store.user_passkeys("alice"))
+    assert (await store.ledger_entries())[-1]["data"]["passkeys_revoked"] == 0
+
+
+async def test_a_lost_device_loses_its_passkeys_even_after_its_certificate_was_revoked(store: SQLiteStore) -> None:
+    people = await _people(store)
+    lost, kept = people["alice1"], people["alice2"]
+    await store.kill(scope="user", target="alice", revoke_devices=True, now=NOW + 1, draft=draft("kill", "x"))
+    # the device is declared lost afterwards: nothing is left to cut but its passkeys
+    result = await store.kill(scope="device", target=lost.device.id, revoke_devices=True, now=NOW + 2,
+                              draft=draft("kill", lost.device.id))
+    cid = b64url_encode(lost.credential.id)
+    assert (result.sessions, result.devices, result.passkeys) == ((), (), (cid,))
+    assert {c.id: c.revoked_at for c in await store.user_passkeys("alice")} == {
+        lost.credential.id: NOW + 2, kept.credential.id: None}
+    data = (await store.ledger_entries())[-1]["data"]
+    assert (data["passkeys_revoked"], data["passkeys_sha256"]) == (1, ids_digest([cid]))
+    # a kill of a device without revoke_devices ends its sessions only
+    quiet = await store.kill(scope="device", target=kept.device.id, revoke_devices=False, now=NOW + 3,
+                             draft=draft("kill", kept.device.id))
+    assert quiet.passkeys == () and (await store.get_credential(kept.credential.id)).revoked_at is None  # type: ignore[union-attr]
 
 
 async def test_an_unknown_kill_scope_is_refused_before_anything_is_written(store: SQLiteStore) -> None:

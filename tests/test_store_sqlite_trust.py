@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from idwall.errors import Conflict, Forbidden
+from idwall.errors import Conflict, Forbidden, SuspectPasskey
 from idwall.store import StoreError
 from idwall.model import (
     ActivateEffect,
@@ -264,6 +264,60 @@ async def test_user_credentials_are_those_of_active_devices(store: SQLiteStore) 
     await enroll(store, "bob", status="pending_approval")
     await enroll(store, "carol")
     assert await store.user_credentials("bob") == [laptop.credential]
+
+
+async def mark_suspect(store: SQLiteStore, credential_id: bytes, incident: str | None) -> None:
+    """What an incident stage's suspect_passkeys step leaves on one passkey (without running a whole incident)."""
+    if isinstance(store, SQLiteStore):
+        await store.write(lambda c: c.execute("UPDATE credentials SET suspect = ? WHERE id = ?",
+                                              (incident, credential_id)))
+    else:
+        await store.write(lambda c: c.execute("UPDATE credentials SET suspect = $1 WHERE id = $2", incident,
+                                              credential_id))
+
+
+async def test_user_passkeys_are_those_of_devices_once_active_with_their_state(store: SQLiteStore) -> None:
+    laptop = await enroll(store, "bob")
+    phone = await enroll(store, "bob")
+    lost = await enroll(store, "bob")
+    await enroll(store, "bob", status="pending_approval")  # never active: its passkey vouches for nothing
+    await enroll(store, "carol")
+    # an incident reset revokes bob's certificates, not his passkeys; then one device is declared lost
+    await store.kill(scope="user", target="bob", revoke_devices=True, now=NOW + 1, draft=draft("kill", "bob"))
+    await store.kill(scope="device", target=lost.device.id, revoke_devices=True, now=NOW + 2,
+                     draft=draft("kill", lost.device.id))
+    await mark_suspect(store, phone.credential.id, "inc-1")
+    passkeys = await store.user_passkeys("bob")
+    assert [(c.id, c.suspect, c.revoked_at) for c in passkeys] == [
+        (laptop.credential.id, None, None), (phone.credential.id, "inc-1", None), (lost.credential.id, None, NOW + 2)]
+    assert await store.user_credentials("bob") == []  # other actions still need an active device
+
+
+async def test_a_recovery_signer_needs_a_passkey_once_active_not_revoked_nor_suspect(store: SQLiteStore) -> None:
+    laptop = await enroll(store, "bob")
+    lost = await enroll(store, "bob")
+    await store.kill(scope="user", target="bob", revoke_devices=True, now=NOW, draft=draft("kill", "bob"))
+    await store.kill(scope="device", target=lost.device.id, revoke_devices=True, now=NOW, draft=draft("kill", "x"))
+    never = await enroll(store, "bob", status="pending_approval")
+    target = (await enroll(store, "bob", status="pending_approval")).device  # the new device, after the reset
+    effect = ActivateEffect(target.id, target.enrollment_id, "bob", b"r" * 32, "PEM-NEW", NOW + 86400, "bob")
+
+    def recovering(new: NewDevice) -> Signer:
+        return dataclasses.replace(signer(new, must_be_admin=False), recovery=True)
+
+    await unchanged(store, Forbidden, lambda: act(store, recovering(lost), effect, "device.recover"),
+                    "revoked with its lost device")
+    await unchanged(store, Forbidden, lambda: act(store, recovering(never), effect, "device.recover"),
+                    "never approved")
+    await mark_suspect(store, laptop.credential.id, "inc-2")
+    await unchanged(store, SuspectPasskey, lambda: act(store, recovering(laptop), effect, "device.recover"),
+                    "incident inc-2 marked the signing passkey suspect")
+    await mark_suspect(store, laptop.credential.id, None)
+    # without the recovery flag the same passkey, on a revoked device, signs nothing
+    await unchanged(store, Forbidden, lambda: act(store, signer(laptop, must_be_admin=False), effect,
+                                                  "device.recover"), "not on an active device")
+    await act(store, recovering(laptop), effect, "device.recover")
+    assert (await store.get_device(target.id)).status == "active"  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- admins and tokens

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -21,7 +22,8 @@ from idwall import pki, tokens
 from idwall.model import Enrollment, Incident, LedgerDraft, StageWork
 from idwall.testing.fixtures import client_ssl_context, raw_https
 from idwall.web import pages
-from tests.helpers.api import call_fresh
+from idwall.testing.authenticator import SoftAuthenticator
+from tests.helpers.api import begin_enroll, call_fresh, finish_enroll
 from tests.helpers.approvals import enroll_waiting
 from tests.helpers.gateway import running_gateway
 
@@ -748,7 +750,7 @@ async def test_the_incident_notice_shows_on_login_and_enrollment_pages_only_whil
         assert "incident-notice" not in text
 
 
-async def test_a_pending_recovery_says_when_suspect_passkeys_mean_an_approver_is_needed(tmp_path: Path) -> None:
+async def test_a_waiting_self_service_device_says_who_may_approve_it_and_what_is_approved(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, None) as gw:
         await gw.device("bob")
         await gw.device("carol")
@@ -756,13 +758,19 @@ async def test_a_pending_recovery_says_when_suspect_passkeys_mean_an_approver_is
         await gw.store.start_incident(drill, LedgerDraft("incident.start", "admin", "inc-7", {"incident_id": "inc-7"}))
         await gw.store.commit_incident_stage("inc-7", 1, StageWork(users=("bob",), suspect=True), result={},
                                              now=time.time(), draft=LedgerDraft("incident.stage", "admin", "inc-7", {}))
-        now = time.time()
+        pages_: dict[str, str] = {}
         for user in ("bob", "carol"):
-            csr_pem = pki.make_csr(pki.generate_p256_key(), "device")
-            await gw.store.create_enrollment(Enrollment(
-                f"enr-{user}", os.urandom(32), os.urandom(32), pki.check_csr(csr_pem).spki_sha256, csr_pem, "tablet",
-                None, user, user, "", (), False, False, "pending_approval", None, now, now + 300))
-        _, bob, _ = await call_fresh(gw, "GET", "/idwall/enroll/enr-bob")
-        assert "Incident inc-7 marked your passkeys suspect" in bob and "administrator or your manager" in bob
-        _, carol, _ = await call_fresh(gw, "GET", "/idwall/enroll/enr-carol")
-        assert "marked your passkeys suspect" not in carol and "another passkey of yours" in carol
+            _, status, begun = await begin_enroll(gw, user=user, device_name=f"{user}'s <tablet>")
+            auth = SoftAuthenticator(origin=gw.url)
+            status, answer = await finish_enroll(gw, begun["enrollment_id"], auth.create(begun["options"]))
+            assert status == 200 and answer["status"] == "pending_approval", answer
+            _, pages_[user], _ = await call_fresh(gw, "GET", f"/idwall/enroll/{begun['enrollment_id']}")
+        bob, carol = pages_["bob"], pages_["carol"]
+        # bob's passkeys are suspect: an approver must sign, and no button offers his own passkey
+        assert "Incident inc-7 marked your passkeys suspect" in bob and "Waiting for an administrator." in bob
+        assert re.search(r'<section id="recover"[^>]* hidden>', bob)
+        # carol may approve it herself: what is approved (device, when, from where) and the warning are shown
+        assert 'data-state="recover"' in carol and "you can approve this device yourself" in carol
+        assert not re.search(r'<section id="recover"[^>]* hidden>', carol)
+        assert "carol&#x27;s &lt;tablet&gt;" in carol and '<dd id="recover-source">127.0.0.1</dd>' in carol
+        assert "Only continue if you started this on your own device just now." in carol

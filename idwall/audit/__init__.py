@@ -82,6 +82,7 @@ from idwall.audit.sealing import (
     new_entry,
     parse_time,
     public_key_from_jwk,
+    revokes_passkeys,
     root_fingerprint,
     seal,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "new_entry",
     "parse_time",
     "public_key_from_jwk",
+    "revokes_passkeys",
     "root_fingerprint",
     "seal",
     "verify_ledger",

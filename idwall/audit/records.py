@@ -43,6 +43,7 @@ class DeviceRecord:
     status: str
     seq: int
     not_after: float | None = None  # the certificate's expiry, once a renewal recorded it
+    activated: bool = False  # it was active at some point: its passkeys may vouch for a new device of its user
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class CredentialRecord:
     sign_count: int
     seq: int
     suspect: bool = False  # marked by an incident stage: it can no longer sign device.recover
+    revoked: bool = False  # revoked with its lost device (a kill of that device with revoke_devices)
 
 
 @dataclass(frozen=True)

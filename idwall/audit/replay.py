@@ -44,6 +44,7 @@ from idwall.audit.sealing import (
     GENESIS_PREV,
     entry_hash,
     ids_digest,
+    revokes_passkeys,
     format_time,
     ledger_public_jwk,
     parse_time,
@@ -213,8 +214,12 @@ class LedgerState(DeviceEntries, IncidentEntries):
         if env.subject != value:
             raise Reject(f"subject is {show(env.subject)}, expected the {what} {show(value)}")
 
-    def _verify_action(self, env: Envelope) -> tuple[dict[str, Any], CredentialRecord]:
-        """Check the approval's action, its challenge and assertion; return the action and the signer's credential."""
+    def _verify_action(self, env: Envelope, *, recovery: bool = False) -> tuple[dict[str, Any], CredentialRecord]:
+        """Check the approval's action, its challenge and assertion; return the action and the signer's credential.
+
+        ``recovery`` (a ``device.recover``): the signer's passkey may be on a device that is no longer active; the
+        caller checks that it is not revoked or suspect and was once active.
+        """
         approval = check_fields(env.approval, ACTION_APPROVAL, "approval")
         action = check_fields(approval["action"], ACTION_SCHEMAS[env.type], "approval.action",
                               OPTIONAL_ACTION.get(env.type, frozenset()))
@@ -226,7 +231,7 @@ class LedgerState(DeviceEntries, IncidentEntries):
             raise Reject(
                 f"approval action expired at not_after {action['not_after']}, before the entry time {format_time(env.time)}"
             )
-        credential = self._verify_assertion(env, approval, action_challenge(action), "action")
+        credential = self._verify_assertion(env, approval, action_challenge(action), "action", any_device=recovery)
         self._use_nonce(action["nonce"], "action", env.seq)
         return action, credential
 
@@ -236,7 +241,7 @@ class LedgerState(DeviceEntries, IncidentEntries):
         self.nonces[nonce] = seq
 
     def _verify_assertion(
-        self, env: Envelope, approval: dict[str, Any], challenge: bytes, kind: str
+        self, env: Envelope, approval: dict[str, Any], challenge: bytes, kind: str, *, any_device: bool = False
     ) -> CredentialRecord:
         """Check an approval's assertion by a credential the ledger registered; return it with its new sign count.
 
@@ -252,7 +257,7 @@ class LedgerState(DeviceEntries, IncidentEntries):
                 f"approval credential {credential_id} belongs to user {credential.user}, not to the actor {env.actor}"
             )
         device = self.devices[credential.device_id]
-        if device.status != "active":
+        if device.status != "active" and not any_device:
             raise Reject(f"approval credential {credential_id} is on device {device.id}, which is {device.status}")
 
         try:
@@ -318,7 +323,7 @@ class LedgerState(DeviceEntries, IncidentEntries):
         check_cose_key(public_key, data["alg"])
         status = data.get("status", "active")
         self.devices[data["device_id"]] = DeviceRecord(
-            data["device_id"], data["user"], enrollment_id, cert, status, env.seq
+            data["device_id"], data["user"], enrollment_id, cert, status, env.seq, activated=status == "active"
         )
         self.enrollments[enrollment_id] = data["device_id"]
         if cert is not None:
@@ -517,6 +522,21 @@ class LedgerState(DeviceEntries, IncidentEntries):
                              f"{data['devices_sha256'][:12]}...), but its scope matched {len(revoked)} at this point")
         for device_id in revoked:
             self.devices[device_id] = replace(self.devices[device_id], status="revoked")
+        self._revoke_lost_passkeys(data)
+
+    def _revoke_lost_passkeys(self, data: dict[str, Any]) -> None:
+        """A kill that declares its device lost revokes the device's passkeys (those not revoked yet); an entry
+        that records them (``passkeys_revoked``, ``passkeys_sha256``) must record exactly those."""
+        lost = data["target"] if revokes_passkeys(data["scope"], data["revoke_devices"]) else None
+        passkeys = sorted(c.id for c in self.credentials.values() if c.device_id == lost and not c.revoked)
+        recorded = [name for name in ("passkeys_revoked", "passkeys_sha256") if name in data]
+        if len(recorded) == 1:
+            raise Reject(f"kill records {recorded[0]} without its pair; it records both or neither")
+        if recorded and (len(passkeys), ids_digest(passkeys)) != (data["passkeys_revoked"], data["passkeys_sha256"]):
+            raise Reject(f"kill records {data['passkeys_revoked']} passkey(s) revoked, but device {lost} had "
+                         f"{len(passkeys)} passkey(s) not revoked at this point")
+        for credential_id in passkeys:
+            self.credentials[credential_id] = replace(self.credentials[credential_id], revoked=True)
 
     def _kill_devices(self, scope: str, target: str | None) -> list[str]:
         """The devices a kill of ``scope`` revokes at this point: those of its scope that are not revoked yet."""

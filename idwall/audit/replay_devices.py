@@ -76,7 +76,7 @@ class DeviceEntries:
         self._match(action, "device_id", data["device_id"], "data.device_id")
         device = self._pending_device(data)
         self._require_approver(env.actor, device)
-        self.devices[device.id] = replace(device, status="active")
+        self.devices[device.id] = replace(device, status="active", activated=True)
 
     def _apply_device_reject(self, env: Envelope) -> None:
         data = self._data(env)
@@ -106,17 +106,25 @@ class DeviceEntries:
     def _apply_device_recover(self, env: Envelope) -> None:
         data = self._data(env)
         self._subject_is(env, data["device_id"], "device")
-        action, credential = self._verify_action(env)
+        # the signer's passkey may be on a device whose certificate was revoked (an incident reset): the passkey
+        # is the durable credential; what it must not be is revoked, suspect, or on a device never approved
+        action, credential = self._verify_action(env, recovery=True)
         self._match(action, "enrollment_id", data["enrollment_id"], "data.enrollment_id")
         device = self._pending_device(data)
         if env.actor != device.user:
             raise Reject(f"signer {env.actor} is not the user {device.user} of the pending device {device.id}")
         if credential.device_id == device.id:
-            raise Reject("device.recover must be signed with a credential on another, active device")
+            raise Reject("device.recover must be signed with a passkey of another device, not the recovered one's")
+        if credential.revoked:
+            raise Reject(f"device.recover is signed with credential {credential.id}, which was revoked with its lost "
+                         f"device {credential.device_id}")
         if credential.suspect:
             raise Reject(f"device.recover is signed with credential {credential.id}, which an incident marked "
                          "suspect; only device.approve by an admin or the manager can activate the device")
-        self.devices[device.id] = replace(device, status="active")
+        if not self.devices[credential.device_id].activated:
+            raise Reject(f"device.recover is signed with credential {credential.id} of device "
+                         f"{credential.device_id}, which was never active: only a passkey of an approved device vouches")
+        self.devices[device.id] = replace(device, status="active", activated=True)
 
 
     def _apply_device_renew(self, env: Envelope) -> None:

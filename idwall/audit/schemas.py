@@ -205,8 +205,12 @@ KILL_COUNTED: dict[str, _Check] = {
     "sessions_sha256": _HASH32,
     "devices_revoked": _COUNT,
     "devices_sha256": _HASH32,
+    # the passkeys revoked with a lost device (kills written before them do not say; the replay derives them)
+    "passkeys_revoked": _COUNT,
+    "passkeys_sha256": _HASH32,
 }
-OPTIONAL_DATA: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
+OPTIONAL_DATA: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"}),
+                                            "kill": frozenset({"passkeys_revoked", "passkeys_sha256"})}
 OPTIONAL_ACTION: dict[str, frozenset[str]] = {"invite.create": frozenset({"manager"})}
 #: an incident started by an automation token (scope incident) carries no approval; by an admin it must
 APPROVAL_REQUIRED = frozenset({*_ACTION_FIELDS, "session.login"}) - {"token.revoke", "incident.start"}

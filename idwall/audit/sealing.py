@@ -168,6 +168,16 @@ def ids_digest(ids: Any) -> str:
     return b64url_encode(sha256("\n".join(sorted(ids)).encode("utf-8")))
 
 
+def revokes_passkeys(scope: str, revoke_devices: bool) -> bool:
+    """Whether a kill declares its device lost, so the device's passkeys are revoked with its certificate.
+
+    Only a kill of one named device with ``revoke_devices`` does (lost or stolen: whoever holds it holds its
+    passkeys too). A kill of a user, group or everyone with ``revoke_devices`` (an incident reset, device keys
+    feared stolen) revokes certificates only: the passkeys stay the user's way back in (``device.recover``).
+    """
+    return scope == "device" and revoke_devices
+
+
 def root_fingerprint(public_key_cose: bytes) -> str:
     """The root pin: base64url(SHA-256(COSE public key of the genesis admin credential))."""
     return b64url_encode(sha256(public_key_cose))

@@ -181,7 +181,8 @@ async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, t
 
     async with _client(ctx) as session:
         begun = await _call(session, "POST", f"{gateway}/idwall/api/enroll/begin",
-                            payload={"code": args.code, "csr_pem": csr_pem, "device_name": name})
+                            payload={**({"code": args.code} if args.code is not None else {"user": args.user}),
+                                     "csr_pem": csr_pem, "device_name": name})
         if not 200 <= begun.status < 300:
             raise CLIError(f"enrollment refused: {problem_line(begun)}")
         enrollment_id = begun.body.get("enrollment_id")
@@ -193,7 +194,7 @@ async def _enroll(args: argparse.Namespace, gateway: str, ctx: ssl.SSLContext, t
         print(f"Open {clean(enroll_url, 2000)} in a browser on this device to create your passkey", flush=True)
 
         answer = await _wait_for_certificate(session, f"{gateway}/idwall/api/enroll/{quote(enrollment_id)}",
-                                             timeout=args.timeout)
+                                             timeout=args.timeout, self_service=args.code is None)
 
     cert, cas = certificates_of(answer, done="the device active")
     if cert.public_key() != key.public_key():
@@ -220,7 +221,8 @@ def certificates_of(answer: dict[str, Any], *, done: str) -> tuple[x509.Certific
         raise CLIError(f"the gateway sent a certificate that is not valid PEM: {exc}") from None
 
 
-async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, timeout: float) -> dict[str, Any]:
+async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, timeout: float,
+                                self_service: bool = False) -> dict[str, Any]:
     progress = _Progress(sys.stderr)
     start = time.monotonic()
     said_pending = False
@@ -254,8 +256,10 @@ async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, tim
                         raise CLIError(f"enrollment {status}: {detail}")
                     if status == "pending_approval" and not said_pending:
                         progress.done()
-                        print("The passkey is registered; the device now waits for approval by an "
-                              "administrator or your manager.", file=sys.stderr, flush=True)
+                        by = ("you on that page, with a passkey you still hold, or by an administrator"
+                              if self_service else "an administrator or your manager")
+                        print(f"The passkey is registered; the device now waits for approval by {by}.",
+                              file=sys.stderr, flush=True)
                         said_pending = True
             waiting = "waiting for approval" if said_pending else "waiting for the passkey"
             progress.show(waiting + note, elapsed)
@@ -267,8 +271,12 @@ async def _wait_for_certificate(session: aiohttp.ClientSession, url: str, *, tim
 def cmd_device_enroll(args: argparse.Namespace) -> int:
     """``idwall device enroll``: key + CSR, passkey in the browser, then the certificate files."""
     gateway = _gateway_url(args.gateway)
-    if not args.code.strip():
+    if args.code is not None and not args.code.strip():
         raise usage("--code is empty")
+    from ..enrollment import USER_ID_RE
+
+    if args.user is not None and not USER_ID_RE.fullmatch(args.user):
+        raise usage("--user must be a user id: 1-64 characters of a-z, 0-9, '.', '_', '-'")
     if args.name is not None and (not 1 <= len(args.name) <= 64 or CONTROL.search(args.name)):
         raise usage("--name must be 1-64 printable characters")
     if args.timeout <= 0:

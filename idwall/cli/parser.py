@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     device_cmds = p.add_subparsers(dest="device_command", required=True, metavar="ACTION")
     d = device_cmds.add_parser("enroll", help="make a key, create the passkey in a browser, get the certificate")
     d.add_argument("--gateway", required=True, help="gateway URL, https://host:port")
-    d.add_argument("--code", required=True, help="enrollment code from an invite (or the bootstrap code)")
+    given = d.add_mutually_exclusive_group(required=True)
+    given.add_argument("--code", help="enrollment code from an invite (or the bootstrap code)")
+    given.add_argument("--user", help="your user id, to enroll another device of yours without a code (it waits "
+                                      "until you approve it on its page with a passkey you hold, or an approver does)")
     d.add_argument("--out", default=str(DEFAULT_DEVICE_OUT), help="output directory (default: ./idwall-device)")
     d.add_argument("--name", help="device name (default: this host's name)")
     d.add_argument("--ca", help="CA file for the gateway's certificate (default: $IDWALL_CA, else the system store)")

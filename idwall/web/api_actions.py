@@ -32,7 +32,6 @@ from ..actions import (
     ADMIN_ACTIONS,
     MANAGER_ACTIONS,
     action_draft,
-    anomaly_draft,
     approval_of,
     build_action,
     check_role,
@@ -43,7 +42,7 @@ from ..actions import (
 from ..challenges import action_challenge
 from ..connections import Conn
 from ..encoding import b64url_encode, canonical_json
-from ..enrollment import INVITE_TTL, new_invite_code, user_handle
+from ..enrollment import INVITE_TTL, new_invite_code
 from ..errors import BadRequest, Conflict, Forbidden, Gone, NotFound, SuspectPasskey, WebAuthnRejected
 from ..incident import run as incidents
 from ..incident.plan import Targets
@@ -64,7 +63,7 @@ from ..model import (
     TokenEffect,
     User,
 )
-from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony
+from .api_login import MAX_OPEN_CEREMONIES, OTHER_CONNECTION, new_ceremony, verify_passkey
 from ..node import Node
 from .context import NODE, from_own_pages, with_session
 from .problems import field, read_json_object
@@ -82,7 +81,7 @@ class Prepared:
     result: dict[str, Any]
 
 
-async def _pending_device(node: Node, device_id: str | None) -> Device:
+async def pending_device(node: Node, device_id: str | None) -> Device:
     device = await node.store.get_device(device_id) if device_id else None
     if device is None:
         raise NotFound(f"no device {device_id!r}")
@@ -105,7 +104,7 @@ async def _recover_target(node: Node, enrollment_id: str, signer: User) -> Devic
                         f"{node.config.devices.approval}); ask {approvers} to sign device.approve")
     if enrollment.status != "pending_approval" or enrollment.device_id is None:
         raise Conflict(f"enrollment {enrollment_id} is not waiting for approval (it is {enrollment.status})")
-    return await _pending_device(node, enrollment.device_id)
+    return await pending_device(node, enrollment.device_id)
 
 
 async def _unsuspected(node: Node, credentials: list[Any], enrollment_id: str) -> list[Any]:
@@ -144,7 +143,7 @@ async def _manages_owner(node: Node, action: dict[str, Any], signer: User) -> bo
     """For a device approval or rejection: whether the signer may sign it as the device owner's manager."""
     if action["type"] not in MANAGER_ACTIONS:
         return False
-    device = await _pending_device(node, action["device_id"])
+    device = await pending_device(node, action["device_id"])
     owner = await node.store.get_user(device.user_id)
     return manages(approval=node.config.devices.approval, owner_manager=owner.manager if owner else None,
                    signer=signer.id)
@@ -198,7 +197,7 @@ async def _manager_change(node: Node, action: dict[str, Any]) -> User:
     return target
 
 
-async def _activation(node: Node, device: Device, *, approved_by: str, now: float) -> ActivateEffect:
+async def activation(node: Node, device: Device, *, approved_by: str, now: float) -> ActivateEffect:
     """Issue the pending device's first certificate, for the key its enrollment's CSR carries."""
     enrollment = await node.store.get_enrollment(device.enrollment_id)
     if enrollment is None:
@@ -269,17 +268,17 @@ async def _prepare(node: Node, action: dict[str, Any], *, signer: User, signing_
         incident, data = incidents.new_incident(node, plan, reason=action["reason"], targets=targets, actor=actor)
         return Prepared(IncidentEffect(incident), incident.id, data, {"incident_id": incident.id})
     if kind == "device.reject":
-        device = await _pending_device(node, action["device_id"])
+        device = await pending_device(node, action["device_id"])
         data = {"device_id": device.id, "enrollment_id": device.enrollment_id, "status": "revoked"}
         return Prepared(RejectEffect(device.id, device.enrollment_id, device.user_id), device.id, data,
                         {"device_id": device.id, "status": "revoked"})
     if kind == "device.approve":
-        device = await _pending_device(node, action["device_id"])
+        device = await pending_device(node, action["device_id"])
     else:
         device = await _recover_target(node, action["enrollment_id"], signer)
         if device.id == signing_device:
             raise Forbidden("device.recover must be signed with a passkey on another, active device")
-    effect = await _activation(node, device, approved_by=actor, now=now)
+    effect = await activation(node, device, approved_by=actor, now=now)
     data = {"device_id": device.id, "enrollment_id": device.enrollment_id, "status": "active"}
     return Prepared(effect, device.id, data, {"device_id": device.id, "status": "active"})
 
@@ -335,20 +334,7 @@ async def action_finish(request: web.Request) -> web.Response:
     stored = active.get(credential_id)
     if stored is None:
         raise WebAuthnRejected("this passkey is not one of your active passkeys; sign with one of those offered")
-    webauthn = node.config.webauthn
-    try:
-        verified = passkeys.verify_authentication(
-            credential=credential, expected_challenge=action_challenge(action), expected_credential_id=stored.id,
-            rp_id=webauthn.rp_id, origins=webauthn.origins, public_key=stored.public_key,
-            stored_sign_count=stored.sign_count, require_uv=webauthn.user_verification == "required",
-            user_handle=user_handle(stored.user_id))
-    except passkeys.SignCountRegression as exc:
-        await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
-                                                    credential_id=stored.id, stored=exc.stored,
-                                                    received=exc.received))
-        event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
-              received=exc.received)
-        raise
+    verified = await verify_passkey(node, credential, stored, challenge=action_challenge(action))
     if action["type"] == "device.recover":
         await _unsuspected(node, [stored], action["enrollment_id"])
     signer = await node.store.get_user(resolved.user.id)

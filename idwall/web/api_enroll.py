@@ -40,7 +40,7 @@ from ..errors import BadRequest, Conflict, EnrollmentBlocked, Gone, NotFound
 from ..logs import event
 from ..model import Credential, Device, Enrollment, NewDevice, User
 from ..node import Node
-from .context import NODE
+from .context import NODE, conn_for
 from .problems import field, read_json_object
 
 routes = web.RouteTableDef()
@@ -99,7 +99,7 @@ async def enroll_begin(request: web.Request) -> web.Response:
         spki_sha256=csr.spki_sha256, csr_pem=csr_pem, device_name=device_name, invite_id=linked_invite,
         user_id=subject.id, name=subject.name, email=subject.email, groups=tuple(subject.groups),
         admin=subject.admin, bootstrap=bootstrap,
-        status="begun", device_id=None, created_at=now, expires_at=now + timeout)
+        status="begun", device_id=None, created_at=now, expires_at=now + timeout, source=conn_for(request).remote)
     options = await _registration_options(node, enrollment)
     await node.store.create_enrollment(enrollment, max_open=MAX_OPEN_ENROLLMENTS, max_pending_devices=MAX_PENDING_DEVICES,
                                      forget_before=now - KEEP_EXPIRED_ENROLLMENT)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
+
 from aiohttp import web
 
 from .. import passkeys
@@ -24,7 +26,7 @@ from ..challenges import login_challenge
 from ..encoding import b64url_encode
 from ..errors import Forbidden, NoClientCertificate, WebAuthnRejected
 from ..logs import event
-from ..model import Ceremony, Resolved, Session
+from ..model import Ceremony, Credential, Resolved, Session
 from ..node import Node
 from .context import NODE, conn_for, enrolled, from_own_pages, with_session
 from .problems import field, read_json_object
@@ -72,6 +74,25 @@ def new_ceremony(kind: str, challenge: bytes, nonce: bytes, binding: bytes, reso
                     expires_at)
 
 
+async def verify_passkey(node: Node, credential: dict[str, Any], stored: Credential, *,
+                         challenge: bytes) -> passkeys.VerifiedAuthentication:
+    """Verify ``stored``'s assertion over ``challenge`` (a login's or a signed action's); a sign count that went
+    back is recorded in the ledger as an anomaly before the refusal."""
+    webauthn = node.config.webauthn
+    try:
+        return passkeys.verify_authentication(
+            credential=credential, expected_challenge=challenge, expected_credential_id=stored.id,
+            rp_id=webauthn.rp_id, origins=webauthn.origins, public_key=stored.public_key,
+            stored_sign_count=stored.sign_count, require_uv=_require_uv(node), user_handle=user_handle(stored.user_id))
+    except passkeys.SignCountRegression as exc:
+        await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
+                                                    credential_id=stored.id, stored=exc.stored,
+                                                    received=exc.received))
+        event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
+              received=exc.received)
+        raise
+
+
 @routes.post("/idwall/api/login/finish")
 async def login_finish(request: web.Request) -> web.Response:
     """Verify the assertion made over this connection and start the session."""
@@ -93,20 +114,7 @@ async def login_finish(request: web.Request) -> web.Response:
     stored = await node.store.get_credential(credential_id)
     if stored is None or stored.device_id != resolved.device.id:
         raise WebAuthnRejected("this passkey is not bound to this device; use the passkey made when it enrolled")
-    webauthn = node.config.webauthn
-    try:
-        verified = passkeys.verify_authentication(
-            credential=credential, expected_challenge=login_challenge(ceremony.nonce, cert_der),
-            expected_credential_id=stored.id, rp_id=webauthn.rp_id, origins=webauthn.origins,
-            public_key=stored.public_key, stored_sign_count=stored.sign_count, require_uv=_require_uv(node),
-            user_handle=user_handle(stored.user_id))
-    except passkeys.SignCountRegression as exc:
-        await node.store.record_anomaly(anomaly_draft(user_id=stored.user_id, device_id=stored.device_id,
-                                                    credential_id=stored.id, stored=exc.stored,
-                                                    received=exc.received))
-        event("signcount.anomaly", user=stored.user_id, device=stored.device_id, stored=exc.stored,
-              received=exc.received)
-        raise
+    verified = await verify_passkey(node, credential, stored, challenge=login_challenge(ceremony.nonce, cert_der))
     session = Session(
         id="ses-" + secrets.token_hex(12), user_id=resolved.user.id, device_id=resolved.device.id,
         credential_id=stored.id, cert_sha256=conn.cert_sha256, amr=verified.amr, auth_time=now, created_at=now,

@@ -8,8 +8,8 @@ import time
 from aiohttp import web
 
 from ..errors import NotFound, Unavailable
-from . import (api_actions, api_admin, api_approvals, api_directory, api_enroll, api_incidents, api_login, api_recovery,
-               api_renew, api_sign, page_renew, pages)
+from . import (api_actions, api_admin, api_approvals, api_directory, api_enroll, api_incidents, api_login,
+               api_recover, api_recovery, api_renew, api_sign, page_renew, pages)
 from ..engine.io import Engine
 from ..node import STALE_DETAIL, Node
 from .context import ENGINE, NODE, conn_for
@@ -76,8 +76,8 @@ def build_app(node: Node, engine: Engine) -> web.Application:
     app[ENGINE] = engine
     app.on_response_prepare.append(_security_headers)
     app.add_routes(routes)
-    for module in (api_enroll, api_login, api_actions, api_admin, api_directory, api_approvals, api_sign, api_renew,
-                   api_incidents, api_recovery, pages, page_renew):
+    for module in (api_enroll, api_recover, api_login, api_actions, api_admin, api_directory, api_approvals, api_sign,
+                   api_renew, api_incidents, api_recovery, pages, page_renew):
         app.add_routes(module.routes)
     app.router.add_route("*", "/idwall/{tail:.*}", _reserved_fallback)
     app.router.add_route("*", "/.well-known/idwall/{tail:.*}", _reserved_fallback)

@@ -36,7 +36,8 @@ from aiohttp import web
 from .. import policy
 from ..errors import Forbidden, IDWallError, Unauthenticated
 from ..sign_requests import REQUEST_ID_RE
-from ..model import Resolved
+from ..model import Enrollment, Resolved
+from ..self_recovery import RecoveryCase, case_words, recovery_case
 from . import api_admin, api_approvals
 from .context import NODE, conn_for, with_session
 
@@ -167,8 +168,10 @@ PIN.</li>
 system keychain, then open <a href="/idwall/login">the sign-in page</a>.</li>
 </ol>
 $status
-<p>Lost a device? A new one can be enrolled for your user id without a code: it stays on hold until you approve
-it with another passkey you still hold, or an administrator approves it. Ask your administrator.</p>""")
+<p>Lost a device, or cut off by a reset? Enroll a new one for your user id without a code:</p>
+<pre><code>idwall device enroll --gateway $public_url --user YOUR-USER-ID</code></pre>
+<p>It stays on hold until you approve it on its page with a passkey you still hold (no device certificate
+needed), or an administrator approves it.</p>""")
 
 ENROLL_PAGE = string.Template("""<dl class="facts" id="facts"$facts_hidden>
 <dt>User</dt><dd id="who">$user</dd>
@@ -177,6 +180,18 @@ ENROLL_PAGE = string.Template("""<dl class="facts" id="facts"$facts_hidden>
 </dl>
 $status
 <p><button type="button" id="create" class="primary" hidden>Create passkey</button></p>
+<section id="recover" aria-labelledby="recover-heading"$recover_hidden>
+<h2 id="recover-heading">Approve this device with a passkey you hold</h2>
+<dl class="facts">
+<dt>Device</dt><dd id="recover-device">$device_name</dd>
+<dt>Started</dt><dd id="recover-started">$started</dd>
+<dt>From address</dt><dd id="recover-source">$source</dd>
+</dl>
+<p id="recover-warning" class="warning"><strong>Only continue if you started this on your own device just now.</strong>
+If you did not, close this page: someone may be trying to get a device approved in your name. Approving it
+gives that device a certificate of yours.</p>
+<p><button type="button" id="recover-button" class="primary" hidden>Approve with my passkey</button></p>
+</section>
 <div id="result" hidden>
 <dl class="facts">
 <dt>Device id</dt><dd><code id="device-id"></code></dd>
@@ -307,17 +322,18 @@ def _enrollment_state(status: str, expired: bool) -> State:
                  "Start again with idwall device enroll and a new code.")
 
 
-async def _suspect_state(request: web.Request, user_id: str) -> State | None:
-    """When an incident marked the user's passkeys suspect, recovery needs an approver: the page says so."""
-    store = request.app[NODE].store
-    for credential in await store.user_credentials(user_id):
-        incident = await store.credential_suspect(credential.id)
-        if incident is not None:
-            return State("pending", "Waiting for an administrator or your manager.",
-                         f"Incident {incident} marked your passkeys suspect, so your own passkey cannot approve this "
-                         "device.", "Ask an administrator or your manager to approve it (device.approve); keep the "
-                         "terminal open meanwhile.")
-    return None
+def recovery_state(case: RecoveryCase) -> State:
+    """What a waiting self-service device's page says: approve it yourself, or who must and why."""
+    return State("recover" if case.case == "self" else "pending", *case_words(case))
+
+
+async def _recovery(request: web.Request, enrollment: Enrollment) -> RecoveryCase | None:
+    """The recovery case of a waiting self-service enrollment (None for any other)."""
+    if enrollment.status != "pending_approval" or enrollment.invite_id is not None or enrollment.device_id is None:
+        return None
+    node = request.app[NODE]
+    return recovery_case(await node.store.user_passkeys(enrollment.user_id), approval=node.config.devices.approval,
+                         new_device_id=enrollment.device_id)
 
 
 @routes.get("/idwall/enroll/{enrollment_id}")
@@ -331,16 +347,19 @@ async def enroll_page(request: web.Request) -> web.Response:
                       "Check that you opened the link the terminal printed, or run idwall device enroll again.")
         # Nothing is known about it: no table of dashes, just the state and what to do.
         body = render(ENROLL_PAGE, user="—", device_name="—", expires="—", facts_hidden=_hidden(True),
-                      status=_status(state))
+                      status=_status(state), started="—", source="—", recover_hidden=_hidden(True))
         return _page(request, title="Create your passkey", script="enroll.js", body=body, status=404,
                      data={"page": "enroll", "enrollment-id": enrollment_id}, notice=await incident_notice(request))
     who = f"{enrollment.name} ({enrollment.user_id})" if enrollment.name and enrollment.name != enrollment.user_id \
         else enrollment.user_id
     state = _enrollment_state(enrollment.status, enrollment.expires_at <= node.clock())
-    if enrollment.status == "pending_approval":
-        state = await _suspect_state(request, enrollment.user_id) or state
+    case = await _recovery(request, enrollment)
+    if case is not None:
+        state = recovery_state(case)
     body = render(ENROLL_PAGE, user=who, device_name=enrollment.device_name, expires=_when(enrollment.expires_at),
-                  facts_hidden=_hidden(False), status=_status(state))
+                  facts_hidden=_hidden(False), status=_status(state), started=_when(enrollment.created_at),
+                  source=enrollment.source or "unknown",
+                  recover_hidden=_hidden(case is None or case.case != "self"))
     return _page(request, title="Create your passkey", script="enroll.js", body=body,
                  data={"page": "enroll", "enrollment-id": enrollment_id}, notice=await incident_notice(request))
 

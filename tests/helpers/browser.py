@@ -266,8 +266,9 @@ async def enroll_in_browser(story: Story, who: str, device_name: str, *, code: s
         await page.goto(begun["enroll_url"])
         await page.wait_for_selector("#create:not([hidden])")
         await page.click("#create")
-        await page.wait_for_selector('#status[data-state="success"], #status[data-state="pending"]',
-                                     timeout=CEREMONY_TIMEOUT)
+        # a waiting self-service device may then say its owner can approve it ("recover")
+        await page.wait_for_selector('#status[data-state="success"], #status[data-state="pending"],'
+                                     ' #status[data-state="recover"]', timeout=CEREMONY_TIMEOUT)
         if await page.is_visible("#root-fingerprint"):
             story.root = (await page.text_content("#root-fingerprint") or "").strip()
         if shot:

@@ -9,9 +9,11 @@ import dataclasses
 import json
 from typing import Any
 
+from ...encoding import b64url_encode
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
+from ...audit import revokes_passkeys
 from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts
 from .core import Conn, PostgresCore, rowcount
 
@@ -174,14 +176,18 @@ class SessionRecords(PostgresCore):
                     f" JOIN users u ON u.id = d.user_id WHERE d.status != 'revoked' AND {_KILL_DEVICES[scope]})"
                     f" RETURNING id", *args)
                 devices = sorted(r["id"] for r in drows)
-            data = dict(draft.data, **kill_counts(sessions, devices))
+            # a lost device's passkeys, even when an earlier kill already revoked its certificate
+            passkeys = sorted(b64url_encode(bytes(r["id"])) for r in await conn.fetch(
+                "UPDATE credentials SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL RETURNING id",
+                now, target)) if revokes_passkeys(scope, revoke_devices) else []
+            data = dict(draft.data, **kill_counts(sessions, devices, passkeys))
             seq = await self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
             await conn.execute("INSERT INTO kill_revocations (audit_seq, kind, id) SELECT $1::bigint, 'session', unnest($2::text[])"
                                " UNION ALL SELECT $1::bigint, 'device', unnest($3::text[])", seq, sessions, devices)
             await self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sessions,
                                              "devices": devices, "revoke_devices": revoke_devices,
                                              "audit_seq": seq}, now)
-            return KillResult(tuple(sessions), tuple(devices), tuple(users), seq)
+            return KillResult(tuple(sessions), tuple(devices), tuple(users), seq, tuple(passkeys))
 
         return await self.write(tx)
 

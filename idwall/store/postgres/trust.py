@@ -40,6 +40,7 @@ from ..sqlite.core import (
     token_from_row,
     user_from_row,
 )
+from ..sqlite.trust import check_signing_passkey
 from .core import Conn, PostgresCore, rowcount
 
 _INSERT_INVITE = (
@@ -144,12 +145,13 @@ class TrustRecords(PostgresCore):
                 await self._check_pending_devices(conn, enrollment.user_id, max_pending_devices)
             await conn.execute(
                 "INSERT INTO enrollments (id, nonce, challenge, spki_sha256, csr_pem, device_name, invite_id,"
-                " user_id, name, email, groups_json, admin, bootstrap, status, device_id, created_at, expires_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                " user_id, name, email, groups_json, admin, bootstrap, status, device_id, created_at, expires_at, source)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
                 enrollment.id, enrollment.nonce, enrollment.challenge, enrollment.spki_sha256, enrollment.csr_pem,
                 enrollment.device_name, enrollment.invite_id, enrollment.user_id, enrollment.name,
                 enrollment.email, json.dumps(list(enrollment.groups)), enrollment.admin, enrollment.bootstrap,
-                enrollment.status, enrollment.device_id, enrollment.created_at, enrollment.expires_at)
+                enrollment.status, enrollment.device_id, enrollment.created_at, enrollment.expires_at,
+                enrollment.source)
 
         await self.write(tx)
 
@@ -167,6 +169,14 @@ class TrustRecords(PostgresCore):
     async def user_credentials(self, user_id: str) -> list[Credential]:
         rows = await self._fetch("SELECT c.* FROM credentials c JOIN devices d ON d.id = c.device_id"
                                  " WHERE c.user_id = $1 AND d.status = 'active'", user_id)
+        return [credential_from_row(r) for r in rows]
+
+    async def user_passkeys(self, user_id: str) -> list[Credential]:
+        """Every passkey of the user on a device that was once active, with ``suspect`` and ``revoked_at``
+        (as SQLite's)."""
+        rows = await self._fetch("SELECT c.* FROM credentials c JOIN devices d ON d.id = c.device_id"
+                                 " WHERE c.user_id = $1 AND d.cert_sha256 IS NOT NULL ORDER BY c.created_at, c.id",
+                                 user_id)
         return [credential_from_row(r) for r in rows]
 
     @staticmethod
@@ -290,11 +300,10 @@ class TrustRecords(PostgresCore):
 
         async def tx(conn: Conn) -> int:
             row = await conn.fetchrow(
-                "SELECT d.status, u.admin FROM credentials c JOIN devices d ON d.id = c.device_id"
-                " JOIN users u ON u.id = c.user_id WHERE c.id = $1 AND c.user_id = $2",
-                signer.credential_id, signer.user_id)
-            if row is None or row["status"] != "active":
-                raise Forbidden("the signing passkey is not on an active device of the signer")
+                "SELECT d.status, d.cert_sha256, c.suspect, c.revoked_at, u.admin FROM credentials c"
+                " JOIN devices d ON d.id = c.device_id JOIN users u ON u.id = c.user_id"
+                " WHERE c.id = $1 AND c.user_id = $2", signer.credential_id, signer.user_id)
+            check_signing_passkey(row, signer)
             if signer.must_be_admin and not row["admin"] and not await self._manages(conn, signer):
                 if signer.or_manager_of is not None:
                     raise Forbidden(f"user {signer.user_id} is neither an administrator nor the manager of "

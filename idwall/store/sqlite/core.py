@@ -82,7 +82,7 @@ def device_from_row(row: sqlite3.Row) -> Device:
 
 def credential_from_row(row: sqlite3.Row) -> Credential:
     return Credential(bytes(row["id"]), row["user_id"], row["device_id"], bytes(row["public_key"]), row["alg"],
-                      row["sign_count"], row["created_at"])
+                      row["sign_count"], row["created_at"], row["suspect"], row["revoked_at"])
 
 
 def session_from_row(row: sqlite3.Row) -> Session:
@@ -101,7 +101,7 @@ def enrollment_from_row(row: sqlite3.Row) -> Enrollment:
     return Enrollment(row["id"], bytes(row["nonce"]), bytes(row["challenge"]), bytes(row["spki_sha256"]),
                       row["csr_pem"], row["device_name"], row["invite_id"], row["user_id"], row["name"],
                       row["email"], groups_from_json(row["groups_json"]), bool(row["admin"]), bool(row["bootstrap"]),
-                      row["status"], row["device_id"], row["created_at"], row["expires_at"])
+                      row["status"], row["device_id"], row["created_at"], row["expires_at"], row["source"])
 
 
 def renewal_from_row(row: sqlite3.Row) -> Renewal:

@@ -9,7 +9,8 @@ import json
 import sqlite3
 from typing import Any
 
-from ...audit import ids_digest
+from ...audit import ids_digest, revokes_passkeys
+from ...encoding import b64url_encode
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from .core import SQLiteCore, credential_from_row, device_from_row, session_from_row, user_from_row
@@ -18,10 +19,11 @@ from .core import SQLiteCore, credential_from_row, device_from_row, session_from
 KILL_SCOPES = ("session", "device", "user", "group", "all")
 
 
-def kill_counts(sessions: list[str], devices: list[str]) -> dict[str, Any]:
+def kill_counts(sessions: list[str], devices: list[str], passkeys: list[str]) -> dict[str, Any]:
     """What a kill's ledger entry records of what it cut: counts and digests (the ids go to kill_revocations)."""
     return {"sessions_revoked": len(sessions), "sessions_sha256": ids_digest(sessions),
-            "devices_revoked": len(devices), "devices_sha256": ids_digest(devices)}
+            "devices_revoked": len(devices), "devices_sha256": ids_digest(devices),
+            "passkeys_revoked": len(passkeys), "passkeys_sha256": ids_digest(passkeys)}
 
 
 #: the tightest fresh_auth a live incident imposes on user $1 (NULL: none)
@@ -196,17 +198,21 @@ class SessionRecords(SQLiteCore):
                     f" WHERE d.status != 'revoked' AND {dwhere}", dargs).fetchall()]
                 conn.executemany("UPDATE devices SET status = 'revoked', revoked_at = ? WHERE id = ?",
                                  [(now, did) for did in devices])
+            # a lost device's passkeys, even when an earlier kill already revoked its certificate
+            passkeys = sorted(b64url_encode(bytes(r[0])) for r in conn.execute(
+                "UPDATE credentials SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL RETURNING id",
+                (now, target)).fetchall()) if revokes_passkeys(scope, revoke_devices) else []
             users = sorted({r["user_id"] for r in conn.execute(
                 f"SELECT user_id FROM sessions WHERE id IN ({','.join('?' * len(sessions))})",
                 sessions).fetchall()}) if sessions else []
-            data = dict(draft.data, **kill_counts(sessions, devices))
+            data = dict(draft.data, **kill_counts(sessions, devices, passkeys))
             seq = self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
             conn.executemany("INSERT INTO kill_revocations (audit_seq, kind, id) VALUES (?, ?, ?)",
                              [(seq, "session", i) for i in sessions] + [(seq, "device", i) for i in devices])
             self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sorted(sessions),
                                        "devices": sorted(devices), "revoke_devices": revoke_devices,
                                        "audit_seq": seq}, now)
-            return KillResult(tuple(sorted(sessions)), tuple(sorted(devices)), tuple(users), seq)
+            return KillResult(tuple(sorted(sessions)), tuple(sorted(devices)), tuple(users), seq, tuple(passkeys))
 
         return await self.write(tx)
 

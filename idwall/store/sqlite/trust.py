@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
-from ...errors import Conflict, Forbidden
+from ...errors import Conflict, Forbidden, SuspectPasskey
 from ...model import (
     ActionEffect,
     ActivateEffect,
@@ -45,6 +46,29 @@ def _check_manager(conn: sqlite3.Connection, user_id: str, manager: str) -> None
         raise Conflict(f"{user_id} cannot be their own manager")
     if conn.execute("SELECT 1 FROM users WHERE id = ?", (manager,)).fetchone() is None:
         raise Conflict(f"no user {manager!r} to be the manager; invite them first")
+
+
+def check_signing_passkey(row: Any, signer: Signer) -> None:
+    """Refuse a signer's passkey that may not sign now (``row``: its device's status and certificate, its
+    ``suspect`` and ``revoked_at``, read inside the action's transaction).
+
+    An action needs a passkey on an active device; a recovery over the enrollment page (``signer.recovery``)
+    one on a device that was once active (it has had a certificate), whatever its state now, and neither
+    revoked nor marked suspect, so a concurrent kill or incident stage cannot let it through.
+    """
+    if not signer.recovery:
+        if row is None or row["status"] != "active":
+            raise Forbidden("the signing passkey is not on an active device of the signer")
+        return
+    if row is None:
+        raise Forbidden("the signing passkey is not one of the signer's")
+    if row["revoked_at"] is not None:
+        raise Forbidden("the signing passkey was revoked with its lost device; it cannot approve a new device")
+    if row["suspect"] is not None:
+        raise SuspectPasskey(f"incident {row['suspect']} marked the signing passkey suspect; an administrator's or "
+                             "your manager's device.approve is needed", incident=row["suspect"])
+    if row["cert_sha256"] is None:
+        raise Forbidden("the signing passkey is on a device that was never approved; it cannot vouch for another")
 
 
 class TrustRecords(RenewalRecords):
@@ -116,13 +140,13 @@ class TrustRecords(RenewalRecords):
                 self._check_pending_devices(conn, enrollment.user_id, max_pending_devices)
             conn.execute(
                 "INSERT INTO enrollments (id, nonce, challenge, spki_sha256, csr_pem, device_name, invite_id,"
-                " user_id, name, email, groups_json, admin, bootstrap, status, device_id, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " user_id, name, email, groups_json, admin, bootstrap, status, device_id, created_at, expires_at, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (enrollment.id, enrollment.nonce, enrollment.challenge, enrollment.spki_sha256, enrollment.csr_pem,
                  enrollment.device_name, enrollment.invite_id, enrollment.user_id, enrollment.name,
                  enrollment.email, json.dumps(list(enrollment.groups)), int(enrollment.admin),
                  int(enrollment.bootstrap), enrollment.status, enrollment.device_id, enrollment.created_at,
-                 enrollment.expires_at),
+                 enrollment.expires_at, enrollment.source),
             )
 
         await self.write(tx)
@@ -145,6 +169,14 @@ class TrustRecords(RenewalRecords):
         rows = await self.read(lambda c: c.execute(
             "SELECT c.* FROM credentials c JOIN devices d ON d.id = c.device_id"
             " WHERE c.user_id = ? AND d.status = 'active'", (user_id,)).fetchall())
+        return [credential_from_row(r) for r in rows]
+
+    async def user_passkeys(self, user_id: str) -> list[Credential]:
+        """Every passkey of the user on a device that was once active (whatever its state now), with its
+        ``suspect`` and ``revoked_at``; recovery may use those with neither (:func:`idwall.recovery.usable`)."""
+        rows = await self.read(lambda c: c.execute(
+            "SELECT c.* FROM credentials c JOIN devices d ON d.id = c.device_id"
+            " WHERE c.user_id = ? AND d.cert_sha256 IS NOT NULL ORDER BY c.created_at, c.id", (user_id,)).fetchall())
         return [credential_from_row(r) for r in rows]
 
     @staticmethod
@@ -280,11 +312,10 @@ class TrustRecords(RenewalRecords):
 
         def tx(conn: sqlite3.Connection) -> int:
             row = conn.execute(
-                "SELECT d.status, u.admin FROM credentials c JOIN devices d ON d.id = c.device_id"
-                " JOIN users u ON u.id = c.user_id WHERE c.id = ? AND c.user_id = ?",
-                (signer.credential_id, signer.user_id)).fetchone()
-            if row is None or row["status"] != "active":
-                raise Forbidden("the signing passkey is not on an active device of the signer")
+                "SELECT d.status, d.cert_sha256, c.suspect, c.revoked_at, u.admin FROM credentials c"
+                " JOIN devices d ON d.id = c.device_id JOIN users u ON u.id = c.user_id"
+                " WHERE c.id = ? AND c.user_id = ?", (signer.credential_id, signer.user_id)).fetchone()
+            check_signing_passkey(row, signer)
             if signer.must_be_admin and not row["admin"] and not self._manages(conn, signer):
                 if signer.or_manager_of is not None:
                     raise Forbidden(f"user {signer.user_id} is neither an administrator nor the manager of "
