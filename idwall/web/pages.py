@@ -56,27 +56,14 @@ PAGE_HEADERS: Mapping[str, str] = {
 
 STATIC_DIR = Path(__file__).parent / "static"
 
+_JS, _CSS = "text/javascript; charset=utf-8", "text/css; charset=utf-8"
 # name -> content type. The SOC console's admin.js and admin.css are served by api_admin itself.
-STATIC_FILES: Mapping[str, str] = {
-    "idwall.css": "text/css; charset=utf-8",
-    "idwall.js": "text/javascript; charset=utf-8",
-    "enroll.js": "text/javascript; charset=utf-8",
-    "login.js": "text/javascript; charset=utf-8",
-    "sign.js": "text/javascript; charset=utf-8",
-    "console.js": "text/javascript; charset=utf-8",
-    "people.js": "text/javascript; charset=utf-8",
-    "devices.js": "text/javascript; charset=utf-8",
-    "tokens.js": "text/javascript; charset=utf-8",
-    "ledger.js": "text/javascript; charset=utf-8",
-    "renew.js": "text/javascript; charset=utf-8",
-    "approvals.js": "text/javascript; charset=utf-8",
-    "incidents.js": "text/javascript; charset=utf-8",
-}
+STATIC_FILES: Mapping[str, str] = {"idwall.css": _CSS, **{f"{name}.js": _JS for name in (
+    "idwall", "enroll", "login", "sign", "console", "people", "devices", "tokens", "ledger", "renew", "approvals",
+    "incidents")}}
 #: libraries served as published, from static/vendor/ (its README names each one's version and licence)
-VENDOR_FILES: Mapping[str, str] = {
-    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
-    "uPlot.min.css": "text/css; charset=utf-8",
-}
+VENDOR_FILES: Mapping[str, str] = {"uPlot.iife.min.js": _JS, "uPlot.min.css": _CSS}
+
 
 @dataclass(frozen=True)
 class ConsolePage:
