@@ -1,0 +1,101 @@
+"""The must-show of several nodes (issue 12): two ``idwall serve`` processes on one PostgreSQL database behind
+Debian's HAProxy (TCP mode, TLS passthrough, PROXY v2 from the trusted balancer address, both nodes servers of
+one backend; see tests/helpers/nodes.py for how a test picks the node a connection lands on).
+
+A user logged in through both nodes holds, on node B, an idle keep-alive connection, a download mid-stream and
+a WebSocket. An administrator kills the user through node A; node B hears it through PostgreSQL and cuts all
+three. Timed from just before the request is written to each socket seen closed, ten rounds with fresh logins
+and connections each round: the median must be within 250 ms, and every connection must close every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.helpers.api import Enrolled, bootstrap, call, enroll, invite, login
+from tests.helpers.kill import RawConn, slow_upstream, ws_until_closed
+from tests.helpers.nodes import NodeProcess, nodes_behind_haproxy
+from tests.helpers.store import new_schema
+
+ROUNDS = 10
+#: the must-show bound on the median, request sent -> node B's socket closed (seconds)
+WITHIN = 0.250
+KINDS = ("keep-alive", "download", "websocket")
+
+
+async def _hold(node: NodeProcess, device: Enrolled) -> tuple[list[asyncio.Task[float]], list[object]]:
+    """A keep-alive connection (served once), a download mid-stream and a WebSocket of ``device`` on ``node``;
+    the tasks that each end at the time (perf_counter) its socket is seen closed, and what to close after."""
+    keepalive = await RawConn.open(node, device)  # type: ignore[arg-type]
+    assert (await keepalive.get("/ka"))[0] == 200
+    stream = await RawConn.open(node, device)  # type: ignore[arg-type]
+    await stream.start_stream("/slow")
+    assert await asyncio.wait_for(stream.reader.read(65536), 5)  # the download is flowing
+    ws_client = node.session(device)
+    ws = await ws_client.ws_connect(node.url.replace("https", "wss") + "/ws")
+    assert await ws.receive_str(timeout=5) == "hello"
+    watchers = [asyncio.create_task(keepalive.until_closed()), asyncio.create_task(stream.until_closed()),
+                asyncio.create_task(ws_until_closed(ws))]
+    return watchers, [keepalive, stream, ws_client]
+
+
+async def _held_on(node: NodeProcess, admin: Enrolled, client: aiohttp.ClientSession | None = None) -> tuple[int, set[str]]:
+    """How many live connections of alice's sessions ``node`` holds, and the client addresses it saw them from."""
+    if client is None:
+        async with node.session(admin) as own:
+            assert (await login(node, admin, own))[0] == 200
+            return await _held_on(node, admin, own)
+    status, answer = await call(client, "GET", node.url + "/idwall/api/admin/sessions?user=alice")
+    assert status == 200, answer
+    rows = answer["sessions"]
+    return sum(r["connections"] for r in rows), {r["remote"] for r in rows if r["connections"]}
+
+
+async def test_a_kill_through_node_a_closes_node_b_connections_within_250_ms(tmp_path: Path,
+                                                                              postgres_url: str) -> None:
+    async with slow_upstream() as up, nodes_behind_haproxy(tmp_path, up.url, await new_schema(postgres_url)) as n:
+        a, b = n.a, n.b
+        admin = await bootstrap(a)
+        async with a.session(admin) as console:  # the administrator's keep-alive connection through HAProxy to A
+            assert (await login(a, admin, console))[0] == 200
+            alice = await enroll(b, await invite(a, admin, console, "alice"))  # enrolled through the other node
+            rounds: list[dict[str, float]] = []
+            for _ in range(ROUNDS):
+                for node in (a, b):  # a fresh session on each node
+                    status, answer = await login(node, alice)
+                    assert status == 200, answer
+                watchers, closers = await _hold(b, alice)
+                await asyncio.sleep(0.05)  # the download keeps flowing; nothing is closing yet
+                assert not any(w.done() for w in watchers)
+                if not rounds:
+                    assert await _held_on(b, admin) == (3, {"127.0.0.1"})  # the node's own port reached B alone,
+                    assert (await _held_on(a, admin, console))[0] == 0  # and B saw the client, not HAProxy
+                sent = time.perf_counter()
+                status, answer = await call(console, "POST", a.url + "/idwall/api/admin/kill", {
+                    "scope": "user", "target": "alice", "reason": "drill", "revoke_devices": False})
+                answered = time.perf_counter()
+                assert status == 200, answer
+                assert answer["sessions_revoked"] == 2 and answer["workers"] == {"reached": 2, "unreached": []}, answer
+                done, pending = await asyncio.wait(watchers, timeout=5)
+                assert not pending, f"{len(pending)} of node B's connections still open 5 s after the kill"
+                rounds.append({"answer": answered - sent,
+                               **{kind: w.result() - sent for kind, w in zip(KINDS, watchers)}})
+                for closer in closers:
+                    await closer.close() if isinstance(closer, aiohttp.ClientSession) else closer.close()  # type: ignore[attr-defined]
+                for node in (a, b):  # the user's sessions are dead on both nodes
+                    async with node.session(alice) as client:
+                        async with client.get(node.url + "/after", headers={"Accept": "application/json"}) as resp:
+                            assert resp.status == 401
+    last = [max(r[kind] for kind in KINDS) for r in rounds]
+    lines = [f"{name}: median {statistics.median(values) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms"
+             for name, values in [(kind, [r[kind] for r in rounds]) for kind in ("answer", *KINDS)]
+             + [("last of node B's three sockets", last)]]
+    report = f"kill through node A, node B's sockets closed (request sent -> closed), {ROUNDS} rounds:\n  " + \
+        "\n  ".join(lines)
+    print("\n" + report)
+    assert statistics.median(last) <= WITHIN, report
