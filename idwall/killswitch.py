@@ -142,6 +142,7 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
     """
     draft = LedgerDraft(type="kill", actor=actor, subject=target or "*",
                         data={"scope": scope, "target": target, "reason": reason, "revoke_devices": revoke_devices})
+    began = time.perf_counter()
     result = await node.store.kill(scope=scope, target=target, revoke_devices=revoke_devices, now=node.clock(),
                                  draft=draft)
     committed = time.perf_counter()
@@ -150,6 +151,7 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
     spared = spare is not None and spare in conns
     conns.discard(spare)  # type: ignore[arg-type]
     closed = node.registry.cut(conns) + int(spared)
+    cut = time.perf_counter() - committed
     node.forget_sessions(result.sessions)
     fanout = await fan_out(node, result.audit_seq) if node.worker is not None else FanOut()
     closed += fanout.connections_closed
@@ -158,6 +160,7 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
     node.metrics.kill_latency.observe(latency)
     event("kill", actor=actor, scope=scope, target=target, sessions=len(result.sessions),
           devices=len(result.devices), connections=closed, audit_seq=result.audit_seq,
+          commit_seconds=round(committed - began, 6), cut_seconds=round(cut, 6),
           workers_reached=fanout.reached, workers_unreached=list(fanout.unreached))
     if fanout.unreached:
         event("kill.unreached", level=logging.ERROR, audit_seq=result.audit_seq, workers=list(fanout.unreached))
@@ -210,7 +213,10 @@ def apply_event(node: KillContext, ev: Event) -> int | None:
         conns = _matching(node, payload.get("scope", ""), payload.get("target"), tuple(payload.get("sessions", ())),
                           tuple(payload.get("devices", ())), ())
         node.forget_sessions(payload.get("sessions", ()))
-        return node.registry.cut(conns)
+        closed = node.registry.cut(conns)
+        # the event's time is the committing process's clock as the kill began: an upper bound from its commit
+        node.metrics.kill_apply.observe(max(0.0, node.clock() - ev.time))
+        return closed
     elif ev.kind == "session.end":
         ended = node.registry.for_ids(sessions=[payload["session"]])
         node.registry.invalidate(ended)
