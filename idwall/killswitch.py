@@ -125,6 +125,8 @@ def check_request(scope: object, target: object, reason: object, revoke_devices:
 def _matching(node: KillContext, scope: str, target: str | None, sessions: tuple[str, ...],
               devices: tuple[str, ...], users: tuple[str, ...]) -> set[Conn]:
     found = set(node.registry.select(scope, target))
+    if scope == "all":
+        return found  # every connection with a certificate: no id can add one
     found |= node.registry.for_ids(sessions=sessions, devices=devices)
     if scope in ("user", "group", "all") or devices:
         # connections whose certificate belongs to a revoked device but never resolved a session
@@ -209,11 +211,13 @@ def apply_event(node: KillContext, ev: Event) -> int | None:
         if payload.get("audit_seq") in node.local_kills:
             node.local_kills.discard(payload["audit_seq"])
             return None
-        # The same selection as the committing process made, so every worker counts the same way.
+        # The same selection as the committing process made, so every worker counts the same way. An event of a
+        # scope the registry indexes carries no ids (see idwall.store): the connections found are what it cut here.
         conns = _matching(node, payload.get("scope", ""), payload.get("target"), tuple(payload.get("sessions", ())),
                           tuple(payload.get("devices", ())), ())
-        node.forget_sessions(payload.get("sessions", ()))
+        ended = payload.get("sessions") or {conn.session_id for conn in conns if conn.session_id}
         closed = node.registry.cut(conns)
+        node.forget_sessions(ended)
         # the event's time is the committing process's clock as the kill began: an upper bound from its commit
         node.metrics.kill_apply.observe(max(0.0, node.clock() - ev.time))
         return closed
