@@ -229,9 +229,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def summary(name: str, values: list[float]) -> dict[str, float]:
+def summary(name: str, values: list[float]) -> dict[str, Any]:
     ms = [v * 1000 for v in values]
-    line = {"n": len(ms), "median_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms)}
+    line = {"n": len(ms), "median_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms),
+            "all_ms": [round(v, 3) for v in ms]}
     print(f"  {name}: median {line['median_ms']:.2f} ms, p99 {line['p99_ms']:.2f} ms, max {line['max_ms']:.2f} ms "
           f"over {len(ms)} kills")
     return line
@@ -445,6 +446,10 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
                                                         user_lat[index])
             results[f"kill_user_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
                                                                user_server[index])
+            if index:
+                results[f"kill_user_commit_{node.name}"] = summary(
+                    f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
+                    [began - tx for began, tx in zip(user_server[index], user_tx)])
 
         # kill everyone, then log everyone in again and reconnect, a few times
         all_lat: list[list[float]] = [[] for _ in nodes]
@@ -482,6 +487,10 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
                                                        all_lat[index])
             results[f"kill_all_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
                                                               all_server[index])
+            if index:
+                results[f"kill_all_commit_{node.name}"] = summary(
+                    f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
+                    [began - tx for began, tx in zip(all_server[index], all_tx)])
         if args.profile:
             for profiler in profilers:
                 profiler.send_signal(signal.SIGINT)
