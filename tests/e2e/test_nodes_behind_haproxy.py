@@ -30,7 +30,8 @@ WITHIN = 0.250
 KINDS = ("keep-alive", "download", "websocket")
 
 
-async def _hold(node: NodeProcess, device: Enrolled) -> tuple[list[asyncio.Task[float]], list[object]]:
+async def _hold(node: NodeProcess, device: Enrolled) -> tuple[list[asyncio.Task[float]],
+                                                             tuple[RawConn, RawConn, aiohttp.ClientSession]]:
     """A keep-alive connection (served once), a download mid-stream and a WebSocket of ``device`` on ``node``;
     the tasks that each end at the time (perf_counter) its socket is seen closed, and what to close after."""
     keepalive = await RawConn.open(node, device)  # type: ignore[arg-type]
@@ -43,7 +44,7 @@ async def _hold(node: NodeProcess, device: Enrolled) -> tuple[list[asyncio.Task[
     assert await ws.receive_str(timeout=5) == "hello"
     watchers = [asyncio.create_task(keepalive.until_closed()), asyncio.create_task(stream.until_closed()),
                 asyncio.create_task(ws_until_closed(ws))]
-    return watchers, [keepalive, stream, ws_client]
+    return watchers, (keepalive, stream, ws_client)
 
 
 async def _held_on(node: NodeProcess, admin: Enrolled, client: aiohttp.ClientSession | None = None) -> tuple[int, set[str]]:
@@ -87,8 +88,10 @@ async def test_a_kill_through_node_a_closes_node_b_connections_within_250_ms(tmp
                 assert not pending, f"{len(pending)} of node B's connections still open 5 s after the kill"
                 rounds.append({"answer": answered - sent,
                                **{kind: w.result() - sent for kind, w in zip(KINDS, watchers)}})
-                for closer in closers:
-                    await closer.close() if isinstance(closer, aiohttp.ClientSession) else closer.close()  # type: ignore[attr-defined]
+                keepalive, stream, ws_client = closers
+                keepalive.close()
+                stream.close()
+                await ws_client.close()
                 for node in (a, b):  # the user's sessions are dead on both nodes
                     async with node.session(alice) as client:
                         async with client.get(node.url + "/after", headers={"Accept": "application/json"}) as resp:
