@@ -331,6 +331,10 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str | None]:
 def node_dirs(work: Path, ports: list[int], up_port: int, store_url: str | None) -> tuple[dict[str, Any], list[Node]]:
     """``idwall init`` once, then a copy of that directory per further node on a port of its own."""
     info = init_gateway_dir(work / "gw-a", port=ports[0], upstream=f"http://127.0.0.1:{up_port}", store=store_url)
+    config = Path(info["config"])
+    # opening 10,000 connections takes longer than the default 75 s keep-alive timeout: the first ones would be
+    # closed as idle before the first kill and taken for connections a kill cut by mistake
+    config.write_text(config.read_text().replace("keepalive_timeout: 75s", "keepalive_timeout: 1h"))
     nodes = [Node("a", ports[0], info["config"], work / "gateway-a.log")]
     for index, port in enumerate(ports[1:], start=1):
         name = "abcdefgh"[index]
