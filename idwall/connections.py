@@ -143,8 +143,7 @@ class Registry:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._by_id: dict[int, Conn] = {}
-        self._index: dict[str, dict[Any, Members]] = {"cert": {}, "device": {}, "user": {}, "group": {},
-                                                      "session": {}}
+        self._index = self._empty_index()
         #: incremented by every kill, so a resolution that raced a kill is done again
         self.epoch = 0
 
@@ -162,6 +161,10 @@ class Registry:
         if cert_sha256 is not None:
             _put(self._index["cert"], cert_sha256, conn)
         return conn
+
+    @staticmethod
+    def _empty_index() -> dict[str, dict[Any, Members]]:
+        return {"cert": {}, "device": {}, "user": {}, "group": {}, "session": {}}
 
     def get(self, conn_id: int) -> Conn | None:
         return self._by_id.get(conn_id)
@@ -193,6 +196,9 @@ class Registry:
         conn.claims = {}
         if resolved is None or conn.id not in self._by_id:
             return
+        self._index_resolved(conn, resolved)
+
+    def _index_resolved(self, conn: Conn, resolved: Resolved) -> None:
         index = self._index
         _put(index["device"], resolved.device.id, conn)
         _put(index["user"], resolved.user.id, conn)
@@ -230,12 +236,33 @@ class Registry:
         return list(self._index["cert"].get(cert_sha256, ()))
 
     def cut(self, conns: Iterable[Conn]) -> int:
-        """Abort every connection in ``conns``; return how many were still open."""
+        """Abort every connection in ``conns``; return how many were still open.
+
+        Every socket is aborted before any is taken out of the indexes, so the last abort of a large kill does
+        not wait for the bookkeeping of all the others.
+        """
         self.epoch += 1
+        doomed = list(conns)
         closed = 0
-        for conn in conns:
+        for conn in doomed:
             if not conn.killed and not conn.transport.is_closing():
                 closed += 1
             conn.abort()
-            self.remove(conn)
+        if len(doomed) * 2 > len(self._by_id):
+            self._keep_only_survivors({conn.id for conn in doomed})
+        else:
+            for conn in doomed:
+                self.remove(conn)
         return closed
+
+    def _keep_only_survivors(self, doomed: set[int]) -> None:
+        """Index again just the connections not in ``doomed``: when most are cut (a kill of everyone), that is
+        much less work than taking each cut one out of five indexes."""
+        survivors = [conn for conn in self._by_id.values() if conn.id not in doomed]
+        self._by_id = {conn.id: conn for conn in survivors}
+        self._index = self._empty_index()
+        for conn in survivors:
+            if conn.cert_sha256 is not None:
+                _put(self._index["cert"], conn.cert_sha256, conn)
+            if conn.resolved is not None:
+                self._index_resolved(conn, conn.resolved)

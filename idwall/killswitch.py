@@ -125,6 +125,8 @@ def check_request(scope: object, target: object, reason: object, revoke_devices:
 def _matching(node: KillContext, scope: str, target: str | None, sessions: tuple[str, ...],
               devices: tuple[str, ...], users: tuple[str, ...]) -> set[Conn]:
     found = set(node.registry.select(scope, target))
+    if scope == "all":
+        return found  # every connection with a certificate: no id can add one
     found |= node.registry.for_ids(sessions=sessions, devices=devices)
     if scope in ("user", "group", "all") or devices:
         # connections whose certificate belongs to a revoked device but never resolved a session
@@ -142,6 +144,7 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
     """
     draft = LedgerDraft(type="kill", actor=actor, subject=target or "*",
                         data={"scope": scope, "target": target, "reason": reason, "revoke_devices": revoke_devices})
+    began = time.perf_counter()
     result = await node.store.kill(scope=scope, target=target, revoke_devices=revoke_devices, now=node.clock(),
                                  draft=draft)
     committed = time.perf_counter()
@@ -150,6 +153,7 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
     spared = spare is not None and spare in conns
     conns.discard(spare)  # type: ignore[arg-type]
     closed = node.registry.cut(conns) + int(spared)
+    cut = time.perf_counter() - committed
     node.forget_sessions(result.sessions)
     fanout = await fan_out(node, result.audit_seq) if node.worker is not None else FanOut()
     closed += fanout.connections_closed
@@ -158,6 +162,7 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
     node.metrics.kill_latency.observe(latency)
     event("kill", actor=actor, scope=scope, target=target, sessions=len(result.sessions),
           devices=len(result.devices), connections=closed, audit_seq=result.audit_seq,
+          commit_seconds=round(committed - began, 6), cut_seconds=round(cut, 6),
           workers_reached=fanout.reached, workers_unreached=list(fanout.unreached))
     if fanout.unreached:
         event("kill.unreached", level=logging.ERROR, audit_seq=result.audit_seq, workers=list(fanout.unreached))
@@ -206,11 +211,16 @@ def apply_event(node: KillContext, ev: Event) -> int | None:
         if payload.get("audit_seq") in node.local_kills:
             node.local_kills.discard(payload["audit_seq"])
             return None
-        # The same selection as the committing process made, so every worker counts the same way.
+        # The same selection as the committing process made, so every worker counts the same way. An event of a
+        # scope the registry indexes carries no ids (see idwall.store): the connections found are what it cut here.
         conns = _matching(node, payload.get("scope", ""), payload.get("target"), tuple(payload.get("sessions", ())),
                           tuple(payload.get("devices", ())), ())
-        node.forget_sessions(payload.get("sessions", ()))
-        return node.registry.cut(conns)
+        ended = payload.get("sessions") or {conn.session_id for conn in conns if conn.session_id}
+        closed = node.registry.cut(conns)
+        node.forget_sessions(ended)
+        # the event's time is the committing process's clock as the kill began: an upper bound from its commit
+        node.metrics.kill_apply.observe(max(0.0, node.clock() - ev.time))
+        return closed
     elif ev.kind == "session.end":
         ended = node.registry.for_ids(sessions=[payload["session"]])
         node.registry.invalidate(ended)

@@ -29,6 +29,10 @@ class Metrics:
         self.kill_latency = Histogram("idwall_kill_latency_seconds",
                                       "Time from the durable revocation commit to the last connection closed",
                                       buckets=KILL_BUCKETS, registry=self.registry)
+        self.kill_apply = Histogram("idwall_kill_apply_seconds",
+                                    "For a kill committed by another process or node: time from the kill's event to "
+                                    "this process's last connection closed", buckets=KILL_BUCKETS,
+                                    registry=self.registry)
         #: answered requests by (route, status): a plain tally the engine bumps per request (a labelled
         #: Counter takes a lock on every increment), turned into idwall_requests_total when scraped
         self.requests: Tally[tuple[str, int]] = Tally()

@@ -144,8 +144,9 @@ class Node:
 
     def forget_sessions(self, session_ids: Iterable[str]) -> None:
         """Drop what is cached about sessions that ended (their assertions and last-seen times)."""
+        session_ids = list(session_ids)
+        self.assertion_cache.drop_sessions(session_ids)
         for session_id in session_ids:
-            self.assertion_cache.drop_session(session_id)
             self.last_seen.pop(session_id, None)
 
     async def flush_last_seen(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import jwt as pyjwt
@@ -350,6 +351,21 @@ def test_cache_reuses_until_half_ttl(keys: KeySet) -> None:
     assert other_route != token and len(cache) == 2
     assert cache.drop_session("sess-1") == 2
     assert cache.get("sess-1", "wiki", kid=keys.current_kid, now=NOW) is None
+
+
+def test_a_kill_of_ten_thousand_sessions_clears_their_tokens_in_one_pass() -> None:
+    """Kill-all of 10,000 sessions, each with tokens for two routes: the cache forgets exactly those sessions'
+    tokens, at once (one walk over the cache, not one per session: that would be 10^8 steps)."""
+    cache = AssertionCache()
+    for i in range(10_000):
+        for aud in ("wiki", "grafana"):
+            cache.put(f"sess-{i}", aud, "token", kid="k1", iat=NOW, ttl=60)
+    cache.put("sess-spared", "wiki", "token", kid="k1", iat=NOW, ttl=60)
+    started = time.perf_counter()
+    assert cache.drop_sessions(f"sess-{i}" for i in range(10_000)) == 20_000
+    assert time.perf_counter() - started < 0.5
+    assert len(cache) == 1 and cache.get("sess-spared", "wiki", kid="k1", now=NOW) == "token"
+    assert cache.drop_sessions([]) == 0
 
 
 def test_cache_refuses_bound_claims_and_follows_rotation(key_path: Path, keys: KeySet) -> None:

@@ -172,6 +172,49 @@ async def test_a_cut_aborts_the_sockets_and_counts_only_the_open_ones(socket_pai
     assert registry.cut([victim]) == 0, "cutting twice counts nothing"
 
 
+class _Watched:
+    """A transport that notes how many connections the registry still held when it was aborted."""
+
+    def __init__(self, registry: Registry, seen: list[int]) -> None:
+        self.registry, self.seen = registry, seen
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        self.seen.append(len(self.registry))
+
+
+def test_a_large_cut_aborts_every_socket_before_it_takes_any_out_of_the_indexes() -> None:
+    """Kill-all of 10,000 connections: the last socket is aborted without waiting for the index bookkeeping of
+    the 9,999 before it (which follows, once every socket is closed)."""
+    registry, seen = Registry(), []  # type: ignore[var-annotated]
+    for i in range(10_000):
+        bound(registry, alice(session_id=f"ses-{i}"), cert=hashlib.sha256(b"%d" % i).digest(),
+              transport=_Watched(registry, seen))
+    assert registry.cut(registry.select("all", None)) == 10_000
+    assert seen == [10_000] * 10_000  # every abort happened with all of them still registered
+    assert len(registry) == 0 and registry.select("user", "alice") == []
+
+
+def test_a_cut_of_most_connections_leaves_the_others_found_by_every_index() -> None:
+    """Most are cut (the registry is indexed again from the few left): those left are found as before, by
+    session, device, user, group and certificate, and leave the indexes when they go."""
+    registry, seen = Registry(), []  # type: ignore[var-annotated]
+    for i in range(8):
+        bound(registry, alice(session_id=f"ses-{i}"), cert=hashlib.sha256(b"%d" % i).digest(),
+              transport=_Watched(registry, seen))
+    survivor = bound(registry, bob(), cert=OTHER_CERT, transport=_Watched(registry, seen))
+    unresolved = registry.add(_Watched(registry, seen), cert_sha256=None, remote="127.0.0.1", now=1.0)
+    assert registry.cut(registry.select("user", "alice")) == 8
+    assert sorted(c.id for c in registry) == sorted([survivor.id, unresolved.id])
+    assert [registry.select(scope, target) for scope, target in (
+        ("session", "ses-2"), ("device", "dev-2"), ("user", "bob"), ("group", "eng"))] == [[survivor]] * 4
+    assert registry.by_cert(OTHER_CERT) == [survivor] and registry.select("user", "alice") == []
+    registry.remove(survivor)
+    assert registry.select("group", "eng") == [] and registry.by_cert(OTHER_CERT) == [] and len(registry) == 1
+
+
 # --- the certificate on a real TLS connection ---------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import base64
 import json
 import os
 from pathlib import Path
+import re
 import statistics
 import time
 
@@ -96,20 +97,46 @@ async def test_kill_user_cuts_exactly_that_users_connections_at_once(bed: KillBe
     assert median < 0.5, "loose bound only; see bench/kill for the real figure"
 
 
-async def test_kill_all_cuts_everyone(bed: KillBed) -> None:
+async def test_kill_all_cuts_everyone(bed: KillBed, caplog: pytest.LogCaptureFixture) -> None:
     killer = await bed.token(["kill"])
     victims = [await Victim.connect(bed, f"user{i}") for i in range(3)]
     try:
-        status, answer, _, _ = await bed.kill(killer, {"scope": "all", "target": None, "reason": "breach",
-                                                       "revoke_devices": False})
+        with caplog.at_level("INFO", logger="idwall"):
+            status, answer, sent, answered = await bed.kill(killer, {"scope": "all", "target": None,
+                                                                     "reason": "breach", "revoke_devices": False})
         assert status == 200
         assert answer["sessions_revoked"] == 3 and answer["connections_closed"] == 9
+        # the log line says how long the durable commit took and then the cut, each within the request's time
+        [logged] = [r.fields for r in caplog.records if r.getMessage() == "kill"]  # type: ignore[attr-defined]
+        assert 0 < logged["commit_seconds"] and 0 < logged["cut_seconds"]
+        assert logged["commit_seconds"] + logged["cut_seconds"] < answered - sent
         for victim in victims:
             await victim.closed_times()
         assert await bed.gw.store.live_sessions(now=time.time()) == []
     finally:
         for victim in victims:
             await victim.close()
+
+
+async def test_a_kill_committed_by_another_process_is_cut_here_and_timed_from_its_event(bed: KillBed) -> None:
+    """The kill is committed straight into the store, as another worker or node would: this process cuts the
+    victim when its poller reads the event, and measures event -> last abort in idwall_kill_apply_seconds (the
+    histogram of its own kills, idwall_kill_latency_seconds, is not touched)."""
+    victim = await Victim.connect(bed, "alice")
+    try:
+        began = time.time()
+        await bed.gw.store.kill(scope="user", target="alice", revoke_devices=False, now=began,
+                                draft=LedgerDraft("kill", "soar", "alice", {"scope": "user", "target": "alice",
+                                                                            "reason": "elsewhere",
+                                                                            "revoke_devices": False}))
+        await victim.closed_times()
+        metrics = bed.gw.running.node.metrics.render().decode()
+        applied = float(re.search(r"^idwall_kill_apply_seconds_sum (\S+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+        assert re.search(r"^idwall_kill_apply_seconds_count 1\.0$", metrics, re.M), metrics
+        assert 0 < applied <= time.time() - began
+        assert re.search(r"^idwall_kill_latency_seconds_count 0\.0$", metrics, re.M), metrics
+    finally:
+        await victim.close()
 
 
 async def test_revoke_devices_forces_re_enrollment(bed: KillBed) -> None:

@@ -35,6 +35,7 @@ def test_a_new_gateway_reports_nothing_live_and_nothing_counted() -> None:
     found = samples(Metrics().render())
     assert found[("idwall_live_connections", ())] == 0 and found[("idwall_live_sessions", ())] == 0
     assert found[("idwall_kill_latency_seconds_count", ())] == 0
+    assert found[("idwall_kill_apply_seconds_count", ())] == 0
     assert requests_of(found) == {}
     assert not [key for key in found if key[0] == "idwall_kills_total"], "no scope is reported before a kill"
 

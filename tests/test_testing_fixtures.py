@@ -15,6 +15,7 @@ import ssl
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -54,6 +55,17 @@ def test_init_gateway_dir_answers_what_init_made_and_points_the_route(tmp_path: 
 def test_init_gateway_dir_without_upstream_keeps_the_template_route(tmp_path: Path) -> None:
     info = init_gateway_dir(tmp_path / "gw", port=9556)
     assert [route.upstream for route in load_config(info["config"]).routes] == ["http://127.0.0.1:9001"]
+
+
+async def test_init_gateway_dir_with_a_store_url_claims_that_database(tmp_path: Path, pg_url: str) -> None:
+    info = await asyncio.to_thread(init_gateway_dir, tmp_path / "gw", port=9557, store=pg_url)
+    assert load_config(info["config"]).store == pg_url
+    conn = await asyncpg.connect(pg_url, timeout=10)
+    try:  # init migrated it and wrote the first administrator's invite there, not into a SQLite file
+        assert await conn.fetchval("SELECT COUNT(*) FROM invites") == 1
+    finally:
+        await conn.close()
+    assert not (tmp_path / "gw" / "idwall.db").exists()
 
 
 async def test_client_context_verifies_the_gateway_against_the_given_ca(gateway) -> None:  # type: ignore[no-untyped-def]

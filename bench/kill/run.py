@@ -11,18 +11,27 @@ the moment the last of the victims' sockets is seen closed (EOF or reset). The
 gateway's own figure (durable commit -> last abort) is read from
 ``idwall_kill_latency_seconds`` on /idwall/metrics.
 
-Usage: python bench/kill/run.py --sessions 2000 [--repeats 10] [--all-repeats 3]
+With ``--nodes 2`` the gateway is two ``idwall serve`` processes on one PostgreSQL database; every kill is
+sent to the first, and each user's devices are spread over both, so the second cuts its share when it hears
+the kill's event. Figures are then per node: the client's "sent -> last socket closed" for that node's
+sockets, and the node's own commit -> last abort (the first node's ``kill`` log line; the other's
+``idwall_kill_apply_seconds``).
+
+Usage: python bench/kill/run.py --sessions 2000 [--repeats 10] [--all-repeats 3] [--nodes 2] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import resource
 import secrets
+import shutil
+import signal
 import ssl
 import statistics
 import subprocess
@@ -30,10 +39,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,9 +53,8 @@ sys.path.insert(0, str(ROOT))
 from idwall import tokens  # noqa: E402
 from idwall.config import load_config  # noqa: E402
 from idwall.pki import load_cert, load_private_key  # noqa: E402
-from idwall.model import LedgerDraft
-from idwall.store.base import Session  # noqa: E402
-from idwall.store.sqlite import SQLiteStore  # noqa: E402
+from idwall.model import LedgerDraft, Session  # noqa: E402
+from idwall.store import Store, open_store  # noqa: E402
 from idwall.testing.fixtures import (  # noqa: E402
     DeviceFiles,
     client_ssl_context,
@@ -94,6 +104,8 @@ class Live:
 
     device: DeviceFiles
     kind: str  # idle | stream | ws
+    #: the index of the node this connection goes to
+    node: int = 0
     watcher: asyncio.Task[float] | None = None
     received: int = 0
     closers: list[Any] = field(default_factory=list)
@@ -160,13 +172,13 @@ async def close_all(lives: list[Live]) -> None:
         live.closers, live.watcher = [], None
 
 
-async def connect_all(lives: list[Live], *, port: int, ca: str, parallel: int = 64) -> float:
+async def connect_all(lives: list[Live], *, ports: list[int], ca: str, parallel: int = 64) -> float:
     gate = asyncio.Semaphore(parallel)
     started = time.perf_counter()
 
     async def one(live: Live) -> None:
         async with gate:
-            await connect(live, port=port, ca=ca)
+            await connect(live, port=ports[live.node], ca=ca)
 
     await asyncio.gather(*(one(live) for live in lives))
     return time.perf_counter() - started
@@ -217,9 +229,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def summary(name: str, values: list[float]) -> dict[str, float]:
+def summary(name: str, values: list[float]) -> dict[str, Any]:
     ms = [v * 1000 for v in values]
-    line = {"n": len(ms), "median_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms)}
+    line = {"n": len(ms), "median_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms),
+            "all_ms": [round(v, 3) for v in ms]}
     print(f"  {name}: median {line['median_ms']:.2f} ms, p99 {line['p99_ms']:.2f} ms, max {line['max_ms']:.2f} ms "
           f"over {len(ms)} kills")
     return line
@@ -229,26 +242,122 @@ async def metrics(client: aiohttp.ClientSession, url: str) -> dict[str, float]:
     async with client.get(url + "/idwall/metrics") as resp:
         text = await resp.text()
     found = {}
-    for name in ("idwall_kill_latency_seconds_sum", "idwall_kill_latency_seconds_count", "idwall_live_connections"):
+    for name in (KILL_SUM, "idwall_kill_latency_seconds_count", APPLY_SUM, "idwall_live_connections"):
         match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
         found[name] = float(match.group(1)) if match else float("nan")
     return found
 
 
+@dataclass
+class Node:
+    """One gateway process of the run: its port, its config and its log."""
+
+    name: str
+    port: int
+    config: str
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def kill_lines(self, after: int) -> list[dict[str, Any]]:
+        """This node's ``kill`` log events from line ``after`` on."""
+        lines = self.log.read_text().splitlines()[after:]
+        return [e for e in (json.loads(line) for line in lines if line.startswith("{")) if e.get("event") == "kill"]
+
+    def log_length(self) -> int:
+        return len(self.log.read_text().splitlines())
+
+
+KILL_SUM, APPLY_SUM = "idwall_kill_latency_seconds_sum", "idwall_kill_apply_seconds_sum"
+#: what the gateway's own figure is on the node the kill is sent to, and on the others
+SERVER = ("commit -> last abort", "kill began -> last abort (the transaction included)")
+
+
+async def snapshot(client: aiohttp.ClientSession, nodes: list[Node]) -> list[tuple[dict[str, float], int]]:
+    """Each node's kill metrics and the length of its log, before a kill."""
+    return [(await metrics(client, node.url), node.log_length()) for node in nodes]
+
+
+def server_side(nodes: list[Node], before: list[tuple[dict[str, float], int]],
+                after: list[dict[str, float]]) -> tuple[list[float], float]:
+    """Per node, the gateway's own commit -> last abort of one kill sent to the first node; and how long the
+    kill's transaction took there (kill began -> commit returned: ``commit_seconds``).
+
+    On the node the kill was sent to: its ``kill`` log line's ``cut_seconds`` (commit -> its own last abort; the
+    ``idwall_kill_latency_seconds`` histogram also waits for the other nodes' acknowledgements). On every other
+    node: ``idwall_kill_apply_seconds``, from the kill's event time (taken as the first node began the transaction)
+    to that node's last abort: the transaction's own time is in it, so it is an upper bound of commit -> last
+    abort. (Less the first node's ``commit_seconds`` it can come out below zero: the other node hears the commit
+    before the first node's process has resumed from it; so both figures are reported as they are.)
+    """
+    line = nodes[0].kill_lines(before[0][1])[-1]
+    figures = [line["cut_seconds"]]
+    for (was, _), now in zip(before[1:], after[1:]):
+        figures.append(now[APPLY_SUM] - was[APPLY_SUM])
+    return figures, line["commit_seconds"]
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="idwall-killbench-"))
-    port, up_port = free_port(), free_port()
-    info = init_gateway_dir(work / "gw", port=port, upstream=f"http://127.0.0.1:{up_port}")
+    ports, up_port = [free_port() for _ in range(args.nodes)], free_port()
+    async with database(args) as store_url:
+        return await _bench(args, work, ports, up_port, store_url)
+
+
+@contextlib.asynccontextmanager
+async def database(args: argparse.Namespace) -> AsyncIterator[str | None]:
+    """A fresh PostgreSQL database on ``--postgres`` for several nodes (dropped at the end); None for one node."""
+    if args.nodes == 1:
+        yield None
+        return
+    name = f"idwall_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(f"{args.postgres}/postgres", timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    await admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"{args.postgres}/{name}"
+    finally:
+        await admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def node_dirs(work: Path, ports: list[int], up_port: int, store_url: str | None) -> tuple[dict[str, Any], list[Node]]:
+    """``idwall init`` once, then a copy of that directory per further node on a port of its own."""
+    info = init_gateway_dir(work / "gw-a", port=ports[0], upstream=f"http://127.0.0.1:{up_port}", store=store_url)
+    config = Path(info["config"])
+    # opening 10,000 connections takes longer than the default 75 s keep-alive timeout: the first ones would be
+    # closed as idle before the first kill and taken for connections a kill cut by mistake
+    config.write_text(config.read_text().replace("keepalive_timeout: 75s", "keepalive_timeout: 1h"))
+    nodes = [Node("a", ports[0], info["config"], work / "gateway-a.log")]
+    for index, port in enumerate(ports[1:], start=1):
+        name = "abcdefgh"[index]
+        shutil.copytree(work / "gw-a", work / f"gw-{name}")
+        path = work / f"gw-{name}" / "idwall.yaml"
+        path.write_text(path.read_text().replace(f"localhost:{ports[0]}", f"localhost:{port}")
+                        .replace(f"port: {ports[0]}", f"port: {port}"))
+        nodes.append(Node(name, port, str(path), work / f"gateway-{name}.log"))
+    return info, nodes
+
+
+async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port: int,
+                 store_url: str | None) -> dict[str, Any]:
+    info, nodes = node_dirs(work, ports, up_port, store_url)
     config = load_config(info["config"])
     ca = info["ca_pem"]
-    url = f"https://localhost:{port}"
+    url = nodes[0].url  # every kill is sent to the first node
 
-    store = SQLiteStore(_db_path(config), ledger_key=load_private_key(config.ledger.key))
-    await store.open()
+    store = await open_store(store_url or f"sqlite:///{_db_path(config)}", ledger_key=load_private_key(config.ledger.key))
     ca_cert, ca_key = load_cert(config.device_ca.cert), load_private_key(config.device_ca.key)
     users = max(1, args.sessions // args.sessions_per_user)
     print(f"registering {args.sessions} devices with a live session each ({users} users, "
-          f"{args.sessions_per_user} devices per user)...", flush=True)
+          f"{args.sessions_per_user} devices per user, over {args.nodes} node(s))...", flush=True)
     t = time.perf_counter()
     lives: list[Live] = []
     for i in range(args.sessions):
@@ -256,9 +365,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         device = await register_device_directly(store, device_ca_cert=ca_cert, device_ca_key=ca_key,
                                                 out_dir=work / "devices", user_id=user,
                                                 groups=(f"team{(i % users) % 10}",), cert_ttl=86400)
-        # devices i and i + users belong to the same user, so the first indices spread over the users
+        # devices i and i + users belong to the same user, so the first indices spread over the users, and
+        # each user's devices over the nodes
         kind = "stream" if i < args.streams else "ws" if i < args.streams + args.websockets else "idle"
-        lives.append(Live(device, kind))
+        lives.append(Live(device, kind, node=(i // users) % args.nodes))
     issued = tokens.new_token(name="bench", scopes=["kill", "read"], ttl=86400, created_by="bench", now=time.time())
     rec = issued.record
     await store.create_token(rec, LedgerDraft("token.create", "bench", rec.id, {
@@ -268,41 +378,57 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, __file__, "--upstream", str(up_port),
                                "--stream-interval", str(args.stream_interval)], env=env,
-                              stderr=open(work / "upstream.log", "w")),
-             subprocess.Popen([sys.executable, "-m", "idwall", "serve", "--config", info["config"]], env=env,
-                              stdout=open(work / "gateway.out", "w"), stderr=open(work / "gateway.log", "w"))]
-    results: dict[str, Any] = {"sessions": args.sessions, "users": users, "mix": {
+                              stderr=open(work / "upstream.log", "w"))]
+    procs += [subprocess.Popen([sys.executable, "-m", "idwall", "serve", "--config", node.config], env=env,
+                               stdout=open(work / f"gateway-{node.name}.out", "w"), stderr=open(node.log, "w"))
+              for node in nodes]
+    results: dict[str, Any] = {"sessions": args.sessions, "users": users, "nodes": args.nodes, "mix": {
         "stream": sum(lv.kind == "stream" for lv in lives), "ws": sum(lv.kind == "ws" for lv in lives),
         "idle": sum(lv.kind == "idle" for lv in lives)}}
     admin = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(ca), limit=1))
     try:
         await wait_listening(up_port)
-        await wait_listening(port)
+        for node in nodes:
+            await wait_listening(node.port)
+        if args.profile:
+            profilers = [subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--rate", "500", "--format",
+                                           "speedscope", "--output", str(work / f"profile-{node.name}.json")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         for node, proc in zip(nodes, procs[1:])]
         print(f"connecting {args.sessions} mTLS sessions ({results['mix']})...", flush=True)
-        took = await connect_all(lives, port=port, ca=ca)
+        took = await connect_all(lives, ports=ports, ca=ca)
         print(f"  done in {took:.1f}s", flush=True)
         await asyncio.sleep(1.0)
 
-        # kill one user at a time: exactly that user's connections go, everyone else stays
+        # kill one user at a time: exactly that user's connections go, on every node, everyone else stays
         by_user: dict[str, list[Live]] = {}
         for live in lives:
             by_user.setdefault(live.device.user_id, []).append(live)
         victims = list(by_user)[:: max(1, len(by_user) // args.repeats)][: args.repeats]
-        user_lat, user_server = [], []
+        user_lat: list[list[float]] = [[] for _ in nodes]
+        user_server: list[list[float]] = [[] for _ in nodes]
+        user_answer: list[float] = []
+        user_tx: list[float] = []
         killed_users: set[str] = set()
         for user in victims:
             killed_users.add(user)
             survivors = [lv for lv in lives if lv.device.user_id not in killed_users]
-            before = await metrics(admin, url)
+            before = await snapshot(admin, nodes)
             flowing = [(lv, lv.received) for lv in survivors if lv.kind == "stream"]
-            answer, sent, _ = await kill(admin, url, issued.secret, {"scope": "user", "target": user,
-                                                                     "reason": "bench", "revoke_devices": False})
+            answer, sent, answered = await kill(admin, url, issued.secret, {
+                "scope": "user", "target": user, "reason": "bench", "revoke_devices": False})
+            user_answer.append(answered - sent)
             closed = await wait_closed(by_user[user])
-            user_lat.append(max(closed) - sent)
-            after = await metrics(admin, url)
-            user_server.append(after["idwall_kill_latency_seconds_sum"] - before["idwall_kill_latency_seconds_sum"])
-            if answer["connections_closed"] != len(by_user[user]):
-                raise RuntimeError(f"expected {len(by_user[user])} connections cut, answer {answer}")
+            for index, _ in enumerate(nodes):
+                mine = [c for c, lv in zip(closed, by_user[user]) if lv.node == index]
+                if mine:
+                    user_lat[index].append(max(mine) - sent)
+            after = [await metrics(admin, node.url) for node in nodes]
+            figures, tx = server_side(nodes, before, after)
+            for index, figure in enumerate(figures):
+                user_server[index].append(figure)
+            user_tx.append(tx)
+            check_answer(answer, len(by_user[user]), args.nodes)
             await asyncio.sleep(max(0.3, 2 * args.stream_interval))
             cut = [lv for lv in survivors if lv.watcher is not None and lv.watcher.done()]
             if cut:
@@ -311,39 +437,69 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             if stalled:
                 raise RuntimeError(f"{len(stalled)} downloads of other users stopped flowing")
             sample = survivors[:: max(1, len(survivors) // 20)]
-            statuses = await asyncio.gather(*(probe(url, ca, lv.device) for lv in sample))
+            statuses = await asyncio.gather(*(probe(nodes[lv.node].url, ca, lv.device) for lv in sample))
             if set(statuses) != {200}:
                 raise RuntimeError(f"untouched sessions were refused: {statuses}")
-        print(f"kill one user ({args.sessions_per_user} connections each), {len(victims)} repeats, "
-              f"others untouched (sockets open, downloads flowing, new requests 200):")
-        results["kill_user"] = summary("client: sent -> last victim socket closed", user_lat)
-        results["kill_user_server"] = summary("gateway: commit -> last abort", user_server)
+        print(f"kill one user ({args.sessions_per_user} connections each, over {args.nodes} node(s)), "
+              f"{len(victims)} repeats, sent to node a, others untouched (sockets open, downloads flowing, "
+              "new requests 200):")
+        results["kill_user_answer"] = summary("client: sent -> answer received", user_answer)
+        results["kill_user_transaction"] = summary("node a: the kill's transaction (began -> committed)", user_tx)
+        for index, node in enumerate(nodes):
+            results[f"kill_user_{node.name}"] = summary(f"node {node.name}: client: sent -> last victim socket closed",
+                                                        user_lat[index])
+            results[f"kill_user_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
+                                                               user_server[index])
+            if index:
+                results[f"kill_user_commit_{node.name}"] = summary(
+                    f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
+                    [began - tx for began, tx in zip(user_server[index], user_tx)])
 
         # kill everyone, then log everyone in again and reconnect, a few times
-        all_lat, all_server, all_answer = [], [], []
+        all_lat: list[list[float]] = [[] for _ in nodes]
+        all_server: list[list[float]] = [[] for _ in nodes]
+        all_answer: list[float] = []
+        all_tx: list[float] = []
         alive = [lv for lv in lives if lv.device.user_id not in killed_users]
         for repeat in range(args.all_repeats):
             if repeat:
                 await close_all(lives)
                 await relogin(store, lives)
                 alive = lives
-                await connect_all(alive, port=port, ca=ca)
+                await connect_all(alive, ports=ports, ca=ca)
                 await asyncio.sleep(1.0)
-            before = await metrics(admin, url)
+            before = await snapshot(admin, nodes)
             answer, sent, answered = await kill(admin, url, issued.secret,
                                                 {"scope": "all", "target": None, "reason": "bench",
                                                  "revoke_devices": False})
             closed = await wait_closed(alive)
-            all_lat.append(max(closed) - sent)
-            after = await metrics(admin, url)
-            all_server.append(after["idwall_kill_latency_seconds_sum"] - before["idwall_kill_latency_seconds_sum"])
+            for index, _ in enumerate(nodes):
+                all_lat[index].append(max(c for c, lv in zip(closed, alive) if lv.node == index) - sent)
+            after = [await metrics(admin, node.url) for node in nodes]
+            figures, tx = server_side(nodes, before, after)
+            for index, figure in enumerate(figures):
+                all_server[index].append(figure)
+            all_tx.append(tx)
             all_answer.append(answered - sent)
-            if answer["connections_closed"] != len(alive):
-                raise RuntimeError(f"expected {len(alive)} connections cut, answer {answer}")
-        print(f"kill all ({len(alive)} connections), {args.all_repeats} repeats:")
-        results["kill_all"] = summary("client: sent -> last socket closed", all_lat)
+            check_answer(answer, len(alive), args.nodes)
+        print(f"kill all ({len(alive)} connections over {args.nodes} node(s)), {args.all_repeats} repeats, "
+              "sent to node a:")
         results["kill_all_answer"] = summary("client: sent -> answer received", all_answer)
-        results["kill_all_server"] = summary("gateway: commit -> last abort", all_server)
+        results["kill_all_transaction"] = summary("node a: the kill's transaction (began -> committed)", all_tx)
+        for index, node in enumerate(nodes):
+            results[f"kill_all_{node.name}"] = summary(f"node {node.name}: client: sent -> last socket closed",
+                                                       all_lat[index])
+            results[f"kill_all_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
+                                                              all_server[index])
+            if index:
+                results[f"kill_all_commit_{node.name}"] = summary(
+                    f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
+                    [began - tx for began, tx in zip(all_server[index], all_tx)])
+        if args.profile:
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
+            print(f"profiles (speedscope): {work}/profile-*.json")
     finally:
         await admin.close()
         await close_all(lives)
@@ -355,6 +511,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def check_answer(answer: dict[str, Any], expected: int, nodes: int) -> None:
+    """The kill's answer counts every connection cut, on every node, and names no node that did not answer."""
+    if answer["connections_closed"] != expected:
+        raise RuntimeError(f"expected {expected} connections cut, answer {answer}")
+    if answer["workers"] != {"reached": nodes, "unreached": []}:
+        raise RuntimeError(f"not every node acknowledged the kill: {answer}")
+
+
 def _db_path(config: Any) -> Path:
     url = config.store
     if url.startswith("sqlite:///"):
@@ -362,7 +526,7 @@ def _db_path(config: Any) -> Path:
     return config.source.parent / url[len("sqlite:"):]
 
 
-async def relogin(store: SQLiteStore, lives: list[Live]) -> None:
+async def relogin(store: Store, lives: list[Live]) -> None:
     """A new session for every device, as a passkey login would write it (the counter moves on)."""
     now = time.time()
     for index, live in enumerate(lives):
@@ -375,7 +539,7 @@ async def relogin(store: SQLiteStore, lives: list[Live]) -> None:
             expected_sign_count=cred.sign_count, new_sign_count=cred.sign_count + 1,
             draft=LedgerDraft("session.login", device.user_id, session_id, {"bench": True}))
         lives[index] = Live(DeviceFiles(device.device_id, device.user_id, device.cert_path, device.key_path,
-                                        device.cert_sha256, session_id), live.kind)
+                                        device.cert_sha256, session_id), live.kind, node=live.node)
 
 
 def main() -> None:
@@ -391,6 +555,12 @@ def main() -> None:
                         help="seconds between chunks of each download (default 0.25)")
     parser.add_argument("--repeats", type=int, default=10, help="kill-one-user repeats (default 10)")
     parser.add_argument("--all-repeats", type=int, default=3, help="kill-all repeats (default 3)")
+    parser.add_argument("--nodes", type=int, default=1, choices=(1, 2), help="gateway nodes (default 1, on SQLite);"
+                        " 2: two `idwall serve` processes on one PostgreSQL database, kills sent to the first, each "
+                        "user's devices spread over both")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
+                        help="the PostgreSQL server for --nodes 2 (a fresh database is made on it and dropped)")
+    parser.add_argument("--profile", action="store_true", help="py-spy record every node while the kills run")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

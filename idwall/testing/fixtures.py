@@ -35,14 +35,16 @@ def free_port() -> int:
 
 
 def init_gateway_dir(directory: Path, *, port: int, upstream: str | None = None, admin: str = "admin",
-                     extra_yaml: str = "") -> dict[str, Any]:
-    """Run ``idwall init`` into ``directory`` and point its example route at ``upstream``.
+                     extra_yaml: str = "", store: str | None = None) -> dict[str, Any]:
+    """Run ``idwall init`` into ``directory`` (``--store store`` when given) and point its example route at
+    ``upstream``.
 
     Returns the ``--json`` answer of init (config, bootstrap_code, ca_pem, device_ca_pem, public_url).
     """
     from ..bootstrap import init_directory
 
-    result = init_directory(directory, admin=admin, port=port, force=False, now=datetime.now(timezone.utc))
+    result = init_directory(directory, admin=admin, port=port, force=False, now=datetime.now(timezone.utc),
+                            store=store)
     config_path = Path(result.config_path)
     text = config_path.read_text()
     if upstream is not None:

@@ -19,6 +19,7 @@ from idwall import proxy_protocol
 from idwall.testing.fixtures import free_port
 from tests.helpers.balancer import raw_socket, refused, sessions_seen
 from tests.helpers.gateway import GatewayUnderTest, echo_upstream, start_test_gateway
+from tests.helpers.process import stop_process
 
 BALANCER, DEVICE = "127.0.0.2", "127.0.0.3"
 
@@ -65,12 +66,7 @@ def haproxy(tmp_path: Path, gateway: GatewayUnderTest) -> Iterator[int]:
     try:
         yield listen
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 async def _through(listen: int) -> object:

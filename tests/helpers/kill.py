@@ -22,7 +22,7 @@ from idwall.model import LedgerDraft
 from .gateway import GatewayUnderTest, start_test_gateway
 from .upstream_app import serve_app
 
-__all__ = ["CHUNK_EVERY", "KillBed", "RawConn", "SlowUpstream", "Victim", "kill_bed", "still_served", "ws_until_closed"]
+__all__ = ["CHUNK_EVERY", "KillBed", "RawConn", "SlowUpstream", "Victim", "kill_bed", "slow_upstream", "still_served", "ws_until_closed"]
 
 #: how often the slow upstream writes one numbered chunk of its download (seconds)
 CHUNK_EVERY = 0.01
@@ -101,14 +101,23 @@ class KillBed:
 async def kill_bed(tmp_path: Path, *, extra_yaml: str = "") -> AsyncIterator[KillBed]:
     """A gateway (``idwall init`` in ``tmp_path``, ``extra_yaml`` appended to its config) in front of the slow
     upstream, while the block runs."""
+    async with slow_upstream() as up:
+        gut = await start_test_gateway(tmp_path, up.url, extra_yaml=extra_yaml)
+        try:
+            yield KillBed(gut, up)
+        finally:
+            await gut.running.stop(drain=0.5)
+
+
+@contextlib.asynccontextmanager
+async def slow_upstream() -> AsyncIterator[SlowUpstream]:
+    """The upstream alone (the slow download and the WebSocket echo), for gateways a test starts itself."""
     up = SlowUpstream()
     runner, port = await serve_app(_upstream_app(up))
     up.url = f"http://127.0.0.1:{port}"
-    gut = await start_test_gateway(tmp_path, up.url, extra_yaml=extra_yaml)
     try:
-        yield KillBed(gut, up)
+        yield up
     finally:
-        await gut.running.stop(drain=0.5)
         await runner.cleanup()
 
 

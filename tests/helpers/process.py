@@ -28,7 +28,7 @@ from idwall.testing.fixtures import DeviceFiles, client_ssl_context, free_port, 
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
-__all__ = ["Cluster", "gateway_process"]
+__all__ = ["Cluster", "gateway_process", "stop_process"]
 
 
 @dataclass
@@ -105,6 +105,18 @@ class Cluster:
         return issued.secret
 
 
+def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
+    """SIGTERM ``process`` if it still runs, and wait for it (SIGKILL after ``timeout`` seconds)."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def gateway_process(directory: Path, upstream: str, *, workers: int = 1,
                     edit: Callable[[str], str] | None = None) -> Iterator[Cluster]:
@@ -134,13 +146,7 @@ def gateway_process(directory: Path, upstream: str, *, workers: int = 1,
             c.pids = [process.pid]
         yield c
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         for pid in c.pids:  # a worker stopped by a test must not outlive it
             try:
                 os.kill(pid, signal.SIGCONT)

@@ -57,9 +57,11 @@ def closed_port() -> Iterator[int]:
 
 class Relay:
     """A TCP relay on 127.0.0.1 to the PostgreSQL server: a store connected through it loses its database when the
-    relay is cut (listener closed, every relayed connection aborted), without touching the shared server."""
+    relay is cut (listener closed, every relayed connection aborted), without touching the shared server.
+    ``upstream`` is the server's port on 127.0.0.1 (another than the shared server's for a private one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream: int = 5432) -> None:
+        self.upstream = upstream
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -78,11 +80,11 @@ class Relay:
         await self._server.wait_closed()
 
     def url(self, database: str) -> str:
-        """``database`` (a URL on :data:`POSTGRES_SERVER`) as reached through this relay."""
-        return database.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}", 1)
+        """``database`` (a URL on the upstream server) as reached through this relay."""
+        return database.replace(f"127.0.0.1:{self.upstream}", f"127.0.0.1:{self.port}", 1)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         self._writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -14,7 +14,7 @@ from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
 from ...audit import revokes_passkeys
-from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts
+from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts, kill_event
 from .core import Conn, PostgresCore, rowcount
 
 # The sessions (and devices) a kill scope covers, with ``u`` the user row; ``$2`` is the target.
@@ -184,9 +184,8 @@ class SessionRecords(PostgresCore):
             seq = await self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
             await conn.execute("INSERT INTO kill_revocations (audit_seq, kind, id) SELECT $1::bigint, 'session', unnest($2::text[])"
                                " UNION ALL SELECT $1::bigint, 'device', unnest($3::text[])", seq, sessions, devices)
-            await self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sessions,
-                                             "devices": devices, "revoke_devices": revoke_devices,
-                                             "audit_seq": seq}, now)
+            await self._event(conn, "kill", kill_event(scope, target, sessions, devices,
+                                                       revoke_devices=revoke_devices, audit_seq=seq), now)
             return KillResult(tuple(sessions), tuple(devices), tuple(users), seq, tuple(passkeys))
 
         return await self.write(tx)

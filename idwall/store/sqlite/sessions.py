@@ -26,6 +26,26 @@ def kill_counts(sessions: list[str], devices: list[str], passkeys: list[str]) ->
             "passkeys_revoked": len(passkeys), "passkeys_sha256": ids_digest(passkeys)}
 
 
+#: the kill scopes whose connections every node finds in its own registry by the scope's target (connections are
+#: indexed by device and user, and "all" is every one): their events need not carry what the kill revoked. A
+#: group's connections are indexed by the groups they resolved with, which may be older than the store's, and a
+#: session scope's revoked device may have connections without a session: those events carry the ids.
+INDEXED_SCOPES = frozenset({"device", "user", "all"})
+
+
+def kill_event(scope: str, target: str | None, sessions: list[str], devices: list[str], *, revoke_devices: bool,
+               audit_seq: int) -> dict[str, Any]:
+    """The payload of a kill's trust event: its scope and counts, and the revoked ids only where a node needs them
+    to find the connections (a kill of 10,000 sessions ships no 10,000 ids to every node; the ids stay queryable
+    in kill_revocations)."""
+    payload: dict[str, Any] = {"scope": scope, "target": target, "revoke_devices": revoke_devices,
+                               "audit_seq": audit_seq, "sessions_revoked": len(sessions),
+                               "devices_revoked": len(devices)}
+    if scope not in INDEXED_SCOPES:
+        payload.update(sessions=sorted(sessions), devices=sorted(devices))
+    return payload
+
+
 #: the tightest fresh_auth a live incident imposes on user $1 (NULL: none)
 FRESH_AUTH_SQL = ("SELECT MIN(r.fresh_auth) FROM incident_restrictions r WHERE r.user_id = $1 AND r.kind = 'fresh_auth'"
                   " AND EXISTS (SELECT 1 FROM incidents i WHERE i.id = r.incident_id AND i.ended_at IS NULL)")
@@ -209,9 +229,8 @@ class SessionRecords(SQLiteCore):
             seq = self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
             conn.executemany("INSERT INTO kill_revocations (audit_seq, kind, id) VALUES (?, ?, ?)",
                              [(seq, "session", i) for i in sessions] + [(seq, "device", i) for i in devices])
-            self._event(conn, "kill", {"scope": scope, "target": target, "sessions": sorted(sessions),
-                                       "devices": sorted(devices), "revoke_devices": revoke_devices,
-                                       "audit_seq": seq}, now)
+            self._event(conn, "kill", kill_event(scope, target, sessions, devices, revoke_devices=revoke_devices,
+                                                 audit_seq=seq), now)
             return KillResult(tuple(sorted(sessions)), tuple(sorted(devices)), tuple(users), seq, tuple(passkeys))
 
         return await self.write(tx)
