@@ -299,6 +299,23 @@ def server_side(nodes: list[Node], before: list[tuple[dict[str, float], int]],
     return figures, line["commit_seconds"]
 
 
+def report(prefix: str, nodes: list[Node], *, answer: list[float], transaction: list[float],
+           closed: list[list[float]], server: list[list[float]], closed_what: str) -> dict[str, Any]:
+    """Print and return the figures of one kind of kill: the answer, node a's transaction, and per node the
+    client's and the gateway's figures (for the other nodes also commit -> last abort, less node a's transaction)."""
+    results = {f"{prefix}_answer": summary("client: sent -> answer received", answer),
+               f"{prefix}_transaction": summary("node a: the kill's transaction (began -> committed)", transaction)}
+    for index, node in enumerate(nodes):
+        results[f"{prefix}_{node.name}"] = summary(f"node {node.name}: client: sent -> {closed_what}", closed[index])
+        results[f"{prefix}_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
+                                                          server[index])
+        if index:
+            results[f"{prefix}_commit_{node.name}"] = summary(
+                f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
+                [began - tx for began, tx in zip(server[index], transaction)])
+    return results
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="idwall-killbench-"))
     ports, up_port = [free_port() for _ in range(args.nodes)], free_port()
@@ -443,17 +460,8 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
         print(f"kill one user ({args.sessions_per_user} connections each, over {args.nodes} node(s)), "
               f"{len(victims)} repeats, sent to node a, others untouched (sockets open, downloads flowing, "
               "new requests 200):")
-        results["kill_user_answer"] = summary("client: sent -> answer received", user_answer)
-        results["kill_user_transaction"] = summary("node a: the kill's transaction (began -> committed)", user_tx)
-        for index, node in enumerate(nodes):
-            results[f"kill_user_{node.name}"] = summary(f"node {node.name}: client: sent -> last victim socket closed",
-                                                        user_lat[index])
-            results[f"kill_user_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
-                                                               user_server[index])
-            if index:
-                results[f"kill_user_commit_{node.name}"] = summary(
-                    f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
-                    [began - tx for began, tx in zip(user_server[index], user_tx)])
+        results.update(report("kill_user", nodes, answer=user_answer, transaction=user_tx, closed=user_lat,
+                              server=user_server, closed_what="last victim socket closed"))
 
         # kill everyone, then log everyone in again and reconnect, a few times
         all_lat: list[list[float]] = [[] for _ in nodes]
@@ -484,17 +492,8 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
             check_answer(answer, len(alive), args.nodes)
         print(f"kill all ({len(alive)} connections over {args.nodes} node(s)), {args.all_repeats} repeats, "
               "sent to node a:")
-        results["kill_all_answer"] = summary("client: sent -> answer received", all_answer)
-        results["kill_all_transaction"] = summary("node a: the kill's transaction (began -> committed)", all_tx)
-        for index, node in enumerate(nodes):
-            results[f"kill_all_{node.name}"] = summary(f"node {node.name}: client: sent -> last socket closed",
-                                                       all_lat[index])
-            results[f"kill_all_server_{node.name}"] = summary(f"node {node.name}: gateway: {SERVER[index > 0]}",
-                                                              all_server[index])
-            if index:
-                results[f"kill_all_commit_{node.name}"] = summary(
-                    f"node {node.name}: gateway: commit -> last abort (the above less node a's transaction)",
-                    [began - tx for began, tx in zip(all_server[index], all_tx)])
+        results.update(report("kill_all", nodes, answer=all_answer, transaction=all_tx, closed=all_lat,
+                              server=all_server, closed_what="last socket closed"))
         if args.profile:
             for profiler in profilers:
                 profiler.send_signal(signal.SIGINT)
