@@ -117,3 +117,29 @@ async def test_stop_drains_in_flight_requests_and_refuses_new_connections(tmp_pa
             await stopping
     finally:
         await runner.cleanup()
+
+
+async def test_an_idle_keep_alive_client_that_never_answers_close_notify_does_not_hold_the_stop(
+        tmp_path: Path) -> None:
+    """A client idle on keep-alive that reads nothing more (so never answers the TLS close, as a blocking
+    http.client connection between requests) is cut when the stop begins; the stop does not wait out the drain
+    timeout for it."""
+    from tests.helpers.gateway import echo_upstream, start_test_gateway
+
+    async with echo_upstream() as upstream:
+        gut = await start_test_gateway(tmp_path, upstream.url)
+        device = await gut.device("idle")
+
+        def served_once() -> ssl.SSLSocket:
+            sock = gut.ssl(device).wrap_socket(socket.create_connection(("127.0.0.1", gut.port), timeout=5),
+                                               server_hostname="localhost")
+            sock.sendall(b"GET /once HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            return sock  # kept open, and never read again
+
+        idle = await asyncio.to_thread(served_once)
+        began = time.monotonic()
+        await asyncio.wait_for(gut.running.stop(drain=30), 40)  # the drain allows 30 s; the idle client gets none
+        stopped = time.monotonic() - began
+        idle.close()
+    assert stopped < 5, f"the stop waited {stopped:.1f} s for an idle connection"

@@ -82,7 +82,9 @@ class Listener:
                 if client.ex is None and client.splice is None and not client.blocked:
                     client.closed = True
                     client.transport.close()
-            if not self.engine.clients or self.engine.loop.time() >= deadline:
+            # a closed TLS connection stays registered until the peer answers close_notify, which an idle client
+            # may never do: once every exchange has ended, the rest are cut now instead of at the deadline
+            if all(c.closed for c in self.engine.clients) or self.engine.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for client in list(self.engine.clients):
