@@ -56,9 +56,10 @@ async def _waiting(node: Node, enrollment_id: str) -> tuple[Enrollment, Device]:
     return enrollment, await pending_device(node, enrollment.device_id)
 
 
-async def _case(node: Node, enrollment: Enrollment, device: Device) -> RecoveryCase:
-    return recovery_case(await node.store.user_passkeys(enrollment.user_id), approval=node.config.devices.approval,
-                         new_device_id=device.id)
+async def case_of(node: Node, user_id: str, new_device_id: str) -> RecoveryCase:
+    """Which recovery case applies to ``user_id``'s waiting device ``new_device_id`` (from their passkeys now)."""
+    return recovery_case(await node.store.user_passkeys(user_id), approval=node.config.devices.approval,
+                         new_device_id=new_device_id)
 
 
 def refusal(case: RecoveryCase, enrollment_id: str) -> Forbidden:
@@ -85,7 +86,7 @@ async def recover_case(request: web.Request) -> web.Response:
     """Which case applies to this waiting device: approve it yourself, or who must."""
     node = request.app[NODE]
     enrollment, device = await _waiting(node, request.match_info["enrollment_id"])
-    case = await _case(node, enrollment, device)
+    case = await case_of(node, enrollment.user_id, device.id)
     title, detail, next_step = case_words(case)
     return web.json_response({**_facts(enrollment), "device_id": device.id, "case": case.case,
                               "approvers": case.approvers, "incident": case.incident, "title": title, "detail": detail,
@@ -98,7 +99,7 @@ async def recover_begin(request: web.Request) -> web.Response:
     node = request.app[NODE]
     await read_json_object(request, limit=node.config.limits.api_body)
     enrollment, device = await _waiting(node, request.match_info["enrollment_id"])
-    case = await _case(node, enrollment, device)
+    case = await case_of(node, enrollment.user_id, device.id)
     if case.case != "self":
         raise refusal(case, enrollment.id)
     now, timeout = node.clock(), node.config.webauthn.timeout
@@ -148,7 +149,7 @@ async def recover_finish(request: web.Request) -> web.Response:
     action: dict[str, Any] = json.loads(ceremony.payload)
     stored = _signer_passkey(await node.store.user_passkeys(enrollment.user_id), credential_id, enrollment, device)
     verified = await verify_passkey(node, credential, stored, challenge=action_challenge(action))
-    case = await _case(node, enrollment, device)
+    case = await case_of(node, enrollment.user_id, device.id)
     if case.case == "policy":
         raise refusal(case, enrollment.id)
     if action["not_after"] < now:

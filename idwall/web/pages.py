@@ -37,8 +37,8 @@ from .. import policy
 from ..errors import Forbidden, IDWallError, Unauthenticated
 from ..sign_requests import REQUEST_ID_RE
 from ..model import Enrollment, Resolved
-from ..self_recovery import RecoveryCase, case_words, recovery_case
-from . import api_admin, api_approvals
+from ..self_recovery import RecoveryCase, case_words
+from . import api_admin, api_approvals, api_recover
 from .context import NODE, conn_for, with_session
 
 routes = web.RouteTableDef()
@@ -318,9 +318,7 @@ async def _recovery(request: web.Request, enrollment: Enrollment) -> RecoveryCas
     """The recovery case of a waiting self-service enrollment (None for any other)."""
     if enrollment.status != "pending_approval" or enrollment.invite_id is not None or enrollment.device_id is None:
         return None
-    node = request.app[NODE]
-    return recovery_case(await node.store.user_passkeys(enrollment.user_id), approval=node.config.devices.approval,
-                         new_device_id=enrollment.device_id)
+    return await api_recover.case_of(request.app[NODE], enrollment.user_id, enrollment.device_id)
 
 
 @routes.get("/idwall/enroll/{enrollment_id}")
