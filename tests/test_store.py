@@ -41,7 +41,7 @@ async def test_open_store_creates_and_migrates_a_new_file(tmp_path: Path) -> Non
         assert isinstance(store, SQLiteStore) and store.path == db
         assert await store.append_ledger(draft()) == 1
         version = await store.read(lambda c: c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
-        assert version == 7
+        assert version == 8
     finally:
         await store.close()
     assert db.is_file()
@@ -83,7 +83,7 @@ async def test_open_store_opens_a_postgresql_store_and_migrates_it(postgres_url:
         assert isinstance(store, PostgresStore)
         assert await store.append_ledger(draft()) == 1
         versions = await store.read(lambda c: c.fetch("SELECT version FROM schema_version ORDER BY version"))
-        assert [r[0] for r in versions] == [1, 2, 3, 4, 5, 6, 7]
+        assert [r[0] for r in versions] == [1, 2, 3, 4, 5, 6, 7, 8]
     finally:
         await store.close()
 

@@ -33,8 +33,8 @@ from tests.helpers.store import Relay, closed_port, draft, dump, enroll, login, 
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks", "renewals", "sign_requests",
-          "incidents", "incident_stages", "incident_restrictions", "kill_revocations"}
-LATEST = [1, 2, 3, 4, 5, 6, 7]
+          "incidents", "incident_stages", "incident_restrictions", "kill_revocations", "kill_pending"}
+LATEST = [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 
@@ -468,7 +468,8 @@ async def test_migration_7_revokes_the_passkeys_of_devices_earlier_kills_declare
                          draft=draft("kill", "bob", scope="user", target="bob", revoke_devices=True))
         await store.write(lambda c: c.execute("ALTER TABLE credentials DROP COLUMN revoked_at;"
                                               " ALTER TABLE enrollments DROP COLUMN source;"
-                                              " DELETE FROM schema_version WHERE version = 7"))
+                                              " DROP TABLE kill_pending;"
+                                              " DELETE FROM schema_version WHERE version >= 7"))
     async with opened(pg_url) as store:
         assert {c.device_id: c.revoked_at for c in await store.user_passkeys("bob")} == {
             lost.device.id: NOW + 1, kept.device.id: None}

@@ -1,7 +1,8 @@
 """idwall.store.postgres.sessions: what is live, when the racing writes come from two nodes on one database. A
 challenge is answered once, two logins on one signature counter make one session, a kill on one node and a
 login on the other never leave a session alive that the kill's scope covered when it committed, and a
-certificate resolves on either node to what the database holds right now.
+certificate resolves on either node to what the database holds right now. A kill revokes on every node from its
+commit, though the sessions' own rows are written out after its answer.
 
 (The rules themselves run against this backend in tests/test_store_sqlite_sessions.py, parametrised.)
 Tested on the PostgreSQL server at 127.0.0.1:5432, a fresh schema per test, one store per node.
@@ -65,3 +66,35 @@ async def test_a_certificate_resolves_on_either_node_to_what_the_database_holds_
                        draft=draft("kill", alice.device.id))
         after = await other.resolve_certificate(alice.device.cert_sha256 or b"", now=NOW)
         assert after is not None and after.session is None and after.device.status == "revoked"
+
+
+async def _rows(store: object) -> dict[str, tuple[float | None, str | None]]:
+    rows = await store.read(lambda c: c.fetch("SELECT id, revoked_at, revoke_reason FROM sessions"))  # type: ignore[attr-defined]
+    return {r["id"]: (r["revoked_at"], r["revoke_reason"]) for r in rows}
+
+
+async def test_a_kill_revokes_on_every_node_from_its_commit_while_the_session_rows_are_written_after(pg_url: str) -> None:
+    """The kill's transaction writes its revocations, not 10,000 rewritten session rows; every read that decides
+    whether a session lives holds it revoked from the commit on, on any node, before those rows say so."""
+    async with opened(pg_url) as other:
+        async with opened(pg_url) as one:
+            devices = [await enroll(one, "alice") for _ in range(3)]
+            sessions = [await login(one, device) for device in devices]
+            killed = await one.kill(scope="all", target=None, revoke_devices=False, now=NOW + 5,
+                                    draft=draft("kill", "*"))
+            assert sorted(killed.sessions) == sorted(s.id for s in sessions)
+            assert all(revoked is None for revoked, _ in (await _rows(other)).values())  # not yet rewritten
+            for device in devices:
+                seen = await other.resolve_certificate(device.device.cert_sha256 or b"", now=NOW + 6)
+                assert seen is not None and seen.session is None
+            assert await other.live_sessions(now=NOW + 6) == []
+            assert (await other.incident_snapshot(now=NOW + 6)).sessions == {}
+            before = await other.last_event_id()
+            await other.end_session(sessions[0].id, now=NOW + 6, reason="logout", draft=draft("logout", "alice"))
+            assert await other.last_event_id() == before  # already ended: no second ending
+            again = await other.kill(scope="all", target=None, revoke_devices=False, now=NOW + 7,
+                                     draft=draft("kill", "*"))
+            assert again.sessions == ()  # nothing left for a second kill to count
+        # the node that killed wrote the rows before it closed
+        assert await _rows(other) == {s.id: (NOW + 5, "kill") for s in sessions}
+

@@ -25,3 +25,14 @@ async def test_another_node_sees_workers_and_their_acknowledgements(pg_url: str)
         await one.ack_events(worker.id, [(event_id, 3)], now=NOW)
         assert await other.live_workers(since=NOW) == [worker]  # the NUL byte and all
         assert await other.event_acks(event_id) == {"node-b:17": 3}
+
+
+async def test_an_acknowledgement_keeps_a_worker_id_with_quotes_exactly(pg_url: str) -> None:
+    """Acknowledgements are written as one simple query with the values in it: a worker id that tries to end
+    the string literal stays data."""
+    async with opened(pg_url) as one, opened(pg_url) as other:
+        odd = "node'); DELETE FROM event_acks; --"
+        await one.ack_events("plain", [(7, 1)], now=NOW)
+        await one.ack_events(odd, [(7, 2), (8, 0)], now=NOW)
+        assert await other.event_acks(7) == {odd: 2, "plain": 1}
+        assert await other.event_acks(8) == {odd: 0}

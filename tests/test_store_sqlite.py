@@ -78,7 +78,8 @@ async def test_one_file_holds_one_chain_across_the_parts_and_survives_a_reopen(t
         assert result.sessions == (session.id,) and result.devices == (alice.device.id,)
         assert await store.event_acks(event_id) == {"w1": 2}
         entries = await store.ledger_entries()
-        before = await dump(store)
+    async with opened(path, ledger_key=key) as first:  # what the kill left for after its answer is written now
+        before = await dump(first)
     assert [e["seq"] for e in entries] == [1, 2, 3]
     assert [e["type"] for e in entries] == ["device.enroll", "session.login", "kill"]
     assert all(entry["prev"] == previous["hash"] for previous, entry in zip(entries, entries[1:]))

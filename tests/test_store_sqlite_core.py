@@ -32,7 +32,7 @@ from tests.helpers.store import draft, dump, enroll, opened
 
 TABLES = {"schema_version", "users", "devices", "credentials", "sessions", "invites", "enrollments", "ceremonies",
           "tokens", "ledger", "events", "workers", "event_acks", "sign_requests", "renewals",
-          "incidents", "incident_stages", "incident_restrictions", "kill_revocations"}
+          "incidents", "incident_stages", "incident_restrictions", "kill_revocations", "kill_pending"}
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -58,7 +58,7 @@ async def test_a_new_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> No
     async with opened(tmp_path / "idwall.db") as store:
         assert await store.read(_tables) == TABLES
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-    assert versions == [1, 2, 3, 4, 5, 6, 7]
+    assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ async def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
         await store.append_ledger(draft())
         before = await dump(store)
     conn = sqlite3.connect(tmp_path / "idwall.db", isolation_level=None)
-    assert migrate(conn) == 7
+    assert migrate(conn) == 8
     conn.close()
     async with opened(tmp_path / "idwall.db") as store:
         assert await dump(store) == before
@@ -98,7 +98,7 @@ async def test_a_database_from_before_managers_gets_them_and_renewals(tmp_path: 
     _at_version_2(tmp_path / "idwall.db")
     async with opened(tmp_path / "idwall.db") as store:
         versions = await store.read(lambda c: [r[0] for r in c.execute("SELECT version FROM schema_version")])
-        assert versions == [1, 2, 3, 4, 5, 6, 7] and await store.read(_tables) == TABLES
+        assert versions == [1, 2, 3, 4, 5, 6, 7, 8] and await store.read(_tables) == TABLES
         # every row is kept, and nobody has a manager until an admin names one
         assert [(u.id, u.manager) for u in await store.list_users()] == [("alice", None), ("bob", None)]
         assert (await store.get_invite("inv-1")).manager is None  # type: ignore[union-attr]
@@ -273,7 +273,8 @@ async def test_migration_7_revokes_the_passkeys_of_devices_earlier_kills_declare
         def as_version_6(conn: sqlite3.Connection) -> None:
             conn.execute("ALTER TABLE credentials DROP COLUMN revoked_at")
             conn.execute("ALTER TABLE enrollments DROP COLUMN source")
-            conn.execute("DELETE FROM schema_version WHERE version = 7")
+            conn.execute("DROP TABLE kill_pending")
+            conn.execute("DELETE FROM schema_version WHERE version >= 7")
 
         await store.write(as_version_6)
     async with opened(tmp_path / "idwall.db") as store:

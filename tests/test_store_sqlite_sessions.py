@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +361,68 @@ async def test_ledger_entries_are_paged_by_seq(store: SQLiteStore) -> None:
     assert [e["seq"] for e in await store.ledger_entries(after=2, limit=3)] == [3, 4, 5]
     assert [e["seq"] for e in await store.ledger_entries(after=5)] == [6, 7, 8]
     assert await store.ledger_entries(after=8) == []
+
+
+@pytest.fixture(params=BACKENDS)
+async def where(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    return await place(request, tmp_path)
+
+
+async def test_a_kill_revokes_from_its_commit_and_its_sessions_are_written_out_when_its_store_closes(
+        where: Path | str) -> None:
+    """The kill's transaction records its sessions in one pending row (idwall.store.settle): every read holds them
+    revoked at once, and closing the store writes them out."""
+    async with opened(where) as store:
+        alice = await enroll(store, "alice")
+        session = await login(store, alice)
+        killed = await store.kill(scope="user", target="alice", revoke_devices=False, now=NOW + 5,
+                                  draft=draft("kill", "alice"))
+        pending = (await dump(store))["kill_pending"]
+        assert len(pending) == 1 and pending[0][0] == killed.audit_seq
+        got = await store.get_session(session.id)
+        assert got is not None and (got.revoked_at, got.revoke_reason) == (NOW + 5, "kill")
+        assert await store.kill_revocations(killed.audit_seq) == ((session.id,), ())
+        seen = await store.resolve_certificate(alice.device.cert_sha256 or b"", now=NOW + 6)
+        assert seen is not None and seen.session is None
+        assert await store.live_sessions(now=NOW + 6) == []
+    async with opened(where, ledger_key=None) as reader:  # a reader writes nothing out when it opens
+        rows = await dump(reader)
+        assert rows["kill_pending"] == [] and (await reader.get_session(session.id)) == got
+        assert await reader.kill_revocations(killed.audit_seq) == ((session.id,), ())
+
+
+_KILL_AND_DIE = """
+import asyncio, json, os, sys
+from pathlib import Path
+from tests.helpers.records import NOW
+from tests.helpers.store import draft, enroll, login, opened
+
+async def main(where):
+    async with opened(where) as store:
+        alice = await enroll(store, "alice")
+        session = await login(store, alice)
+        await store.kill(scope="user", target="alice", revoke_devices=False, now=NOW + 5, draft=draft("kill", "x"))
+        print(json.dumps({"session": session.id, "cert": alice.device.cert_sha256.hex()}), flush=True)
+        os._exit(0)  # dies before it writes anything out, closes nothing
+
+arg = sys.argv[1]
+asyncio.run(main(arg if arg.startswith("postgresql") else Path(arg)))
+"""
+
+
+async def test_the_sessions_a_process_that_died_left_pending_are_revoked_and_written_out_by_the_next_store(
+        where: Path | str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _KILL_AND_DIE, str(where), cwd=root,
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    left = json.loads(out)
+    async with opened(where, ledger_key=None) as reader:
+        assert len((await dump(reader))["kill_pending"]) == 1
+        seen = await reader.resolve_certificate(bytes.fromhex(left["cert"]), now=NOW + 6)
+        assert seen is not None and seen.session is None  # revoked though its row does not say so yet
+    async with opened(where) as writer:
+        assert (await dump(writer))["kill_pending"] == []
+        got = await writer.get_session(left["session"])
+        assert got is not None and (got.revoked_at, got.revoke_reason) == (NOW + 5, "kill")

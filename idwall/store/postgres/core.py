@@ -30,6 +30,7 @@ from ... import audit
 from ...encoding import b64url_decode
 from ...model import LedgerDraft
 from ..base import StoreError
+from ..settle import Settling
 from ..sqlite.core import migration_files
 
 T = TypeVar("T")
@@ -124,7 +125,14 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
-class PostgresCore:
+async def _keep_session(conn: Conn) -> None:
+    """What a connection needs before it goes back to the pool: nothing (asyncpg itself rolls back a transaction
+    left open). No statement of this backend leaves session state behind (advisory locks are transaction-scoped,
+    LISTEN has a connection of its own, nothing SETs), so asyncpg's default reset (``RESET ALL``, ``UNLISTEN``,
+    ...) would only cost one more round trip on every call."""
+
+
+class PostgresCore(Settling):
     """One PostgreSQL database: the pool, transactions, and the ledger append every change uses."""
 
     def __init__(self, url: str, *, ledger_key: ec.EllipticCurvePrivateKey | None,
@@ -144,7 +152,8 @@ class PostgresCore:
         """Connect the pool and bring the schema up to date (under the migration lock)."""
         try:
             pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
-                                             timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+                                             timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
+                                             reset=_keep_session)
         except DB_ERRORS as exc:
             raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._secrets)) from None
         except ValueError as exc:  # a DSN asyncpg cannot parse; its message may quote the DSN, so drop it
@@ -153,12 +162,17 @@ class PostgresCore:
         self._pool = pool
         try:
             await self._run(migrate)
+            if self._ledger_key is not None:  # what a node that died left pending (a reader leaves it to writers)
+                await self._settle_pending()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        """Close every connection of the pool (waiting at most a few seconds for calls in flight)."""
+        """Settle what this process's kills left, then close every connection of the pool (waiting at most a few
+        seconds for calls in flight)."""
+        if self._pool is not None:
+            await self._settle_before_close()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -170,9 +184,17 @@ class PostgresCore:
         """Run ``fn`` on a pooled connection; database failures become a StoreError, ours pass through."""
         if self._pool is None:
             raise StoreError(UNAVAILABLE, log_detail="postgresql: the store is not open")
+        pool = self._pool
         try:
-            async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            # asyncio.timeout, not acquire(timeout=): that wraps the wait in a task of its own, so even a free
+            # connection is handed over one loop turn later (behind whatever else is ready, such as the teardown
+            # of thousands of connections a kill just cut), and the caller's query goes out that much later
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                conn = await pool.acquire()
+            try:
                 return await fn(conn)
+            finally:
+                await pool.release(conn)
         except DB_ERRORS as exc:
             raise StoreError(UNAVAILABLE, log_detail=log_detail(exc, self._secrets)) from None
 

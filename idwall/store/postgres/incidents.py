@@ -24,10 +24,11 @@ from ...model import (
 )
 from ..base import Missing
 from ..sqlite.core import user_from_row
+
 # the same rows to records as SQLite's: asyncpg rows are read by column name too
 from ..sqlite.incidents import _incident_from_row
 from .core import Conn
-from .sessions import SessionRecords
+from .sessions import NOT_KILLED, SessionRecords
 
 _ACTIVE = "SELECT 1 FROM incidents i WHERE i.id = r.incident_id AND i.ended_at IS NULL"
 
@@ -49,8 +50,8 @@ class IncidentRecords(SessionRecords):
                     "SELECT id, user_id FROM devices WHERE status != 'revoked'")}
                 tokens = {r[0]: r[1] for r in await conn.fetch(
                     "SELECT id, created_by FROM tokens WHERE revoked_at IS NULL AND expires_at > $1", now)}
-                sessions = await _counts(conn, "SELECT user_id, COUNT(*) FROM sessions WHERE revoked_at IS NULL"
-                                         " AND expires_at > $1 GROUP BY user_id", now)
+                sessions = await _counts(conn, f"SELECT s.user_id, COUNT(*) FROM sessions s WHERE s.revoked_at IS NULL"
+                                         f" AND s.expires_at > $1 AND {NOT_KILLED} GROUP BY s.user_id", now)
                 devices = await _counts(conn, "SELECT user_id, COUNT(*) FROM devices WHERE status != 'revoked'"
                                         " GROUP BY user_id")
                 credentials = await _counts(conn, "SELECT c.user_id, COUNT(*) FROM credentials c JOIN devices d"

@@ -13,6 +13,7 @@ from ...encoding import b64url_encode
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
+from ..sqlite.sessions import killed_session
 from ...audit import revokes_passkeys
 from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts, kill_event
 from .core import Conn, PostgresCore, rowcount
@@ -23,6 +24,10 @@ _KILL_SESSIONS = {"session": "s.id = $2", "device": "s.device_id = $2", "user": 
                   "group": _IN_GROUP, "all": "TRUE"}
 _KILL_DEVICES = {"session": "d.id IN (SELECT device_id FROM sessions WHERE id = $2)", "device": "d.id = $2",
                  "user": "d.user_id = $2", "group": _IN_GROUP, "all": "TRUE"}
+#: no kill's pending row names session ``s`` (see idwall.store.settle; as SQLite's)
+NOT_KILLED = "s.id NOT IN (SELECT unnest(sessions) FROM kill_pending)"
+#: when a pending kill revoked session ``s`` (NULL: none did)
+_KILLED_AT = "(SELECT p.at FROM kill_pending p WHERE s.id = ANY(p.sessions) LIMIT 1) AS killed_at"
 
 
 class SessionRecords(PostgresCore):
@@ -43,8 +48,9 @@ class SessionRecords(PostgresCore):
                 creds = tuple(credential_from_row(r) for r in await conn.fetch(
                     "SELECT * FROM credentials WHERE device_id = $1", device.id))
                 srow = await conn.fetchrow(
-                    "SELECT * FROM sessions WHERE device_id = $1 AND cert_sha256 = $2 AND revoked_at IS NULL"
-                    " AND expires_at > $3 ORDER BY auth_time DESC LIMIT 1", device.id, cert_sha256, now)
+                    f"SELECT * FROM sessions s WHERE s.device_id = $1 AND s.cert_sha256 = $2 AND s.revoked_at IS NULL"
+                    f" AND s.expires_at > $3 AND {NOT_KILLED} ORDER BY s.auth_time DESC LIMIT 1",
+                    device.id, cert_sha256, now)
                 fresh_auth = await conn.fetchval(FRESH_AUTH_SQL, user.id)
                 return Resolved(device, user, creds, session_from_row(srow) if srow else None, fresh_auth=fresh_auth)
 
@@ -116,8 +122,9 @@ class SessionRecords(PostgresCore):
 
     async def end_session(self, session_id: str, *, now: float, reason: str, draft: LedgerDraft | None) -> None:
         async def tx(conn: Conn) -> None:
-            row = await conn.fetchrow("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3"
-                                      " AND revoked_at IS NULL RETURNING device_id, user_id", now, reason, session_id)
+            row = await conn.fetchrow(
+                f"UPDATE sessions s SET revoked_at = $1, revoke_reason = $2 WHERE s.id = $3 AND s.revoked_at IS NULL"
+                f" AND {NOT_KILLED} RETURNING device_id, user_id", now, reason, session_id)
             if row is None:
                 return
             if draft is not None:
@@ -136,8 +143,8 @@ class SessionRecords(PostgresCore):
             [(t, sid) for sid, t in last_seen.items()]))
 
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self._fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
-        return session_from_row(row) if row else None
+        row = await self._fetchrow(f"SELECT s.*, {_KILLED_AT} FROM sessions s WHERE s.id = $1", session_id)
+        return killed_session(row) if row else None
 
     async def had_session(self, device_id: str, cert_sha256: bytes) -> bool:
         """Whether this device certificate ever had a session (so a login prompt can say it *ended*)."""
@@ -146,16 +153,16 @@ class SessionRecords(PostgresCore):
         return row is not None
 
     async def live_sessions(self, *, now: float) -> list[Session]:
-        rows = await self._fetch("SELECT * FROM sessions WHERE revoked_at IS NULL AND expires_at > $1"
-                                 " ORDER BY created_at", now)
+        rows = await self._fetch(f"SELECT * FROM sessions s WHERE s.revoked_at IS NULL AND s.expires_at > $1"
+                                 f" AND {NOT_KILLED} ORDER BY s.created_at", now)
         return [session_from_row(r) for r in rows]
 
     async def kill(self, *, scope: str, target: str | None, revoke_devices: bool, now: float,
                    draft: LedgerDraft) -> KillResult:
         """Revoke every matching live session (and device when asked), durably, with its ledger entry.
 
-        The ledger entry's ``data`` gets how many were cut and a digest of their ids; the ids go to
-        ``kill_revocations`` in the same transaction (as SQLite's).
+        The ledger entry's ``data`` gets how many were cut and a digest of their ids; the session ids go to
+        ``kill_pending`` in the same transaction (as SQLite's; see :mod:`idwall.store.settle`).
         """
         if scope not in KILL_SCOPES:
             raise ValueError(f"unknown kill scope {scope!r}")
@@ -163,9 +170,8 @@ class SessionRecords(PostgresCore):
 
         async def tx(conn: Conn) -> KillResult:
             rows = await conn.fetch(
-                f"UPDATE sessions SET revoked_at = $1, revoke_reason = 'kill' WHERE id IN (SELECT s.id FROM sessions"
-                f" s JOIN users u ON u.id = s.user_id WHERE s.revoked_at IS NULL AND s.expires_at > $1"
-                f" AND {_KILL_SESSIONS[scope]}) RETURNING id, user_id", *args)
+                f"SELECT s.id, s.user_id FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.revoked_at IS NULL"
+                f" AND s.expires_at > $1 AND {NOT_KILLED} AND {_KILL_SESSIONS[scope]}", *args)
             sessions = sorted(r["id"] for r in rows)
             users = sorted({r["user_id"] for r in rows})
             devices: list[str] = []
@@ -182,17 +188,37 @@ class SessionRecords(PostgresCore):
                 now, target)) if revokes_passkeys(scope, revoke_devices) else []
             data = dict(draft.data, **kill_counts(sessions, devices, passkeys))
             seq = await self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
-            await conn.execute("INSERT INTO kill_revocations (audit_seq, kind, id) SELECT $1::bigint, 'session', unnest($2::text[])"
-                               " UNION ALL SELECT $1::bigint, 'device', unnest($3::text[])", seq, sessions, devices)
+            if devices:
+                await conn.execute("INSERT INTO kill_revocations (audit_seq, kind, id)"
+                                   " SELECT $1::bigint, 'device', unnest($2::text[])", seq, devices)
+            if sessions:  # one row, not one per session: idwall.store.settle writes them out after the answer
+                await conn.execute("INSERT INTO kill_pending (audit_seq, at, sessions) VALUES ($1, $2, $3)",
+                                   seq, now, sessions)
             await self._event(conn, "kill", kill_event(scope, target, sessions, devices,
                                                        revoke_devices=revoke_devices, audit_seq=seq), now)
             return KillResult(tuple(sessions), tuple(devices), tuple(users), seq, tuple(passkeys))
 
-        return await self.write(tx)
+        result = await self.write(tx)
+        if result.sessions:
+            self._settle_soon()
+        return result
+
+    async def _settle_pending(self) -> None:
+        async def tx(conn: Conn) -> None:
+            # locks the rows it deletes: a node settling at the same time waits, then finds nothing left
+            for row in await conn.fetch("DELETE FROM kill_pending RETURNING audit_seq, at, sessions"):
+                await conn.execute("UPDATE sessions SET revoked_at = $1, revoke_reason = 'kill'"
+                                   " WHERE id = ANY($2::text[]) AND revoked_at IS NULL", row["at"], row["sessions"])
+                await conn.execute("INSERT INTO kill_revocations (audit_seq, kind, id) SELECT $1::bigint, 'session',"
+                                   " unnest($2::text[]) ON CONFLICT DO NOTHING", row["audit_seq"], row["sessions"])
+
+        await self.write_volatile(tx)
 
     async def kill_revocations(self, audit_seq: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (sessions, devices) the kill recorded at ``audit_seq`` revoked, each sorted."""
-        rows = await self._fetch("SELECT kind, id FROM kill_revocations WHERE audit_seq = $1 ORDER BY id", audit_seq)
+        rows = await self._fetch("SELECT kind, id FROM kill_revocations WHERE audit_seq = $1 UNION ALL SELECT"
+                                 " 'session', unnest(sessions) FROM kill_pending WHERE audit_seq = $1 ORDER BY id",
+                                 audit_seq)
         return (tuple(r["id"] for r in rows if r["kind"] == "session"),
                 tuple(r["id"] for r in rows if r["kind"] == "device"))
 

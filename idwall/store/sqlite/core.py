@@ -24,6 +24,7 @@ from ... import audit
 from ...encoding import b64url_decode
 from ...model import Credential, Device, Enrollment, Invite, LedgerDraft, Renewal, Session, Token, User
 from ..base import StoreError
+from ..settle import Settling
 
 
 T = TypeVar("T")
@@ -114,7 +115,7 @@ def token_from_row(row: sqlite3.Row) -> Token:
                  row["created_by"], row["created_at"], row["expires_at"], row["revoked_at"])
 
 
-class SQLiteCore:
+class SQLiteCore(Settling):
     """One SQLite file: the connection, its thread, transactions and the ledger append every change uses."""
 
     def __init__(self, path: Path, *, ledger_key: ec.EllipticCurvePrivateKey | None,
@@ -136,12 +137,16 @@ class SQLiteCore:
         self._conn = conn
 
     async def open(self) -> None:
-        """Open the file (creating and migrating it when new)."""
+        """Open the file (creating and migrating it when new), and write out what a kill left pending when its
+        process died (see :mod:`idwall.store.settle`; a store without the ledger key leaves that to writers)."""
         await self._run(self._connect)
+        if self._ledger_key is not None:
+            await self._settle_pending()
 
     async def close(self) -> None:
-        """Close the connection and stop the store thread."""
+        """Write out what this process's kills left pending, close the connection and stop the store thread."""
         if self._conn is not None:
+            await self._settle_before_close()
             await self._run(self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)

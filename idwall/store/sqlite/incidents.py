@@ -27,7 +27,7 @@ from ...model import (
 )
 from ..base import Missing
 from .core import SQLiteCore, user_from_row
-from .sessions import SessionRecords
+from .sessions import NOT_KILLED, SessionRecords
 
 _ACTIVE = "SELECT 1 FROM incidents i WHERE i.id = r.incident_id AND i.ended_at IS NULL"
 
@@ -56,8 +56,8 @@ class IncidentRecords(SessionRecords, SQLiteCore):
                     "SELECT id, user_id FROM devices WHERE status != 'revoked'").fetchall()}
                 tokens = {r[0]: r[1] for r in conn.execute(
                     "SELECT id, created_by FROM tokens WHERE revoked_at IS NULL AND expires_at > ?", (now,)).fetchall()}
-                sessions = _counts(conn, "SELECT user_id, COUNT(*) FROM sessions WHERE revoked_at IS NULL"
-                                   " AND expires_at > ? GROUP BY user_id", (now,))
+                sessions = _counts(conn, f"SELECT s.user_id, COUNT(*) FROM sessions s WHERE s.revoked_at IS NULL"
+                                   f" AND s.expires_at > ? AND {NOT_KILLED} GROUP BY s.user_id", (now,))
                 devices = _counts(conn, "SELECT user_id, COUNT(*) FROM devices WHERE status != 'revoked'"
                                   " GROUP BY user_id")
                 credentials = _counts(conn, "SELECT c.user_id, COUNT(*) FROM credentials c JOIN devices d"

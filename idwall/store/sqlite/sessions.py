@@ -46,6 +46,22 @@ def kill_event(scope: str, target: str | None, sessions: list[str], devices: lis
     return payload
 
 
+#: no kill's pending row names session ``s``: a kill revokes from its commit on, and its sessions' own rows say so
+#: only once it has been written out (idwall.store.settle). NOT IN, so a kill reading 10,000 sessions builds the set
+#: of pending ids once.
+NOT_KILLED = "s.id NOT IN (SELECT j.value FROM kill_pending p, json_each(p.sessions) j)"
+#: when a pending kill revoked session ``s`` (NULL: none did)
+_KILLED_AT = ("(SELECT p.at FROM kill_pending p, json_each(p.sessions) j WHERE j.value = s.id LIMIT 1)"
+              " AS killed_at")
+
+
+def killed_session(row: Any) -> Session:
+    """A session row read with ``killed_at``: revoked by a kill whose sessions are not written out yet, it says so."""
+    session = session_from_row(row)
+    if session.revoked_at is None and row["killed_at"] is not None:
+        return dataclasses.replace(session, revoked_at=row["killed_at"], revoke_reason="kill")
+    return session
+
 #: the tightest fresh_auth a live incident imposes on user $1 (NULL: none)
 FRESH_AUTH_SQL = ("SELECT MIN(r.fresh_auth) FROM incident_restrictions r WHERE r.user_id = $1 AND r.kind = 'fresh_auth'"
                   " AND EXISTS (SELECT 1 FROM incidents i WHERE i.id = r.incident_id AND i.ended_at IS NULL)")
@@ -67,8 +83,9 @@ class SessionRecords(SQLiteCore):
             creds = tuple(credential_from_row(r) for r in conn.execute(
                 "SELECT * FROM credentials WHERE device_id = ?", (device.id,)).fetchall())
             srow = conn.execute(
-                "SELECT * FROM sessions WHERE device_id = ? AND cert_sha256 = ? AND revoked_at IS NULL"
-                " AND expires_at > ? ORDER BY auth_time DESC LIMIT 1", (device.id, cert_sha256, now)).fetchone()
+                f"SELECT * FROM sessions s WHERE s.device_id = ? AND s.cert_sha256 = ? AND s.revoked_at IS NULL"
+                f" AND s.expires_at > ? AND {NOT_KILLED} ORDER BY s.auth_time DESC LIMIT 1",
+                (device.id, cert_sha256, now)).fetchone()
             # the step-up a live incident imposes on this user (raise_fresh_auth), read in the same snapshot
             (fresh_auth,) = conn.execute(FRESH_AUTH_SQL.replace("$1", "?"), (user.id,)).fetchone()
             return Resolved(device, user, creds, session_from_row(srow) if srow else None, fresh_auth=fresh_auth)
@@ -141,8 +158,8 @@ class SessionRecords(SQLiteCore):
 
     async def end_session(self, session_id: str, *, now: float, reason: str, draft: LedgerDraft | None) -> None:
         def tx(conn: sqlite3.Connection) -> None:
-            row = conn.execute("UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ?"
-                               " AND revoked_at IS NULL RETURNING device_id, user_id",
+            row = conn.execute(f"UPDATE sessions AS s SET revoked_at = ?, revoke_reason = ? WHERE s.id = ?"
+                               f" AND s.revoked_at IS NULL AND {NOT_KILLED} RETURNING device_id, user_id",
                                (now, reason, session_id)).fetchone()
             if row is None:
                 return
@@ -165,8 +182,9 @@ class SessionRecords(SQLiteCore):
         await self.write(tx)
 
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self.read(lambda c: c.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone())
-        return session_from_row(row) if row else None
+        row = await self.read(lambda c: c.execute(f"SELECT s.*, {_KILLED_AT} FROM sessions s WHERE s.id = ?",
+                                                  (session_id,)).fetchone())
+        return killed_session(row) if row else None
 
     async def had_session(self, device_id: str, cert_sha256: bytes) -> bool:
         """Whether this device certificate ever had a session (so a login prompt can say it *ended*)."""
@@ -177,8 +195,8 @@ class SessionRecords(SQLiteCore):
 
     async def live_sessions(self, *, now: float) -> list[Session]:
         rows = await self.read(lambda c: c.execute(
-            "SELECT * FROM sessions WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at",
-            (now,)).fetchall())
+            f"SELECT * FROM sessions s WHERE s.revoked_at IS NULL AND s.expires_at > ? AND {NOT_KILLED}"
+            f" ORDER BY s.created_at", (now,)).fetchall())
         return [session_from_row(r) for r in rows]
 
     async def kill(self, *, scope: str, target: str | None, revoke_devices: bool, now: float,
@@ -186,7 +204,8 @@ class SessionRecords(SQLiteCore):
         """Revoke every matching live session (and device when asked), durably, with its ledger entry.
 
         The ledger entry's ``data`` gets how many sessions and devices were cut and a digest of their ids
-        (:func:`kill_counts`); the ids go to ``kill_revocations`` in the same transaction.
+        (:func:`kill_counts`); the device ids go to ``kill_revocations`` and the session ids to ``kill_pending`` in
+        the same transaction (see :mod:`idwall.store.settle`).
         """
         if scope not in KILL_SCOPES:
             raise ValueError(f"unknown kill scope {scope!r}")
@@ -199,11 +218,11 @@ class SessionRecords(SQLiteCore):
                 "group": ("EXISTS (SELECT 1 FROM json_each(u.groups_json) g WHERE g.value = ?)", [target]),
                 "all": ("1 = 1", []),
             }[scope]
-            sessions = [r["id"] for r in conn.execute(
-                f"SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id"
-                f" WHERE s.revoked_at IS NULL AND s.expires_at > ? AND {where}", [now, *args]).fetchall()]
-            conn.executemany("UPDATE sessions SET revoked_at = ?, revoke_reason = 'kill' WHERE id = ?",
-                             [(now, sid) for sid in sessions])
+            found = conn.execute(
+                f"SELECT s.id, s.user_id FROM sessions s JOIN users u ON u.id = s.user_id"
+                f" WHERE s.revoked_at IS NULL AND s.expires_at > ? AND {NOT_KILLED} AND {where}",
+                [now, *args]).fetchall()
+            sessions = sorted(r["id"] for r in found)
             devices: list[str] = []
             if revoke_devices:
                 dwhere, dargs = {
@@ -222,23 +241,40 @@ class SessionRecords(SQLiteCore):
             passkeys = sorted(b64url_encode(bytes(r[0])) for r in conn.execute(
                 "UPDATE credentials SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL RETURNING id",
                 (now, target)).fetchall()) if revokes_passkeys(scope, revoke_devices) else []
-            users = sorted({r["user_id"] for r in conn.execute(
-                f"SELECT user_id FROM sessions WHERE id IN ({','.join('?' * len(sessions))})",
-                sessions).fetchall()}) if sessions else []
+            users = sorted({r["user_id"] for r in found})
             data = dict(draft.data, **kill_counts(sessions, devices, passkeys))
             seq = self._append(conn, LedgerDraft(draft.type, draft.actor, draft.subject, data, draft.approval))
-            conn.executemany("INSERT INTO kill_revocations (audit_seq, kind, id) VALUES (?, ?, ?)",
-                             [(seq, "session", i) for i in sessions] + [(seq, "device", i) for i in devices])
+            conn.executemany("INSERT INTO kill_revocations (audit_seq, kind, id) VALUES (?, 'device', ?)",
+                             [(seq, i) for i in devices])
+            if sessions:  # one row, not one per session: idwall.store.settle writes them out after the answer
+                conn.execute("INSERT INTO kill_pending (audit_seq, at, sessions) VALUES (?, ?, ?)",
+                             (seq, now, json.dumps(sessions)))
             self._event(conn, "kill", kill_event(scope, target, sessions, devices, revoke_devices=revoke_devices,
                                                  audit_seq=seq), now)
-            return KillResult(tuple(sorted(sessions)), tuple(sorted(devices)), tuple(users), seq, tuple(passkeys))
+            return KillResult(tuple(sessions), tuple(sorted(devices)), tuple(users), seq, tuple(passkeys))
 
-        return await self.write(tx)
+        result = await self.write(tx)
+        if result.sessions:
+            self._settle_soon()
+        return result
+
+    async def _settle_pending(self) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            for row in conn.execute("DELETE FROM kill_pending RETURNING audit_seq, at, sessions").fetchall():
+                ids = json.loads(row["sessions"])
+                conn.executemany("UPDATE sessions SET revoked_at = ?, revoke_reason = 'kill' WHERE id = ?"
+                                 " AND revoked_at IS NULL", [(row["at"], i) for i in ids])
+                conn.executemany("INSERT OR IGNORE INTO kill_revocations (audit_seq, kind, id) VALUES (?, 'session', ?)",
+                                 [(row["audit_seq"], i) for i in ids])
+
+        await self.write(tx)
 
     async def kill_revocations(self, audit_seq: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (sessions, devices) the kill recorded at ``audit_seq`` revoked, each sorted."""
         rows = await self.read(lambda c: c.execute(
-            "SELECT kind, id FROM kill_revocations WHERE audit_seq = ? ORDER BY id", (audit_seq,)).fetchall())
+            "SELECT kind, id FROM kill_revocations WHERE audit_seq = ? UNION ALL SELECT 'session', j.value"
+            " FROM kill_pending p, json_each(p.sessions) j WHERE p.audit_seq = ? ORDER BY id",
+            (audit_seq, audit_seq)).fetchall())
         return (tuple(r["id"] for r in rows if r["kind"] == "session"),
                 tuple(r["id"] for r in rows if r["kind"] == "device"))
 
