@@ -149,13 +149,16 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
                                  draft=draft)
     committed = time.perf_counter()
     node.local_kills.add(result.audit_seq)
+    # who must acknowledge, asked before the cut: the question is on the wire before this loop turns to the
+    # teardown of every connection the cut aborts
+    peers = asyncio.ensure_future(_peers(node, result.audit_seq)) if node.worker is not None else None
     conns = _matching(node, scope, target, result.sessions, result.devices, result.users)
     spared = spare is not None and spare in conns
     conns.discard(spare)  # type: ignore[arg-type]
     closed = node.registry.cut(conns) + int(spared)
     cut = time.perf_counter() - committed
     node.forget_sessions(result.sessions)
-    fanout = await fan_out(node, result.audit_seq) if node.worker is not None else FanOut()
+    fanout = await fan_out(node, *await peers) if peers is not None else FanOut()
     closed += fanout.connections_closed
     latency = time.perf_counter() - committed
     node.metrics.kills.labels(scope=scope).inc()
@@ -174,20 +177,27 @@ async def kill(node: KillContext, *, scope: str, target: str | None, reason: str
                        fanout)
 
 
-async def fan_out(node: KillContext, audit_seq: int, *, timeout: float = FANOUT_TIMEOUT) -> FanOut:
-    """Wake the other live workers and wait (at most ``timeout``) until each acknowledged kill ``audit_seq``.
+async def _peers(node: KillContext, audit_seq: int) -> tuple[list[WorkerRow], int | None]:
+    """The other live workers, and the id of the event of kill ``audit_seq`` they acknowledge."""
+    assert node.worker is not None
+    me = node.worker
+    peers = [w for w in await node.store.live_workers(since=node.clock() - STALE_AFTER) if w.id != me.id]
+    if not peers:
+        return [], None
+    nudge(w.nudge for w in peers if w.nudge and w.host == me.host)
+    return peers, await node.store.kill_event_id(audit_seq)
+
+
+async def fan_out(node: KillContext, peers: list[WorkerRow], event_id: int | None, *,
+                  timeout: float = FANOUT_TIMEOUT) -> FanOut:
+    """Wait (at most ``timeout``) until each of ``peers`` acknowledged event ``event_id`` (a kill).
 
     Called after this process committed the kill and cut its own connections. Workers registered after the
     commit are not waited for: they started listening after the revocation was durable, so every connection
     they hold resolved against it.
     """
-    assert node.worker is not None
-    me = node.worker
-    peers = [w for w in await node.store.live_workers(since=node.clock() - STALE_AFTER) if w.id != me.id]
     if not peers:
         return FanOut()
-    nudge(w.nudge for w in peers if w.nudge and w.host == me.host)
-    event_id = await node.store.kill_event_id(audit_seq)
     wanted = {w.id for w in peers}
     acks: dict[str, int] = {}
     deadline = time.perf_counter() + timeout

@@ -9,14 +9,16 @@ is read from a real TLS connection to a real gateway.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
 
-from idwall.connections import Conn, Registry
+from idwall.connections import BURY_AFTER, BURY_CHUNK, Conn, Registry
 from idwall.model import Resolved
 from tests.helpers.gateway import GatewayUnderTest
 from tests.helpers.records import CERT, device, resolved, session, user
@@ -195,6 +197,28 @@ def test_a_large_cut_aborts_every_socket_before_it_takes_any_out_of_the_indexes(
     assert registry.cut(registry.select("all", None)) == 10_000
     assert seen == [10_000] * 10_000  # every abort happened with all of them still registered
     assert len(registry) == 0 and registry.select("user", "alice") == []
+
+
+async def test_a_large_cut_holds_what_it_cut_past_the_teardown_then_lets_go() -> None:
+    """Every socket is aborted at once, but the connections (their TLS state and certificates, 30 µs each to
+    free) are let go of only after the kill has had time to answer, and the cyclic collector waits for that; a
+    small cut holds nothing."""
+    registry, seen = Registry(), []  # type: ignore[var-annotated]
+    many = BURY_CHUNK * 3
+    refs = []
+    for i in range(many):
+        transport = _Watched(registry, seen)
+        refs.append(weakref.ref(transport))
+        bound(registry, alice(session_id=f"ses-{i}"), cert=hashlib.sha256(b"%d" % i).digest(), transport=transport)
+    del transport
+    assert registry.cut(registry.select("all", None)) == many and len(seen) == many
+    assert not gc.isenabled()
+    await asyncio.sleep(BURY_AFTER / 2)
+    assert sum(ref() is not None for ref in refs) == many  # held while the kill answers
+    await asyncio.sleep(BURY_AFTER / 2 + 0.05)
+    assert sum(ref() is not None for ref in refs) == 0 and gc.isenabled()
+    bound(registry, bob(), cert=OTHER_CERT, transport=_Watched(registry, seen))
+    assert registry.cut(registry.select("user", "bob")) == 1 and gc.isenabled()
 
 
 def test_a_cut_of_most_connections_leaves_the_others_found_by_every_index() -> None:

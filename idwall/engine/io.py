@@ -149,7 +149,6 @@ class ClientProtocol(ClientEdges, asyncio.Protocol):
                                            sni=tls.server_name(ssl_object))
         engine.clients.add(self)
         self._wait(IDLE, engine.config.limits.head_timeout)
-        self.node.metrics.connections.set(len(self.node.registry))
 
     def _wait(self, what: int, seconds: float) -> None:
         self.waiting = what
