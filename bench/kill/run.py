@@ -1,8 +1,9 @@
 """Kill-switch benchmark: N live mTLS sessions, then kill one user (repeatedly) and kill everyone.
 
-Three processes, so the measuring client does not share a CPU-bound event loop
+Four processes, so the measuring client does not share a CPU-bound event loop
 with what it measures: the gateway (``idwall serve``), a slow upstream (this
-file with ``--upstream``) and the client (this file). Every session is its own
+file with ``--upstream``), the client (this file), and the admin's client that
+sends each kill and times its answer (this file with ``--admin``). Every session is its own
 device with its own certificate and its own TLS connection; a fraction of them
 hold a streaming download, a fraction a WebSocket, the rest an idle keep-alive.
 
@@ -120,7 +121,7 @@ async def _until_closed(reader: asyncio.StreamReader, live: Live) -> float:
             live.received += len(data)
     except (ConnectionError, ssl.SSLError, OSError):
         pass
-    return time.perf_counter()
+    return time.monotonic()
 
 
 async def _ws_until_closed(ws: aiohttp.ClientWebSocketResponse) -> float:
@@ -132,7 +133,7 @@ async def _ws_until_closed(ws: aiohttp.ClientWebSocketResponse) -> float:
                 break
     except (ConnectionError, aiohttp.ClientError):
         pass
-    return time.perf_counter()
+    return time.monotonic()
 
 
 async def connect(live: Live, *, port: int, ca: str) -> None:
@@ -198,13 +199,62 @@ async def wait_listening(port: int, timeout: float = 30.0) -> None:
 
 
 async def kill(client: aiohttp.ClientSession, url: str, secret: str, body: dict[str, Any]) -> tuple[dict, float, float]:
-    sent = time.perf_counter()
+    sent = time.monotonic()
     async with client.post(url + "/idwall/api/admin/kill", json=body,
                            headers={"Authorization": f"Bearer {secret}"}) as resp:
         answer = await resp.json(content_type=None)
         if resp.status != 200:
             raise RuntimeError(f"kill refused: {answer}")
-    return answer, sent, time.perf_counter()
+    return answer, sent, time.monotonic()
+
+
+def run_admin(url: str, ca: str, secret: str) -> None:
+    """The admin's side of every kill, in a process of its own: the client process holds every victim's socket,
+    and when thousands close at once its event loop would see the kill's answer only after all of them. Reads
+    one kill request (JSON) per line on stdin, writes ``{answer, sent, answered}`` (``time.monotonic``, the same
+    clock in every process) per line on stdout."""
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        lines = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
+        connector = aiohttp.TCPConnector(ssl=client_ssl_context(ca), limit=1)
+        async with aiohttp.ClientSession(connector=connector) as client:
+            async with client.get(url + "/idwall/healthz") as resp:  # the kills reuse this TLS connection
+                await resp.read()
+            while line := await lines.readline():
+                answer, sent, answered = await kill(client, url, secret, json.loads(line))
+                print(json.dumps({"answer": answer, "sent": sent, "answered": answered}), flush=True)
+
+    asyncio.run(serve())
+
+
+class Admin:
+    """The :func:`run_admin` process, driven from the client."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, url: str, ca: str, secret: str) -> "Admin":
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--admin", url, "--admin-ca", ca, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, env=dict(os.environ, IDWALL_BENCH_SECRET=secret))
+        return cls(process)
+
+    async def kill(self, body: dict[str, Any]) -> tuple[dict, float, float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(body).encode() + b"\n")
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the admin client exited (its error is above)")
+        got = json.loads(line)
+        return got["answer"], got["sent"], got["answered"]
+
+    async def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await self.process.wait()
 
 
 async def wait_closed(lives: list[Live], timeout: float = 30.0) -> list[float]:
@@ -376,8 +426,9 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
     print(f"registering {args.sessions} devices with a live session each ({users} users, "
           f"{args.sessions_per_user} devices per user, over {args.nodes} node(s))...", flush=True)
     t = time.perf_counter()
-    lives: list[Live] = []
-    for i in range(args.sessions):
+    lives: list[Live | None] = [None] * args.sessions
+
+    async def register(i: int) -> None:
         user = f"user{i % users:05d}"
         device = await register_device_directly(store, device_ca_cert=ca_cert, device_ca_key=ca_key,
                                                 out_dir=work / "devices", user_id=user,
@@ -385,12 +436,17 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
         # devices i and i + users belong to the same user, so the first indices spread over the users, and
         # each user's devices over the nodes
         kind = "stream" if i < args.streams else "ws" if i < args.streams + args.websockets else "idle"
-        lives.append(Live(device, kind, node=(i // users) % args.nodes))
+        lives[i] = Live(device, kind, node=(i // users) % args.nodes)
+
+    # a few at a time: each registration is three transactions, and PostgreSQL's round trips overlap
+    for start in range(0, args.sessions, 16):
+        await asyncio.gather(*(register(i) for i in range(start, min(start + 16, args.sessions))))
     issued = tokens.new_token(name="bench", scopes=["kill", "read"], ttl=86400, created_by="bench", now=time.time())
     rec = issued.record
     await store.create_token(rec, LedgerDraft("token.create", "bench", rec.id, {
         "token_id": rec.id, "name": rec.name, "scopes": list(rec.scopes), "expires_at": int(rec.expires_at)}))
     print(f"  done in {time.perf_counter() - t:.1f}s", flush=True)
+    lives = [live for live in lives if live is not None]
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, __file__, "--upstream", str(up_port),
@@ -399,19 +455,24 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
     procs += [subprocess.Popen([sys.executable, "-m", "idwall", "serve", "--config", node.config], env=env,
                                stdout=open(work / f"gateway-{node.name}.out", "w"), stderr=open(node.log, "w"))
               for node in nodes]
-    results: dict[str, Any] = {"sessions": args.sessions, "users": users, "nodes": args.nodes, "mix": {
+    results: dict[str, Any] = {"sessions": args.sessions, "users": users, "nodes": args.nodes,
+                               "client_nice": args.client_nice, "mix": {
         "stream": sum(lv.kind == "stream" for lv in lives), "ws": sum(lv.kind == "ws" for lv in lives),
         "idle": sum(lv.kind == "idle" for lv in lives)}}
     admin = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(ca), limit=1))
+    killer: Admin | None = None
     try:
         await wait_listening(up_port)
         for node in nodes:
             await wait_listening(node.port)
-        if args.profile:
-            profilers = [subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--rate", "500", "--format",
-                                           "speedscope", "--output", str(work / f"profile-{node.name}.json")],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                         for node, proc in zip(nodes, procs[1:])]
+        killer = await Admin.start(url, ca, issued.secret)
+        if args.client_nice:
+            # Real clients are on other machines. Here one process plays all of them on the same two cores, and
+            # when a kill closes 10,000 of its sockets at once their teardown (half a second of CPU) competes with
+            # the gateways, the database and the admin's client for the very CPU the kill is timed on. Lower its
+            # priority (the gateways, the admin and the upstream keep theirs, started above): its own "last socket
+            # closed" figures then grow, and are upper bounds of when the gateway closed them.
+            os.nice(args.client_nice)
         print(f"connecting {args.sessions} mTLS sessions ({results['mix']})...", flush=True)
         took = await connect_all(lives, ports=ports, ca=ca)
         print(f"  done in {took:.1f}s", flush=True)
@@ -432,7 +493,7 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
             survivors = [lv for lv in lives if lv.device.user_id not in killed_users]
             before = await snapshot(admin, nodes)
             flowing = [(lv, lv.received) for lv in survivors if lv.kind == "stream"]
-            answer, sent, answered = await kill(admin, url, issued.secret, {
+            answer, sent, answered = await killer.kill({
                 "scope": "user", "target": user, "reason": "bench", "revoke_devices": False})
             user_answer.append(answered - sent)
             closed = await wait_closed(by_user[user])
@@ -469,6 +530,12 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
         all_answer: list[float] = []
         all_tx: list[float] = []
         alive = [lv for lv in lives if lv.device.user_id not in killed_users]
+        if args.profile:  # the kills of everyone only: py-spy --native slows a node too much for the set-up
+            profilers = [subprocess.Popen(["py-spy", "record", "--native", "--pid", str(proc.pid), "--rate", "1000", "--format",
+                                           "speedscope", "--output", str(work / f"profile-{node.name}.json")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         for node, proc in zip(nodes, procs[1:])]
+            await asyncio.sleep(2.0)  # py-spy attaches
         for repeat in range(args.all_repeats):
             if repeat:
                 await close_all(lives)
@@ -477,8 +544,7 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
                 await connect_all(alive, ports=ports, ca=ca)
                 await asyncio.sleep(1.0)
             before = await snapshot(admin, nodes)
-            answer, sent, answered = await kill(admin, url, issued.secret,
-                                                {"scope": "all", "target": None, "reason": "bench",
+            answer, sent, answered = await killer.kill({"scope": "all", "target": None, "reason": "bench",
                                                  "revoke_devices": False})
             closed = await wait_closed(alive)
             for index, _ in enumerate(nodes):
@@ -501,6 +567,8 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
             print(f"profiles (speedscope): {work}/profile-*.json")
     finally:
         await admin.close()
+        if killer is not None:
+            await killer.close()
         await close_all(lives)
         for proc in procs:
             proc.terminate()
@@ -559,14 +627,21 @@ def main() -> None:
                         "user's devices spread over both")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432",
                         help="the PostgreSQL server for --nodes 2 (a fresh database is made on it and dropped)")
+    parser.add_argument("--client-nice", type=int, default=10, help="niceness of the process holding every victim's"
+                        " connection, after the gateways and the admin's client started (default 10; 0 keeps it)")
     parser.add_argument("--profile", action="store_true", help="py-spy record every node while the kills run")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--admin", help=argparse.SUPPRESS)
+    parser.add_argument("--admin-ca", help=argparse.SUPPRESS)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.upstream:
         run_upstream(args.upstream, args.stream_interval)
+        return
+    if args.admin:
+        run_admin(args.admin, args.admin_ca, os.environ["IDWALL_BENCH_SECRET"])
         return
     try:
         import uvloop
