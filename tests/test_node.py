@@ -150,6 +150,27 @@ async def test_last_seen_times_are_written_in_a_batch_and_old_ones_forgotten(gat
     assert node.last_seen == {device.session_id: now}, "a time past max_age is written once, then forgotten"
 
 
+async def test_a_flush_writes_only_the_last_seen_times_that_moved_since_the_one_before(gateway) -> None:
+    """Thousands of sessions idle on keep-alive cost no writes: a time is written when it changed."""
+    first, second = await gateway.device("alice"), await gateway.device("bob")
+    node = gateway.running.node
+    now = time.time()
+    node.touch(await gateway.store.get_session(first.session_id), now)
+    node.touch(await gateway.store.get_session(second.session_id), now)
+    await node.flush_last_seen()
+
+    async def changes() -> int:
+        return await gateway.store.read(lambda conn: conn.total_changes)
+
+    before = await changes()
+    await node.flush_last_seen()
+    assert await changes() == before, "nothing moved: nothing written"
+    node.touch(await gateway.store.get_session(second.session_id), now + 7)
+    await node.flush_last_seen()
+    assert await changes() == before + 1
+    assert (await gateway.store.get_session(second.session_id)).last_seen == now + 7
+
+
 async def test_a_connection_without_a_certificate_resolves_to_nothing_without_a_store_read(gateway) -> None:
     node = gateway.running.node
     reads: list[float] = []
