@@ -13,9 +13,8 @@ from ...encoding import b64url_encode
 from ...model import Ceremony, Event, KillResult, LedgerDraft, Resolved, Session
 from ..base import AlreadyUsed, Expired
 from ..sqlite.core import credential_from_row, device_from_row, session_from_row, user_from_row
-from ..sqlite.sessions import killed_session
 from ...audit import revokes_passkeys
-from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts, kill_event
+from ..sqlite.sessions import FRESH_AUTH_SQL, KILL_SCOPES, kill_counts, kill_event, killed_session
 from .core import Conn, PostgresCore, rowcount
 
 # The sessions (and devices) a kill scope covers, with ``u`` the user row; ``$2`` is the target.
