@@ -5,6 +5,7 @@ The pieces live in ``tests/helpers``; this file only turns them into fixtures.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +30,14 @@ from tests.helpers.workers import threaded_echo_upstream
 settings.register_profile("idwall", database=None)
 settings.load_profile("idwall")
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / f"idwall-hypothesis-{os.getuid()}")
+
+
+@pytest.fixture(autouse=True)
+def collector_on() -> Iterator[None]:
+    """Every test starts with the cyclic collector on. A large cut pauses it until the burial of what it cut
+    (idwall.connections.Registry._bury, half a second later), which a test whose loop ends first never sees."""
+    gc.enable()
+    yield
 
 
 @pytest.fixture
