@@ -292,8 +292,7 @@ class Registry:
         connections until the kill has answered (:data:`BURY_AFTER`), then freeing a chunk per turn, lets those
         through first.
         """
-        chunk, self._dying = self._dying[:BURY_CHUNK], self._dying[BURY_CHUNK:]
-        chunk.clear()
+        del self._dying[:BURY_CHUNK]
         if self._dying:
             asyncio.get_running_loop().call_soon(self._bury)
         elif self._gc_paused:

@@ -439,9 +439,7 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
     print(f"registering {args.sessions} devices with a live session each ({users} users, "
           f"{args.sessions_per_user} devices per user, over {args.nodes} node(s))...", flush=True)
     t = time.perf_counter()
-    lives: list[Live | None] = [None] * args.sessions
-
-    async def register(i: int) -> None:
+    async def register(i: int) -> Live:
         user = f"user{i % users:05d}"
         device = await register_device_directly(store, device_ca_cert=ca_cert, device_ca_key=ca_key,
                                                 out_dir=work / "devices", user_id=user,
@@ -449,17 +447,17 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
         # devices i and i + users belong to the same user, so the first indices spread over the users, and
         # each user's devices over the nodes
         kind = "stream" if i < args.streams else "ws" if i < args.streams + args.websockets else "idle"
-        lives[i] = Live(device, kind, node=(i // users) % args.nodes)
+        return Live(device, kind, node=(i // users) % args.nodes)
 
     # a few at a time: each registration is three transactions, and PostgreSQL's round trips overlap
+    lives: list[Live] = []
     for start in range(0, args.sessions, 16):
-        await asyncio.gather(*(register(i) for i in range(start, min(start + 16, args.sessions))))
+        lives += await asyncio.gather(*(register(i) for i in range(start, min(start + 16, args.sessions))))
     issued = tokens.new_token(name="bench", scopes=["kill", "read"], ttl=86400, created_by="bench", now=time.time())
     rec = issued.record
     await store.create_token(rec, LedgerDraft("token.create", "bench", rec.id, {
         "token_id": rec.id, "name": rec.name, "scopes": list(rec.scopes), "expires_at": int(rec.expires_at)}))
     print(f"  done in {time.perf_counter() - t:.1f}s", flush=True)
-    lives = [live for live in lives if live is not None]
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, __file__, "--upstream", str(up_port),
@@ -544,8 +542,9 @@ async def _bench(args: argparse.Namespace, work: Path, ports: list[int], up_port
         all_tx: list[float] = []
         alive = [lv for lv in lives if lv.device.user_id not in killed_users]
         if args.profile:  # the kills of everyone only: py-spy --native slows a node too much for the set-up
-            profilers = [subprocess.Popen(["py-spy", "record", "--native", "--pid", str(proc.pid), "--rate", "1000", "--format",
-                                           "speedscope", "--output", str(work / f"profile-{node.name}.json")],
+            profilers = [subprocess.Popen(["py-spy", "record", "--native", "--pid", str(proc.pid), "--rate", "1000",
+                                           "--format", "speedscope", "--output",
+                                           str(work / f"profile-{node.name}.json")],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                          for node, proc in zip(nodes, procs[1:])]
             await asyncio.sleep(2.0)  # py-spy attaches

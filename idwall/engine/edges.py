@@ -100,8 +100,7 @@ class ClientEdges(ABC):
                 engine.anonymous.pop(self.anonymous, None)
         if self.conn is None:
             return
-        if not self.conn.killed:  # a kill's cut took it out of the registry already
-            self.node.registry.remove(self.conn)
+        self.node.registry.remove(self.conn)
         ex, self.ex = self.ex, None
         if ex is not None:
             if ex.task is not None:

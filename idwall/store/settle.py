@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, Callable
 
 from ..logs import event
 from .base import StoreError
@@ -27,10 +28,9 @@ class Settling:
     _settler: asyncio.Task[None] | None = None
     #: a kill of this process committed a pending row that no write-out has covered since
     _unsettled = False
-
-    async def _settle_pending(self) -> None:
-        """Write every ``kill_pending`` row (any node's) out to its sessions and ``kill_revocations``."""
-        raise NotImplementedError
+    #: the backend's write-out of every ``kill_pending`` row (any node's) to its sessions and ``kill_revocations``,
+    #: one transaction (each backend's ``SessionRecords`` defines it)
+    _settle_pending: Callable[[], Awaitable[None]]
 
     def _settle_soon(self) -> None:
         """A kill just committed a ``kill_pending`` row: write it out :data:`SETTLE_AFTER` from now."""

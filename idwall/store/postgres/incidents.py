@@ -24,7 +24,6 @@ from ...model import (
 )
 from ..base import Missing
 from ..sqlite.core import user_from_row
-
 # the same rows to records as SQLite's: asyncpg rows are read by column name too
 from ..sqlite.incidents import _incident_from_row
 from .core import Conn
